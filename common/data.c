@@ -1,0 +1,277 @@
+/* data.c - IDX dataset loading through zlib, and the batch builder with crop/flip augmentation. */
+#include "data.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+enum {
+    IDX_MAGIC_LABELS = 0x00000801,  /* unsigned bytes, rank 1: n */
+    IDX_MAGIC_IMAGES3 = 0x00000803, /* unsigned bytes, rank 3: n, h, w */
+    IDX_MAGIC_IMAGES4 = 0x00000804, /* unsigned bytes, rank 4: n, c, h, w */
+};
+
+#define BODY_FIRST_CHUNK ((size_t)1 << 20)
+#define GZ_MAX_READ (1u << 30) /* gzread takes an unsigned length but returns an int */
+
+/* An open IDX file and the shape its header declared (labels read as c = h = w = 1). */
+typedef struct {
+    gzFile f;
+    const char *path;
+    int n, c, h, w;
+} idx_file_t;
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Explains a failed or short gzread. Only an OS read error is EIO; a plain file that ends early
+ * or a gzip stream that is cut (Z_BUF_ERROR) or damaged means the file itself is malformed. */
+static int read_fail(const idx_file_t *x, const char *what, auxps_error_t *err) {
+    int zerr = Z_OK;
+    const char *zmsg = gzerror(x->f, &zerr);
+    if (zerr == Z_ERRNO)
+        return auxps_error_set(err, AUXPS_EIO, "%s: cannot read the %s: %s", x->path, what,
+                               strerror(errno));
+    if (zerr == Z_MEM_ERROR)
+        return auxps_error_set(err, AUXPS_ENOMEM, "%s: out of memory while decompressing",
+                               x->path);
+    if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
+        /* zlib prefixes its message with the path, which ours already starts with. */
+        size_t len = strlen(x->path);
+        if (strncmp(zmsg, x->path, len) == 0 && strncmp(zmsg + len, ": ", 2) == 0) zmsg += len + 2;
+        return auxps_error_set(err, AUXPS_EFORMAT, "%s: corrupt gzip data in the %s (%s)",
+                               x->path, what, zmsg);
+    }
+    return auxps_error_set(err, AUXPS_EFORMAT, "%s: truncated: the file ends inside the %s",
+                           x->path, what);
+}
+
+static int read_exact(const idx_file_t *x, void *buf, size_t len, const char *what,
+                      auxps_error_t *err) {
+    uint8_t *p = buf;
+    while (len > 0) {
+        unsigned want = len > GZ_MAX_READ ? GZ_MAX_READ : (unsigned)len;
+        int got = gzread(x->f, p, want);
+        if (got <= 0) return read_fail(x, what, err);
+        p += got;
+        len -= (size_t)got;
+    }
+    return 0;
+}
+
+/* Opens path and checks its IDX header against the limits in data.h. On failure x->f may still
+ * be open; the caller closes it. */
+static int idx_open(idx_file_t *x, const char *path, int labels, auxps_error_t *err) {
+    static const char *const dim_names[2][4] = {
+        {"image count", "channel count", "height", "width"},
+        {"label count", "", "", ""},
+    };
+    x->path = path;
+    errno = 0;
+    x->f = gzopen(path, "rb");
+    if (x->f == NULL) {
+        int e = errno;
+        return auxps_error_set(err, e == 0 || e == ENOMEM ? AUXPS_ENOMEM : AUXPS_EIO,
+                               "%s: cannot open: %s", path, e ? strerror(e) : "out of memory");
+    }
+    gzbuffer(x->f, 1u << 17); /* the default 8 KiB makes decompressing 47 MB needlessly slow */
+
+    uint8_t raw[20];
+    int rc = read_exact(x, raw, 4, "header", err);
+    if (rc != 0) return rc;
+    uint32_t magic = be32(raw);
+    int rank = magic == IDX_MAGIC_IMAGES3 ? 3 : magic == IDX_MAGIC_IMAGES4 ? 4 : 1;
+    if (labels ? magic != IDX_MAGIC_LABELS : rank == 1)
+        return auxps_error_set(err, AUXPS_EFORMAT,
+                               "%s: bad magic 0x%08x; an IDX %s file starts with %s", path,
+                               (unsigned)magic, labels ? "label" : "image",
+                               labels ? "0x00000801" : "0x00000803 or 0x00000804");
+    if ((rc = read_exact(x, raw + 4, 4 * (size_t)rank, "header", err)) != 0) return rc;
+
+    /* Rank 3 images have no channel dim; slot it in as 1 so every shape reads n, c, h, w. */
+    uint32_t dims[4] = {be32(raw + 4), 1, 1, 1};
+    for (int i = 1; i < rank; i++) dims[i + (rank == 3)] = be32(raw + 4 + 4 * i);
+    for (int i = 0; i < 4; i++) {
+        uint32_t max = i == 0 ? DATA_MAX_SAMPLES : DATA_MAX_DIM;
+        if (dims[i] < 1 || dims[i] > max)
+            return auxps_error_set(err, AUXPS_EFORMAT, "%s: %s is %u; it must be 1..%u", path,
+                                   dim_names[labels][i], (unsigned)dims[i], (unsigned)max);
+    }
+    uint64_t sample = (uint64_t)dims[1] * dims[2] * dims[3];
+    if (sample > DATA_MAX_SAMPLE_BYTES)
+        return auxps_error_set(err, AUXPS_EFORMAT,
+                               "%s: %ux%ux%u images are %llu bytes each; the limit is %d",
+                               path, (unsigned)dims[1], (unsigned)dims[2], (unsigned)dims[3],
+                               (unsigned long long)sample, DATA_MAX_SAMPLE_BYTES);
+    x->n = (int)dims[0];
+    x->c = (int)dims[1];
+    x->h = (int)dims[2];
+    x->w = (int)dims[3];
+    return 0;
+}
+
+/* Reads the whole body (n * c * h * w bytes) into a new buffer, then insists on end of file.
+ * The buffer doubles as bytes arrive instead of being sized from the header, so a header that
+ * claims gigabytes the file does not hold costs only what is really there. */
+static int idx_read_body(const idx_file_t *x, const char *what, uint8_t **out,
+                         auxps_error_t *err) {
+    size_t len = (size_t)x->n * (size_t)x->c * (size_t)x->h * (size_t)x->w;
+    size_t cap = 0, have = 0;
+    uint8_t *buf = NULL;
+    int rc;
+    while (have < len) {
+        if (have == cap) {
+            size_t next = cap == 0 ? BODY_FIRST_CHUNK : 2 * cap;
+            if (next > len) next = len;
+            uint8_t *grown = realloc(buf, next);
+            if (grown == NULL) {
+                rc = auxps_error_set(err, AUXPS_ENOMEM, "%s: out of memory for %zu bytes of %s",
+                                     x->path, len, what);
+                goto fail;
+            }
+            buf = grown;
+            cap = next;
+        }
+        if ((rc = read_exact(x, buf + have, cap - have, what, err)) != 0) goto fail;
+        have = cap;
+    }
+
+    /* One more read must hit a clean end: it catches extra bytes, and for gzip it is the read
+     * that checks the CRC and length trailer. */
+    uint8_t extra;
+    int got = gzread(x->f, &extra, 1);
+    int zerr = Z_OK;
+    gzerror(x->f, &zerr);
+    if (got > 0) {
+        rc = auxps_error_set(err, AUXPS_EFORMAT,
+                             "%s: trailing bytes after the %d samples its header declares",
+                             x->path, x->n);
+        goto fail;
+    }
+    if (got < 0 || zerr != Z_OK) {
+        rc = read_fail(x, "gzip trailer", err);
+        goto fail;
+    }
+    *out = buf;
+    return 0;
+fail:
+    free(buf);
+    return rc;
+}
+
+int dataset_load_idx(dataset_t *ds, const char *images_path, const char *labels_path,
+                     auxps_error_t *err) {
+    if (ds == NULL || images_path == NULL || labels_path == NULL)
+        return auxps_error_set(err, AUXPS_EINVAL, "dataset_load_idx: NULL argument");
+    memset(ds, 0, sizeof *ds);
+    idx_file_t im = {0}, lb = {0};
+    uint8_t *images = NULL, *labels = NULL;
+    int rc;
+    /* Both headers come first so that a count mismatch is caught before any body is read. */
+    if ((rc = idx_open(&im, images_path, 0, err)) != 0) goto fail;
+    if ((rc = idx_open(&lb, labels_path, 1, err)) != 0) goto fail;
+    if (im.n != lb.n) {
+        rc = auxps_error_set(err, AUXPS_EFORMAT, "%s holds %d images but %s holds %d labels",
+                             images_path, im.n, labels_path, lb.n);
+        goto fail;
+    }
+    if ((rc = idx_read_body(&im, "images", &images, err)) != 0) goto fail;
+    if ((rc = idx_read_body(&lb, "labels", &labels, err)) != 0) goto fail;
+    gzclose(im.f);
+    gzclose(lb.f);
+
+    int max_label = 0;
+    for (int i = 0; i < lb.n; i++)
+        if (labels[i] > max_label) max_label = labels[i];
+    *ds = (dataset_t){.n = im.n, .c = im.c, .h = im.h, .w = im.w, .classes = max_label + 1,
+                      .images = images, .labels = labels};
+    return 0;
+fail:
+    if (im.f != NULL) gzclose(im.f);
+    if (lb.f != NULL) gzclose(lb.f);
+    free(images);
+    free(labels);
+    return rc;
+}
+
+/* Writes dir/name.gz to out if that file exists, else dir/name. */
+static int split_path(char *out, size_t cap, const char *dir, const char *name,
+                      auxps_error_t *err) {
+    int len = snprintf(out, cap, "%s/%s.gz", dir, name);
+    if (len < 0 || (size_t)len >= cap)
+        return auxps_error_set(err, AUXPS_EINVAL, "%s/%s.gz: path too long", dir, name);
+    if (access(out, F_OK) != 0) out[len - 3] = '\0';
+    return 0;
+}
+
+int dataset_load(dataset_t *ds, const char *dir, int train, int limit, auxps_error_t *err) {
+    if (ds == NULL || dir == NULL)
+        return auxps_error_set(err, AUXPS_EINVAL, "dataset_load: NULL argument");
+    memset(ds, 0, sizeof *ds);
+    const char *split = train ? "train" : "t10k";
+    char name[32], images_path[PATH_MAX], labels_path[PATH_MAX];
+    int rc;
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
+    if ((rc = split_path(images_path, sizeof images_path, dir, name, err)) != 0) return rc;
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
+    if ((rc = split_path(labels_path, sizeof labels_path, dir, name, err)) != 0) return rc;
+    if ((rc = dataset_load_idx(ds, images_path, labels_path, err)) != 0) return rc;
+
+    if (limit > 0 && limit < ds->n) {
+        ds->n = limit;
+        /* Shrinking keeps a small run's footprint small; if realloc declines, the larger
+         * buffer is still valid. */
+        uint8_t *p = realloc(ds->images, (size_t)limit * ds->c * ds->h * ds->w);
+        if (p != NULL) ds->images = p;
+        p = realloc(ds->labels, (size_t)limit);
+        if (p != NULL) ds->labels = p;
+    }
+    return 0;
+}
+
+void dataset_free(dataset_t *ds) {
+    if (ds == NULL) return;
+    free(ds->images);
+    free(ds->labels);
+    memset(ds, 0, sizeof *ds);
+}
+
+void dataset_batch(const dataset_t *ds, const int *idx, int count, const data_transform_t *t,
+                   rng_t *rng, float *x, int *y) {
+    const int h = ds->h, w = ds->w, pad = t->crop_pad;
+    const size_t plane = (size_t)h * w, sample = (size_t)ds->c * plane;
+    /* Every pixel is one of 256 bytes, so normalising is a table load, and equal bytes give
+     * bit-equal floats. lut[0] is also the value of a padding pixel. */
+    float lut[256];
+    for (int p = 0; p < 256; p++) lut[p] = ((float)p / 255.0f - t->mean) / t->std;
+
+    for (int s = 0; s < count; s++) {
+        int dy = 0, dx = 0, flip = 0;
+        if (rng != NULL) {
+            if (pad > 0) {
+                uint32_t span = 2u * (uint32_t)pad + 1u;
+                dy = (int)rng_below(rng, span) - pad;
+                dx = (int)rng_below(rng, span) - pad;
+            }
+            if (t->flip) flip = rng_below(rng, 2) == 1;
+        }
+        const uint8_t *src = ds->images + (size_t)idx[s] * sample;
+        float *dst = x + (size_t)s * sample;
+        for (int ch = 0; ch < ds->c; ch++, src += plane, dst += plane) {
+            for (int i = 0; i < h; i++) {
+                int si = i + dy;
+                for (int j = 0; j < w; j++) {
+                    int sj = (flip ? w - 1 - j : j) + dx;
+                    int inside = si >= 0 && si < h && sj >= 0 && sj < w;
+                    dst[i * w + j] = inside ? lut[src[si * w + sj]] : lut[0];
+                }
+            }
+        }
+        y[s] = ds->labels[idx[s]];
+    }
+}

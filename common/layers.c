@@ -1,0 +1,270 @@
+/* layers.c - layer kernels. The convolution is im2col + sgemm per image: the per-image matrices
+ * are already large enough for OpenBLAS, and the scratch stays one image's size. */
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad) {
+    s->n = n; s->cin = cin; s->h = h; s->w = w;
+    s->cout = cout; s->k = k; s->stride = stride; s->pad = pad;
+    s->ho = (h + 2 * pad - k) / stride + 1;
+    s->wo = (w + 2 * pad - k) / stride + 1;
+}
+
+static int conv_is_pointwise(const conv_shape_t *s) {
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+size_t conv_scratch_size(const conv_shape_t *s) {
+    if (conv_is_pointwise(s)) return 0;
+    return (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+}
+
+/* col (cin*k*k, ho*wo) from one image x (cin, h, w). */
+static void im2col(float *col, const float *x, const conv_shape_t *s) {
+    const int k = s->k, howo = s->ho * s->wo;
+    for (int c = 0; c < s->cin; c++) {
+        const float *xc = x + (size_t)c * s->h * s->w;
+        for (int ky = 0; ky < k; ky++) {
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * howo;
+                for (int oy = 0; oy < s->ho; oy++) {
+                    int iy = oy * s->stride - s->pad + ky;
+                    float *r = row + oy * s->wo;
+                    if (iy < 0 || iy >= s->h) {
+                        memset(r, 0, sizeof(float) * s->wo);
+                        continue;
+                    }
+                    const float *xr = xc + (size_t)iy * s->w;
+                    for (int ox = 0; ox < s->wo; ox++) {
+                        int ix = ox * s->stride - s->pad + kx;
+                        r[ox] = (ix >= 0 && ix < s->w) ? xr[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dx (cin, h, w) += col2im(dcol (cin*k*k, ho*wo)). */
+static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
+    const int k = s->k, howo = s->ho * s->wo;
+    for (int c = 0; c < s->cin; c++) {
+        float *dxc = dx + (size_t)c * s->h * s->w;
+        for (int ky = 0; ky < k; ky++) {
+            for (int kx = 0; kx < k; kx++) {
+                const float *row = dcol + ((size_t)(c * k + ky) * k + kx) * howo;
+                for (int oy = 0; oy < s->ho; oy++) {
+                    int iy = oy * s->stride - s->pad + ky;
+                    if (iy < 0 || iy >= s->h) continue;
+                    const float *r = row + oy * s->wo;
+                    float *dr = dxc + (size_t)iy * s->w;
+                    for (int ox = 0; ox < s->wo; ox++) {
+                        int ix = ox * s->stride - s->pad + kx;
+                        if (ix >= 0 && ix < s->w) dr[ix] += r[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
+    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
+    const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
+    for (int n = 0; n < s->n; n++) {
+        const float *b = x + n * xsz;
+        if (!conv_is_pointwise(s)) {
+            im2col(col, b, s);
+            b = col;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, w, kk, b, howo,
+                    0.0f, out + n * osz, howo);
+    }
+}
+
+void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                     const conv_shape_t *s, float *col) {
+    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
+    const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
+    const int pointwise = conv_is_pointwise(s);
+    for (int n = 0; n < s->n; n++) {
+        const float *dy = dout + n * osz;
+        const float *b = x + n * xsz;
+        if (!pointwise) {
+            im2col(col, b, s);
+            b = col;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
+                    1.0f, dw, kk);
+        if (dx == NULL) continue;
+        if (pointwise) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
+                        1.0f, dx + n * xsz, howo);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
+                        0.0f, col, howo);
+            col2im_add(dx + n * xsz, col, s);
+        }
+    }
+}
+
+void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s) {
+    for (int n = 0; n < s->n; n++)
+        for (int co = 0; co < s->cout; co++)
+            for (int oy = 0; oy < s->ho; oy++)
+                for (int ox = 0; ox < s->wo; ox++) {
+                    double acc = 0.0;
+                    for (int ci = 0; ci < s->cin; ci++)
+                        for (int ky = 0; ky < s->k; ky++)
+                            for (int kx = 0; kx < s->k; kx++) {
+                                int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                                acc += (double)x[(((size_t)n * s->cin + ci) * s->h + iy) * s->w + ix] *
+                                       w[(((size_t)co * s->cin + ci) * s->k + ky) * s->k + kx];
+                            }
+                    out[(((size_t)n * s->cout + co) * s->ho + oy) * s->wo + ox] = (float)acc;
+                }
+}
+
+void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
+                       float *mean, float *rstd, float *rmean, float *rvar,
+                       int n, int c, int hw, int training) {
+    const double m = (double)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        float mu, rs;
+        if (training) {
+            double sum = 0.0, sq = 0.0;
+            for (int i = 0; i < n; i++) {
+                const float *p = x + ((size_t)i * c + ch) * hw;
+                for (int j = 0; j < hw; j++) sum += p[j];
+            }
+            double dmu = sum / m;
+            for (int i = 0; i < n; i++) {
+                const float *p = x + ((size_t)i * c + ch) * hw;
+                for (int j = 0; j < hw; j++) {
+                    double d = p[j] - dmu;
+                    sq += d * d;
+                }
+            }
+            double var = sq / m;
+            mu = (float)dmu;
+            rs = (float)(1.0 / sqrt(var + 1e-5));
+            mean[ch] = mu;
+            rstd[ch] = rs;
+            double unbiased = m > 1 ? sq / (m - 1) : var;
+            rmean[ch] = (float)(0.9 * rmean[ch] + 0.1 * dmu);
+            rvar[ch] = (float)(0.9 * rvar[ch] + 0.1 * unbiased);
+        } else {
+            mu = rmean[ch];
+            rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
+        }
+        const float a = gamma[ch] * rs, b = beta[ch] - mu * a;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float *q = y + ((size_t)i * c + ch) * hw;
+            for (int j = 0; j < hw; j++) q[j] = p[j] * a + b;
+        }
+    }
+}
+
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw) {
+    const double m = (double)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        const float mu = mean[ch], rs = rstd[ch];
+        double sdy = 0.0, sdyx = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *g = dy + ((size_t)i * c + ch) * hw;
+            for (int j = 0; j < hw; j++) {
+                sdy += g[j];
+                sdyx += g[j] * ((p[j] - mu) * rs);
+            }
+        }
+        dgamma[ch] += (float)sdyx;
+        dbeta[ch] += (float)sdy;
+        if (dx == NULL) continue;
+        const float k = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *g = dy + ((size_t)i * c + ch) * hw;
+            float *d = dx + ((size_t)i * c + ch) * hw;
+            for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+        }
+    }
+}
+
+void relu_forward(float *y, const float *x, size_t len) {
+    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void relu_backward(float *dx, const float *dy, const float *y, size_t len) {
+    for (size_t i = 0; i < len; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void add_forward(float *y, const float *a, const float *b, size_t len) {
+    for (size_t i = 0; i < len; i++) y[i] = a[i] + b[i];
+}
+
+void avgpool_forward(float *y, const float *x, int n, int c, int hw) {
+    for (size_t i = 0; i < (size_t)n * c; i++) {
+        const float *p = x + i * hw;
+        double s = 0.0;
+        for (int j = 0; j < hw; j++) s += p[j];
+        y[i] = (float)(s / hw);
+    }
+}
+
+void avgpool_backward(float *dx, const float *dy, int n, int c, int hw) {
+    for (size_t i = 0; i < (size_t)n * c; i++) {
+        const float g = dy[i] / (float)hw;
+        float *d = dx + i * hw;
+        for (int j = 0; j < hw; j++) d[j] += g;
+    }
+}
+
+void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (b == NULL) return;
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out; o++) y[(size_t)i * out + o] += b[o];
+}
+
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                     int n, int in, int out) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (db != NULL)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
+    if (dx != NULL)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+}
+
+float softmax_xent(const float *logits, const int *y, int n, int classes, float *dlogits, float scale,
+                   int *correct) {
+    double loss = 0.0;
+    int right = 0;
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * classes;
+        int best = 0;
+        float mx = l[0];
+        for (int k = 1; k < classes; k++)
+            if (l[k] > mx) { mx = l[k]; best = k; }
+        double sum = 0.0;
+        for (int k = 0; k < classes; k++) sum += exp((double)l[k] - mx);
+        loss += log(sum) - ((double)l[y[i]] - mx);
+        right += best == y[i];
+        if (dlogits != NULL) {
+            float *d = dlogits + (size_t)i * classes;
+            for (int k = 0; k < classes; k++) {
+                double p = exp((double)l[k] - mx) / sum;
+                d[k] = (float)((p - (k == y[i])) * scale / n);
+            }
+        }
+    }
+    if (correct != NULL) *correct = right;
+    return (float)(loss / n);
+}

@@ -1,0 +1,63 @@
+/* layers.h - forward/backward pairs of the layers AuxPS networks are built from.
+ *
+ * Tensors are float32, NCHW, row-major. Every backward pass accumulates (+=) into its gradient
+ * buffers, so a tensor that feeds two consumers simply receives both contributions; callers zero
+ * gradient buffers once per step. A NULL dx skips the input gradient. Nothing here allocates:
+ * scratch space is passed in. */
+#ifndef AUXPS_LAYERS_H
+#define AUXPS_LAYERS_H
+
+#include <stddef.h>
+
+/* Shape of a 2-D convolution without bias; ho/wo are filled by conv_shape_init. */
+typedef struct {
+    int n, cin, h, w;     /* input (n, cin, h, w) */
+    int cout, k, stride, pad;
+    int ho, wo;           /* output (n, cout, ho, wo) */
+} conv_shape_t;
+
+void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
+/* Floats of scratch the convolution needs: (cin*k*k, ho*wo), or 0 for a 1x1 stride-1 conv. */
+size_t conv_scratch_size(const conv_shape_t *s);
+
+/* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
+void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
+/* dx (n, cin, h, w) += ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). */
+void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                     const conv_shape_t *s, float *col);
+/* Plain loops, the reference the fast path is tested against. */
+void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s);
+
+/* Batch norm over (n, c, hw): per channel c, statistics over n and hw. mean, rstd (c) receive
+ * the batch statistics in training (and are read by the backward pass). In training, running
+ * statistics rmean, rvar (c) are updated with momentum 0.1 and the unbiased variance; in
+ * evaluation they normalise instead. eps = 1e-5. */
+void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
+                       float *mean, float *rstd, float *rmean, float *rvar,
+                       int n, int c, int hw, int training);
+/* dx, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw);
+
+void relu_forward(float *y, const float *x, size_t len);
+/* Uses the forward output y: y > 0 exactly where x > 0. */
+void relu_backward(float *dx, const float *dy, const float *y, size_t len);
+
+void add_forward(float *y, const float *a, const float *b, size_t len);
+
+/* y (n, c) = mean over hw of x (n, c, hw). */
+void avgpool_forward(float *y, const float *x, int n, int c, int hw);
+void avgpool_backward(float *dx, const float *dy, int n, int c, int hw);
+
+/* y (n, out) = x (n, in) w^T + b, w (out, in), b (out) or NULL. */
+void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                     int n, int in, int out);
+
+/* Mean over the batch of cross-entropy of softmax(logits (n, classes)) against y (n). Writes
+ * dlogits = scale * d(mean loss)/dlogits when dlogits is non-NULL (overwrites, does not add);
+ * counts correct argmax predictions in *correct when non-NULL. Returns the mean loss. */
+float softmax_xent(const float *logits, const int *y, int n, int classes, float *dlogits, float scale,
+                   int *correct);
+
+#endif

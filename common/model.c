@@ -1,0 +1,643 @@
+/* model.c - the quantized ResNet with its auxiliary module, and the small MLP.
+ *
+ * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
+ * of activations sized for max_batch; every activation has a gradient at the same offset of a
+ * second arena. Forward and backward are written out layer by layer so that the backward pass
+ * reads as the forward pass in reverse. Two sums are computed in place to save memory and
+ * copies: a block's o = BN2(...) + shortcut overwrites BN2's output, and the auxiliary stream's
+ * ReLU(D(a) + adaptor) overwrites the adaptor's BN output. */
+#include "model.h"
+
+#include "error.h"
+#include "layers.h"
+#include "quant.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TENSORS 256
+#define MAX_BNS 96
+#define MAX_RES_BLOCKS (3 * MODEL_MAX_BLOCKS)
+
+typedef struct {
+    conv_shape_t s;     /* s.n is max_batch; the pass sets the real n */
+    size_t w;           /* weight offset in params */
+    int quantized;
+} conv_t;
+
+typedef struct {
+    int c, hw;
+    size_t p;           /* gamma offset in params; beta follows */
+    size_t st;          /* running mean offset in stats; var follows */
+    size_t save;        /* batch mean offset in the saved-statistics buffer; rstd follows */
+} bn_t;
+
+typedef struct {
+    int has_sc, has_dn, last;
+    conv_t conv1, conv2, sc, ad, dn;
+    bn_t bn1, bn2, bnsc, bnad, bndn;
+    /* activation offsets; x_in is the previous block's out, a_in its a_out */
+    size_t x_in, c1, b1, h, c2, o, scc, scb, out;
+    size_t a_in, adc, a_out, dnc, dnb;
+    size_t out_len, a_len;  /* per image, floats */
+} block_t;
+
+struct model {
+    model_spec_t spec;
+    int max_batch, n;           /* n: batch of the last forward pass */
+    int trained;                /* the last forward pass was in training mode with labels */
+    int frozen;                 /* wq was loaded directly: do not requantize from params */
+
+    model_tensor_t tensors[MAX_TENSORS];
+    int ntensors;
+    size_t nparams, ninfer, nstats, ninfer_stats, nsave;
+    bn_t *bns[MAX_BNS];
+    int nbns;
+
+    float *params, *grads, *stats;
+    float *wq, *dwq;            /* quantized weights and dL/dwq, params layout */
+    uint8_t *codes;             /* k-bit codes, params layout */
+    float *save;                /* batch mean / rstd of every batch norm */
+    float *act, *dact;          /* activation arena and its gradients */
+    size_t nact;
+    float *col;                 /* im2col scratch */
+    size_t ncol;
+    int *y;
+
+    /* ResNet */
+    conv_t stem;
+    bn_t stem_bn, as_bn;
+    conv_t as;
+    block_t blocks[MAX_RES_BLOCKS];
+    int nblocks;
+    size_t in, sc0, s, x0, asc, a0;
+    size_t pool, logits, apool, alogits;
+    int feat, hw_last;
+    size_t p_fc1, p_fc2;
+
+    /* MLP */
+    size_t p_in, p_mid;
+    bn_t mbn1, mbn2;
+    size_t z1, b1, h1, z2, b2, h2;
+};
+
+/* ---- layout ---- */
+
+static size_t add_tensor(model_t *m, const char *name, int kind, int quantized, int aux,
+                         int d0, int d1, int d2, int d3, int ndim) {
+    model_tensor_t *t = &m->tensors[m->ntensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->shape[0] = d0; t->shape[1] = d1; t->shape[2] = d2; t->shape[3] = d3;
+    t->ndim = ndim;
+    t->size = (size_t)d0 * d1 * d2 * d3;
+    t->offset = m->nparams;
+    t->quantized = quantized;
+    t->aux = aux;
+    t->kind = kind;
+    m->nparams += t->size;
+    return t->offset;
+}
+
+static size_t act_alloc(model_t *m, size_t per_image) {
+    size_t off = m->nact;
+    m->nact += per_image * (size_t)m->max_batch;
+    return off;
+}
+
+static void conv_make(model_t *m, conv_t *cv, const char *name, int aux, int quant,
+                      int cin, int h, int w, int cout, int k, int stride) {
+    conv_shape_init(&cv->s, m->max_batch, cin, h, w, cout, k, stride, k / 2);
+    cv->quantized = quant && m->spec.wbits < 32;
+    cv->w = add_tensor(m, name, MODEL_T_CONV, cv->quantized, aux, cout, cin, k, k, 4);
+    size_t col = conv_scratch_size(&cv->s);
+    if (col > m->ncol) m->ncol = col;
+}
+
+static void bn_make(model_t *m, bn_t *bn, const char *prefix, int aux, int c, int hw) {
+    char name[40];
+    bn->c = c;
+    bn->hw = hw;
+    snprintf(name, sizeof name, "%s.gamma", prefix);
+    bn->p = add_tensor(m, name, MODEL_T_BN_GAMMA, 0, aux, c, 1, 1, 1, 1);
+    snprintf(name, sizeof name, "%s.beta", prefix);
+    add_tensor(m, name, MODEL_T_BN_BETA, 0, aux, c, 1, 1, 1, 1);
+    bn->st = m->nstats;
+    m->nstats += 2 * (size_t)c;
+    bn->save = m->nsave;
+    m->nsave += 2 * (size_t)c;
+    m->bns[m->nbns++] = bn;
+}
+
+static size_t fc_make(model_t *m, const char *prefix, int aux, int in, int out) {
+    char name[40];
+    snprintf(name, sizeof name, "%s.w", prefix);
+    size_t off = add_tensor(m, name, MODEL_T_FC_W, 0, aux, out, in, 1, 1, 2);
+    snprintf(name, sizeof name, "%s.b", prefix);
+    add_tensor(m, name, MODEL_T_FC_B, 0, aux, out, 1, 1, 1, 1);
+    return off;
+}
+
+static void build_resnet(model_t *m) {
+    const model_spec_t *sp = &m->spec;
+    int c = sp->widths[0], h = sp->in_h, w = sp->in_w;
+    char name[40];
+
+    conv_make(m, &m->stem, "stem.conv.w", 0, 0, sp->in_c, h, w, c, 3, 1);
+    bn_make(m, &m->stem_bn, "stem.bn", 0, c, h * w);
+    m->in = act_alloc(m, (size_t)sp->in_c * h * w);
+    m->sc0 = act_alloc(m, (size_t)c * h * w);
+    m->s = act_alloc(m, (size_t)c * h * w);
+    m->x0 = act_alloc(m, (size_t)c * h * w);
+
+    size_t x = m->x0;
+    for (int st = 0; st < 3; st++) {
+        for (int j = 0; j < sp->blocks; j++) {
+            block_t *b = &m->blocks[m->nblocks++];
+            const int cout = sp->widths[st], stride = (st > 0 && j == 0) ? 2 : 1;
+            const int cin = c;
+            b->has_sc = cin != cout || stride != 1;
+            b->has_dn = b->has_sc;
+            b->last = st == 2 && j == sp->blocks - 1;
+            snprintf(name, sizeof name, "s%d.b%d.conv1.w", st, j);
+            conv_make(m, &b->conv1, name, 0, 1, cin, h, w, cout, 3, stride);
+            const int ho = b->conv1.s.ho, wo = b->conv1.s.wo, hw = ho * wo;
+            snprintf(name, sizeof name, "s%d.b%d.bn1", st, j);
+            bn_make(m, &b->bn1, name, 0, cout, hw);
+            snprintf(name, sizeof name, "s%d.b%d.conv2.w", st, j);
+            conv_make(m, &b->conv2, name, 0, 1, cout, ho, wo, cout, 3, 1);
+            snprintf(name, sizeof name, "s%d.b%d.bn2", st, j);
+            bn_make(m, &b->bn2, name, 0, cout, hw);
+            if (b->has_sc) {
+                snprintf(name, sizeof name, "s%d.b%d.sc.conv.w", st, j);
+                conv_make(m, &b->sc, name, 0, 1, cin, h, w, cout, 1, stride);
+                snprintf(name, sizeof name, "s%d.b%d.sc.bn", st, j);
+                bn_make(m, &b->bnsc, name, 0, cout, hw);
+            }
+            const size_t len = (size_t)cout * hw;
+            b->x_in = x;
+            b->c1 = act_alloc(m, len);
+            b->b1 = act_alloc(m, len);
+            b->h = act_alloc(m, len);
+            b->c2 = act_alloc(m, len);
+            b->o = act_alloc(m, len);
+            if (b->has_sc) {
+                b->scc = act_alloc(m, len);
+                b->scb = act_alloc(m, len);
+            }
+            b->out = act_alloc(m, len);
+            b->out_len = len;
+            x = b->out;
+            c = cout; h = ho; w = wo;
+        }
+    }
+    m->feat = c;
+    m->hw_last = h * w;
+    m->pool = act_alloc(m, (size_t)c);
+    m->logits = act_alloc(m, (size_t)sp->classes);
+    m->p_fc1 = fc_make(m, "fc1", 0, c, sp->classes);
+    m->ninfer = m->nparams;
+    m->ninfer_stats = m->nstats;
+    if (!sp->aux) return;
+
+    /* The auxiliary module comes after the inference network in the vector. */
+    c = sp->widths[0]; h = sp->in_h; w = sp->in_w;
+    conv_make(m, &m->as, "aux.start.conv.w", 1, 0, c, h, w, c, 1, 1);
+    bn_make(m, &m->as_bn, "aux.start.bn", 1, c, h * w);
+    m->asc = act_alloc(m, (size_t)c * h * w);
+    m->a0 = act_alloc(m, (size_t)c * h * w);
+    size_t a = m->a0;
+    for (int i = 0; i < m->nblocks; i++) {
+        block_t *b = &m->blocks[i];
+        const int st = i / sp->blocks, j = i % sp->blocks;
+        const int cout = b->conv1.s.cout, ho = b->conv1.s.ho, wo = b->conv1.s.wo, hw = ho * wo;
+        const size_t len = (size_t)cout * hw;
+        if (b->has_dn) {
+            snprintf(name, sizeof name, "aux.s%d.b%d.dn.conv.w", st, j);
+            conv_make(m, &b->dn, name, 1, 0, c, h, w, cout, 1, b->conv1.s.stride);
+            snprintf(name, sizeof name, "aux.s%d.b%d.dn.bn", st, j);
+            bn_make(m, &b->bndn, name, 1, cout, hw);
+            b->dnc = act_alloc(m, len);
+            b->dnb = act_alloc(m, len);
+        }
+        snprintf(name, sizeof name, "aux.s%d.b%d.ad.conv.w", st, j);
+        conv_make(m, &b->ad, name, 1, 0, cout, ho, wo, cout, 1, 1);
+        snprintf(name, sizeof name, "aux.s%d.b%d.ad.bn", st, j);
+        bn_make(m, &b->bnad, name, 1, cout, hw);
+        b->a_in = a;
+        b->adc = act_alloc(m, len);
+        b->a_out = act_alloc(m, len);
+        b->a_len = len;
+        a = b->a_out;
+        c = cout; h = ho; w = wo;
+    }
+    m->apool = act_alloc(m, (size_t)c);
+    m->alogits = act_alloc(m, (size_t)sp->classes);
+    m->p_fc2 = fc_make(m, "fc2", 1, c, sp->classes);
+}
+
+static void build_mlp(model_t *m) {
+    const model_spec_t *sp = &m->spec;
+    const int d = sp->in_c * sp->in_h * sp->in_w, hd = sp->hidden;
+    m->p_in = fc_make(m, "fc_in", 0, d, hd);
+    bn_make(m, &m->mbn1, "bn1", 0, hd, 1);
+    m->p_mid = add_tensor(m, "fc_mid.w", MODEL_T_FC_W, sp->wbits < 32, 0, hd, hd, 1, 1, 2);
+    bn_make(m, &m->mbn2, "bn2", 0, hd, 1);
+    m->p_fc1 = fc_make(m, "fc_out", 0, hd, sp->classes);
+    m->ninfer = m->nparams;
+    m->ninfer_stats = m->nstats;
+    m->in = act_alloc(m, (size_t)d);
+    m->z1 = act_alloc(m, (size_t)hd);
+    m->b1 = act_alloc(m, (size_t)hd);
+    m->h1 = act_alloc(m, (size_t)hd);
+    m->z2 = act_alloc(m, (size_t)hd);
+    m->b2 = act_alloc(m, (size_t)hd);
+    m->h2 = act_alloc(m, (size_t)hd);
+    m->logits = act_alloc(m, (size_t)sp->classes);
+}
+
+/* ---- construction ---- */
+
+void model_spec_default(model_spec_t *sp) {
+    memset(sp, 0, sizeof *sp);
+    sp->arch = ARCH_RESNET;
+    sp->in_c = 1; sp->in_h = 28; sp->in_w = 28;
+    sp->classes = 10;
+    sp->widths[0] = 16; sp->widths[1] = 32; sp->widths[2] = 64;
+    sp->blocks = 1;
+    sp->hidden = 256;
+    sp->wbits = 2; sp->abits = 2;
+    sp->aux = 1;
+    sp->aux_lambda = 1.0f;
+}
+
+static int bits_ok(int k) { return (k >= 1 && k <= 8) || k == 32; }
+
+int model_spec_check(const model_spec_t *sp, char *msg, size_t msglen) {
+#define BAD(...) do { if (msg) snprintf(msg, msglen, __VA_ARGS__); return AUXPS_ECONFIG; } while (0)
+    if (sp->arch != ARCH_RESNET && sp->arch != ARCH_MLP) BAD("unknown architecture %d", sp->arch);
+    if (sp->in_c < 1 || sp->in_h < 1 || sp->in_w < 1 || sp->in_c > 4096 || sp->in_h > 4096 || sp->in_w > 4096)
+        BAD("input shape %dx%dx%d out of range 1..4096", sp->in_c, sp->in_h, sp->in_w);
+    if ((size_t)sp->in_c * sp->in_h * sp->in_w > (1u << 24)) BAD("input larger than 2^24 values");
+    if (sp->classes < 2 || sp->classes > 1000) BAD("classes %d out of range 2..1000", sp->classes);
+    if (!bits_ok(sp->wbits)) BAD("weight bits %d: expected 1..8 or 32", sp->wbits);
+    if (!bits_ok(sp->abits)) BAD("activation bits %d: expected 1..8 or 32", sp->abits);
+    if (!(sp->aux_lambda >= 0.0f && sp->aux_lambda <= 100.0f)) BAD("aux_lambda out of range [0, 100]");
+    if (sp->arch == ARCH_RESNET) {
+        for (int i = 0; i < 3; i++)
+            if (sp->widths[i] < 1 || sp->widths[i] > 1024) BAD("width %d out of range 1..1024", sp->widths[i]);
+        if (sp->blocks < 1 || sp->blocks > MODEL_MAX_BLOCKS)
+            BAD("blocks %d out of range 1..%d", sp->blocks, MODEL_MAX_BLOCKS);
+        if (sp->in_h < 4 || sp->in_w < 4) BAD("ResNet input must be at least 4x4");
+    } else {
+        if (sp->hidden < 1 || sp->hidden > 65536) BAD("hidden %d out of range 1..65536", sp->hidden);
+        if (sp->aux) BAD("the auxiliary module needs arch = resnet");
+    }
+    return 0;
+#undef BAD
+}
+
+model_t *model_new(const model_spec_t *spec, int max_batch) {
+    if (spec == NULL || max_batch < 1 || max_batch > 65536 || model_spec_check(spec, NULL, 0) != 0)
+        return NULL;
+    model_t *m = calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    m->spec = *spec;
+    m->max_batch = max_batch;
+    if (spec->arch == ARCH_RESNET) build_resnet(m);
+    else build_mlp(m);
+
+    m->params = calloc(m->nparams, sizeof(float));
+    m->grads = calloc(m->nparams, sizeof(float));
+    m->wq = calloc(m->nparams, sizeof(float));
+    m->dwq = calloc(m->nparams, sizeof(float));
+    m->codes = calloc(m->nparams, 1);
+    m->stats = calloc(m->nstats, sizeof(float));
+    m->save = calloc(m->nsave, sizeof(float));
+    m->act = calloc(m->nact, sizeof(float));
+    m->dact = calloc(m->nact, sizeof(float));
+    m->col = calloc(m->ncol ? m->ncol : 1, sizeof(float));
+    m->y = calloc((size_t)max_batch, sizeof(int));
+    if (!m->params || !m->grads || !m->wq || !m->dwq || !m->codes || !m->stats || !m->save ||
+        !m->act || !m->dact || !m->col || !m->y) {
+        model_destroy(&m);
+        return NULL;
+    }
+    for (int i = 0; i < m->nbns; i++)
+        for (int ch = 0; ch < m->bns[i]->c; ch++) m->stats[m->bns[i]->st + m->bns[i]->c + ch] = 1.0f;
+    return m;
+}
+
+void model_destroy(model_t **mp) {
+    if (mp == NULL || *mp == NULL) return;
+    model_t *m = *mp;
+    free(m->params); free(m->grads); free(m->wq); free(m->dwq); free(m->codes);
+    free(m->stats); free(m->save); free(m->act); free(m->dact); free(m->col); free(m->y);
+    free(m);
+    *mp = NULL;
+}
+
+const model_spec_t *model_spec(const model_t *m) { return &m->spec; }
+size_t model_num_params(const model_t *m) { return m->nparams; }
+size_t model_num_inference_params(const model_t *m) { return m->ninfer; }
+size_t model_num_stats(const model_t *m) { return m->nstats; }
+size_t model_num_inference_stats(const model_t *m) { return m->ninfer_stats; }
+int model_num_tensors(const model_t *m) { return m->ntensors; }
+const model_tensor_t *model_tensor(const model_t *m, int i) {
+    return (i >= 0 && i < m->ntensors) ? &m->tensors[i] : NULL;
+}
+int model_num_bns(const model_t *m) { return m->nbns; }
+void model_bn_info(const model_t *m, int i, size_t *stats_offset, int *channels) {
+    *stats_offset = m->bns[i]->st;
+    *channels = m->bns[i]->c;
+}
+float *model_params(model_t *m) { return m->params; }
+float *model_grads(model_t *m) { return m->grads; }
+float *model_stats(model_t *m) { return m->stats; }
+float *model_qweights(model_t *m) { return m->wq; }
+void model_set_frozen(model_t *m, int frozen) { m->frozen = frozen; }
+
+void model_init(model_t *m, uint64_t seed) {
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < m->ntensors; i++) {
+        const model_tensor_t *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        float bound;
+        switch (t->kind) {
+        case MODEL_T_CONV: {
+            const float std = sqrtf(2.0f / (float)(t->shape[0] * t->shape[2] * t->shape[3]));
+            for (size_t j = 0; j < t->size; j++) p[j] = std * rng_normal(&r);
+            break;
+        }
+        case MODEL_T_BN_GAMMA:
+            for (size_t j = 0; j < t->size; j++) p[j] = 1.0f;
+            break;
+        case MODEL_T_BN_BETA:
+            memset(p, 0, t->size * sizeof(float));
+            break;
+        case MODEL_T_FC_W:
+        case MODEL_T_FC_B:
+            /* a bias takes the fan-in of the weight just before it */
+            bound = 1.0f / sqrtf((float)(t->kind == MODEL_T_FC_W ? t->shape[1] : t[-1].shape[1]));
+            for (size_t j = 0; j < t->size; j++) p[j] = bound * (2.0f * rng_uniform(&r) - 1.0f);
+            break;
+        }
+    }
+    for (int i = 0; i < m->nbns; i++) {
+        float *st = m->stats + m->bns[i]->st;
+        for (int ch = 0; ch < m->bns[i]->c; ch++) {
+            st[ch] = 0.0f;
+            st[m->bns[i]->c + ch] = 1.0f;
+        }
+    }
+    m->frozen = 0;
+}
+
+void model_quantize_weights(model_t *m) {
+    if (m->frozen) return;
+    for (int i = 0; i < m->ntensors; i++) {
+        const model_tensor_t *t = &m->tensors[i];
+        if (!t->quantized) continue;
+        quant_weight_forward(m->wq + t->offset, m->codes + t->offset, m->params + t->offset, t->size,
+                             m->spec.wbits);
+    }
+}
+
+int model_weight_codes(const model_t *m, int i, uint8_t *codes) {
+    const model_tensor_t *t = model_tensor(m, i);
+    if (t == NULL || !t->quantized) return AUXPS_EINVAL;
+    memcpy(codes, m->codes + t->offset, t->size);
+    return 0;
+}
+
+const float *model_weight_q(const model_t *m, int i) {
+    const model_tensor_t *t = model_tensor(m, i);
+    if (t == NULL) return NULL;
+    return (t->quantized ? m->wq : m->params) + t->offset;
+}
+
+const float *model_logits(const model_t *m) { return m->act + m->logits; }
+const float *model_logits_aux(const model_t *m) { return m->spec.aux ? m->act + m->alogits : NULL; }
+
+/* ---- forward ---- */
+
+#define A(off) (m->act + (off))
+#define G(off) (m->dact + (off))
+#define P(off) (m->params + (off))
+
+static const float *conv_weight(const model_t *m, const conv_t *cv) {
+    return (cv->quantized ? m->wq : m->params) + cv->w;
+}
+
+static void conv_fwd(model_t *m, conv_t *cv, size_t in, size_t out) {
+    cv->s.n = m->n;
+    conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+}
+
+static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
+    batchnorm_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                      m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                      m->n, bn->c, bn->hw, training);
+}
+
+static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
+    quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
+}
+
+static void resnet_forward(model_t *m, int training) {
+    const int aux = m->spec.aux;
+    const size_t slen = (size_t)m->spec.widths[0] * m->spec.in_h * m->spec.in_w;
+    conv_fwd(m, &m->stem, m->in, m->sc0);
+    bn_fwd(m, &m->stem_bn, m->sc0, m->s, training);
+    act_fwd(m, m->s, m->x0, slen);
+    if (aux) {
+        conv_fwd(m, &m->as, m->s, m->asc);
+        bn_fwd(m, &m->as_bn, m->asc, m->a0, training);
+    }
+    for (int i = 0; i < m->nblocks; i++) {
+        block_t *b = &m->blocks[i];
+        const size_t len = b->out_len * m->n;
+        conv_fwd(m, &b->conv1, b->x_in, b->c1);
+        bn_fwd(m, &b->bn1, b->c1, b->b1, training);
+        act_fwd(m, b->b1, b->h, b->out_len);
+        conv_fwd(m, &b->conv2, b->h, b->c2);
+        bn_fwd(m, &b->bn2, b->c2, b->o, training);
+        if (b->has_sc) {
+            conv_fwd(m, &b->sc, b->x_in, b->scc);
+            bn_fwd(m, &b->bnsc, b->scc, b->scb, training);
+            add_forward(A(b->o), A(b->o), A(b->scb), len);
+        } else {
+            add_forward(A(b->o), A(b->o), A(b->x_in), len);
+        }
+        if (b->last) relu_forward(A(b->out), A(b->o), len);
+        else act_fwd(m, b->o, b->out, b->out_len);
+        if (aux) {
+            conv_fwd(m, &b->ad, b->o, b->adc);
+            bn_fwd(m, &b->bnad, b->adc, b->a_out, training);
+            if (b->has_dn) {
+                conv_fwd(m, &b->dn, b->a_in, b->dnc);
+                bn_fwd(m, &b->bndn, b->dnc, b->dnb, training);
+                add_forward(A(b->a_out), A(b->a_out), A(b->dnb), len);
+            } else {
+                add_forward(A(b->a_out), A(b->a_out), A(b->a_in), len);
+            }
+            relu_forward(A(b->a_out), A(b->a_out), len);
+        }
+    }
+    const block_t *lb = &m->blocks[m->nblocks - 1];
+    avgpool_forward(A(m->pool), A(lb->out), m->n, m->feat, m->hw_last);
+    linear_forward(A(m->logits), A(m->pool), P(m->p_fc1), P(m->p_fc1 + (size_t)m->spec.classes * m->feat),
+                   m->n, m->feat, m->spec.classes);
+    if (aux) {
+        avgpool_forward(A(m->apool), A(lb->a_out), m->n, m->feat, m->hw_last);
+        linear_forward(A(m->alogits), A(m->apool), P(m->p_fc2),
+                       P(m->p_fc2 + (size_t)m->spec.classes * m->feat), m->n, m->feat, m->spec.classes);
+    }
+}
+
+static void mlp_forward(model_t *m, int training) {
+    const model_spec_t *sp = &m->spec;
+    const int d = sp->in_c * sp->in_h * sp->in_w, hd = sp->hidden;
+    const float *wmid = (sp->wbits < 32 ? m->wq : m->params) + m->p_mid;
+    linear_forward(A(m->z1), A(m->in), P(m->p_in), P(m->p_in + (size_t)hd * d), m->n, d, hd);
+    bn_fwd(m, &m->mbn1, m->z1, m->b1, training);
+    act_fwd(m, m->b1, m->h1, (size_t)hd);
+    linear_forward(A(m->z2), A(m->h1), wmid, NULL, m->n, hd, hd);
+    bn_fwd(m, &m->mbn2, m->z2, m->b2, training);
+    relu_forward(A(m->h2), A(m->b2), (size_t)hd * m->n);
+    linear_forward(A(m->logits), A(m->h2), P(m->p_fc1), P(m->p_fc1 + (size_t)sp->classes * hd), m->n, hd,
+                   sp->classes);
+}
+
+void model_forward(model_t *m, const float *x, const int *y, int n, int training, model_result_t *res) {
+    const model_spec_t *sp = &m->spec;
+    if (n > m->max_batch) n = m->max_batch; /* the caller's invariant; never overrun the arena */
+    m->n = n;
+    memcpy(A(m->in), x, sizeof(float) * (size_t)n * sp->in_c * sp->in_h * sp->in_w);
+    model_quantize_weights(m);
+    if (sp->arch == ARCH_RESNET) resnet_forward(m, training);
+    else mlp_forward(m, training);
+
+    m->trained = training && y != NULL;
+    model_result_t r = {0};
+    if (y != NULL) {
+        memcpy(m->y, y, sizeof(int) * (size_t)n);
+        r.loss_low = softmax_xent(A(m->logits), y, n, sp->classes, NULL, 0.0f, &r.correct_low);
+        if (sp->aux) r.loss_aux = softmax_xent(A(m->alogits), y, n, sp->classes, NULL, 0.0f, &r.correct_aux);
+        r.loss = r.loss_low + sp->aux_lambda * r.loss_aux;
+    }
+    if (res != NULL) *res = r;
+}
+
+/* ---- backward ---- */
+
+static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx) {
+    float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
+    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+}
+
+/* dy is the gradient of the BN's output, which may live at another offset (in-place sums). */
+static void bn_bwd(model_t *m, const bn_t *bn, size_t in, const float *dy) {
+    batchnorm_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
+                       m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
+}
+
+static void act_bwd(model_t *m, size_t in, size_t out, size_t len) {
+    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits);
+}
+
+static void add_into(float *dst, const float *src, size_t len) {
+    for (size_t i = 0; i < len; i++) dst[i] += src[i];
+}
+
+static void resnet_backward(model_t *m) {
+    const model_spec_t *sp = &m->spec;
+    const int aux = sp->aux, k = sp->classes;
+    const block_t *lb = &m->blocks[m->nblocks - 1];
+
+    softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
+    linear_backward(G(m->pool), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * m->feat,
+                    G(m->logits), A(m->pool), P(m->p_fc1), m->n, m->feat, k);
+    avgpool_backward(G(lb->out), G(m->pool), m->n, m->feat, m->hw_last);
+    if (aux) {
+        softmax_xent(A(m->alogits), m->y, m->n, k, G(m->alogits), sp->aux_lambda, NULL);
+        linear_backward(G(m->apool), m->grads + m->p_fc2, m->grads + m->p_fc2 + (size_t)k * m->feat,
+                        G(m->alogits), A(m->apool), P(m->p_fc2), m->n, m->feat, k);
+        avgpool_backward(G(lb->a_out), G(m->apool), m->n, m->feat, m->hw_last);
+    }
+    for (int i = m->nblocks - 1; i >= 0; i--) {
+        block_t *b = &m->blocks[i];
+        const size_t len = b->out_len * m->n;
+        if (aux) {
+            /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
+            float *ga = G(b->a_out);
+            const float *av = A(b->a_out);
+            for (size_t j = 0; j < len; j++) if (av[j] <= 0.0f) ga[j] = 0.0f;
+            if (b->has_dn) {
+                bn_bwd(m, &b->bndn, b->dnc, ga);
+                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1);
+            } else {
+                add_into(G(b->a_in), ga, len);
+            }
+            bn_bwd(m, &b->bnad, b->adc, ga);
+            conv_bwd(m, &b->ad, b->o, b->adc, 1);
+        }
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len);
+        else act_bwd(m, b->o, b->out, b->out_len);
+        /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. */
+        if (b->has_sc) {
+            bn_bwd(m, &b->bnsc, b->scc, G(b->o));
+            conv_bwd(m, &b->sc, b->x_in, b->scc, 1);
+        } else {
+            add_into(G(b->x_in), G(b->o), len);
+        }
+        bn_bwd(m, &b->bn2, b->c2, G(b->o));
+        conv_bwd(m, &b->conv2, b->h, b->c2, 1);
+        act_bwd(m, b->b1, b->h, b->out_len);
+        bn_bwd(m, &b->bn1, b->c1, G(b->b1));
+        conv_bwd(m, &b->conv1, b->x_in, b->c1, 1);
+    }
+    const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
+    act_bwd(m, m->s, m->x0, slen);
+    if (aux) {
+        bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
+        conv_bwd(m, &m->as, m->s, m->asc, 1);
+    }
+    bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
+    conv_bwd(m, &m->stem, m->in, m->sc0, 0);
+}
+
+static void mlp_backward(model_t *m) {
+    const model_spec_t *sp = &m->spec;
+    const int d = sp->in_c * sp->in_h * sp->in_w, hd = sp->hidden, k = sp->classes;
+    const float *wmid = (sp->wbits < 32 ? m->wq : m->params) + m->p_mid;
+    float *dwmid = (sp->wbits < 32 ? m->dwq : m->grads) + m->p_mid;
+    softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
+    linear_backward(G(m->h2), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * hd, G(m->logits),
+                    A(m->h2), P(m->p_fc1), m->n, hd, k);
+    relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n);
+    bn_bwd(m, &m->mbn2, m->z2, G(m->b2));
+    linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd);
+    act_bwd(m, m->b1, m->h1, (size_t)hd);
+    bn_bwd(m, &m->mbn1, m->z1, G(m->b1));
+    linear_backward(NULL, m->grads + m->p_in, m->grads + m->p_in + (size_t)hd * d, G(m->z1), A(m->in),
+                    P(m->p_in), m->n, d, hd);
+}
+
+void model_backward(model_t *m) {
+    if (!m->trained) return;
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    memset(m->dwq, 0, m->nparams * sizeof(float));
+    memset(m->dact, 0, m->nact * sizeof(float));
+    if (m->spec.arch == ARCH_RESNET) resnet_backward(m);
+    else mlp_backward(m);
+    for (int i = 0; i < m->ntensors; i++) {
+        const model_tensor_t *t = &m->tensors[i];
+        if (t->quantized)
+            quant_weight_backward(m->grads + t->offset, m->dwq + t->offset, m->params + t->offset, t->size,
+                                  m->spec.wbits);
+    }
+}

@@ -1,0 +1,101 @@
+/* quant.c - DoReFa weight and activation quantizers. Rounding is half-to-even (nearbyintf in
+ * the default rounding mode), as torch.round, so codes match the PyTorch reference. */
+#include "quant.h"
+
+#include <math.h>
+
+float quant_qk(float x, int k) {
+    const float levels = (float)((1u << k) - 1);
+    return nearbyintf(x * levels) / levels;
+}
+
+float quant_weight_mean(const float *w, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += fabsf(w[i]);
+    return n ? (float)(s / (double)n) : 0.0f;
+}
+
+void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e) {
+    if (k == 1) {
+        for (size_t i = 0; i < n; i++) wq[i] = codes[i] ? e : -e;
+        return;
+    }
+    const float levels = (float)((1u << k) - 1);
+    for (size_t i = 0; i < n; i++) wq[i] = 2.0f * ((float)codes[i] / levels) - 1.0f;
+}
+
+void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, int k) {
+    if (k == 1) {
+        const float e = quant_weight_mean(w, n);
+        for (size_t i = 0; i < n; i++) {
+            wq[i] = w[i] >= 0.0f ? e : -e;
+            if (codes != NULL) codes[i] = w[i] >= 0.0f;
+        }
+        return;
+    }
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float t = fabsf(tanhf(w[i]));
+        if (t > m) m = t;
+    }
+    if (m == 0.0f) m = 1.0f; /* all-zero tensor: u = 1/2 everywhere, no division by zero */
+    const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
+    for (size_t i = 0; i < n; i++) {
+        float u = tanhf(w[i]) * inv2m + 0.5f;
+        float c = nearbyintf(u * levels);
+        wq[i] = 2.0f * (c / levels) - 1.0f;
+        if (codes != NULL) codes[i] = (uint8_t)c;
+    }
+}
+
+void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
+    if (k == 1) {
+        for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
+        return;
+    }
+    /* u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j, and
+     * dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float t = fabsf(tanhf(w[i]));
+        if (t > m) m = t;
+    }
+    if (m == 0.0f) {
+        for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
+        return;
+    }
+    double gt = 0.0; /* sum_i dL/du_i * t_i */
+    size_t ties = 0;
+    for (size_t i = 0; i < n; i++) {
+        float t = tanhf(w[i]);
+        gt += 2.0 * dwq[i] * t;
+        ties += fabsf(t) == m;
+    }
+    const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties;
+    for (size_t i = 0; i < n; i++) {
+        float t = tanhf(w[i]);
+        float dt = 2.0f * dwq[i] / (2.0f * m);
+        if (fabsf(t) == m) dt += t > 0.0f ? dm : -dm;
+        dw[i] += dt * (1.0f - t * t);
+    }
+}
+
+void quant_act_forward(float *y, const float *x, size_t n, int k) {
+    if (k >= 32) {
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        return;
+    }
+    const float levels = (float)((1u << k) - 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] < 0.0f ? 0.0f : (x[i] > 1.0f ? 1.0f : x[i]);
+        y[i] = nearbyintf(v * levels) / levels;
+    }
+}
+
+void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k) {
+    if (k >= 32) {
+        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dx[i] += (x[i] >= 0.0f && x[i] <= 1.0f) ? dy[i] : 0.0f;
+}

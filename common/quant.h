@@ -1,0 +1,31 @@
+/* quant.h - DoReFa quantizers with the straight-through estimator (METHOD.md, docs/MODEL.md).
+ *
+ * k = 32 means full precision. Weights are quantized per tensor; activations elementwise. */
+#ifndef AUXPS_QUANT_H
+#define AUXPS_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* q_k(x) = round((2^k - 1) x) / (2^k - 1), round half to even. */
+float quant_qk(float x, int k);
+
+/* Weights, k = 1..8. wq (n) = quantized w (n). codes (n), when non-NULL, receive the integer
+ * codes: round((2^k - 1) u) for k >= 2, so that wq = 2 code / (2^k - 1) - 1; for k = 1,
+ * 1 where w >= 0 and 0 elsewhere. */
+void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, int k);
+/* The inverse of the forward pass's rounding, bit-exact with it: wq (n) from codes (n). For
+ * k >= 2, wq = 2 code / (2^k - 1) - 1 and e is unused; for k = 1, code 1 is +e and code 0 is -e,
+ * with e = mean|w| (quant_weight_mean). */
+void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e);
+/* mean|w|, the 1-bit scale, computed exactly as quant_weight_forward does. */
+float quant_weight_mean(const float *w, size_t n);
+/* dw (n) += dL/dw given dwq = dL/dwq (n): STE through the rounding only. */
+void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k);
+
+/* Activations, k = 1..8: y = q_k(clip(x, 0, 1)); k = 32: y = ReLU(x). */
+void quant_act_forward(float *y, const float *x, size_t n, int k);
+/* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32). */
+void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k);
+
+#endif

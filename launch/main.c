@@ -1,0 +1,229 @@
+/* main.c - the auxps command: train, eval, info, bench. Only main exits. */
+#include "config.h"
+#include "data.h"
+#include "error.h"
+#include "export.h"
+#include "model.h"
+#include "trainer.h"
+
+#include <cblas.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define AUXPS_VERSION "0.1.0"
+
+static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM; the only global, as signals need */
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: auxps COMMAND [ARGS]\n"
+            "  train CONFIG [--set section.key=value ...]   train in this process, evaluate, export\n"
+            "  eval MODEL [--data DIR]                      test accuracy of an exported model\n"
+            "  info MODEL                                   layers, bit widths, size of an exported model\n"
+            "  bench [--steps N] [--batch B]                training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
+            "  version\n");
+}
+
+static int cmd_train(int argc, char **argv) {
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    auxps_config_t cfg;
+    auxps_error_t err = {0};
+    if (config_load(&cfg, argv[0], &err) != 0) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        return 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = NULL;
+        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) a = argv[++i];
+        else if (strncmp(argv[i], "--set=", 6) == 0) a = argv[i] + 6;
+        if (a == NULL) {
+            fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+        if (config_set(&cfg, a, &err) != 0) {
+            fprintf(stderr, "auxps: %s\n", err.msg);
+            return 1;
+        }
+    }
+    if (config_check(&cfg, &err) != 0) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        return 1;
+    }
+    trainer_t *t = trainer_new(&cfg, &err);
+    if (t == NULL) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        return 1;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    train_result_t res;
+    int rc = trainer_run(t, stdout, &g_stop, &res, &err);
+    trainer_destroy(&t);
+    if (rc != 0) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        return 1;
+    }
+    return g_stop ? 130 : 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    const char *dir = DATA_DEFAULT_DIR;
+    int limit = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) dir = argv[++i];
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 0;
+        else {
+            fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    const int batch = 256;
+    auxps_error_t err = {0};
+    model_t *m = NULL;
+    dataset_t test = {0};
+    float mean, std, *x = NULL;
+    int *y = NULL, rc = 1;
+    if (export_load(argv[0], batch, &m, &mean, &std, &err) != 0 || dataset_load(&test, dir, 0, limit, &err) != 0) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        goto done;
+    }
+    const model_spec_t *sp = model_spec(m);
+    if (test.c != sp->in_c || test.h != sp->in_h || test.w != sp->in_w || test.classes > sp->classes) {
+        fprintf(stderr, "auxps: test data in %s does not fit the model's input or classes\n", dir);
+        goto done;
+    }
+    x = malloc(sizeof(float) * batch * sp->in_c * sp->in_h * sp->in_w);
+    y = malloc(sizeof(int) * batch);
+    if (x == NULL || y == NULL) {
+        fprintf(stderr, "auxps: out of memory\n");
+        goto done;
+    }
+    data_transform_t tf = {mean, std, 0, 0};
+    int correct = trainer_evaluate(m, &test, &tf, batch, x, y, NULL);
+    printf("test_accuracy %.4f (%d/%d) W%dA%d %s\n", (double)correct / test.n, correct, test.n, sp->wbits,
+           sp->abits, argv[0]);
+    rc = 0;
+done:
+    free(x);
+    free(y);
+    dataset_free(&test);
+    model_destroy(&m);
+    return rc;
+}
+
+static int cmd_info(int argc, char **argv) {
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    auxps_error_t err = {0};
+    if (export_info(argv[0], stdout, &err) != 0) {
+        fprintf(stderr, "auxps: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Training images/s of one spec on random data, after two warm-up steps. */
+static double bench_one(const model_spec_t *sp, int batch, int threads, int steps) {
+    openblas_set_num_threads(threads);
+    model_t *m = model_new(sp, batch);
+    const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
+    float *x = malloc(sizeof(float) * img * batch), *mom = NULL;
+    int *y = malloc(sizeof(int) * batch);
+    double ips = -1.0;
+    if (m == NULL || x == NULL || y == NULL) goto done;
+    mom = calloc(model_num_params(m), sizeof(float));
+    if (mom == NULL) goto done;
+    model_init(m, 1);
+    rng_t r;
+    rng_seed(&r, 7);
+    for (size_t i = 0; i < img * batch; i++) x[i] = rng_normal(&r);
+    for (int i = 0; i < batch; i++) y[i] = (int)rng_below(&r, (uint32_t)sp->classes);
+    optim_t o = {0.05f, 0.9f, 5e-4f, 1, SCHED_CONSTANT, 1, 1.0f, 1, 1};
+    model_result_t res;
+    for (int i = 0; i < 2; i++) trainer_step(m, &o, mom, x, y, batch, i, &res);
+    double t0 = now_s();
+    for (int i = 0; i < steps; i++) trainer_step(m, &o, mom, x, y, batch, i, &res);
+    ips = (double)steps * batch / (now_s() - t0);
+done:
+    free(x);
+    free(y);
+    free(mom);
+    model_destroy(&m);
+    return ips;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    int steps = 20, batch = 128;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) batch = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (steps < 1 || steps > 100000 || batch < 1 || batch > 4096) {
+        fprintf(stderr, "auxps: --steps must be 1..100000 and --batch 1..4096\n");
+        return 2;
+    }
+    model_spec_t sp;
+    model_spec_default(&sp);
+    for (int threads = 1; threads <= 2; threads++) {
+        double ips = bench_one(&sp, batch, threads, steps);
+        if (ips < 0) {
+            fprintf(stderr, "auxps: out of memory\n");
+            return 1;
+        }
+        printf("{\"bench\":\"compute\",\"model\":\"resnet8\",\"wbits\":%d,\"abits\":%d,\"aux\":%s,"
+               "\"batch\":%d,\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f}\n",
+               sp.wbits, sp.abits, sp.aux ? "true" : "false", batch, threads, steps, ips);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0) {
+        printf("auxps %s\n", AUXPS_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "auxps: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
