@@ -5,9 +5,9 @@ CC       ?= cc
 SANITIZE ?=
 BUILD    ?= $(if $(SANITIZE),build-san,build)
 PKGS     := libzmq msgpack openblas libuv zlib inih
-CFLAGS   ?= -O2 -g
+CFLAGS   ?= -O3 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -Ips -Iworker -Ilaunch \
-            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -march=x86-64-v2 -mtune=native
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -march=x86-64-v2 -mtune=native -fno-math-errno -fno-trapping-math
 LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all

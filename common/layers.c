@@ -22,26 +22,39 @@ size_t conv_scratch_size(const conv_shape_t *s) {
     return (size_t)s->cin * s->k * s->k * s->ho * s->wo;
 }
 
-/* col (cin*k*k, ho*wo) from one image x (cin, h, w). */
+/* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
+static void valid_cols(const conv_shape_t *s, int kx, int *lo, int *hi) {
+    int off = kx - s->pad, a = 0, b = s->wo;
+    while (a < b && a * s->stride + off < 0) a++;
+    while (b > a && (b - 1) * s->stride + off >= s->w) b--;
+    *lo = a;
+    *hi = b;
+}
+
+/* col (cin*k*k, ho*wo) from one image x (cin, h, w). Rows are copied as runs: the bounds are
+ * worked out once per kernel column, not tested per element. */
 static void im2col(float *col, const float *x, const conv_shape_t *s) {
-    const int k = s->k, howo = s->ho * s->wo;
+    const int k = s->k, howo = s->ho * s->wo, st = s->stride;
     for (int c = 0; c < s->cin; c++) {
         const float *xc = x + (size_t)c * s->h * s->w;
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
                 float *row = col + ((size_t)(c * k + ky) * k + kx) * howo;
+                int lo, hi;
+                valid_cols(s, kx, &lo, &hi);
+                const int off = kx - s->pad;
                 for (int oy = 0; oy < s->ho; oy++) {
-                    int iy = oy * s->stride - s->pad + ky;
+                    int iy = oy * st - s->pad + ky;
                     float *r = row + oy * s->wo;
-                    if (iy < 0 || iy >= s->h) {
+                    if (iy < 0 || iy >= s->h || lo >= hi) {
                         memset(r, 0, sizeof(float) * s->wo);
                         continue;
                     }
-                    const float *xr = xc + (size_t)iy * s->w;
-                    for (int ox = 0; ox < s->wo; ox++) {
-                        int ix = ox * s->stride - s->pad + kx;
-                        r[ox] = (ix >= 0 && ix < s->w) ? xr[ix] : 0.0f;
-                    }
+                    const float *xr = xc + (size_t)iy * s->w; /* input column ox * st + off */
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (st == 1) memcpy(r + lo, xr + lo + off, sizeof(float) * (hi - lo));
+                    else for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * st + off];
+                    for (int ox = hi; ox < s->wo; ox++) r[ox] = 0.0f;
                 }
             }
         }
@@ -50,21 +63,21 @@ static void im2col(float *col, const float *x, const conv_shape_t *s) {
 
 /* dx (cin, h, w) += col2im(dcol (cin*k*k, ho*wo)). */
 static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
-    const int k = s->k, howo = s->ho * s->wo;
+    const int k = s->k, howo = s->ho * s->wo, st = s->stride;
     for (int c = 0; c < s->cin; c++) {
         float *dxc = dx + (size_t)c * s->h * s->w;
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
                 const float *row = dcol + ((size_t)(c * k + ky) * k + kx) * howo;
+                int lo, hi;
+                valid_cols(s, kx, &lo, &hi);
+                const int off = kx - s->pad;
                 for (int oy = 0; oy < s->ho; oy++) {
-                    int iy = oy * s->stride - s->pad + ky;
+                    int iy = oy * st - s->pad + ky;
                     if (iy < 0 || iy >= s->h) continue;
                     const float *r = row + oy * s->wo;
                     float *dr = dxc + (size_t)iy * s->w;
-                    for (int ox = 0; ox < s->wo; ox++) {
-                        int ix = ox * s->stride - s->pad + kx;
-                        if (ix >= 0 && ix < s->w) dr[ix] += r[ox];
-                    }
+                    for (int ox = lo; ox < hi; ox++) dr[ox * st + off] += r[ox];
                 }
             }
         }
@@ -136,18 +149,21 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
     for (int ch = 0; ch < c; ch++) {
         float mu, rs;
         if (training) {
+            /* Float sums over one row (vectorised), double across rows. */
             double sum = 0.0, sq = 0.0;
             for (int i = 0; i < n; i++) {
                 const float *p = x + ((size_t)i * c + ch) * hw;
-                for (int j = 0; j < hw; j++) sum += p[j];
+                float r = 0.0f;
+                for (int j = 0; j < hw; j++) r += p[j];
+                sum += r;
             }
             double dmu = sum / m;
+            const float fmu = (float)dmu;
             for (int i = 0; i < n; i++) {
                 const float *p = x + ((size_t)i * c + ch) * hw;
-                for (int j = 0; j < hw; j++) {
-                    double d = p[j] - dmu;
-                    sq += d * d;
-                }
+                float r = 0.0f;
+                for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
+                sq += r;
             }
             double var = sq / m;
             mu = (float)dmu;
@@ -179,10 +195,13 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         for (int i = 0; i < n; i++) {
             const float *p = x + ((size_t)i * c + ch) * hw;
             const float *g = dy + ((size_t)i * c + ch) * hw;
+            float a = 0.0f, b = 0.0f;
             for (int j = 0; j < hw; j++) {
-                sdy += g[j];
-                sdyx += g[j] * ((p[j] - mu) * rs);
+                a += g[j];
+                b += g[j] * ((p[j] - mu) * rs);
             }
+            sdy += a;
+            sdyx += b;
         }
         dgamma[ch] += (float)sdyx;
         dbeta[ch] += (float)sdy;
@@ -202,7 +221,10 @@ void relu_forward(float *y, const float *x, size_t len) {
 }
 
 void relu_backward(float *dx, const float *dy, const float *y, size_t len) {
-    for (size_t i = 0; i < len; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < len; i++) {
+        const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
+        dx[i] += y[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 void add_forward(float *y, const float *a, const float *b, size_t len) {

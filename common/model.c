@@ -575,7 +575,7 @@ static void resnet_backward(model_t *m) {
             /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
             float *ga = G(b->a_out);
             const float *av = A(b->a_out);
-            for (size_t j = 0; j < len; j++) if (av[j] <= 0.0f) ga[j] = 0.0f;
+            for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
                 conv_bwd(m, &b->dn, b->a_in, b->dnc, 1);

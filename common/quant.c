@@ -1,12 +1,13 @@
-/* quant.c - DoReFa weight and activation quantizers. Rounding is half-to-even (nearbyintf in
+/* quant.c - DoReFa weight and activation quantizers. Rounding is half-to-even (rintf in
  * the default rounding mode), as torch.round, so codes match the PyTorch reference. */
 #include "quant.h"
 
 #include <math.h>
 
 float quant_qk(float x, int k) {
+    if (k >= 32) return x;
     const float levels = (float)((1u << k) - 1);
-    return nearbyintf(x * levels) / levels;
+    return rintf(x * levels) / levels;
 }
 
 float quant_weight_mean(const float *w, size_t n) {
@@ -42,7 +43,7 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
     const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
     for (size_t i = 0; i < n; i++) {
         float u = tanhf(w[i]) * inv2m + 0.5f;
-        float c = nearbyintf(u * levels);
+        float c = rintf(u * levels);
         wq[i] = 2.0f * (c / levels) - 1.0f;
         if (codes != NULL) codes[i] = (uint8_t)c;
     }
@@ -87,15 +88,22 @@ void quant_act_forward(float *y, const float *x, size_t n, int k) {
     }
     const float levels = (float)((1u << k) - 1);
     for (size_t i = 0; i < n; i++) {
-        float v = x[i] < 0.0f ? 0.0f : (x[i] > 1.0f ? 1.0f : x[i]);
-        y[i] = nearbyintf(v * levels) / levels;
+        float v = x[i] < 0.0f ? 0.0f : x[i];
+        v = v > 1.0f ? 1.0f : v;
+        y[i] = rintf(v * levels) / levels;
     }
 }
 
 void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k) {
     if (k >= 32) {
-        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
+            dx[i] += x[i] > 0.0f ? g : 0.0f;
+        }
         return;
     }
-    for (size_t i = 0; i < n; i++) dx[i] += (x[i] >= 0.0f && x[i] <= 1.0f) ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float g = dy[i], v = x[i];
+        dx[i] += (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
+    }
 }

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* q_k(x) = round((2^k - 1) x) / (2^k - 1), round half to even. */
+/* q_k(x) = round((2^k - 1) x) / (2^k - 1), round half to even; x itself for k >= 32. */
 float quant_qk(float x, int k);
 
 /* Weights, k = 1..8. wq (n) = quantized w (n). codes (n), when non-NULL, receive the integer

@@ -1,0 +1,616 @@
+/* test_layers.c - the layer kernels against outside references: hand-computed values, plain
+ * double-precision loops written here, and central finite differences in double of
+ * L = sum(c * out) for random c. Backward passes are also checked to accumulate (+=). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+/* ---- helpers ---- */
+
+/* splitmix64: a small deterministic generator, state passed explicitly. */
+typedef struct { uint64_t s; } rng_t;
+
+static uint64_t rng_next(rng_t *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unif(rng_t *r, double lo, double hi) {
+    return lo + (hi - lo) * (double)(rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+static void fill_unif(float *p, size_t n, rng_t *r, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) p[i] = (float)rng_unif(r, lo, hi);
+}
+
+/* Known, distinct, exactly representable values to pre-fill gradient buffers with. */
+static float prefill_value(size_t i) { return 0.25f * (float)(i % 7) - 0.5f; }
+
+static void prefill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = prefill_value(i);
+}
+
+static float *falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    cr_assert_not_null(p);
+    return p;
+}
+
+static double *dalloc(size_t n) {
+    double *p = calloc(n ? n : 1, sizeof(double));
+    cr_assert_not_null(p);
+    return p;
+}
+
+static double *to_double(const float *p, size_t n) {
+    double *d = dalloc(n);
+    for (size_t i = 0; i < n; i++) d[i] = p[i];
+    return d;
+}
+
+/* got[i] - base[i] (base NULL: 0) must equal want[i] within atol + rtol * |want[i]|. */
+static void assert_close(const float *got, const float *base, const double *want, size_t n,
+                         double atol, double rtol, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        double g = (double)got[i] - (base ? (double)base[i] : 0.0);
+        cr_assert(isfinite(g) && fabs(g - want[i]) <= atol + rtol * fabs(want[i]),
+                  "%s[%zu]: got %.9g, want %.9g", what, i, g, want[i]);
+    }
+}
+
+/* Central finite differences: g[i] = (L(p + eps e_i) - L(p - eps e_i)) / (2 eps), where the
+ * loss reads p through ctx. */
+typedef double (*loss_fn)(const void *ctx);
+
+static void fd_grad(double *g, double *p, size_t n, double eps, loss_fn f, const void *ctx) {
+    for (size_t i = 0; i < n; i++) {
+        const double v = p[i];
+        p[i] = v + eps;
+        const double lp = f(ctx);
+        p[i] = v - eps;
+        const double lm = f(ctx);
+        p[i] = v;
+        g[i] = (lp - lm) / (2.0 * eps);
+    }
+}
+
+/* ---- convolution ---- */
+
+/* Double-precision convolution written from the input's side (scatter): input pixel (iy, ix)
+ * meets kernel tap (ky, kx) at output oy = (iy + pad - ky) / stride when that divides exactly.
+ * Independent of the gather loops in conv2d_forward_ref. */
+static void conv_scatter_double(double *out, const double *x, const double *w, const conv_shape_t *s) {
+    memset(out, 0, sizeof(double) * (size_t)s->n * s->cout * s->ho * s->wo);
+    for (int n = 0; n < s->n; n++)
+        for (int ci = 0; ci < s->cin; ci++)
+            for (int iy = 0; iy < s->h; iy++)
+                for (int ix = 0; ix < s->w; ix++) {
+                    const double xv = x[(((size_t)n * s->cin + ci) * s->h + iy) * s->w + ix];
+                    for (int ky = 0; ky < s->k; ky++) {
+                        const int ty = iy + s->pad - ky;
+                        if (ty < 0 || ty % s->stride != 0 || ty / s->stride >= s->ho) continue;
+                        const int oy = ty / s->stride;
+                        for (int kx = 0; kx < s->k; kx++) {
+                            const int tx = ix + s->pad - kx;
+                            if (tx < 0 || tx % s->stride != 0 || tx / s->stride >= s->wo) continue;
+                            const int ox = tx / s->stride;
+                            for (int co = 0; co < s->cout; co++)
+                                out[(((size_t)n * s->cout + co) * s->ho + oy) * s->wo + ox] +=
+                                    xv * w[(((size_t)co * s->cin + ci) * s->k + ky) * s->k + kx];
+                        }
+                    }
+                }
+}
+
+typedef struct {
+    const conv_shape_t *s;
+    double *x, *w, *c, *out;
+} conv_ctx_t;
+
+static double conv_loss(const void *p) {
+    const conv_ctx_t *cx = p;
+    const size_t no = (size_t)cx->s->n * cx->s->cout * cx->s->ho * cx->s->wo;
+    conv_scatter_double(cx->out, cx->x, cx->w, cx->s);
+    double l = 0.0;
+    for (size_t i = 0; i < no; i++) l += cx->c[i] * cx->out[i];
+    return l;
+}
+
+/* n, cin, h, w, cout, k, stride, pad: k = 1, 3, 5; stride 1, 2; pad 0, 1, 2; non-square; batch > 1;
+ * channel counts that are not powers of two; the 1x1 stride-1 pad-0 pointwise path; uncovered
+ * input rows (h = 6, k = 3, stride 2, pad 0). */
+static const int conv_cases[][8] = {
+    {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
+    {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
+    {2, 3, 5, 6, 4, 1, 1, 1},  {1, 3, 6, 6, 2, 3, 2, 0}, {2, 3, 7, 7, 3, 3, 1, 0},
+    {1, 2, 5, 5, 3, 5, 1, 0},  {2, 12, 4, 4, 20, 3, 1, 1}, {3, 1, 9, 4, 1, 3, 2, 2},
+};
+#define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
+
+static void conv_case(conv_shape_t *s, size_t i) {
+    const int *c = conv_cases[i];
+    conv_shape_init(s, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+}
+
+Test(layers, conv_shape_init_computes_output_size_and_scratch) {
+    conv_shape_t s;
+    conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 2, 1);
+    cr_assert_eq(s.ho, 4);
+    cr_assert_eq(s.wo, 3);
+    cr_assert_eq(conv_scratch_size(&s), (size_t)3 * 3 * 3 * 4 * 3);
+    conv_shape_init(&s, 2, 3, 7, 5, 4, 1, 1, 0);
+    cr_assert_eq(s.ho, 7);
+    cr_assert_eq(s.wo, 5);
+    cr_assert_eq(conv_scratch_size(&s), 0, "1x1 stride-1 pad-0 conv needs no scratch");
+    conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
+    cr_assert_eq(s.ho, 3);
+    cr_assert_eq(conv_scratch_size(&s), (size_t)2 * 3 * 3);
+}
+
+/* 4x4 input 1..16, 3x3 all-ones kernel, stride 2, pad 1: window sums computed by hand. */
+Test(layers, conv2d_forward_matches_hand_computed_window_sums) {
+    conv_shape_t s;
+    conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 2, 1);
+    float x[16], w[9], out[4], ref[4], col[9 * 4];
+    for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
+    for (int i = 0; i < 9; i++) w[i] = 1.0f;
+    cr_assert_eq(conv_scratch_size(&s), 9 * 4);
+    conv2d_forward(out, x, w, &s, col);
+    conv2d_forward_ref(ref, x, w, &s);
+    const float want[4] = {14, 30, 57, 99};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(out[i], want[i], "fast out[%d] = %g, want %g", i, out[i], want[i]);
+        cr_assert_eq(ref[i], want[i], "ref out[%d] = %g, want %g", i, ref[i], want[i]);
+    }
+}
+
+/* A single tap at (ky, kx) = (0, 2) with pad 1 reads x[oy - 1][ox + 1]: cross-correlation, as
+ * PyTorch, not a flipped-kernel convolution. */
+Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
+    conv_shape_t s;
+    conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 1, 1);
+    float x[16], w[9] = {0}, out[16], ref[16], col[9 * 16];
+    for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
+    w[2] = 1.0f;
+    conv2d_forward(out, x, w, &s, col);
+    conv2d_forward_ref(ref, x, w, &s);
+    for (int oy = 0; oy < 4; oy++)
+        for (int ox = 0; ox < 4; ox++) {
+            const int iy = oy - 1, ix = ox + 1;
+            const float want = (iy >= 0 && ix < 4) ? x[iy * 4 + ix] : 0.0f;
+            cr_assert_eq(out[oy * 4 + ox], want, "fast (%d,%d) = %g, want %g", oy, ox, out[oy * 4 + ox], want);
+            cr_assert_eq(ref[oy * 4 + ox], want, "ref (%d,%d) = %g, want %g", oy, ox, ref[oy * 4 + ox], want);
+        }
+}
+
+/* The fast path equals conv2d_forward_ref, and both equal the scatter reference in double. The
+ * scratch buffer is exactly conv_scratch_size floats (ASan catches overruns), NULL for the
+ * pointwise path, and the output is overwritten, not accumulated. */
+Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
+    rng_t r = {1};
+    for (size_t t = 0; t < N_CONV_CASES; t++) {
+        conv_shape_t s;
+        conv_case(&s, t);
+        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+        float *x = falloc(nx), *w = falloc(nw), *out = falloc(no), *ref = falloc(no);
+        float *col = ncol ? falloc(ncol) : NULL;
+        fill_unif(x, nx, &r, -1, 1);
+        fill_unif(w, nw, &r, -1, 1);
+        for (size_t i = 0; i < no; i++) out[i] = 1e30f;
+        conv2d_forward(out, x, w, &s, col);
+        conv2d_forward_ref(ref, x, w, &s);
+        double *xd = to_double(x, nx), *wd = to_double(w, nw), *od = dalloc(no);
+        conv_scatter_double(od, xd, wd, &s);
+        for (size_t i = 0; i < no; i++) {
+            cr_assert(fabsf(out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])),
+                      "case %zu out[%zu]: fast %.9g, ref %.9g", t, i, out[i], ref[i]);
+            cr_assert(fabs(ref[i] - od[i]) <= 1e-6 * (1.0 + fabs(od[i])),
+                      "case %zu out[%zu]: ref %.9g, double %.9g", t, i, ref[i], od[i]);
+        }
+        free(x); free(w); free(out); free(ref); free(col); free(xd); free(wd); free(od);
+    }
+}
+
+/* dx and dw against central differences of L = sum(c * conv(x, w)) in double; conv is linear,
+ * so the difference quotient is exact up to rounding. The gradients are added to pre-filled
+ * buffers, and a second call with dx = NULL still adds the same dw. */
+Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
+    rng_t r = {2};
+    for (size_t t = 0; t < N_CONV_CASES; t++) {
+        conv_shape_t s;
+        conv_case(&s, t);
+        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+        float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
+        float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
+        float *col = ncol ? falloc(ncol) : NULL;
+        fill_unif(x, nx, &r, -1, 1);
+        fill_unif(w, nw, &r, -1, 1);
+        fill_unif(c, no, &r, -1, 1);
+        prefill(dx0, nx);
+        prefill(dw0, nw);
+        memcpy(dx, dx0, sizeof(float) * nx);
+        memcpy(dw, dw0, sizeof(float) * nw);
+        memcpy(dw2, dw0, sizeof(float) * nw);
+        conv2d_backward(dx, dw, c, x, w, &s, col);
+        conv2d_backward(NULL, dw2, c, x, w, &s, col);
+
+        conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
+        double *gx = dalloc(nx), *gw = dalloc(nw);
+        fd_grad(gx, cx.x, nx, 1e-2, conv_loss, &cx);
+        fd_grad(gw, cx.w, nw, 1e-2, conv_loss, &cx);
+        cr_log_info("conv case %zu: %zu dx and %zu dw values checked", t, nx, nw);
+        assert_close(dx, dx0, gx, nx, 1e-4, 1e-4, "conv dx");
+        assert_close(dw, dw0, gw, nw, 1e-4, 1e-4, "conv dw");
+        assert_close(dw2, dw0, gw, nw, 1e-4, 1e-4, "conv dw (dx = NULL)");
+        free(x); free(w); free(c); free(dx); free(dw); free(dx0); free(dw0); free(dw2); free(col);
+        free(cx.x); free(cx.w); free(cx.c); free(cx.out); free(gx); free(gw);
+    }
+}
+
+/* ---- batch norm ---- */
+
+typedef struct {
+    int n, c, hw;
+    double *x, *gamma, *beta, *coef;
+} bn_ctx_t;
+
+/* L = sum(coef * y), y the training-mode batch norm computed in double (biased variance). */
+static double bn_loss(const void *p) {
+    const bn_ctx_t *b = p;
+    const double m = (double)b->n * b->hw;
+    double l = 0.0;
+    for (int ch = 0; ch < b->c; ch++) {
+        double mu = 0.0, var = 0.0;
+        for (int i = 0; i < b->n; i++)
+            for (int j = 0; j < b->hw; j++) mu += b->x[((size_t)i * b->c + ch) * b->hw + j];
+        mu /= m;
+        for (int i = 0; i < b->n; i++)
+            for (int j = 0; j < b->hw; j++) {
+                const double d = b->x[((size_t)i * b->c + ch) * b->hw + j] - mu;
+                var += d * d;
+            }
+        var /= m;
+        for (int i = 0; i < b->n; i++)
+            for (int j = 0; j < b->hw; j++) {
+                const size_t k = ((size_t)i * b->c + ch) * b->hw + j;
+                l += b->coef[k] * (b->gamma[ch] * (b->x[k] - mu) / sqrt(var + 1e-5) + b->beta[ch]);
+            }
+    }
+    return l;
+}
+
+/* Input whose channels have different means and spreads. */
+static void bn_fill_input(float *x, int n, int c, int hw, rng_t *r) {
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int j = 0; j < hw; j++)
+                x[((size_t)i * c + ch) * hw + j] = (float)(1.5 * ch - 2.0 + (0.5 + 0.5 * ch) * rng_unif(r, -1, 1));
+}
+
+Test(layers, batchnorm_training_normalises_to_beta_mean_and_gamma_std) {
+    enum { N = 4, C = 3, HW = 5 };
+    const double m = N * HW;
+    rng_t r = {3};
+    float x[N * C * HW], y[N * C * HW], mean[C], rstd[C];
+    float gamma[C] = {1.5f, -0.7f, 0.3f}, beta[C] = {0.25f, -1.0f, 2.0f};
+    float rmean[C] = {0.5f, -0.25f, 1.0f}, rvar[C] = {2.0f, 0.5f, 1.0f};
+    const float rmean0[C] = {0.5f, -0.25f, 1.0f}, rvar0[C] = {2.0f, 0.5f, 1.0f};
+    bn_fill_input(x, N, C, HW, &r);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1);
+    for (int ch = 0; ch < C; ch++) {
+        double mu = 0.0, sq = 0.0, ym = 0.0, ysq = 0.0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < HW; j++) mu += x[(i * C + ch) * HW + j];
+        mu /= m;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < HW; j++) {
+                const double d = x[(i * C + ch) * HW + j] - mu;
+                sq += d * d;
+                ym += y[(i * C + ch) * HW + j];
+            }
+        ym /= m;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < HW; j++) {
+                const double d = y[(i * C + ch) * HW + j] - ym;
+                ysq += d * d;
+            }
+        const double var = sq / m, ystd = sqrt(ysq / m);
+        const double want_std = fabs(gamma[ch]) * sqrt(var / (var + 1e-5));
+        cr_assert(fabs(ym - beta[ch]) <= 1e-5, "channel %d: output mean %.9g, want beta %g", ch, ym, beta[ch]);
+        cr_assert(fabs(ystd - want_std) <= 1e-5 * want_std, "channel %d: output std %.9g, want %.9g", ch, ystd, want_std);
+        cr_assert(fabs(mean[ch] - mu) <= 1e-6 * (1 + fabs(mu)), "channel %d: saved mean %.9g, want %.9g", ch, mean[ch], mu);
+        const double want_rstd = 1.0 / sqrt(var + 1e-5);
+        cr_assert(fabs(rstd[ch] - want_rstd) <= 1e-6 * want_rstd, "channel %d: saved rstd %.9g, want %.9g", ch, rstd[ch], want_rstd);
+        /* PyTorch: momentum 0.1 and the unbiased variance (m / (m - 1) = 20/19 here). */
+        const double want_rm = 0.9 * rmean0[ch] + 0.1 * mu, want_rv = 0.9 * rvar0[ch] + 0.1 * sq / (m - 1);
+        cr_assert(fabs(rmean[ch] - want_rm) <= 1e-6 * (1 + fabs(want_rm)), "channel %d: running mean %.9g, want %.9g", ch, rmean[ch], want_rm);
+        cr_assert(fabs(rvar[ch] - want_rv) <= 1e-6 * want_rv, "channel %d: running var %.9g, want %.9g", ch, rvar[ch], want_rv);
+    }
+}
+
+Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
+    enum { N = 3, C = 2, HW = 4 };
+    rng_t r = {4};
+    float x[N * C * HW], y[N * C * HW], mean[C] = {0}, rstd[C] = {0};
+    const float gamma[C] = {1.25f, -0.5f}, beta[C] = {0.5f, 3.0f};
+    float rmean[C] = {0.3f, -4.0f}, rvar[C] = {2.5f, 0.04f};
+    bn_fill_input(x, N, C, HW, &r);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 0);
+    cr_assert(rmean[0] == 0.3f && rmean[1] == -4.0f, "eval changed the running mean");
+    cr_assert(rvar[0] == 2.5f && rvar[1] == 0.04f, "eval changed the running variance");
+    for (int i = 0; i < N; i++)
+        for (int ch = 0; ch < C; ch++)
+            for (int j = 0; j < HW; j++) {
+                const int k = (i * C + ch) * HW + j;
+                const double want = gamma[ch] * ((double)x[k] - rmean[ch]) / sqrt((double)rvar[ch] + 1e-5) + beta[ch];
+                cr_assert(fabs(y[k] - want) <= 1e-5 * (1 + fabs(want)), "y[%d] = %.9g, want %.9g", k, y[k], want);
+            }
+}
+
+/* dx, dgamma, dbeta against central differences in double of L = sum(c * y), y the training
+ * forward pass; added to pre-filled buffers. A second call with dx = NULL adds the same dgamma,
+ * dbeta. */
+Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
+    enum { N = 3, C = 4, HW = 5, NX = N * C * HW };
+    rng_t r = {5};
+    float x[NX], y[NX], coef[NX], mean[C], rstd[C], rmean[C] = {0}, rvar[C] = {1, 1, 1, 1};
+    float gamma[C], beta[C];
+    float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C];
+    bn_fill_input(x, N, C, HW, &r);
+    fill_unif(gamma, C, &r, 0.5, 1.5);
+    gamma[2] = -gamma[2];
+    fill_unif(beta, C, &r, -1, 1);
+    fill_unif(coef, NX, &r, -1, 1);
+    prefill(dx0, NX);
+    prefill(dg0, C);
+    for (int i = 0; i < C; i++) db0[i] = 0.125f * (float)i - 1.0f;
+    memcpy(dx, dx0, sizeof dx);
+    memcpy(dg, dg0, sizeof dg);
+    memcpy(db, db0, sizeof db);
+    memcpy(dg2, dg0, sizeof dg);
+    memcpy(db2, db0, sizeof db);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1);
+    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW);
+    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW);
+
+    bn_ctx_t b = {N, C, HW, to_double(x, NX), to_double(gamma, C), to_double(beta, C), to_double(coef, NX)};
+    double gx[NX], gg[C], gb[C];
+    fd_grad(gx, b.x, NX, 1e-5, bn_loss, &b);
+    fd_grad(gg, b.gamma, C, 1e-5, bn_loss, &b);
+    fd_grad(gb, b.beta, C, 1e-5, bn_loss, &b);
+    assert_close(dx, dx0, gx, NX, 2e-5, 1e-3, "bn dx");
+    assert_close(dg, dg0, gg, C, 2e-5, 1e-4, "bn dgamma");
+    assert_close(db, db0, gb, C, 2e-5, 1e-4, "bn dbeta");
+    assert_close(dg2, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (dx = NULL)");
+    assert_close(db2, db0, gb, C, 2e-5, 1e-4, "bn dbeta (dx = NULL)");
+    free(b.x); free(b.gamma); free(b.beta); free(b.coef);
+}
+
+/* ---- elementwise ---- */
+
+Test(layers, relu_forward_zeroes_non_positive_and_backward_passes_where_output_positive) {
+    const float x[] = {-3.0f, -1e-30f, 0.0f, -0.0f, 1e-30f, 0.5f, 7.25f, -0.5f};
+    enum { N = sizeof x / sizeof x[0] };
+    const int pass[N] = {0, 0, 0, 0, 1, 1, 1, 0};
+    float y[N], dy[N], dx[N];
+    for (int i = 0; i < N; i++) y[i] = 99.0f;
+    relu_forward(y, x, N);
+    for (int i = 0; i < N; i++) {
+        const float want = pass[i] ? x[i] : 0.0f;
+        cr_assert(y[i] == want && !signbit(y[i]), "relu(%g) = %g, want %g", x[i], y[i], want);
+        dy[i] = 1.0f + (float)i;
+    }
+    prefill(dx, N);
+    relu_backward(dx, dy, y, N);
+    for (int i = 0; i < N; i++) {
+        const float want = prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
+        cr_assert_eq(dx[i], want, "relu dx[%d] (x = %g) = %g, want %g", i, x[i], dx[i], want);
+    }
+}
+
+Test(layers, add_forward_sums_elementwise) {
+    const float a[] = {1.0f, -2.5f, 0.0f, 1e20f, 3.0f}, b[] = {0.5f, 2.5f, -0.0f, -1e20f, -7.0f};
+    const float want[] = {1.5f, 0.0f, 0.0f, 0.0f, -4.0f};
+    float y[5];
+    add_forward(y, a, b, 5);
+    for (int i = 0; i < 5; i++) cr_assert_eq(y[i], want[i], "y[%d] = %g, want %g", i, y[i], want[i]);
+}
+
+/* ---- average pool ---- */
+
+typedef struct { size_t len; int hw; double *x, *coef; } pool_ctx_t;
+
+static double pool_loss(const void *p) {
+    const pool_ctx_t *c = p;
+    double l = 0.0;
+    for (size_t i = 0; i < c->len / c->hw; i++) {
+        double s = 0.0;
+        for (int j = 0; j < c->hw; j++) s += c->x[i * c->hw + j];
+        l += c->coef[i] * s / c->hw;
+    }
+    return l;
+}
+
+Test(layers, avgpool_averages_each_channel_and_backward_spreads_evenly) {
+    enum { N = 2, C = 3, HW = 6, NX = N * C * HW };
+    rng_t r = {6};
+    float x[NX], y[N * C], dy[N * C], dx[NX], dx0[NX];
+    fill_unif(x, NX, &r, -2, 2);
+    fill_unif(dy, N * C, &r, -1, 1);
+    avgpool_forward(y, x, N, C, HW);
+    for (int i = 0; i < N * C; i++) {
+        double s = 0.0;
+        for (int j = 0; j < HW; j++) s += x[i * HW + j];
+        cr_assert(fabs(y[i] - s / HW) <= 1e-6, "y[%d] = %.9g, want %.9g", i, y[i], s / HW);
+    }
+    prefill(dx0, NX);
+    memcpy(dx, dx0, sizeof dx);
+    avgpool_backward(dx, dy, N, C, HW);
+    pool_ctx_t c = {NX, HW, to_double(x, NX), to_double(dy, N * C)};
+    double g[NX];
+    fd_grad(g, c.x, NX, 1e-3, pool_loss, &c);
+    assert_close(dx, dx0, g, NX, 1e-6, 1e-5, "avgpool dx");
+    free(c.x); free(c.coef);
+}
+
+/* ---- linear ---- */
+
+typedef struct { int n, in, out; double *x, *w, *b, *coef; } lin_ctx_t;
+
+static void linear_double(double *y, const lin_ctx_t *c) {
+    for (int i = 0; i < c->n; i++)
+        for (int o = 0; o < c->out; o++) {
+            double s = c->b ? c->b[o] : 0.0;
+            for (int k = 0; k < c->in; k++) s += c->x[i * c->in + k] * c->w[o * c->in + k];
+            y[i * c->out + o] = s;
+        }
+}
+
+static double linear_loss(const void *p) {
+    const lin_ctx_t *c = p;
+    double y[64], l = 0.0;
+    linear_double(y, c);
+    for (int i = 0; i < c->n * c->out; i++) l += c->coef[i] * y[i];
+    return l;
+}
+
+static void check_linear(int with_bias, uint64_t seed) {
+    enum { N = 4, IN = 7, OUT = 5 };
+    rng_t r = {seed};
+    float x[N * IN], w[OUT * IN], b[OUT], y[N * OUT], dy[N * OUT];
+    float dx[N * IN], dx0[N * IN], dw[OUT * IN], dw0[OUT * IN], dw2[OUT * IN], db[OUT], db0[OUT], db2[OUT];
+    fill_unif(x, N * IN, &r, -1, 1);
+    fill_unif(w, OUT * IN, &r, -1, 1);
+    fill_unif(b, OUT, &r, -1, 1);
+    fill_unif(dy, N * OUT, &r, -1, 1);
+    for (int i = 0; i < N * OUT; i++) y[i] = 1e30f;
+    linear_forward(y, x, w, with_bias ? b : NULL, N, IN, OUT);
+
+    lin_ctx_t c = {N, IN, OUT, to_double(x, N * IN), to_double(w, OUT * IN), with_bias ? to_double(b, OUT) : NULL,
+                   to_double(dy, N * OUT)};
+    double yd[N * OUT];
+    linear_double(yd, &c);
+    assert_close(y, NULL, yd, N * OUT, 1e-5, 1e-5, with_bias ? "linear y (bias)" : "linear y (no bias)");
+
+    prefill(dx0, N * IN);
+    prefill(dw0, OUT * IN);
+    for (int i = 0; i < OUT; i++) db0[i] = -0.75f + 0.5f * (float)i;
+    memcpy(dx, dx0, sizeof dx);
+    memcpy(dw, dw0, sizeof dw);
+    memcpy(dw2, dw0, sizeof dw);
+    memcpy(db, db0, sizeof db);
+    memcpy(db2, db0, sizeof db);
+    linear_backward(dx, dw, with_bias ? db : NULL, dy, x, w, N, IN, OUT);
+    linear_backward(NULL, dw2, with_bias ? db2 : NULL, dy, x, w, N, IN, OUT);
+
+    double gx[N * IN], gw[OUT * IN];
+    fd_grad(gx, c.x, N * IN, 1e-2, linear_loss, &c);
+    fd_grad(gw, c.w, OUT * IN, 1e-2, linear_loss, &c);
+    assert_close(dx, dx0, gx, N * IN, 1e-5, 1e-5, "linear dx");
+    assert_close(dw, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw");
+    assert_close(dw2, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw (dx = NULL)");
+    if (with_bias) {
+        double gb[OUT];
+        fd_grad(gb, c.b, OUT, 1e-2, linear_loss, &c);
+        assert_close(db, db0, gb, OUT, 1e-5, 1e-5, "linear db");
+        assert_close(db2, db0, gb, OUT, 1e-5, 1e-5, "linear db (dx = NULL)");
+    } else {
+        for (int i = 0; i < OUT; i++) cr_assert_eq(db[i], db0[i], "db touched although NULL was passed");
+    }
+    free(c.x); free(c.w); free(c.b); free(c.coef);
+}
+
+Test(layers, linear_with_bias_matches_reference_and_finite_differences) { check_linear(1, 7); }
+
+Test(layers, linear_without_bias_matches_reference_and_finite_differences) { check_linear(0, 8); }
+
+/* ---- softmax cross-entropy ---- */
+
+typedef struct { int n, classes; const int *y; double *logits; } xent_ctx_t;
+
+static double xent_loss(const void *p) {
+    const xent_ctx_t *c = p;
+    double l = 0.0;
+    for (int i = 0; i < c->n; i++) {
+        const double *r = c->logits + (size_t)i * c->classes;
+        double mx = r[0], s = 0.0;
+        for (int k = 1; k < c->classes; k++) mx = fmax(mx, r[k]);
+        for (int k = 0; k < c->classes; k++) s += exp(r[k] - mx);
+        l += log(s) + mx - r[c->y[i]];
+    }
+    return l / c->n;
+}
+
+/* Row 0: logits (0, ln 2, ln 3) give p = (1/6, 2/6, 3/6), label 2: loss ln 2. Row 1: equal
+ * logits, 3 classes: loss ln 3. Mean: ln 6 / 2. */
+Test(layers, softmax_xent_loss_matches_hand_computation) {
+    const float logits[6] = {0.0f, (float)log(2.0), (float)log(3.0), 5.0f, 5.0f, 5.0f};
+    const int y[2] = {2, 0};
+    const float loss = softmax_xent(logits, y, 2, 3, NULL, 0.0f, NULL);
+    cr_assert(fabs(loss - log(6.0) / 2) <= 1e-6, "loss %.9g, want ln(6)/2 = %.9g", loss, log(6.0) / 2);
+}
+
+/* dlogits = scale * d(mean loss)/dlogits, against central differences in double, for two scales;
+ * dlogits is overwritten, not accumulated. */
+Test(layers, softmax_xent_dlogits_match_finite_differences_times_scale) {
+    enum { N = 5, K = 7 };
+    rng_t r = {9};
+    float logits[N * K], d[N * K];
+    const int y[N] = {0, 6, 3, 3, 1};
+    fill_unif(logits, N * K, &r, -3, 3);
+    xent_ctx_t c = {N, K, y, to_double(logits, N * K)};
+    double g[N * K], gs[N * K];
+    fd_grad(g, c.logits, N * K, 1e-5, xent_loss, &c);
+    const float scales[2] = {1.0f, 0.7f};
+    for (int s = 0; s < 2; s++) {
+        prefill(d, N * K);
+        const float loss = softmax_xent(logits, y, N, K, d, scales[s], NULL);
+        cr_assert(fabs(loss - xent_loss(&c)) <= 1e-6 * (1 + xent_loss(&c)), "loss %.9g, want %.9g", loss, xent_loss(&c));
+        for (int i = 0; i < N * K; i++) gs[i] = scales[s] * g[i];
+        assert_close(d, NULL, gs, N * K, 1e-7, 1e-5, "dlogits");
+    }
+    free(c.logits);
+}
+
+Test(layers, softmax_xent_counts_correct_argmax_predictions) {
+    /* argmaxes 0, 2, 1, 1, 3 against labels 0, 2, 2, 1, 0: three right. */
+    const float logits[5 * 4] = {
+        3, 1, 2, 0,   -1, -2, 4, 0,   0, 5, 1, 2,   -3, -1, -2, -4,   0, 1, 2, 9,
+    };
+    const int y[5] = {0, 2, 2, 1, 0};
+    int correct = -1;
+    float d[20];
+    const float l1 = softmax_xent(logits, y, 5, 4, NULL, 0.0f, &correct);
+    cr_assert_eq(correct, 3);
+    correct = -1;
+    const float l2 = softmax_xent(logits, y, 5, 4, d, 1.0f, &correct);
+    cr_assert_eq(correct, 3);
+    cr_assert_eq(l1, l2, "the loss depends on whether dlogits is requested");
+}
+
+/* Logits around +-1e4 would overflow exp() without the max shift: the result must equal that of
+ * the shifted logits (0, -1, -2, -2e4), computed by hand. */
+Test(layers, softmax_xent_is_stable_for_huge_logits) {
+    const float logits[2 * 4] = {1e4f, 1e4f - 1, 1e4f - 2, -1e4f, -1e4f, -1e4f + 3, -1e4f + 1, -1e4f + 2};
+    const int y[2] = {1, 0};
+    float d[8];
+    const double z0 = 1 + exp(-1.0) + exp(-2.0);              /* row 0 shifted by 1e4 */
+    const double z1 = exp(-3.0) + 1 + exp(-2.0) + exp(-1.0);  /* row 1 shifted by -1e4 + 3 */
+    const double want = ((log(z0) + 1.0) + (log(z1) + 3.0)) / 2;
+    const float loss = softmax_xent(logits, y, 2, 4, d, 1.0f, NULL);
+    cr_assert(isfinite(loss) && fabs(loss - want) <= 1e-5, "loss %.9g, want %.9g", loss, want);
+    const double p[8] = {1 / z0, exp(-1.0) / z0, exp(-2.0) / z0, 0,
+                         exp(-3.0) / z1, 1 / z1, exp(-2.0) / z1, exp(-1.0) / z1};
+    for (int i = 0; i < 8; i++) {
+        const double wd = (p[i] - (i == 1 || i == 4)) / 2;
+        cr_assert(isfinite(d[i]) && fabs(d[i] - wd) <= 1e-6, "dlogits[%d] = %.9g, want %.9g", i, d[i], wd);
+    }
+}
