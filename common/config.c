@@ -60,7 +60,6 @@ static const key_def keys[] = {
     INT("train", "log_interval", train.log_interval, 1, 1000000),
     INT("train", "max_steps", train.max_steps, 0, 1000000000),
     OF("train", "output", K_STR, train.output),
-    INT("train", "eval_batch_size", train.eval_batch_size, 1, 10000),
     OF("data", "dir", K_STR, data.dir),
     FLT("data", "mean", data.mean, 0, 1, 0),
     FLT("data", "std", data.std, 0, 1, LO_OPEN),
@@ -91,7 +90,6 @@ void config_defaults(auxps_config_t *c) {
     c->train.seed = 1;
     c->train.log_interval = 100;
     strcpy(c->train.output, "auxps-model.bin");
-    c->train.eval_batch_size = 1000;
     strcpy(c->data.dir, "/usr/share/datasets/fashion-mnist");
     c->data.mean = 0.2860f;
     c->data.std = 0.3530f;

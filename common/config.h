@@ -38,7 +38,6 @@ typedef struct {
         int log_interval;      /* steps between progress lines, 1..1000000, default 100 */
         int max_steps;         /* 0 = no limit (for tests), default 0 */
         char output[512];      /* exported model path, default "auxps-model.bin" */
-        int eval_batch_size;   /* 1..10000, default 1000 */
     } train;
     struct {
         char dir[512];         /* default "/usr/share/datasets/fashion-mnist" */

@@ -28,7 +28,7 @@ static void usage(FILE *f) {
             "  train CONFIG [--set section.key=value ...]   train in this process, evaluate, export\n"
             "  eval MODEL [--data DIR]                      test accuracy of an exported model\n"
             "  info MODEL                                   layers, bit widths, size of an exported model\n"
-            "  bench [--steps N] [--batch B]                training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
+            "  bench [--steps N] [--batch B] [--threads T]  training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
             "  version\n");
 }
 
@@ -176,22 +176,25 @@ done:
 }
 
 static int cmd_bench(int argc, char **argv) {
-    int steps = 20, batch = 128;
+    int steps = 20, batch = 128, only_threads = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
         else {
             fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
             return 2;
         }
     }
-    if (steps < 1 || steps > 100000 || batch < 1 || batch > 4096) {
-        fprintf(stderr, "auxps: --steps must be 1..100000 and --batch 1..4096\n");
+    if (steps < 1 || steps > 100000 || batch < 1 || batch > 4096 || only_threads < 0 || only_threads > 256) {
+        fprintf(stderr, "auxps: --steps must be 1..100000, --batch 1..4096, --threads 1..256\n");
         return 2;
     }
     model_spec_t sp;
     model_spec_default(&sp);
     for (int threads = 1; threads <= 2; threads++) {
+        if (only_threads > 0 && threads > 1) break;
+        if (only_threads > 0) threads = only_threads;
         double ips = bench_one(&sp, batch, threads, steps);
         if (ips < 0) {
             fprintf(stderr, "auxps: out of memory\n");

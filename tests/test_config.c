@@ -94,7 +94,6 @@ static void assert_same(const auxps_config_t *a, const auxps_config_t *b) {
     cr_assert_eq(a->train.log_interval, b->train.log_interval);
     cr_assert_eq(a->train.max_steps, b->train.max_steps);
     cr_assert_str_eq(a->train.output, b->train.output);
-    cr_assert_eq(a->train.eval_batch_size, b->train.eval_batch_size);
     cr_assert_str_eq(a->data.dir, b->data.dir);
     cr_assert_eq(a->data.mean, b->data.mean);
     cr_assert_eq(a->data.std, b->data.std);
@@ -163,7 +162,6 @@ Test(config, defaults_follow_the_method_recipe) {
     cr_assert_eq(c.train.log_interval, 100);
     cr_assert_eq(c.train.max_steps, 0);
     cr_assert_str_eq(c.train.output, "auxps-model.bin");
-    cr_assert_eq(c.train.eval_batch_size, 1000);
     cr_assert_str_eq(c.data.dir, "/usr/share/datasets/fashion-mnist");
     cr_assert_eq(c.data.mean, 0.2860f);
     cr_assert_eq(c.data.std, 0.3530f);
