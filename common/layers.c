@@ -31,10 +31,10 @@ static void valid_cols(const conv_shape_t *s, int kx, int *lo, int *hi) {
     *hi = b;
 }
 
-/* col (cin*k*k, ho*wo) from one image x (cin, h, w). Rows are copied as runs: the bounds are
- * worked out once per kernel column, not tested per element. */
+/* col (cin*k*k, ho*wo) from one image x (cin, h, w). The bounds are worked out once per kernel
+ * column, so the inner loops are plain copies that the compiler vectorises. */
 static void im2col(float *col, const float *x, const conv_shape_t *s) {
-    const int k = s->k, howo = s->ho * s->wo, st = s->stride;
+    const int k = s->k, wo = s->wo, howo = s->ho * wo, st = s->stride;
     for (int c = 0; c < s->cin; c++) {
         const float *xc = x + (size_t)c * s->h * s->w;
         for (int ky = 0; ky < k; ky++) {
@@ -44,17 +44,20 @@ static void im2col(float *col, const float *x, const conv_shape_t *s) {
                 valid_cols(s, kx, &lo, &hi);
                 const int off = kx - s->pad;
                 for (int oy = 0; oy < s->ho; oy++) {
-                    int iy = oy * st - s->pad + ky;
-                    float *r = row + oy * s->wo;
+                    const int iy = oy * st - s->pad + ky;
+                    float *restrict r = row + oy * wo;
                     if (iy < 0 || iy >= s->h || lo >= hi) {
-                        memset(r, 0, sizeof(float) * s->wo);
+                        memset(r, 0, sizeof(float) * (size_t)wo);
                         continue;
                     }
-                    const float *xr = xc + (size_t)iy * s->w; /* input column ox * st + off */
+                    const float *restrict xr = xc + (size_t)iy * s->w; /* input column ox * st + off */
                     for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
-                    if (st == 1) memcpy(r + lo, xr + lo + off, sizeof(float) * (hi - lo));
-                    else for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * st + off];
-                    for (int ox = hi; ox < s->wo; ox++) r[ox] = 0.0f;
+                    if (st == 1) {
+                        memcpy(r + lo, xr + lo + off, sizeof(float) * (size_t)(hi - lo));
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * st + off];
+                    }
+                    for (int ox = hi; ox < wo; ox++) r[ox] = 0.0f;
                 }
             }
         }
@@ -63,7 +66,7 @@ static void im2col(float *col, const float *x, const conv_shape_t *s) {
 
 /* dx (cin, h, w) += col2im(dcol (cin*k*k, ho*wo)). */
 static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
-    const int k = s->k, howo = s->ho * s->wo, st = s->stride;
+    const int k = s->k, wo = s->wo, howo = s->ho * wo, st = s->stride;
     for (int c = 0; c < s->cin; c++) {
         float *dxc = dx + (size_t)c * s->h * s->w;
         for (int ky = 0; ky < k; ky++) {
@@ -73,11 +76,16 @@ static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
                 valid_cols(s, kx, &lo, &hi);
                 const int off = kx - s->pad;
                 for (int oy = 0; oy < s->ho; oy++) {
-                    int iy = oy * st - s->pad + ky;
+                    const int iy = oy * st - s->pad + ky;
                     if (iy < 0 || iy >= s->h) continue;
-                    const float *r = row + oy * s->wo;
-                    float *dr = dxc + (size_t)iy * s->w;
-                    for (int ox = lo; ox < hi; ox++) dr[ox * st + off] += r[ox];
+                    const float *restrict r = row + oy * wo;
+                    float *restrict dr = dxc + (size_t)iy * s->w;
+                    if (st == 1) {
+                        float *restrict ds = dr + lo + off;
+                        for (int i = 0; i < hi - lo; i++) ds[i] += r[lo + i];
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) dr[ox * st + off] += r[ox];
+                    }
                 }
             }
         }
