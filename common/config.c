@@ -26,6 +26,7 @@ typedef struct {
 
 static const char *const arch_names[] = {"resnet", "mlp", NULL};       /* ARCH_* order */
 static const char *const sched_names[] = {"cosine", "step", "constant", NULL}; /* SCHED_* */
+static const char *const cons_names[] = {"async", "ssp", "bsp", NULL};  /* CONS_* */
 
 #define F(field) offsetof(auxps_config_t, field)
 #define INT(s, n, f, lo, hi) {s, n, K_INT, F(f), lo, hi, 0, NULL}
@@ -67,6 +68,12 @@ static const key_def keys[] = {
     OF("data", "flip", K_BOOL, data.flip),
     INT("data", "train_limit", data.train_limit, 0, 10000000),
     INT("data", "test_limit", data.test_limit, 0, 10000000),
+    {"cluster", "consistency", K_ENUM, F(cluster.consistency), 0, 0, 0, cons_names},
+    INT("cluster", "staleness", cluster.staleness, 0, 1000),
+    OF("cluster", "staleness_lr", K_BOOL, cluster.staleness_lr),
+    INT("cluster", "chunk_batches", cluster.chunk_batches, 1, 100000),
+    INT("cluster", "heartbeat_ms", cluster.heartbeat_ms, 50, 60000),
+    INT("cluster", "timeout_ms", cluster.timeout_ms, 200, 3600000),
 };
 enum { NKEYS = sizeof keys / sizeof keys[0] };
 
@@ -93,6 +100,11 @@ void config_defaults(auxps_config_t *c) {
     strcpy(c->data.dir, "/usr/share/datasets/fashion-mnist");
     c->data.mean = 0.2860f;
     c->data.std = 0.3530f;
+    c->cluster.consistency = CONS_ASYNC;
+    c->cluster.staleness = 2;
+    c->cluster.chunk_batches = 10;
+    c->cluster.heartbeat_ms = 1000;
+    c->cluster.timeout_ms = 10000;
 }
 
 const char *config_schedule_name(int schedule) {
@@ -112,7 +124,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
     if (i >= 0) return i;
     if (section[0] == '\0')
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s: key outside any section "
-                               "(sections: [model], [train], [data])", where, name);
+                               "(sections: [model], [train], [data], [cluster])", where, name);
     char list[400] = "";
     size_t len = 0;
     for (int j = 0; j < NKEYS && len < sizeof list; j++)
@@ -121,7 +133,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
                                     keys[j].name);
     if (len == 0)
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s.%.60s: unknown section [%.60s] "
-                               "(sections: [model], [train], [data])", where, section, name,
+                               "(sections: [model], [train], [data], [cluster])", where, section, name,
                                section);
     return auxps_error_set(e, AUXPS_ECONFIG, "%s %s.%.60s: unknown key (keys of [%s]: %s)",
                            where, section, name, section, list);
@@ -390,16 +402,10 @@ static int on_pair(void *user, const char *section, const char *name, const char
     return 1;
 }
 
-int config_load(auxps_config_t *c, const char *path, auxps_error_t *err) {
-    if (c == NULL || path == NULL)
-        return auxps_error_set(err, AUXPS_EINVAL, "config_load: NULL argument");
-    if (strlen(path) >= sizeof c->path)
-        return auxps_error_set(err, AUXPS_ECONFIG, "%.80s...: config path longer than %zu bytes",
-                               path, sizeof c->path - 1);
-    load_ctx x = {.path = path};
+/* Loads from f, named path in messages; closes f. */
+static int load_file(auxps_config_t *c, const char *path, FILE *f, auxps_error_t *err) {
+    load_ctx x = {.path = path, .f = f};
     config_defaults(&x.cfg);
-    if ((x.f = fopen(path, "r")) == NULL)
-        return auxps_error_set(err, AUXPS_EIO, "%s: cannot open: %s", path, strerror(errno));
     int bad = ini_parse_stream(read_line, &x, on_pair, &x);
     fclose(x.f);
     /* inih returns the first line it rejected, by its syntax rules or by our handler; a
@@ -414,6 +420,28 @@ int config_load(auxps_config_t *c, const char *path, auxps_error_t *err) {
     strcpy(x.cfg.path, path);
     *c = x.cfg;
     return 0;
+}
+
+int config_load(auxps_config_t *c, const char *path, auxps_error_t *err) {
+    if (c == NULL || path == NULL)
+        return auxps_error_set(err, AUXPS_EINVAL, "config_load: NULL argument");
+    if (strlen(path) >= sizeof c->path)
+        return auxps_error_set(err, AUXPS_ECONFIG, "%.80s...: config path longer than %zu bytes",
+                               path, sizeof c->path - 1);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return auxps_error_set(err, AUXPS_EIO, "%s: cannot open: %s", path, strerror(errno));
+    return load_file(c, path, f, err);
+}
+
+int config_load_text(auxps_config_t *c, const char *text, const char *name, auxps_error_t *err) {
+    if (c == NULL || text == NULL || name == NULL)
+        return auxps_error_set(err, AUXPS_EINVAL, "config_load_text: NULL argument");
+    if (strlen(name) >= sizeof c->path)
+        return auxps_error_set(err, AUXPS_ECONFIG, "config name longer than %zu bytes", sizeof c->path - 1);
+    size_t len = strlen(text);
+    FILE *f = fmemopen((void *)text, len ? len : 1, "r");
+    if (f == NULL) return auxps_error_set(err, AUXPS_ENOMEM, "%s: cannot open the text: %s", name, strerror(errno));
+    return load_file(c, name, f, err);
 }
 
 static int is_blank(char ch) { return ch == ' ' || ch == '\t'; }

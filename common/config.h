@@ -15,6 +15,8 @@
 #include "model.h"
 
 enum { SCHED_COSINE = 0, SCHED_STEP = 1, SCHED_CONSTANT = 2 };
+/* Consistency models of distributed training (docs/PROTOCOL.md); the values are the wire's. */
+enum { CONS_ASYNC = 0, CONS_SSP = 1, CONS_BSP = 2 };
 
 /* Longest accepted string value (paths): every value must fit on one line of libinih's
  * 200-byte line buffer, so that config_write's output always loads back. */
@@ -47,6 +49,14 @@ typedef struct {
         int train_limit;       /* 0 = all, else the first N training samples; default 0 */
         int test_limit;        /* same for the test set; default 0 */
     } data;
+    struct {
+        int consistency;       /* CONS_*, default CONS_ASYNC; names "async", "ssp", "bsp" */
+        int staleness;         /* ssp bound s, 0..1000, default 2 (bsp uses 0) */
+        int staleness_lr;      /* bool, default false: divide the lr by the measured staleness */
+        int chunk_batches;     /* batches per leased chunk, 1..100000, default 10 */
+        int heartbeat_ms;      /* 50..60000, default 1000 */
+        int timeout_ms;        /* a peer silent this long is dead; 200..3600000, default 10000 */
+    } cluster;
     char path[512];            /* the file it was loaded from; "" if none */
 } auxps_config_t;
 
@@ -58,6 +68,9 @@ void config_defaults(auxps_config_t *c);
  * cross-field checks. Returns 0, AUXPS_EIO (file missing or unreadable), AUXPS_ECONFIG (a bad
  * line; err says "FILE:LINE: ...") or AUXPS_EINVAL (NULL argument). On failure c is unchanged. */
 int config_load(auxps_config_t *c, const char *path, auxps_error_t *err);
+
+/* As config_load, from INI text (a WELCOME's config); name stands for the file in messages. */
+int config_load_text(auxps_config_t *c, const char *text, const char *name, auxps_error_t *err);
 
 /* Applies one "section.key=value" assignment (as given to --set; whitespace around the key and
  * the value is ignored). Checks only that key's own range, so that a series of --set can pass

@@ -275,3 +275,10 @@ void dataset_batch(const dataset_t *ds, const int *idx, int count, const data_tr
         y[s] = ds->labels[idx[s]];
     }
 }
+
+void data_epoch_order(int *order, int n, uint64_t seed, int epoch) {
+    rng_t r;
+    rng_seed(&r, seed ^ 0xDA7A5EEDull ^ ((uint64_t)(epoch + 1) * 0x9E3779B97F4A7C15ull));
+    for (int i = 0; i < n; i++) order[i] = i;
+    rng_shuffle(&r, order, n);
+}

@@ -62,6 +62,10 @@ int dataset_load(dataset_t *ds, const char *dir, int train, int limit, auxps_err
 /* Frees both buffers and zeroes ds. Safe on a zeroed or already freed dataset, and on NULL. */
 void dataset_free(dataset_t *ds);
 
+/* The sample order of one epoch: order (n) becomes a permutation of 0..n-1 drawn from seed and
+ * epoch alone, so that the trainer, the coordinator and every worker derive the same order. */
+void data_epoch_order(int *order, int n, uint64_t seed, int epoch);
+
 /* Writes samples idx[0..count) (each in [0, ds->n)) as x (count, c, h, w), normalised per t,
  * and their labels to y (count). rng == NULL disables augmentation (evaluation). Otherwise,
  * per sample and in this order, the crop offsets dy then dx are drawn as

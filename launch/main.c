@@ -7,6 +7,7 @@
 #include "trainer.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +23,26 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+/* Parses all of s as a base-10 integer in [lo, hi]; returns 0 or -1. */
+static int parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int bad_value(const char *opt, const char *val, long lo, long hi) {
+    fprintf(stderr, "auxps: %s '%s': expected an integer in %ld..%ld\n", opt, val, lo, hi);
+    return 2;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: auxps COMMAND [ARGS]\n"
             "  train CONFIG [--set section.key=value ...]   train in this process, evaluate, export\n"
-            "  eval MODEL [--data DIR]                      test accuracy of an exported model\n"
+            "  eval MODEL [--data DIR] [--limit N]          test accuracy of an exported model (first N test images)\n"
             "  info MODEL                                   layers, bit widths, size of an exported model\n"
             "  bench [--steps N] [--batch B] [--threads T]  training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
             "  version\n");
@@ -60,13 +76,13 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "auxps: %s\n", err.msg);
         return 1;
     }
+    signal(SIGINT, on_signal); /* before the data loads, so an early Ctrl-C still ends cleanly */
+    signal(SIGTERM, on_signal);
     trainer_t *t = trainer_new(&cfg, &err);
     if (t == NULL) {
         fprintf(stderr, "auxps: %s\n", err.msg);
         return 1;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     train_result_t res;
     int rc = trainer_run(t, stdout, &g_stop, &res, &err);
     trainer_destroy(&t);
@@ -86,7 +102,9 @@ static int cmd_eval(int argc, char **argv) {
     int limit = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) dir = argv[++i];
-        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) limit = atoi(argv[++i]) > 0 ? atoi(argv[i]) : 0;
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], 1, 10000000, &limit) != 0) return bad_value("--limit", argv[i], 1, 10000000);
+        }
         else {
             fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
             return 2;
@@ -178,17 +196,17 @@ done:
 static int cmd_bench(int argc, char **argv) {
     int steps = 20, batch = 128, only_threads = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) batch = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
+        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], 1, 100000, &steps) != 0) return bad_value("--steps", argv[i], 1, 100000);
+        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], 1, 4096, &batch) != 0) return bad_value("--batch", argv[i], 1, 4096);
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], 1, 256, &only_threads) != 0) return bad_value("--threads", argv[i], 1, 256);
+        }
         else {
             fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
             return 2;
         }
-    }
-    if (steps < 1 || steps > 100000 || batch < 1 || batch > 4096 || only_threads < 0 || only_threads > 256) {
-        fprintf(stderr, "auxps: --steps must be 1..100000, --batch 1..4096, --threads 1..256\n");
-        return 2;
     }
     model_spec_t sp;
     model_spec_default(&sp);

@@ -241,11 +241,14 @@ static void run(proc_t *p, const char *const args[]) {
 
 #define RUN(p, ...) run((p), (const char *const[]){__VA_ARGS__, NULL})
 
-/* A run that failed must have exited (no signal: no crash, no sanitizer abort) with `status`. */
+/* A run must have exited (no signal: no crash, no abort) with `status`. Sanitizers exit with 1 by
+ * default, the status of an ordinary error, so their reports are looked for in stderr too. */
 static void expect_exit(const proc_t *p, int status) {
     cr_assert(!p->signaled, "auxps was killed by signal %d (%s); stderr:\n%s", p->termsig, strsignal(p->termsig),
               p->err.buf);
     cr_assert(p->exited);
+    cr_assert(strstr(p->err.buf, "Sanitizer") == NULL && strstr(p->err.buf, "runtime error:") == NULL,
+              "sanitizer report:\n%s", p->err.buf);
     cr_assert_eq(p->status, status, "exit status %d, expected %d; stdout:\n%s\nstderr:\n%s", p->status, status,
                  p->out.buf, p->err.buf);
 }
@@ -332,7 +335,8 @@ static void check_train_output(const proc_t *p, const char *model, train_summary
     field_after(prog, "loss_aux ");
     cr_assert_not_null(in_line(prog, "| eta "), "no eta: %.200s", prog);
 
-    cr_assert_not_null(strstr(p->out.buf, "done in"), "no end-of-epoch line:\n%s", p->out.buf);
+    cr_assert(strstr(p->out.buf, "done in") || strstr(p->out.buf, "stopped in"), "no end-of-epoch line:\n%s",
+              p->out.buf);
     const char *done = line_starting(p->out.buf, "done: ");
     parse_accuracy(done, "done:", &s->acc, &s->correct, &s->total);
     s->steps_done = strtol(done + strlen("done: "), NULL, 10);
@@ -401,16 +405,17 @@ Test(cli, train_mlp_exports_a_model_that_eval_scores_identically) {
 }
 
 /* The auxiliary head must have a loss of its own, and the export must drop it without changing
- * the low-precision network's answers. Batch 32 and lr 0.1 give the 4-8-8 network enough steps
- * to learn in two short epochs (seeds 1..8 reach 0.49..0.57; the default batch of 128 gives only
- * 16 steps per epoch and stays near chance). */
+ * the low-precision network's answers. 3000 images in batches of 64 with lr 0.1 give the 4-8-8
+ * network enough steps to learn in two short epochs (seeds 1..4 reach 0.45..0.51 in evaluation
+ * mode; with batches of 32 the running batch-norm statistics are too noisy for 2-bit
+ * activations and evaluation accuracy swings between 0.2 and 0.55). */
 Test(cli, train_tiny_resnet_with_aux_learns_and_exports_without_aux) {
     char model[256], out[300];
     tpath(model, "r.bin");
     snprintf(out, sizeof out, "train.output=%s", model);
     proc_t p;
-    RUN(&p, "train", RESNET_CONFIG, "--set", "model.widths=4,8,8", "--set", "data.train_limit=2000", "--set",
-        "data.test_limit=500", "--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "train.lr=0.1",
+    RUN(&p, "train", RESNET_CONFIG, "--set", "model.widths=4,8,8", "--set", "data.train_limit=3000", "--set",
+        "data.test_limit=500", "--set", "train.epochs=2", "--set", "train.batch_size=64", "--set", "train.lr=0.1",
         "--set", "train.log_interval=20", "--set", out);
     expect_exit(&p, 0);
     train_summary_t s;

@@ -458,3 +458,35 @@ Test(config, write_round_trips_unusual_values) {
     cr_assert_eq(config_check(&c, &e), 0, "%s", e.msg);
     assert_round_trip(&c);
 }
+
+Test(config_cluster, defaults_and_overrides_of_the_cluster_section) {
+    auxps_config_t c;
+    auxps_error_t e = {0};
+    config_defaults(&c);
+    cr_expect_eq(c.cluster.consistency, CONS_ASYNC);
+    cr_expect_eq(c.cluster.staleness, 2);
+    cr_expect_eq(c.cluster.chunk_batches, 10);
+    cr_assert_eq(config_set(&c, "cluster.consistency=ssp", &e), 0, "%s", e.msg);
+    cr_expect_eq(c.cluster.consistency, CONS_SSP);
+    cr_expect_eq(config_set(&c, "cluster.consistency=gossip", &e), AUXPS_ECONFIG);
+    cr_expect_eq(config_set(&c, "cluster.timeout_ms=5", &e), AUXPS_ECONFIG);
+}
+
+Test(config_text, load_text_reads_what_config_write_wrote) {
+    auxps_config_t a, b;
+    auxps_error_t e = {0};
+    config_defaults(&a);
+    cr_assert_eq(config_set(&a, "cluster.consistency=bsp", &e), 0);
+    cr_assert_eq(config_set(&a, "train.seed=77", &e), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    cr_assert_eq(config_write(&a, f), 0);
+    fclose(f);
+    cr_assert_eq(config_load_text(&b, text, "WELCOME", &e), 0, "%s", e.msg);
+    cr_expect_eq(b.cluster.consistency, CONS_BSP);
+    cr_expect_eq(b.train.seed, 77);
+    cr_expect_eq(config_load_text(&b, "[train]\nepochs = x\n", "WELCOME", &e), AUXPS_ECONFIG);
+    cr_expect(strstr(e.msg, "WELCOME:2:") != NULL, "%s", e.msg);
+    free(text);
+}

@@ -4,6 +4,7 @@
 #include "export.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +28,19 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* A run must not train for hours and then fail to write its model: check the directory first. */
+static int check_output(const char *path, auxps_error_t *err) {
+    char dir[sizeof ((auxps_config_t *)0)->train.output];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    if (access(dir, W_OK) != 0)
+        return auxps_error_set(err, AUXPS_EIO, "%s: cannot write the model into '%s': %s", path, dir, strerror(errno));
+    return 0;
+}
+
 trainer_t *trainer_new(const auxps_config_t *cfg, auxps_error_t *err) {
     trainer_t *t = calloc(1, sizeof *t);
     if (t == NULL) {
@@ -35,6 +49,7 @@ trainer_t *trainer_new(const auxps_config_t *cfg, auxps_error_t *err) {
     }
     t->cfg = *cfg;
     const model_spec_t *sp = &cfg->model;
+    if (check_output(cfg->train.output, err) != 0) goto fail;
     if (dataset_load(&t->train, cfg->data.dir, 1, cfg->data.train_limit, err) != 0) goto fail;
     if (dataset_load(&t->test, cfg->data.dir, 0, cfg->data.test_limit, err) != 0) goto fail;
     if (t->train.c != sp->in_c || t->train.h != sp->in_h || t->train.w != sp->in_w ||
@@ -158,14 +173,13 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
             model_num_inference_params(t->model), t->train.n, t->test.n, b, c->train.epochs, total, threads);
     fflush(out);
 
-    rng_t rng;
-    rng_seed(&rng, c->train.seed ^ 0xDA7A5EEDull);
+    rng_t rng; /* augmentation only: the order comes from data_epoch_order */
+    rng_seed(&rng, c->train.seed ^ 0xA5A5A5A5ull);
     long step = 0;
     double train_time = 0.0, t_run = now_s();
     int stopped = 0;
     for (int epoch = 0; epoch < c->train.epochs && step < total && !stopped; epoch++) {
-        for (int i = 0; i < t->train.n; i++) t->order[i] = i;
-        rng_shuffle(&rng, t->order, t->train.n);
+        data_epoch_order(t->order, t->train.n, c->train.seed, epoch);
         double t_epoch = now_s(), t_log = t_epoch, sum_low = 0.0, sum_aux = 0.0;
         long logged_images = 0, interval_steps = 0;
         for (long s = 0; s < spe && step < total; s++) {
@@ -206,16 +220,16 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
         if (sp->aux) res->test_accuracy_aux = (float)caux / (float)t->test.n;
         if (epoch < (int)(sizeof res->epoch_accuracy / sizeof *res->epoch_accuracy))
             res->epoch_accuracy[epoch] = res->test_accuracy;
-        res->epochs_done = epoch + 1;
-        fprintf(out, "epoch %d/%d done in %.1f s | test_accuracy %.4f (%d/%d, low-precision)", epoch + 1,
-                c->train.epochs, t_train, res->test_accuracy, correct, t->test.n);
+        if (!stopped) res->epochs_done = epoch + 1;
+        fprintf(out, "epoch %d/%d %s in %.1f s | test_accuracy %.4f (%d/%d, low-precision)", epoch + 1,
+                c->train.epochs, stopped ? "stopped" : "done", t_train, res->test_accuracy, correct, t->test.n);
         if (sp->aux) fprintf(out, " | aux head %.4f", res->test_accuracy_aux);
         fprintf(out, "\n");
         fflush(out);
     }
     res->steps = step;
     res->images_per_s = train_time > 0 ? (double)step * b / train_time : 0.0;
-    if (res->epochs_done == 0) { /* stopped before the first epoch ended: still report */
+    if (res->test_total == 0) { /* stopped before any evaluation: still report one */
         res->test_correct = trainer_evaluate(t->model, &t->test, &t->tf, b, t->x, t->y, NULL);
         res->test_total = t->test.n;
         res->test_accuracy = (float)res->test_correct / (float)t->test.n;
