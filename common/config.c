@@ -61,6 +61,7 @@ static const key_def keys[] = {
     INT("train", "log_interval", train.log_interval, 1, 1000000),
     INT("train", "max_steps", train.max_steps, 0, 1000000000),
     OF("train", "output", K_STR, train.output),
+    INT("train", "bn_recalibration", train.bn_recalibration, 0, 100000),
     OF("data", "dir", K_STR, data.dir),
     FLT("data", "mean", data.mean, 0, 1, 0),
     FLT("data", "std", data.std, 0, 1, LO_OPEN),

@@ -40,6 +40,8 @@ typedef struct {
         int log_interval;      /* steps between progress lines, 1..1000000, default 100 */
         int max_steps;         /* 0 = no limit (for tests), default 0 */
         char output[512];      /* exported model path, default "auxps-model.bin" */
+        int bn_recalibration;  /* batches that re-estimate the batch-norm running statistics
+                                  before each evaluation; 0 (default) keeps the running ones */
     } train;
     struct {
         char dir[512];         /* default "/usr/share/datasets/fashion-mnist" */

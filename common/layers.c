@@ -152,7 +152,7 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
-                       int n, int c, int hw, int training) {
+                       int n, int c, int hw, int training, float momentum) {
     const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
         float mu, rs;
@@ -179,8 +179,8 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
             mean[ch] = mu;
             rstd[ch] = rs;
             double unbiased = m > 1 ? sq / (m - 1) : var;
-            rmean[ch] = (float)(0.9 * rmean[ch] + 0.1 * dmu);
-            rvar[ch] = (float)(0.9 * rvar[ch] + 0.1 * unbiased);
+            rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
+            rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
         } else {
             mu = rmean[ch];
             rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));

@@ -30,11 +30,12 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 
 /* Batch norm over (n, c, hw): per channel c, statistics over n and hw. mean, rstd (c) receive
  * the batch statistics in training (and are read by the backward pass). In training, running
- * statistics rmean, rvar (c) are updated with momentum 0.1 and the unbiased variance; in
- * evaluation they normalise instead. eps = 1e-5. */
+ * statistics rmean, rvar (c) are updated as running = (1 - momentum) running + momentum batch,
+ * with the unbiased variance (PyTorch uses momentum 0.1); in evaluation they normalise
+ * instead. eps = 1e-5. */
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
-                       int n, int c, int hw, int training);
+                       int n, int c, int hw, int training, float momentum);
 /* dx, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw);

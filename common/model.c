@@ -50,6 +50,7 @@ struct model {
     int max_batch, n;           /* n: batch of the last forward pass */
     int trained;                /* the last forward pass was in training mode with labels */
     int frozen;                 /* wq was loaded directly: do not requantize from params */
+    float bn_momentum;          /* of the running statistics; 0.1 as PyTorch */
 
     model_tensor_t tensors[MAX_TENSORS];
     int ntensors;
@@ -306,6 +307,7 @@ model_t *model_new(const model_spec_t *spec, int max_batch) {
     if (m == NULL) return NULL;
     m->spec = *spec;
     m->max_batch = max_batch;
+    m->bn_momentum = 0.1f;
     if (spec->arch == ARCH_RESNET) build_resnet(m);
     else build_mlp(m);
 
@@ -358,6 +360,7 @@ float *model_grads(model_t *m) { return m->grads; }
 float *model_stats(model_t *m) { return m->stats; }
 float *model_qweights(model_t *m) { return m->wq; }
 void model_set_frozen(model_t *m, int frozen) { m->frozen = frozen; }
+void model_set_bn_momentum(model_t *m, float momentum) { m->bn_momentum = momentum; }
 
 void model_init(model_t *m, uint64_t seed) {
     rng_t r;
@@ -440,7 +443,7 @@ static void conv_fwd(model_t *m, conv_t *cv, size_t in, size_t out) {
 static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
     batchnorm_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                       m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
-                      m->n, bn->c, bn->hw, training);
+                      m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
 
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {

@@ -85,6 +85,11 @@ float *model_stats(model_t *m);
 float *model_qweights(model_t *m);
 void model_set_frozen(model_t *m, int frozen);
 
+/* Momentum of the batch-norm running statistics in training passes (default 0.1). Setting
+ * 1/(k+1) before the k-th of K passes (k = 0, 1, ...) makes them the plain average of the K
+ * batches' statistics, which is how trainer_recalibrate re-estimates them. */
+void model_set_bn_momentum(model_t *m, float momentum);
+
 /* He / PyTorch-default initialisation from seed (docs/MODEL.md); resets stats. */
 void model_init(model_t *m, uint64_t seed);
 

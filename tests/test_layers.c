@@ -304,7 +304,7 @@ Test(layers, batchnorm_training_normalises_to_beta_mean_and_gamma_std) {
     float rmean[C] = {0.5f, -0.25f, 1.0f}, rvar[C] = {2.0f, 0.5f, 1.0f};
     const float rmean0[C] = {0.5f, -0.25f, 1.0f}, rvar0[C] = {2.0f, 0.5f, 1.0f};
     bn_fill_input(x, N, C, HW, &r);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
     for (int ch = 0; ch < C; ch++) {
         double mu = 0.0, sq = 0.0, ym = 0.0, ysq = 0.0;
         for (int i = 0; i < N; i++)
@@ -343,7 +343,7 @@ Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
     const float gamma[C] = {1.25f, -0.5f}, beta[C] = {0.5f, 3.0f};
     float rmean[C] = {0.3f, -4.0f}, rvar[C] = {2.5f, 0.04f};
     bn_fill_input(x, N, C, HW, &r);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 0);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 0, 0.1f);
     cr_assert(rmean[0] == 0.3f && rmean[1] == -4.0f, "eval changed the running mean");
     cr_assert(rvar[0] == 2.5f && rvar[1] == 0.04f, "eval changed the running variance");
     for (int i = 0; i < N; i++)
@@ -377,7 +377,7 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     memcpy(db, db0, sizeof db);
     memcpy(dg2, dg0, sizeof dg);
     memcpy(db2, db0, sizeof db);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1);
+    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
     batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW);
     batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW);
 

@@ -316,3 +316,34 @@ Test(model_fd, fp32_mlp_gradient_matches_finite_differences) {
     sp.wbits = sp.abits = 32;
     check_fd(&sp);
 }
+
+/* Momentum 1/(k+1) on the k-th of K passes must leave the plain average of the K batches'
+ * statistics: what trainer_recalibrate relies on. */
+Test(model_bn, momentum_one_over_k_averages_batch_statistics) {
+    model_spec_t sp;
+    model_spec_default(&sp);
+    sp.widths[0] = 3; sp.widths[1] = 4; sp.widths[2] = 5;
+    sp.in_h = sp.in_w = 8;
+    const int n = 4, K = 3;
+    model_t *m = model_new(&sp, n);
+    cr_assert_not_null(m);
+    model_init(m, 5);
+    const size_t nx = (size_t)n * 64, ns = model_num_stats(m);
+    float *x = malloc(nx * K * sizeof(float)), *avg = calloc(ns, sizeof(float));
+    rng_t r;
+    rng_seed(&r, 9);
+    for (size_t i = 0; i < nx * K; i++) x[i] = rng_normal(&r) + (float)(i / nx); /* batches differ */
+    for (int k = 0; k < K; k++) { /* each batch's own statistics: momentum 1 */
+        model_set_bn_momentum(m, 1.0f);
+        model_forward(m, x + k * nx, NULL, n, 1, NULL);
+        for (size_t i = 0; i < ns; i++) avg[i] += model_stats(m)[i] / K;
+    }
+    for (int k = 0; k < K; k++) {
+        model_set_bn_momentum(m, 1.0f / (float)(k + 1));
+        model_forward(m, x + k * nx, NULL, n, 1, NULL);
+    }
+    expect_close("recalibrated statistics", model_stats(m), avg, ns, 1e-5, 1e-3);
+    free(x);
+    free(avg);
+    model_destroy(&m);
+}

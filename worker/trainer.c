@@ -149,6 +149,21 @@ static int trainer_check_export(trainer_t *t, FILE *out, const train_result_t *r
     return 0;
 }
 
+/* Re-estimates the batch-norm running statistics under the current weights as the plain
+ * average over K training batches (positions 0.. of this epoch's order, no augmentation). The
+ * running averages of training lag the weights; quantized activations amplify the lag. */
+static void trainer_recalibrate(trainer_t *t) {
+    const int K = t->cfg.train.bn_recalibration, b = t->cfg.train.batch_size;
+    for (int k = 0; k < K; k++) {
+        const int start = (int)(((long)k * b) % t->train.n);
+        const int n = t->train.n - start < b ? t->train.n - start : b;
+        dataset_batch(&t->train, t->order + start, n, &t->tf, NULL, t->x, t->y);
+        model_set_bn_momentum(t->model, 1.0f / (float)(k + 1));
+        model_forward(t->model, t->x, t->y, n, 1, NULL);
+    }
+    model_set_bn_momentum(t->model, 0.1f);
+}
+
 static void fmt_duration(char *buf, size_t len, double s) {
     long v = (long)(s + 0.5);
     if (v >= 3600) snprintf(buf, len, "%ldh%02ldm", v / 3600, v / 60 % 60);
@@ -175,7 +190,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
 
     rng_t rng; /* augmentation only: the order comes from data_epoch_order */
     rng_seed(&rng, c->train.seed ^ 0xA5A5A5A5ull);
-    long step = 0;
+    long step = 0, images = 0;
     double train_time = 0.0, t_run = now_s();
     int stopped = 0;
     for (int epoch = 0; epoch < c->train.epochs && step < total && !stopped; epoch++) {
@@ -192,6 +207,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
             model_result_t r;
             trainer_step(t->model, &t->optim, t->momentum, t->x, t->y, n, step, &r);
             step++;
+            images += n;
             sum_low += r.loss_low;
             sum_aux += r.loss_aux;
             interval_steps++;
@@ -212,6 +228,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
         }
         double t_train = now_s() - t_epoch;
         train_time += t_train;
+        trainer_recalibrate(t);
         int caux = 0;
         int correct = trainer_evaluate(t->model, &t->test, &t->tf, b, t->x, t->y, &caux);
         res->test_correct = correct;
@@ -228,8 +245,9 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
         fflush(out);
     }
     res->steps = step;
-    res->images_per_s = train_time > 0 ? (double)step * b / train_time : 0.0;
+    res->images_per_s = train_time > 0 ? (double)images / train_time : 0.0;
     if (res->test_total == 0) { /* stopped before any evaluation: still report one */
+        trainer_recalibrate(t);
         res->test_correct = trainer_evaluate(t->model, &t->test, &t->tf, b, t->x, t->y, NULL);
         res->test_total = t->test.n;
         res->test_accuracy = (float)res->test_correct / (float)t->test.n;
