@@ -1,10 +1,15 @@
-/* main.c - the auxps command: train, eval, info, bench. Only main exits. */
+/* main.c - the auxps command: train, eval, info, bench, and the processes of a distributed run
+ * (coord, ps, worker, cluster). Only main exits. */
+#include "cluster.h"
 #include "config.h"
+#include "coord.h"
 #include "data.h"
 #include "error.h"
 #include "export.h"
 #include "model.h"
+#include "node.h"
 #include "trainer.h"
+#include "worker.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -41,11 +46,28 @@ static int bad_value(const char *opt, const char *val, long lo, long hi) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: auxps COMMAND [ARGS]\n"
-            "  train CONFIG [--set section.key=value ...]   train in this process, evaluate, export\n"
+            "  train CONFIG [--set section.key=value ...] [--dump-params FILE]\n"
+            "                                               train in this process, evaluate, export\n"
             "  eval MODEL [--data DIR] [--limit N]          test accuracy of an exported model (first N test images)\n"
             "  info MODEL                                   layers, bit widths, size of an exported model\n"
             "  bench [--steps N] [--batch B] [--threads T]  training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
+            "  cluster CONFIG --ps S --workers N [--set ...] a coordinator, S nodes and N workers on this machine\n"
+            "  coord CONFIG --nodes S [--workers N] [--bind ENDPOINT] [--dump-params FILE] [--set ...]\n"
+            "                                               the coordinator of a distributed run\n"
+            "  ps --coordinator ENDPOINT [--bind ENDPOINT]  a parameter-server node\n"
+            "  worker --coordinator ENDPOINT [--threads T]  a training worker\n"
             "  version\n");
+}
+
+/* Writes the parameter vector as raw little-endian float32 (`--dump-params`, for the test that
+ * holds a one-worker bsp cluster to this process). */
+static int dump_params(model_t *m, const char *path, auxps_error_t *err) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) return auxps_error_set(err, AUXPS_EIO, "%s: %s", path, strerror(errno));
+    const size_t n = model_num_params(m);
+    size_t w = fwrite(model_params(m), sizeof(float), n, f);
+    if (fclose(f) != 0 || w != n) return auxps_error_set(err, AUXPS_EIO, "%s: write failed", path);
+    return 0;
 }
 
 static int cmd_train(int argc, char **argv) {
@@ -55,12 +77,17 @@ static int cmd_train(int argc, char **argv) {
     }
     auxps_config_t cfg;
     auxps_error_t err = {0};
+    const char *dump = NULL;
     if (config_load(&cfg, argv[0], &err) != 0) {
         fprintf(stderr, "auxps: %s\n", err.msg);
         return 1;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = NULL;
+        if (strcmp(argv[i], "--dump-params") == 0 && i + 1 < argc) {
+            dump = argv[++i];
+            continue;
+        }
         if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) a = argv[++i];
         else if (strncmp(argv[i], "--set=", 6) == 0) a = argv[i] + 6;
         if (a == NULL) {
@@ -85,6 +112,7 @@ static int cmd_train(int argc, char **argv) {
     }
     train_result_t res;
     int rc = trainer_run(t, stdout, &g_stop, &res, &err);
+    if (rc == 0 && dump != NULL) rc = dump_params(trainer_model(t), dump, &err);
     trainer_destroy(&t);
     if (rc != 0) {
         fprintf(stderr, "auxps: %s\n", err.msg);
@@ -236,6 +264,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+    if (strcmp(cmd, "coord") == 0) return coord_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "ps") == 0) return node_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "worker") == 0) return worker_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "cluster") == 0) return cluster_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("auxps %s\n", AUXPS_VERSION);
         return 0;

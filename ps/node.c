@@ -1,0 +1,980 @@
+/* node.c - the parameter-server node: registration with the coordinator, the shard and its
+ * optimizer state, and the serving loop (node.h has the rules, docs/CLUSTER.md the why). */
+#include "node.h"
+
+#include "config.h"
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define NODE_BAD_TABLE 64        /* senders whose refusals are remembered */
+#define NODE_DATA_BURST 256      /* data messages handled before the coordinator is looked at */
+#define NODE_HWM 64              /* queued messages per peer on the data socket */
+
+/* An immutable copy of one vector's shard at one generation (params: the version), shared by
+ * the PULL_REPs that send it without a copy. The last reference, the node's or that of
+ * ZeroMQ's free callback on an I/O thread, frees it. */
+typedef struct {
+    atomic_int refs;
+    uint64_t gen;
+    float data[];
+} snap_t;
+
+/* What the node knows of one worker id. */
+typedef struct {
+    unsigned char route[WIRE_MAX_ROUTE]; /* the routing id bound to this worker id */
+    size_t route_size;                   /* 0: not heard from yet */
+    uint64_t clock;                      /* this worker's batches applied here */
+    int in_sum;                          /* bsp: its push of the current clock is summed */
+    float *stats;                        /* average mode: its latest stats slice (slen) */
+    uint32_t stats_samples;              /* their weight; 0 = none */
+    int waiting;                         /* a params PULL waits for the ssp/bsp gate */
+    wire_pull_t pull;                    /* that PULL and its rid */
+    uint32_t pull_rid;
+    int64_t next_hb;                     /* when the waiting worker gets its next HEARTBEAT */
+} wslot_t;
+
+typedef struct {
+    unsigned char route[WIRE_MAX_ROUTE];
+    size_t size;                         /* 0: free entry */
+    uint32_t bad;
+} badpeer_t;
+
+struct node {
+    void *ctx, *coord, *data;
+    char endpoint[WIRE_MAX_ENDPOINT + 1];
+    char coord_ep[WIRE_MAX_ENDPOINT + 1];
+    FILE *log;
+    int ran;
+
+    /* The run, from WELCOME. */
+    int welcomed;
+    uint32_t consistency, staleness, num_workers, heartbeat_ms, timeout_ms;
+    auxps_config_t cfg;
+    uint64_t off, len, soff, slen;       /* the shard: params [off, off+len), stats [soff, soff+slen) */
+
+    /* The shard's state. */
+    float *params, *momentum;            /* (len) */
+    float *stats;                        /* (slen) the values served */
+    float *grad;                         /* (len) scratch: a decoded gradient */
+    float *sbuf;                         /* (slen) scratch: decoded statistics */
+    double *sum;                         /* (len) bsp: sum of samples * gradient of this clock */
+    uint32_t sum_count;                  /* pushes in the sum */
+    uint64_t sum_samples, sum_clock, sum_stale;
+    optim_t optim;
+    long step;                           /* schedule step: batches applied */
+    uint64_t version;                    /* optimizer steps applied */
+    uint64_t stats_gen;                  /* changes with every stats push */
+    int stats_dirty;                     /* the average must be recomputed */
+    snap_t *psnap, *ssnap;               /* latest snapshots, or NULL */
+
+    wslot_t *workers;                    /* (WIRE_MAX_WORKERS) */
+    uint16_t *seen;                      /* ids heard from, in order of first message */
+    uint32_t nseen;
+    badpeer_t bad[NODE_BAD_TABLE];
+
+    uint32_t coord_rid, data_rid;        /* per-socket counters for one-way messages */
+    int64_t coord_sent, coord_heard;     /* ms, CLOCK_MONOTONIC */
+    node_counters_t cnt;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void say(node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(node_t *n, const char *fmt, ...) {
+    FILE *f = n->log ? n->log : stderr;
+    va_list ap;
+    va_start(ap, fmt);
+    if (n->welcomed) fprintf(f, "node %" PRIu32 ": ", n->cnt.id);
+    else fprintf(f, "node: ");
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fflush(f);
+    va_end(ap);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------- */
+
+static snap_t *snap_new(const float *src, size_t len, uint64_t gen) {
+    snap_t *s = malloc(sizeof *s + len * sizeof(float));
+    if (s == NULL) return NULL;
+    atomic_init(&s->refs, 1);
+    s->gen = gen;
+    memcpy(s->data, src, len * sizeof(float));
+    return s;
+}
+
+static void snap_unref(snap_t *s) {
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) free(s);
+}
+
+/* wire_free_fn of a PULL_REP payload: data points into the snapshot given as hint. */
+static void snap_release(void *data, void *hint) {
+    (void)data;
+    snap_unref(hint);
+}
+
+/* ---- sockets --------------------------------------------------------------------------- */
+
+static int zfail(const char *what, auxps_error_t *err) {
+    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+static int sockopt(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
+
+node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) {
+    if (bind == NULL) bind = NODE_DEFAULT_BIND;
+    if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
+        strlen(bind) > WIRE_MAX_ENDPOINT) {
+        auxps_error_set(err, AUXPS_EINVAL, "node: the coordinator endpoint must be given and both "
+                        "endpoints be at most %u bytes", WIRE_MAX_ENDPOINT);
+        return NULL;
+    }
+    node_t *n = calloc(1, sizeof *n);
+    if (n == NULL) {
+        auxps_error_set(err, AUXPS_ENOMEM, "node: out of memory");
+        return NULL;
+    }
+    n->cnt.id = UINT32_MAX;
+    snprintf(n->coord_ep, sizeof n->coord_ep, "%s", coordinator);
+    n->ctx = zmq_ctx_new();
+    if (n->ctx == NULL) {
+        zfail("node: zmq_ctx_new", err);
+        goto fail;
+    }
+    n->data = zmq_socket(n->ctx, ZMQ_ROUTER);
+    n->coord = zmq_socket(n->ctx, ZMQ_DEALER);
+    if (n->data == NULL || n->coord == NULL) {
+        zfail("node: zmq_socket", err);
+        goto fail;
+    }
+    /* Replies still queued when DONE comes are not worth waiting for; the BYE to the
+     * coordinator is, for a moment. */
+    if (sockopt(n->data, ZMQ_LINGER, 200) || sockopt(n->coord, ZMQ_LINGER, 1000) ||
+        sockopt(n->data, ZMQ_SNDHWM, NODE_HWM) || sockopt(n->data, ZMQ_RCVHWM, NODE_HWM) ||
+        sockopt(n->coord, ZMQ_SNDTIMEO, 1000) || wire_socket_limits(n->data) != 0 ||
+        wire_socket_limits(n->coord) != 0) {
+        zfail("node: zmq_setsockopt", err);
+        goto fail;
+    }
+    if (zmq_bind(n->data, bind) != 0) {
+        auxps_error_set(err, AUXPS_EIO, "node: cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t len = sizeof n->endpoint;
+    if (zmq_getsockopt(n->data, ZMQ_LAST_ENDPOINT, n->endpoint, &len) != 0) {
+        zfail("node: ZMQ_LAST_ENDPOINT", err);
+        goto fail;
+    }
+    n->endpoint[sizeof n->endpoint - 1] = '\0';
+    if (zmq_connect(n->coord, coordinator) != 0) {
+        auxps_error_set(err, AUXPS_EINVAL, "node: cannot connect to the coordinator at %s: %s",
+                        coordinator, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return n;
+fail:
+    node_destroy(&n);
+    return NULL;
+}
+
+static void free_run(node_t *n) {
+    free(n->params);
+    free(n->momentum);
+    free(n->stats);
+    free(n->grad);
+    free(n->sbuf);
+    free(n->sum);
+    if (n->workers != NULL)
+        for (uint32_t i = 0; i < WIRE_MAX_WORKERS; i++) free(n->workers[i].stats);
+    free(n->workers);
+    free(n->seen);
+    snap_unref(n->psnap);
+    snap_unref(n->ssnap);
+    n->params = n->momentum = n->stats = n->grad = n->sbuf = NULL;
+    n->sum = NULL;
+    n->workers = NULL;
+    n->seen = NULL;
+    n->psnap = n->ssnap = NULL;
+}
+
+void node_destroy(node_t **np) {
+    if (np == NULL || *np == NULL) return;
+    node_t *n = *np;
+    if (n->data != NULL) zmq_close(n->data);
+    if (n->coord != NULL) zmq_close(n->coord);
+    if (n->ctx != NULL) zmq_ctx_term(n->ctx); /* every zero-copy payload is released by now */
+    free_run(n);
+    free(n);
+    *np = NULL;
+}
+
+const char *node_endpoint(const node_t *n) { return n->endpoint; }
+
+void node_get_counters(const node_t *n, node_counters_t *c) { *c = n->cnt; }
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static int send_coord(node_t *n, wire_msg_t *m, auxps_error_t *err) {
+    int rc = wire_send(n->coord, NULL, 0, m, NULL, NULL, 0, err);
+    if (rc == 0) n->coord_sent = now_ms();
+    return rc;
+}
+
+static int send_oneway(node_t *n, wire_msg_t *m, auxps_error_t *err) {
+    m->rid = n->coord_rid++;
+    return send_coord(n, m, err);
+}
+
+static int send_bye(node_t *n, uint32_t reason) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_BYE;
+    m.bye = (wire_bye_t){WIRE_ROLE_NODE, n->welcomed ? n->cnt.id : 0, reason};
+    auxps_error_t e = {0};
+    return send_oneway(n, &m, &e);
+}
+
+static badpeer_t *badpeer(node_t *n, const unsigned char *route, size_t size, int add) {
+    badpeer_t *least = &n->bad[0];
+    for (int i = 0; i < NODE_BAD_TABLE; i++) {
+        badpeer_t *b = &n->bad[i];
+        if (b->size == size && memcmp(b->route, route, size) == 0) return b;
+        if (b->bad < least->bad) least = b;
+    }
+    if (!add) return NULL;
+    memcpy(least->route, route, size);
+    least->size = size;
+    least->bad = 0;
+    return least;
+}
+
+static int ignored(node_t *n, const wire_in_t *in) {
+    if (in->route_size == 0) return 0;
+    const badpeer_t *b = badpeer(n, in->route, in->route_size, 0);
+    return b != NULL && b->bad >= NODE_MAX_BAD;
+}
+
+/* Answers a refused message with ERROR (unless it was an ERROR itself), counts it against its
+ * sender and logs it while the sender is not yet ignored. route NULL: the coordinator. */
+static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
+                   const char *fmt, ...) {
+    char text[WIRE_MAX_TEXT + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    n->cnt.refused++;
+    uint32_t bad = 0;
+    if (in != NULL && in->route_size > 0) {
+        badpeer_t *b = badpeer(n, in->route, in->route_size, 1);
+        bad = ++b->bad;
+    }
+    if (bad <= NODE_MAX_BAD)
+        say(n, "refused %s from %s: %s %s%s", type ? wire_type_name(type) : "a message",
+            in != NULL ? "a worker" : "the coordinator", wire_err_name(code), text,
+            bad == NODE_MAX_BAD ? " (16th bad message: ignoring this sender from now on)" : "");
+    if (type == WIRE_ERROR) return; /* never an ERROR in answer to an ERROR */
+    auxps_error_t e = {0};
+    if (in != NULL) wire_send_error(n->data, in->route, in->route_size, rid, code, text, &e);
+    else if (wire_send_error(n->coord, NULL, 0, rid, code, text, &e) == 0) n->coord_sent = now_ms();
+}
+
+/* ---- the shard ------------------------------------------------------------------------- */
+
+/* The smallest clock among the run's workers, ids 0..num_workers-1 (the coordinator numbers
+ * them so); one not heard from yet is at clock 0. */
+static uint64_t min_clock(const node_t *n) {
+    uint64_t m = UINT64_MAX;
+    for (uint32_t i = 0; i < n->num_workers; i++)
+        if (n->workers[i].clock < m) m = n->workers[i].clock;
+    return m;
+}
+
+static int gate_open(const node_t *n, uint64_t clock) {
+    if (n->consistency == WIRE_CONS_ASYNC) return 1;
+    uint64_t m = min_clock(n);
+    return clock <= m || clock - m <= n->staleness;
+}
+
+/* The slot of worker id for a message that came on route, binding the id to the route on its
+ * first message; NULL (and ERROR NOT_REGISTERED sent) if another route holds the id. */
+static wslot_t *worker_slot(node_t *n, uint32_t id, const wire_in_t *in, uint32_t type, uint32_t rid) {
+    if (id >= n->num_workers) {
+        /* the coordinator numbers the workers 0..num_workers-1 (CLUSTER.md "Ids"); the gates
+         * count those, and another id is no registered worker */
+        refuse(n, in, type, rid, WIRE_ERR_OUT_OF_RANGE, "worker id %" PRIu32 " is not one of the "
+               "run's %" PRIu32 " workers", id, n->num_workers);
+        return NULL;
+    }
+    wslot_t *w = &n->workers[id];
+    if (w->route_size == 0) {
+        memcpy(w->route, in->route, in->route_size);
+        w->route_size = in->route_size;
+        n->seen[n->nseen++] = (uint16_t)id;
+        return w;
+    }
+    if (w->route_size != in->route_size || memcmp(w->route, in->route, in->route_size) != 0) {
+        refuse(n, in, type, rid, WIRE_ERR_NOT_REGISTERED, "worker id %" PRIu32 " belongs to "
+               "another connection", id);
+        return NULL;
+    }
+    return w;
+}
+
+static void recompute_stats(node_t *n) {
+    n->stats_dirty = 0;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n->nseen; i++) total += n->workers[n->seen[i]].stats_samples;
+    if (total == 0) return;
+    /* In double, so that one worker's slice comes back bit for bit: samples * x is exact and
+     * so is its division by samples. */
+    for (uint64_t j = 0; j < n->slen; j++) {
+        double acc = 0.0;
+        for (uint32_t i = 0; i < n->nseen; i++) {
+            const wslot_t *w = &n->workers[n->seen[i]];
+            if (w->stats_samples) acc += (double)w->stats_samples * w->stats[j];
+        }
+        n->stats[j] = (float)(acc / (double)total);
+    }
+}
+
+/* Sends PULL_REP for p (checked) from the current snapshot, which is made if it is stale. */
+static void reply_pull(node_t *n, const unsigned char *route, size_t route_size, uint32_t rid,
+                       const wire_pull_t *p) {
+    int params = p->vec == WIRE_VEC_PARAMS;
+    snap_t **sp = params ? &n->psnap : &n->ssnap;
+    if (!params && n->stats_dirty) recompute_stats(n);
+    uint64_t gen = params ? n->version : n->stats_gen;
+    if (*sp == NULL || (*sp)->gen != gen) {
+        snap_unref(*sp);
+        *sp = params ? snap_new(n->params, n->len, gen) : snap_new(n->stats, n->slen, gen);
+        if (*sp == NULL) {
+            wire_in_t in = {.route_size = route_size};
+            memcpy(in.route, route, route_size);
+            refuse(n, &in, WIRE_PULL, rid, WIRE_ERR_INTERNAL, "out of memory for a snapshot");
+            return;
+        }
+    }
+    snap_t *s = *sp;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PULL_REP;
+    m.rid = rid;
+    m.pull_rep = (wire_pull_rep_t){n->cnt.id, p->vec, p->offset, p->length, n->version,
+                                   min_clock(n), WIRE_ENC_F32, NULL, 0};
+    m.payload = s->data + (p->offset - (params ? n->off : n->soff));
+    m.payload_size = p->length * sizeof(float);
+    atomic_fetch_add(&s->refs, 1); /* ZeroMQ's reference, dropped by snap_release */
+    auxps_error_t e = {0};
+    if (wire_send(n->data, route, route_size, &m, snap_release, s, ZMQ_DONTWAIT, &e) != 0)
+        say(n, "PULL_REP not sent: %s", e.msg);
+    else n->cnt.pulls++;
+}
+
+/* Answers the waiting PULLs that the gate lets through now. */
+static void release_waiting(node_t *n) {
+    for (uint32_t i = 0; i < n->nseen; i++) {
+        wslot_t *w = &n->workers[n->seen[i]];
+        if (w->waiting && gate_open(n, w->pull.clock)) {
+            w->waiting = 0;
+            reply_pull(n, w->route, w->route_size, w->pull_rid, &w->pull);
+        }
+    }
+}
+
+static void ack(node_t *n, const wire_in_t *in, uint32_t rid, uint32_t vec) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PUSH_ACK;
+    m.rid = rid;
+    m.push_ack = (wire_push_ack_t){n->cnt.id, vec, n->version, min_clock(n)};
+    auxps_error_t e = {0};
+    if (wire_send(n->data, in->route, in->route_size, &m, NULL, NULL, ZMQ_DONTWAIT, &e) != 0)
+        say(n, "PUSH_ACK not sent: %s", e.msg);
+}
+
+/* One SGD step of the shard with gradient g, standing for `batches` pushed batches. */
+static void apply_update(node_t *n, const float *g, uint64_t staleness, uint32_t batches) {
+    float lr = optim_lr(&n->optim, n->step);
+    if (n->cfg.cluster.staleness_lr && staleness > 1) lr /= (float)staleness;
+    optim_sgd(&n->optim, lr, n->params, g, n->momentum, n->len);
+    n->step += batches;
+    n->version++;
+    n->cnt.version = n->version;
+    n->cnt.pushes += batches;
+}
+
+/* bsp: applies the sample-weighted mean of the summed pushes as one step. */
+static void apply_sum(node_t *n) {
+    for (uint64_t i = 0; i < n->len; i++) {
+        n->grad[i] = (float)(n->sum[i] / (double)n->sum_samples);
+        n->sum[i] = 0.0;
+    }
+    apply_update(n, n->grad, n->sum_stale, n->sum_count);
+    for (uint32_t i = 0; i < n->nseen; i++) {
+        wslot_t *w = &n->workers[n->seen[i]];
+        if (w->in_sum) {
+            w->in_sum = 0;
+            w->clock = n->sum_clock + 1;
+        }
+    }
+    n->sum_count = 0;
+    n->sum_samples = n->sum_stale = 0;
+}
+
+static int check_shard(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t shard) {
+    if (shard == n->cnt.id) return 0;
+    refuse(n, in, type, rid, WIRE_ERR_OUT_OF_RANGE, "shard %" PRIu32 " is not node %" PRIu32 "'s",
+           shard, n->cnt.id);
+    return -1;
+}
+
+static void on_pull(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
+    const wire_pull_t *p = &m->pull;
+    if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
+    if (p->encoding != WIRE_ENC_F32) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node serves f32 only");
+        return;
+    }
+    int params = p->vec == WIRE_VEC_PARAMS;
+    uint64_t base = params ? n->off : n->soff, blen = params ? n->len : n->slen;
+    if (p->offset < base || p->offset - base > blen || p->length > blen - (p->offset - base)) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "%s [%" PRIu64 ", %" PRIu64 ") is "
+               "not inside the shard [%" PRIu64 ", %" PRIu64 ")", params ? "params" : "stats",
+               p->offset, p->offset + p->length, base, base + blen);
+        return;
+    }
+    if (p->worker != WIRE_ID_COORD) {
+        wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
+        if (w == NULL) return;
+        if (params && !gate_open(n, p->clock)) {
+            if (w->waiting) {
+                refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "worker %" PRIu32 " already "
+                       "has a PULL waiting", p->worker);
+                return;
+            }
+            w->waiting = 1;
+            w->pull = *p;
+            w->pull_rid = m->rid;
+            w->next_hb = now_ms() + n->heartbeat_ms;
+            n->cnt.deferred++;
+            return;
+        }
+    }
+    reply_pull(n, in->route, in->route_size, m->rid, p);
+}
+
+static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
+    const wire_push_t *p = &m->push;
+    if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
+    if (p->encoding != WIRE_ENC_F32) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node takes f32 pushes only");
+        return;
+    }
+    if (p->offset != n->off || p->length != n->len) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "a PUSH must cover the whole shard "
+               "[%" PRIu64 ", %" PRIu64 "), not [%" PRIu64 ", %" PRIu64 ")", n->off,
+               n->off + n->len, p->offset, p->offset + p->length);
+        return;
+    }
+    wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
+    if (w == NULL) return;
+    if (p->version > n->version) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "PUSH.version %" PRIu64 " is ahead "
+               "of the shard's version %" PRIu64, p->version, n->version);
+        return;
+    }
+    if (n->consistency == WIRE_CONS_BSP &&
+        (w->in_sum || p->clock != w->clock || (n->sum_count > 0 && p->clock != n->sum_clock))) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "bsp: PUSH.clock %" PRIu64 " from "
+               "worker %" PRIu32 " at clock %" PRIu64 "%s", p->clock, p->worker, w->clock,
+               w->in_sum ? ", which already pushed this clock" : "");
+        return;
+    }
+    auxps_error_t e = {0};
+    if (wire_payload_f32(m, n->grad, &e) != 0) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
+        return;
+    }
+    uint64_t stale = n->version - p->version;
+    if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
+    if (n->consistency == WIRE_CONS_BSP) {
+        for (uint64_t i = 0; i < n->len; i++) n->sum[i] += (double)p->samples * n->grad[i];
+        n->sum_samples += p->samples;
+        n->sum_clock = p->clock;
+        if (stale > n->sum_stale) n->sum_stale = stale;
+        n->sum_count++;
+        w->in_sum = 1;
+        if (n->sum_count >= n->num_workers) apply_sum(n);
+    } else {
+        apply_update(n, n->grad, stale, 1);
+        if (p->clock + 1 > w->clock) w->clock = p->clock + 1;
+    }
+    ack(n, in, m->rid, WIRE_VEC_PARAMS);
+    release_waiting(n);
+}
+
+static void on_stats_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
+    const wire_stats_push_t *p = &m->stats_push;
+    if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
+    if (p->offset != n->soff || p->length != n->slen) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "a STATS_PUSH must cover the whole "
+               "stats shard [%" PRIu64 ", %" PRIu64 "), not [%" PRIu64 ", %" PRIu64 ")", n->soff,
+               n->soff + n->slen, p->offset, p->offset + p->length);
+        return;
+    }
+    wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
+    if (w == NULL) return;
+    auxps_error_t e = {0};
+    if (wire_payload_f32(m, n->sbuf, &e) != 0) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
+        return;
+    }
+    if (p->mode == WIRE_STATS_REPLACE) {
+        memcpy(n->stats, n->sbuf, n->slen * sizeof(float));
+        for (uint32_t i = 0; i < n->nseen; i++) n->workers[n->seen[i]].stats_samples = 0;
+        n->stats_dirty = 0;
+    } else {
+        if (w->stats == NULL && (w->stats = malloc(n->slen * sizeof(float))) == NULL) {
+            refuse(n, in, m->type, m->rid, WIRE_ERR_INTERNAL, "out of memory for statistics");
+            return;
+        }
+        memcpy(w->stats, n->sbuf, n->slen * sizeof(float));
+        w->stats_samples = p->samples;
+        n->stats_dirty = 1;
+    }
+    n->stats_gen++;
+    n->cnt.stats_pushes++;
+    ack(n, in, m->rid, WIRE_VEC_STATS);
+}
+
+/* ---- registration ---------------------------------------------------------------------- */
+
+static int send_hello(node_t *n, auxps_error_t *err) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_HELLO;
+    m.hello.role = WIRE_ROLE_NODE;
+    char host[64] = "node";
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "node");
+    host[sizeof host - 1] = '\0';
+    for (char *c = host; *c; c++)
+        if (*c < 0x21 || *c > 0x7e) *c = '_';
+    snprintf(m.hello.name, sizeof m.hello.name, "%.40s:%ld", host, (long)getpid());
+    snprintf(m.hello.endpoint, sizeof m.hello.endpoint, "%s", n->endpoint);
+    m.hello.encodings = 1u << WIRE_ENC_F32;
+    return send_oneway(n, &m, err);
+}
+
+/* Sets the node up from WELCOME m: the configuration, the model's initial slice, the schedule.
+ * Answers ERROR CONFIG and returns AUXPS_ECONFIG if the configuration does not fit. */
+static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_welcome_t *w = &m->welcome;
+    model_t *model = NULL;
+    dataset_t ds = {0};
+    int rc;
+    if (w->role != WIRE_ROLE_NODE) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME for role %" PRIu32 ", not a node", w->role);
+        goto refused;
+    }
+    if ((rc = config_load_text(&n->cfg, w->config, "WELCOME.config", err)) != 0) goto refused;
+    if ((model = model_new(&n->cfg.model, 1)) == NULL) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME.config: cannot build its model");
+        goto refused;
+    }
+    if (model_num_params(model) != w->num_params || model_num_stats(model) != w->num_stats) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME: %" PRIu64 " params and %" PRIu64 " stats, "
+                             "but its config's model has %zu and %zu", w->num_params, w->num_stats,
+                             model_num_params(model), model_num_stats(model));
+        goto refused;
+    }
+    /* The schedule needs the number of training samples (CLUSTER.md "Steps"). */
+    if ((rc = dataset_load(&ds, n->cfg.data.dir, 1, n->cfg.data.train_limit, err)) != 0) {
+        rc = AUXPS_ECONFIG;
+        goto refused;
+    }
+    const wire_shard_t *s = &w->shards[w->id];
+    if (strcmp(s->endpoint, n->endpoint) != 0)
+        say(n, "the shard map gives my endpoint as %s; I am bound to %s", s->endpoint, n->endpoint);
+    n->off = s->offset, n->len = s->length, n->soff = s->stats_offset, n->slen = s->stats_length;
+    n->consistency = w->consistency;
+    n->staleness = w->consistency == WIRE_CONS_SSP ? w->staleness : 0;
+    n->num_workers = w->num_workers;
+    n->heartbeat_ms = w->heartbeat_ms;
+    n->timeout_ms = w->timeout_ms;
+    n->params = malloc(n->len * sizeof(float));
+    n->momentum = calloc(n->len, sizeof(float));
+    n->grad = malloc(n->len * sizeof(float));
+    n->stats = malloc((n->slen ? n->slen : 1) * sizeof(float));
+    n->sbuf = malloc((n->slen ? n->slen : 1) * sizeof(float));
+    n->sum = w->consistency == WIRE_CONS_BSP ? calloc(n->len, sizeof(double)) : NULL;
+    n->workers = calloc(WIRE_MAX_WORKERS, sizeof *n->workers);
+    n->seen = calloc(WIRE_MAX_WORKERS, sizeof *n->seen);
+    if (!n->params || !n->momentum || !n->grad || !n->stats || !n->sbuf || !n->workers || !n->seen ||
+        (w->consistency == WIRE_CONS_BSP && n->sum == NULL)) {
+        rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory for a shard of %" PRIu64 " floats", n->len);
+        goto refused;
+    }
+    model_init(model, w->seed);
+    memcpy(n->params, model_params(model) + n->off, n->len * sizeof(float));
+    memcpy(n->stats, model_stats(model) + n->soff, n->slen * sizeof(float));
+    const long b = n->cfg.train.batch_size, spe = (ds.n + b - 1) / b;
+    long total = spe * n->cfg.train.epochs;
+    if (n->cfg.train.max_steps > 0 && n->cfg.train.max_steps < total) total = n->cfg.train.max_steps;
+    const auxps_config_t *c = &n->cfg;
+    n->optim = (optim_t){c->train.lr, c->train.momentum, c->train.weight_decay, c->train.nesterov,
+                         c->train.schedule, c->train.step_epochs, c->train.step_gamma, spe, total};
+    n->cnt.id = w->id;
+    n->welcomed = 1;
+    say(n, "params [%" PRIu64 ", %" PRIu64 ") of %" PRIu64 ", stats [%" PRIu64 ", %" PRIu64 ") of %"
+        PRIu64 ", %s (staleness %" PRIu32 "), %" PRIu32 " workers, %d training samples, %ld steps, "
+        "serving at %s", n->off, n->off + n->len, w->num_params, n->soff, n->soff + n->slen,
+        w->num_stats,
+        w->consistency == WIRE_CONS_ASYNC ? "async" : w->consistency == WIRE_CONS_SSP ? "ssp" : "bsp",
+        n->staleness, n->num_workers, ds.n, total, n->endpoint);
+    model_destroy(&model);
+    dataset_free(&ds);
+
+    wire_msg_t r;
+    memset(&r, 0, sizeof r);
+    r.type = WIRE_NODE_READY;
+    r.node_ready = (wire_node_ready_t){w->id, n->off, n->len, n->soff, n->slen, 0};
+    return send_oneway(n, &r, err);
+refused:
+    model_destroy(&model);
+    dataset_free(&ds);
+    auxps_error_t e = {0};
+    uint32_t code = rc == AUXPS_ENOMEM ? WIRE_ERR_INTERNAL : WIRE_ERR_CONFIG;
+    if (wire_send_error(n->coord, NULL, 0, m->rid, code, err->msg, &e) == 0) n->coord_sent = now_ms();
+    return rc;
+}
+
+/* Reads one message from the coordinator into m (in holds its frames). Returns 1 with a
+ * decoded message, 0 if there was nothing or it was refused, or AUXPS_EIO if ZeroMQ failed. */
+static int recv_coord(node_t *n, wire_in_t *in, wire_msg_t *m, auxps_error_t *err) {
+    auxps_error_t e = {0};
+    int rc = wire_recv(n->coord, 0, in, ZMQ_DONTWAIT, &e);
+    if (rc == AUXPS_EIO) {
+        if (errno == EAGAIN || errno == EINTR) return 0;
+        return auxps_error_set(err, AUXPS_EIO, "node: receiving from the coordinator: %s", e.msg);
+    }
+    n->coord_heard = now_ms(); /* any message is a sign of life */
+    if (rc < 0) {
+        refuse(n, NULL, 0, 0, wire_error_code(rc), "%s", e.msg);
+        return 0;
+    }
+    if ((rc = wire_decode_in(in, m, &e)) < 0) {
+        refuse(n, NULL, m->type, m->rid, wire_error_code(rc), "%s", e.msg);
+        return 0;
+    }
+    return 1;
+}
+
+static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *err) {
+    const int64_t t0 = WIRE_DEFAULT_TIMEOUT_MS;
+    int tries = 1, rc;
+    if ((rc = send_hello(n, err)) != 0) return rc;
+    int64_t deadline = now_ms() + t0;
+    wire_in_t in = {0};
+    wire_msg_t m = {0};
+    for (;;) {
+        if (stop != NULL && *stop) {
+            rc = auxps_error_set(err, AUXPS_EIO, "node: stopped before the coordinator welcomed it");
+            break;
+        }
+        int64_t now = now_ms();
+        if (now >= deadline) {
+            if (tries >= NODE_HELLO_TRIES) {
+                rc = auxps_error_set(err, AUXPS_EIO, "node: no answer from the coordinator at %s "
+                                     "after %d HELLOs, %" PRId64 " s each", n->coord_ep, tries, t0 / 1000);
+                break;
+            }
+            say(n, "no answer from the coordinator at %s: HELLO again", n->coord_ep);
+            if ((rc = send_hello(n, err)) != 0) break;
+            tries++;
+            deadline = now + t0;
+        }
+        zmq_pollitem_t it = {n->coord, 0, ZMQ_POLLIN, 0};
+        int64_t wait = deadline - now;
+        if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            rc = zfail("node: zmq_poll", err);
+            break;
+        }
+        wire_msg_clear(&m);
+        if ((rc = recv_coord(n, &in, &m, err)) < 0) break;
+        if (rc == 0) {
+            if (n->coord_heard > deadline - t0) deadline = n->coord_heard + t0;
+            continue;
+        }
+        deadline = n->coord_heard + t0;
+        if (m.type == WIRE_WELCOME) {
+            rc = welcome(n, &m, err);
+            break;
+        } else if (m.type == WIRE_HEARTBEAT) {
+            continue;
+        } else if (m.type == WIRE_ERROR) {
+            if (m.error.code == WIRE_ERR_FULL && tries < NODE_HELLO_TRIES) {
+                say(n, "the coordinator is full (%s): HELLO again in 1 s", m.error.text);
+                nanosleep(&(struct timespec){1, 0}, NULL);
+                if ((rc = send_hello(n, err)) != 0) break;
+                tries++;
+                deadline = now_ms() + t0;
+                continue;
+            }
+            rc = auxps_error_set(err, AUXPS_EIO, "node: the coordinator refused HELLO: %s %s",
+                                 wire_err_name(m.error.code), m.error.text);
+            break;
+        } else {
+            refuse(n, NULL, m.type, m.rid, WIRE_ERR_BAD_MESSAGE, "%s before WELCOME",
+                   wire_type_name(m.type));
+        }
+    }
+    wire_msg_clear(&m);
+    wire_in_close(&in);
+    return rc;
+}
+
+/* ---- serving --------------------------------------------------------------------------- */
+
+enum { RUN_ON = 0, RUN_DONE = 1 };
+
+/* Handles every message waiting from the coordinator. Returns RUN_ON, RUN_DONE (DONE or
+ * SHUTTING_DOWN came: BYE was sent) or a negative error. */
+static int serve_coord(node_t *n, auxps_error_t *err) {
+    wire_in_t in = {0};
+    wire_msg_t m = {0};
+    int rc, result = RUN_ON;
+    while (result == RUN_ON && (rc = recv_coord(n, &in, &m, err)) != 0) {
+        if (rc < 0) {
+            result = rc;
+            break;
+        }
+        switch (m.type) {
+        case WIRE_HEARTBEAT: break;
+        case WIRE_WELCOME: break; /* the answer to a resent HELLO */
+        case WIRE_DONE:
+            say(n, "DONE (%s, epoch %" PRIu32 ", step %" PRIu64 ")",
+                m.done.reason == WIRE_DONE_FINISHED ? "finished" : "aborted", m.done.epoch, m.done.step);
+            send_bye(n, 0);
+            result = RUN_DONE;
+            break;
+        case WIRE_ERROR:
+            if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
+                say(n, "the coordinator is shutting down: %s", m.error.text);
+                send_bye(n, 0);
+                result = RUN_DONE;
+            } else {
+                result = auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator sent "
+                                         "ERROR %s: %s", n->cnt.id, wire_err_name(m.error.code),
+                                         m.error.text);
+            }
+            break;
+        default:
+            refuse(n, NULL, m.type, m.rid, WIRE_ERR_BAD_MESSAGE, "%s is not for a node's "
+                   "coordinator link", wire_type_name(m.type));
+        }
+        wire_msg_clear(&m);
+    }
+    wire_in_close(&in);
+    return result;
+}
+
+/* Handles up to NODE_DATA_BURST messages waiting on the data socket. Returns 0 or AUXPS_EIO. */
+static int serve_data(node_t *n, auxps_error_t *err) {
+    wire_in_t in = {0};
+    wire_msg_t m = {0};
+    int rc = 0;
+    for (int k = 0; k < NODE_DATA_BURST; k++) {
+        auxps_error_t e = {0};
+        int r = wire_recv(n->data, 1, &in, ZMQ_DONTWAIT, &e);
+        if (r == AUXPS_EIO) {
+            if (errno != EAGAIN && errno != EINTR)
+                rc = auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": data socket: %s", n->cnt.id, e.msg);
+            break;
+        }
+        if (ignored(n, &in)) continue;
+        if (r < 0) {
+            if (in.route_size > 0) refuse(n, &in, 0, 0, wire_error_code(r), "%s", e.msg);
+            else n->cnt.refused++;
+            continue;
+        }
+        if ((r = wire_decode_in(&in, &m, &e)) < 0) {
+            refuse(n, &in, m.type, m.rid, wire_error_code(r), "%s", e.msg);
+            continue;
+        }
+        switch (m.type) {
+        case WIRE_PULL: on_pull(n, &in, &m); break;
+        case WIRE_PUSH: on_push(n, &in, &m); break;
+        case WIRE_STATS_PUSH: on_stats_push(n, &in, &m); break;
+        case WIRE_HEARTBEAT: break;
+        case WIRE_BYE: break;
+        case WIRE_ERROR:
+            n->cnt.refused++;
+            say(n, "a peer sent ERROR %s: %s", wire_err_name(m.error.code), m.error.text);
+            break;
+        default:
+            refuse(n, &in, m.type, m.rid, WIRE_ERR_BAD_MESSAGE, "%s is not for a node",
+                   wire_type_name(m.type));
+        }
+        wire_msg_clear(&m);
+    }
+    wire_msg_clear(&m);
+    wire_in_close(&in);
+    return rc;
+}
+
+/* The periodic jobs, run before every poll: (1) HEARTBEAT to the coordinator after H of
+ * silence on that link; (2) HEARTBEAT every H to each worker whose PULL waits at the gate;
+ * (3) the coordinator's timeout. Returns the ms until the next job is due, or a negative
+ * error. */
+static int64_t housekeeping(node_t *n, auxps_error_t *err) {
+    int64_t now = now_ms(), next = now + n->heartbeat_ms;
+    if (now - n->coord_heard >= n->timeout_ms)
+        return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s was silent "
+                               "for %" PRIu32 " ms", n->cnt.id, n->coord_ep, n->timeout_ms);
+    if (now - n->coord_sent >= n->heartbeat_ms) {
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_HEARTBEAT;
+        m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, n->cnt.id};
+        if (send_oneway(n, &m, err) != 0) return err->code;
+    }
+    if (n->coord_sent + n->heartbeat_ms < next) next = n->coord_sent + n->heartbeat_ms;
+    if (n->coord_heard + n->timeout_ms < next) next = n->coord_heard + n->timeout_ms;
+    for (uint32_t i = 0; i < n->nseen; i++) {
+        wslot_t *w = &n->workers[n->seen[i]];
+        if (!w->waiting) continue;
+        if (now >= w->next_hb) {
+            wire_msg_t m;
+            memset(&m, 0, sizeof m);
+            m.type = WIRE_HEARTBEAT;
+            m.rid = n->data_rid++;
+            m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, n->cnt.id};
+            auxps_error_t e = {0};
+            wire_send(n->data, w->route, w->route_size, &m, NULL, NULL, ZMQ_DONTWAIT, &e);
+            w->next_hb = now + n->heartbeat_ms;
+        }
+        if (w->next_hb < next) next = w->next_hb;
+    }
+    return next > now ? next - now : 0;
+}
+
+int node_run(node_t *n, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps_error_t *err) {
+    if (n == NULL || n->ran)
+        return auxps_error_set(err, AUXPS_EINVAL, "node_run: NULL node or called twice");
+    n->ran = 1;
+    n->log = log;
+    n->coord_heard = n->coord_sent = now_ms();
+    int rc = register_node(n, stop, err);
+    if (rc != 0) goto done;
+    n->coord_heard = now_ms();
+    int64_t stop_deadline = -1;
+    for (;;) {
+        int64_t wait = housekeeping(n, err);
+        if (wait < 0) {
+            rc = (int)wait;
+            break;
+        }
+        if (stop != NULL && *stop) {
+            int64_t now = now_ms();
+            if (stop_deadline < 0) {
+                stop_deadline = now + n->timeout_ms;
+                say(n, "stop requested: serving until DONE, at most %" PRIu32 " ms more", n->timeout_ms);
+            }
+            if (*stop >= 2 || now >= stop_deadline) {
+                say(n, "stopping without DONE");
+                send_bye(n, WIRE_ERR_SHUTTING_DOWN);
+                rc = 0;
+                break;
+            }
+            if (stop_deadline - now < wait) wait = stop_deadline - now;
+        }
+        zmq_pollitem_t items[2] = {{n->coord, 0, ZMQ_POLLIN, 0}, {n->data, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, (long)wait) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            rc = zfail("node: zmq_poll", err);
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            int r = serve_coord(n, err);
+            if (r != RUN_ON) {
+                rc = r == RUN_DONE ? 0 : r;
+                break;
+            }
+        }
+        if ((items[1].revents & ZMQ_POLLIN) && (rc = serve_data(n, err)) != 0) break;
+    }
+done:
+    if (n->welcomed) {
+        if (out != NULL) {
+            fprintf(out, "node %" PRIu32 ": applied %" PRIu64 " pushes, %" PRIu64 " stats pushes, "
+                    "version %" PRIu64 ", max staleness %" PRIu64 "\n", n->cnt.id, n->cnt.pushes,
+                    n->cnt.stats_pushes, n->cnt.version, n->cnt.max_staleness);
+            fflush(out);
+        }
+        say(n, "answered %" PRIu64 " pulls (%" PRIu64 " waited at the gate), refused %" PRIu64
+            " messages", n->cnt.pulls, n->cnt.deferred, n->cnt.refused);
+    }
+    return rc;
+}
+
+/* ---- auxps ps -------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t node_stop; /* the only global, as signal handlers need */
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (node_stop < 2) node_stop++;
+}
+
+int node_main(int argc, char **argv) {
+    const char *coordinator = NULL, *bind = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc) coordinator = argv[++i];
+        else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc) bind = argv[++i];
+        else {
+            fprintf(stderr, "auxps ps: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT]\n");
+            return 2;
+        }
+    }
+    if (coordinator == NULL) {
+        fprintf(stderr, "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT]\n");
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    auxps_error_t err = {0};
+    node_t *n = node_new(coordinator, bind, &err);
+    if (n == NULL) {
+        fprintf(stderr, "auxps ps: %s\n", err.msg);
+        return 1;
+    }
+    int rc = node_run(n, &node_stop, stderr, stdout, &err);
+    if (rc != 0) fprintf(stderr, "auxps ps: %s\n", err.msg);
+    node_destroy(&n);
+    return rc != 0 ? 1 : 0;
+}

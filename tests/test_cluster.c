@@ -1,0 +1,838 @@
+/* test_cluster.c - distributed runs as a user starts them: real processes (`auxps cluster`, or
+ * `auxps coord`, `auxps ps` and `auxps worker` one by one) talking over loopback TCP.
+ *
+ * Every run is the tiny problem below (a 4-8-8 ResNet-8 with the auxiliary module, 768 training
+ * and 256 test images, 2 epochs of 24 batches of 32, chunks of 4 batches), so that a run takes
+ * seconds. Tests count what happened: the steps of the "done:" line, the pushes every worker
+ * made against the pushes every node applied (CLUSTER.md "Counters"), the staleness the nodes
+ * measured against the bound the protocol implies, the ERROR replies to hostile messages and
+ * the coordinator's count of them.
+ *
+ * Every process a test starts is recorded; the suite's .fini kills (SIGKILL) and reaps whatever
+ * a failed assertion left behind. `auxps cluster` gives its children PR_SET_PDEATHSIG, so killing
+ * the launcher kills them too. Every wait has a deadline. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "wire.h"
+
+extern char **environ;
+
+enum { CHILD_TIMEOUT_S = 90, MAX_OUTPUT = 16 << 20, MAX_KIDS = 16, REPLY_TIMEOUT_MS = 5000 };
+
+#define CONFIG "configs/fmnist-resnet8-w2a2-aux.ini"
+#define TINY "--set", "model.widths=4,8,8", "--set", "data.train_limit=768", "--set", "data.test_limit=256", \
+             "--set", "train.epochs=2", "--set", "train.batch_size=32", "--set", "cluster.chunk_batches=4",   \
+             "--set", "train.threads=1", "--set", "train.log_interval=8"
+#define TINY_STEPS 48       /* 2 epochs of 768 / 32 batches */
+#define TINY_CHUNKS 12      /* 2 epochs of 24 / 4 chunks */
+
+static char tmp_dir[64];
+static pid_t kids[MAX_KIDS]; /* every process started and not yet reaped, for .fini */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void setup(void) {
+    strcpy(tmp_dir, "/tmp/auxps_test_cluster_XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp_dir), "mkdtemp: %s", strerror(errno));
+    for (int i = 0; i < MAX_KIDS; i++) kids[i] = -1;
+}
+
+static void teardown(void) {
+    for (int i = 0; i < MAX_KIDS; i++)
+        if (kids[i] > 0) {
+            kill(kids[i], SIGKILL);
+            waitpid(kids[i], NULL, 0);
+            kids[i] = -1;
+        }
+    if (tmp_dir[0]) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(cluster, .init = setup, .fini = teardown, .timeout = 240);
+
+static const char *tpath(char buf[256], const char *name) {
+    snprintf(buf, 256, "%s/%s", tmp_dir, name);
+    return buf;
+}
+
+static const char *auxps_bin(void) {
+    const char *b = getenv("AUXPS_BIN");
+    return b != NULL && b[0] ? b : "build/auxps";
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- child processes (as tests/test_cli.c) ---- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int fd; /* read end, -1 at EOF */
+} stream_t;
+
+typedef struct {
+    pid_t pid;
+    int slot; /* index in kids[] */
+    stream_t out, err;
+    int exited, status, signaled, termsig, timed_out;
+} proc_t;
+
+static void stream_append(stream_t *s, const char *p, size_t n) {
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n + 1) cap *= 2;
+        cr_assert_leq(cap, (size_t)MAX_OUTPUT * 2, "child output over %d bytes", MAX_OUTPUT);
+        s->buf = realloc(s->buf, cap);
+        cr_assert_not_null(s->buf);
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+}
+
+/* Starts AUXPS_BIN with args (NULL-terminated, without argv[0]), stdin from /dev/null, stdout
+ * and stderr into pipes, default signal dispositions and an empty mask. */
+static void proc_start(proc_t *p, const char *const args[]) {
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->slot = -1;
+    for (int i = 0; i < MAX_KIDS && p->slot < 0; i++)
+        if (kids[i] <= 0) p->slot = i;
+    cr_assert_geq(p->slot, 0, "more than %d processes", MAX_KIDS);
+    const char *argv[96];
+    int n = 0;
+    argv[n++] = auxps_bin();
+    for (int i = 0; args[i] != NULL; i++) {
+        cr_assert_lt(n, 95);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    int po[2], pe[2];
+    cr_assert_eq(pipe2(po, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
+    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    posix_spawnattr_init(&at);
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    int rc = posix_spawn(&p->pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(po[1]);
+    close(pe[1]);
+    if (rc != 0) {
+        close(po[0]);
+        close(pe[0]);
+        cr_assert_fail("cannot start %s: %s (build it with make build-all, or set AUXPS_BIN)", argv[0], strerror(rc));
+    }
+    kids[p->slot] = p->pid;
+    p->out.fd = po[0];
+    p->err.fd = pe[0];
+    fcntl(po[0], F_SETFL, O_NONBLOCK);
+    fcntl(pe[0], F_SETFL, O_NONBLOCK);
+    stream_append(&p->out, "", 0);
+    stream_append(&p->err, "", 0);
+}
+
+/* Reads the pipes of the n processes until all are at EOF, or until the stream `which` (1
+ * stdout, 2 stderr) of procs[0] holds a complete line containing `until`, or the deadline.
+ * Returns 1 if `until` was seen. */
+static int pump_all(proc_t *procs[], int n, double deadline, const char *until, int which) {
+    for (;;) {
+        if (until != NULL) {
+            stream_t *s = which == 2 ? &procs[0]->err : &procs[0]->out;
+            char *nl = memrchr(s->buf, '\n', s->len);
+            if (nl != NULL) {
+                char save = nl[1];
+                nl[1] = '\0';
+                int found = strstr(s->buf, until) != NULL;
+                nl[1] = save;
+                if (found) return 1;
+            }
+        }
+        struct pollfd fds[2 * MAX_KIDS];
+        stream_t *ss[2 * MAX_KIDS];
+        int nf = 0;
+        for (int i = 0; i < n; i++) {
+            if (procs[i]->out.fd >= 0) fds[nf] = (struct pollfd){procs[i]->out.fd, POLLIN, 0}, ss[nf++] = &procs[i]->out;
+            if (procs[i]->err.fd >= 0) fds[nf] = (struct pollfd){procs[i]->err.fd, POLLIN, 0}, ss[nf++] = &procs[i]->err;
+        }
+        if (nf == 0) return 0;
+        double left = deadline - now_s();
+        if (left <= 0) {
+            for (int i = 0; i < n; i++) procs[i]->timed_out = 1;
+            return 0;
+        }
+        int r = poll(fds, (nfds_t)nf, left > 0.2 ? 200 : (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
+        for (int i = 0; i < nf; i++) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char chunk[65536];
+            ssize_t k = read(fds[i].fd, chunk, sizeof chunk);
+            if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (k <= 0) {
+                close(ss[i]->fd);
+                ss[i]->fd = -1;
+            } else {
+                stream_append(ss[i], chunk, (size_t)k);
+            }
+        }
+    }
+}
+
+/* Collects the rest of the output of the n processes and their exit statuses; kills any still
+ * running at the deadline. */
+static void finish_all(proc_t *procs[], int n, double deadline) {
+    pump_all(procs, n, deadline, NULL, 1);
+    for (int i = 0; i < n; i++) {
+        proc_t *p = procs[i];
+        int st = 0;
+        for (;;) {
+            pid_t w = waitpid(p->pid, &st, WNOHANG);
+            if (w == p->pid) break;
+            cr_assert(w == 0 || errno == EINTR, "waitpid: %s", strerror(errno));
+            if (now_s() >= deadline) {
+                p->timed_out = 1;
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, &st, 0);
+                break;
+            }
+            usleep(10000);
+        }
+        kids[p->slot] = -1;
+        if (p->out.fd >= 0) close(p->out.fd);
+        if (p->err.fd >= 0) close(p->err.fd);
+        p->out.fd = p->err.fd = -1;
+        p->exited = WIFEXITED(st);
+        p->status = p->exited ? WEXITSTATUS(st) : -1;
+        p->signaled = WIFSIGNALED(st);
+        p->termsig = p->signaled ? WTERMSIG(st) : 0;
+    }
+    for (int i = 0; i < n; i++)
+        cr_assert(!procs[i]->timed_out, "process %d did not finish within %d s; stdout:\n%s\nstderr:\n%s", i,
+                  CHILD_TIMEOUT_S, procs[i]->out.buf, procs[i]->err.buf);
+}
+
+static void proc_free(proc_t *p) {
+    free(p->out.buf);
+    free(p->err.buf);
+    p->out.buf = p->err.buf = NULL;
+}
+
+static void run(proc_t *p, const char *const args[]) {
+    proc_start(p, args);
+    finish_all(&p, 1, now_s() + CHILD_TIMEOUT_S);
+}
+
+#define RUN(p, ...) run((p), (const char *const[]){__VA_ARGS__, NULL})
+
+/* Exited (no signal), no sanitizer report, with `status`. */
+static void expect_exit(const proc_t *p, int status) {
+    cr_assert(!p->signaled, "killed by signal %d (%s); stdout:\n%s\nstderr:\n%s", p->termsig, strsignal(p->termsig),
+              p->out.buf, p->err.buf);
+    cr_assert(p->exited);
+    cr_assert(strstr(p->err.buf, "Sanitizer") == NULL && strstr(p->err.buf, "runtime error:") == NULL,
+              "sanitizer report:\n%s", p->err.buf);
+    cr_assert_eq(p->status, status, "exit status %d, expected %d; stdout:\n%s\nstderr:\n%s", p->status, status,
+                 p->out.buf, p->err.buf);
+}
+
+/* ---- output parsing ---- */
+
+static const char *line_starting(const char *text, const char *prefix) {
+    for (const char *l = text; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, prefix, strlen(prefix)) == 0) return l;
+    return NULL;
+}
+
+/* "test_accuracy A (C/N" in the line at l. */
+static void parse_accuracy(const char *l, int *correct, int *total) {
+    cr_assert_not_null(l);
+    const char *a = strstr(l, "test_accuracy ");
+    double acc;
+    cr_assert(a != NULL && sscanf(a, "test_accuracy %lf (%d/%d", &acc, correct, total) == 3, "cannot parse: %.200s", l);
+    cr_assert(fabs(acc - (double)*correct / *total) < 1e-4, "%.4f is not %d/%d", acc, *correct, *total);
+}
+
+typedef struct {
+    int nodes, workers;
+    uint64_t applied[8], stats_pushes[8], version[8], max_staleness[8];
+    uint64_t pushed[8], per_shard[8][8];
+    int seen_node[8], seen_worker[8];
+} counters_t;
+
+/* Parses the counter lines of CLUSTER.md ("node N: applied ..." and "worker W: pushed ...")
+ * wherever they are in text (the launcher prefixes them), for a run of `nodes` nodes and
+ * `workers` workers; text must hold want_nodes node lines and want_workers worker lines. */
+static void parse_counters(const char *text, counters_t *c, int nodes, int workers, int want_nodes, int want_workers) {
+    memset(c, 0, sizeof *c);
+    for (const char *l = text; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *eol = strchr(l, '\n');
+        const char *k = strstr(l, "node ");
+        unsigned id;
+        uint64_t a, s, v, m;
+        if (k != NULL && (eol == NULL || k < eol) &&
+            sscanf(k, "node %u: applied %" SCNu64 " pushes, %" SCNu64 " stats pushes, version %" SCNu64
+                   ", max staleness %" SCNu64, &id, &a, &s, &v, &m) == 5) {
+            cr_assert_lt(id, (unsigned)nodes, "node id %u: %.200s", id, l);
+            cr_assert(!c->seen_node[id], "two lines for node %u", id);
+            c->seen_node[id] = 1;
+            c->applied[id] = a, c->stats_pushes[id] = s, c->version[id] = v, c->max_staleness[id] = m;
+            c->nodes++;
+        }
+        k = strstr(l, "worker ");
+        int used = 0;
+        if (k != NULL && (eol == NULL || k < eol) &&
+            sscanf(k, "worker %u: pushed %" SCNu64 " pushes (per shard: %n", &id, &a, &used) == 2 && used > 0) {
+            cr_assert_lt(id, (unsigned)workers, "worker id %u: %.200s", id, l);
+            cr_assert(!c->seen_worker[id], "two lines for worker %u", id);
+            c->seen_worker[id] = 1;
+            c->pushed[id] = a;
+            const char *q = k + used;
+            uint64_t sum = 0;
+            for (int sh = 0; sh < nodes; sh++) {
+                char *end;
+                c->per_shard[id][sh] = strtoull(q, &end, 10);
+                cr_assert_neq(end, q, "per-shard counts: %.200s", l);
+                sum += c->per_shard[id][sh];
+                q = end + (*end == ',');
+            }
+            cr_assert_eq(sum, a, "worker %u: per-shard pushes sum to %" PRIu64 ", total %" PRIu64, id, sum, a);
+            c->workers++;
+        }
+    }
+    cr_assert_eq(c->nodes, want_nodes, "%d node counter lines, expected %d:\n%s", c->nodes, want_nodes, text);
+    cr_assert_eq(c->workers, want_workers, "%d worker counter lines, expected %d:\n%s", c->workers, want_workers,
+                 text);
+}
+
+/* Every pushed gradient was applied exactly once: per shard, the workers' pushes sum to the
+ * node's applied count; every batch was pushed to every shard. */
+static void check_pushes_applied(const counters_t *c, long steps) {
+    for (int sh = 0; sh < c->nodes; sh++) {
+        uint64_t sum = 0;
+        for (int w = 0; w < c->workers; w++) sum += c->per_shard[w][sh];
+        cr_assert_eq(sum, c->applied[sh], "shard %d: workers pushed %" PRIu64 ", the node applied %" PRIu64, sh, sum,
+                     c->applied[sh]);
+        cr_assert_eq(c->applied[sh], (uint64_t)steps, "shard %d applied %" PRIu64 " pushes for %ld batches", sh,
+                     c->applied[sh], steps);
+    }
+}
+
+static void eval_model(const char *model, int *correct, int *total) {
+    proc_t p;
+    RUN(&p, "eval", model, "--limit", "256");
+    expect_exit(&p, 0);
+    parse_accuracy(line_starting(p.out.buf, "test_accuracy "), correct, total);
+    proc_free(&p);
+}
+
+/* Checks a finished run's record: the trainer's lines, the step count, and an exported model
+ * that `auxps eval` scores as the run's last evaluation did. Returns the steps. */
+static long check_run_record(const proc_t *p, const char *model) {
+    const char *o = p->out.buf;
+    cr_assert_not_null(line_starting(o, "auxps: "), "no header:\n%s", o);
+    const char *prog = line_starting(o, "epoch 1/2 step ");
+    cr_assert_not_null(prog, "no progress line:\n%s", o);
+    cr_assert_not_null(strstr(prog, " img/s | loss_low "), "%.200s", prog);
+    cr_assert_not_null(strstr(prog, " loss_aux "), "%.200s", prog);
+    cr_assert_not_null(strstr(prog, "| lr "), "%.200s", prog);
+    cr_assert_not_null(strstr(prog, "| eta "), "%.200s", prog);
+    cr_assert_not_null(line_starting(o, "epoch 1/2 done in "), "no epoch line:\n%s", o);
+    const char *ep = line_starting(o, "epoch 2/2 done in ");
+    int ec, en;
+    parse_accuracy(ep, &ec, &en);
+    cr_assert_eq(en, 256);
+    const char *done = line_starting(o, "done: ");
+    int c, n;
+    parse_accuracy(done, &c, &n);
+    cr_assert_eq(c, ec, "done: line %d, last epoch %d", c, ec);
+    long steps = strtol(done + 6, NULL, 10);
+    cr_assert_not_null(strstr(done, model), "done: line lacks %s", model);
+    int fc, fn;
+    parse_accuracy(line_starting(o, "exported model "), &fc, &fn);
+    cr_assert_eq(fc, c, "the exported file scores %d, the workers' evaluation %d", fc, c);
+    int xc, xn;
+    eval_model(model, &xc, &xn);
+    cr_assert_eq(xn, 256);
+    cr_assert_eq(xc, c, "auxps eval scores %d/%d, the run %d/%d", xc, xn, c, n);
+    return steps;
+}
+
+/* ---- (a) two nodes, three workers, each consistency model ---- */
+
+static void run_cluster_2x3(const char *consistency, counters_t *cnt) {
+    char model[256], out[300], cons[64];
+    tpath(model, "m.bin");
+    snprintf(out, sizeof out, "train.output=%s", model);
+    snprintf(cons, sizeof cons, "cluster.consistency=%s", consistency);
+    proc_t p;
+    RUN(&p, "cluster", CONFIG, "--ps", "2", "--workers", "3", TINY, "--set", out, "--set", cons, "--set",
+        "cluster.staleness=2");
+    expect_exit(&p, 0);
+    long steps = check_run_record(&p, model);
+    cr_assert_eq(steps, TINY_STEPS);
+    parse_counters(p.out.buf, cnt, 2, 3, 2, 3);
+    check_pushes_applied(cnt, steps);
+    const char *co = line_starting(p.out.buf, "coord: ");
+    cr_assert_not_null(co, "no coordinator counters:\n%s", p.out.buf);
+    long leases = strtol(co + 7, NULL, 10);
+    cr_assert_eq(leases, TINY_CHUNKS, "%.200s", co);
+    for (int sh = 0; sh < 2; sh++)
+        cr_assert_eq(cnt->stats_pushes[sh], (uint64_t)TINY_CHUNKS, "shard %d: %" PRIu64 " stats pushes for %d chunks",
+                     sh, cnt->stats_pushes[sh], TINY_CHUNKS);
+    cr_assert_not_null(strstr(co, " 0 bad messages"), "%.200s", co);
+    proc_free(&p);
+}
+
+Test(cluster, async_2_nodes_3_workers_applies_every_push_once) {
+    counters_t c;
+    run_cluster_2x3("async", &c);
+    for (int sh = 0; sh < 2; sh++)
+        cr_assert_eq(c.version[sh], c.applied[sh], "async: one step per push; shard %d version %" PRIu64, sh,
+                     c.version[sh]);
+}
+
+/* The bound, from PROTOCOL.md's ssp rule. A node answers worker w's PULL of clock c only when
+ * every worker's clock (batches applied) is >= c - s, and w's own pushes 0..c-1 are applied
+ * (read-your-writes), so the version read is >= (W-1)(c-s) + c. Until w's push of clock c is
+ * applied, w's clock at the node is c, so no other worker can have a PULL of a clock above c + s
+ * answered, nor pushed more than c + s + 1 batches: at the apply the version is
+ * <= (W-1)(c+s+1) + c. Staleness (version at apply - version read) <= (W-1)(2s+1): 10 for W = 3,
+ * s = 2. */
+Test(cluster, ssp_2_nodes_3_workers_keeps_staleness_within_the_bound) {
+    counters_t c;
+    run_cluster_2x3("ssp", &c);
+    const uint64_t W = 3, s = 2, bound = (W - 1) * (2 * s + 1);
+    for (int sh = 0; sh < 2; sh++) {
+        cr_assert_leq(c.max_staleness[sh], bound, "shard %d: staleness %" PRIu64 " > (W-1)(2s+1) = %" PRIu64, sh,
+                      c.max_staleness[sh], bound);
+        cr_assert_eq(c.version[sh], c.applied[sh]);
+    }
+}
+
+/* bsp: the W pushes of a clock are one step, all computed on the same version. */
+Test(cluster, bsp_2_nodes_3_workers_applies_one_step_per_clock) {
+    counters_t c;
+    run_cluster_2x3("bsp", &c);
+    for (int sh = 0; sh < 2; sh++) {
+        cr_assert_eq(c.max_staleness[sh], 0, "bsp shard %d: staleness %" PRIu64, sh, c.max_staleness[sh]);
+        cr_assert_eq(c.version[sh], (uint64_t)TINY_STEPS / 3, "bsp shard %d: version %" PRIu64, sh, c.version[sh]);
+    }
+    for (int w = 0; w < 3; w++)
+        cr_assert_eq(c.pushed[w], 2 * (uint64_t)TINY_STEPS / 3, "bsp: every worker trains 1/3 of the batches");
+}
+
+/* ---- (b) one worker in bsp is the trainer ---- */
+
+static float *read_floats(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    cr_assert(size > 0 && size % 4 == 0, "%s: %ld bytes", path, size);
+    float *v = malloc((size_t)size);
+    cr_assert_not_null(v);
+    cr_assert_eq(fread(v, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *n = (size_t)size / 4;
+    return v;
+}
+
+Test(cluster, one_worker_bsp_gives_the_parameters_of_auxps_train) {
+    char tm[256], cm[256], td[256], cd[256], tout[300], cout[300];
+    snprintf(tout, sizeof tout, "train.output=%s", tpath(tm, "t.bin"));
+    snprintf(cout, sizeof cout, "train.output=%s", tpath(cm, "c.bin"));
+    tpath(td, "t.f32");
+    tpath(cd, "c.f32");
+    proc_t t, c;
+    RUN(&t, "train", CONFIG, TINY, "--set", tout, "--dump-params", td);
+    expect_exit(&t, 0);
+    RUN(&c, "cluster", CONFIG, "--ps", "2", "--workers", "1", TINY, "--set", cout, "--set", "cluster.consistency=bsp",
+        "--dump-params", cd);
+    expect_exit(&c, 0);
+    size_t nt, nc;
+    float *a = read_floats(td, &nt), *b = read_floats(cd, &nc);
+    cr_assert_eq(nt, nc, "train dumped %zu floats, the cluster %zu", nt, nc);
+    double maxd = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < nt; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= maxd)) maxd = d, at = i; /* a NaN is caught too */
+    }
+    cr_assert(maxd <= 1e-5, "max |train - cluster| = %g at parameter %zu (%g vs %g)", maxd, at, a[at], b[at]);
+    int tc, tn, cc, cn;
+    parse_accuracy(line_starting(t.out.buf, "done: "), &tc, &tn);
+    parse_accuracy(line_starting(c.out.buf, "done: "), &cc, &cn);
+    cr_assert_eq(cc, tc, "the cluster scores %d, the trainer %d", cc, tc);
+    free(a);
+    free(b);
+    proc_free(&t);
+    proc_free(&c);
+}
+
+/* ---- (c) hostile messages ---- */
+
+typedef struct {
+    void *ctx, *sock;
+} peer_t;
+
+static void peer_open(peer_t *p, const char *endpoint) {
+    p->ctx = zmq_ctx_new();
+    cr_assert_not_null(p->ctx);
+    p->sock = zmq_socket(p->ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_connect(p->sock, endpoint), 0, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+}
+
+static void peer_close(peer_t *p) {
+    zmq_close(p->sock);
+    zmq_ctx_term(p->ctx);
+}
+
+/* Sends the frames as one message. */
+static void send_frames(peer_t *p, const void *f0, size_t n0, const void *f1, size_t n1) {
+    cr_assert_geq(zmq_send(p->sock, f0, n0, f1 ? ZMQ_SNDMORE : 0), 0, "send: %s", zmq_strerror(zmq_errno()));
+    if (f1) cr_assert_geq(zmq_send(p->sock, f1, n1, 0), 0);
+}
+
+/* Waits for the reply, which must be an ERROR; returns its code, and its rid in *rid. */
+static uint32_t expect_error(peer_t *p, const char *what, uint32_t *rid) {
+    zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+    int r = zmq_poll(&it, 1, REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, 1, "%s: no reply within %d ms", what, REPLY_TIMEOUT_MS);
+    wire_in_t in;
+    memset(&in, 0, sizeof in);
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_recv(p->sock, 0, &in, 0, &e), 0, "%s: %s", what, e.msg);
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(wire_decode_in(&in, &m, &e), 0, "%s: reply does not decode: %s", what, e.msg);
+    cr_assert_eq(m.type, WIRE_ERROR, "%s: answered with %s, not ERROR", what, wire_type_name(m.type));
+    uint32_t code = m.error.code;
+    if (rid) *rid = m.rid;
+    wire_msg_clear(&m);
+    wire_in_close(&in);
+    return code;
+}
+
+static void encode(const wire_msg_t *m, unsigned char *buf, size_t *n) {
+    void *hdr;
+    size_t size;
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_encode(m, &hdr, &size, &e), 0, "%s", e.msg);
+    cr_assert_leq(size, *n);
+    memcpy(buf, hdr, size);
+    *n = size;
+    free(hdr);
+}
+
+/* The malformed kinds every receiver must refuse with ERROR; returns how many were sent. The
+ * byte offsets patched are those of ["AXPS", 1, 13, rid, ...]: fixarray, fixstr "AXPS", then the
+ * version and the type as positive fixints. */
+static int send_malformed(peer_t *p, const char *who) {
+    char what[128];
+    int sent = 0;
+    uint32_t rid, code;
+    unsigned char hb[64];
+    size_t hn = sizeof hb;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_HEARTBEAT;
+    m.rid = 4242;
+    m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, 7};
+    encode(&m, hb, &hn);
+    cr_assert(hb[1] == 0xa4 && hb[6] == WIRE_VERSION && hb[7] == WIRE_HEARTBEAT, "unexpected HEARTBEAT encoding");
+
+    unsigned char rnd[64];
+    srand(7);
+    for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)rand();
+    rnd[0] = 0xc1; /* never a MessagePack type: the frame is garbage */
+    send_frames(p, rnd, sizeof rnd, NULL, 0);
+    snprintf(what, sizeof what, "%s: random bytes", who);
+    code = expect_error(p, what, NULL);
+    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
+    sent++;
+
+    send_frames(p, hb, hn / 2, NULL, 0);
+    snprintf(what, sizeof what, "%s: truncated header", who);
+    code = expect_error(p, what, NULL);
+    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
+    sent++;
+
+    unsigned char v2[64];
+    memcpy(v2, hb, hn);
+    v2[6] = 2;
+    send_frames(p, v2, hn, NULL, 0);
+    snprintf(what, sizeof what, "%s: version 2", who);
+    code = expect_error(p, what, &rid);
+    cr_assert_eq(code, WIRE_ERR_VERSION, "%s: code %u", what, code);
+    cr_assert_eq(rid, 4242, "%s: the ERROR answers rid %u", what, rid);
+    sent++;
+
+    unsigned char ut[64];
+    memcpy(ut, hb, hn);
+    ut[7] = 99;
+    send_frames(p, ut, hn, NULL, 0);
+    snprintf(what, sizeof what, "%s: type 99", who);
+    code = expect_error(p, what, &rid);
+    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
+    sent++;
+
+    /* Oversized: a header frame over WIRE_MAX_HEADER, and an array that claims 2^32 - 1 items. */
+    size_t big = WIRE_MAX_HEADER + 100;
+    unsigned char *huge = calloc(1, big);
+    cr_assert_not_null(huge);
+    memcpy(huge, hb, hn);
+    send_frames(p, huge, big, NULL, 0);
+    free(huge);
+    snprintf(what, sizeof what, "%s: header of %zu bytes", who, big);
+    code = expect_error(p, what, NULL);
+    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
+    sent++;
+
+    const unsigned char claim[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xa4, 'A', 'X', 'P', 'S'};
+    send_frames(p, claim, sizeof claim, NULL, 0);
+    snprintf(what, sizeof what, "%s: array claiming 2^32-1 items", who);
+    code = expect_error(p, what, NULL);
+    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
+    sent++;
+    return sent;
+}
+
+/* A well-formed PUSH of the whole shard [offset, offset + length) from a sender that is no
+ * registered worker (worker id 1 of a run of one worker; the test's socket). */
+static uint32_t send_stray_push(peer_t *p, const char *who, uint32_t worker, uint64_t offset, uint64_t length) {
+    float *g = calloc(length, sizeof *g);
+    cr_assert_not_null(g);
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PUSH;
+    m.rid = 777;
+    m.push = (wire_push_t){.worker = worker, .shard = 0, .offset = offset, .length = length, .clock = 0,
+                           .version = 0, .samples = 32, .encoding = WIRE_ENC_F32};
+    m.payload = g;
+    m.payload_size = length * sizeof(float);
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_send(p->sock, NULL, 0, &m, NULL, NULL, 0, &e), 0, "%s", e.msg);
+    free(g);
+    char what[128];
+    snprintf(what, sizeof what, "%s: PUSH from an unregistered sender", who);
+    uint32_t rid, code = expect_error(p, what, &rid);
+    cr_assert_eq(rid, 777);
+    return code;
+}
+
+Test(cluster, malformed_messages_get_error_and_the_run_still_completes) {
+    char model[256], out[300];
+    snprintf(out, sizeof out, "train.output=%s", tpath(model, "m.bin"));
+    proc_t coord, node, worker;
+    proc_start(&coord, (const char *const[]){"coord", CONFIG, "--nodes", "1", "--workers", "1", "--bind",
+                                             "tcp://127.0.0.1:*", TINY, "--set", out, NULL});
+    proc_t *cp[1] = {&coord};
+    const double deadline = now_s() + CHILD_TIMEOUT_S;
+    cr_assert(pump_all(cp, 1, deadline, "listening on ", 2), "no endpoint:\n%s", coord.err.buf);
+    char endpoint[128];
+    const char *l = strstr(coord.err.buf, "listening on ");
+    cr_assert_eq(sscanf(l, "listening on %127s", endpoint), 1);
+
+    proc_start(&node, (const char *const[]){"ps", "--coordinator", endpoint, NULL});
+    proc_t *cn[2] = {&coord, &node};
+    cr_assert(pump_all(cn, 2, deadline, "shard 0: ", 1), "no shard map:\nstdout:\n%s\nstderr:\n%s", coord.out.buf,
+              coord.err.buf);
+    char node_ep[128];
+    uint64_t off, len;
+    l = line_starting(coord.out.buf, "shard 0: ");
+    cr_assert_eq(sscanf(l, "shard 0: %127s params %" SCNu64 "+%" SCNu64, node_ep, &off, &len), 3, "%.200s", l);
+
+    peer_t pc, pn;
+    peer_open(&pc, endpoint);
+    int to_coord = send_malformed(&pc, "coordinator");
+    uint32_t code = send_stray_push(&pc, "coordinator", 0, 0, 16);
+    cr_assert_eq(code, WIRE_ERR_NOT_REGISTERED, "coordinator: a stray PUSH gets code %u", code);
+    to_coord++;
+    peer_open(&pn, node_ep);
+    int to_node = send_malformed(&pn, "node");
+    code = send_stray_push(&pn, "node", 1, off, len);
+    cr_assert(code == WIRE_ERR_NOT_REGISTERED || code == WIRE_ERR_OUT_OF_RANGE, "node: a stray PUSH gets code %u", code);
+    to_node++;
+    peer_close(&pc);
+    peer_close(&pn);
+
+    proc_start(&worker, (const char *const[]){"worker", "--coordinator", endpoint, "--threads", "1", NULL});
+    proc_t *all[3] = {&coord, &node, &worker};
+    finish_all(all, 3, deadline);
+    expect_exit(&coord, 0);
+    expect_exit(&node, 0);
+    expect_exit(&worker, 0);
+    const char *done = line_starting(coord.out.buf, "done: ");
+    cr_assert_not_null(done, "%s", coord.out.buf);
+    cr_assert_eq(strtol(done + 6, NULL, 10), TINY_STEPS);
+    const char *co = line_starting(coord.out.buf, "coord: ");
+    cr_assert_not_null(co);
+    char want[64];
+    snprintf(want, sizeof want, " %d bad messages", to_coord);
+    cr_assert_not_null(strstr(co, want), "the coordinator counted otherwise than %d: %.200s", to_coord, co);
+    /* The stray push was not applied: the node applied exactly what the worker pushed. */
+    counters_t nc, wc;
+    parse_counters(node.out.buf, &nc, 1, 1, 1, 0);
+    parse_counters(worker.out.buf, &wc, 1, 1, 0, 1);
+    cr_assert_eq(nc.applied[0], wc.per_shard[0][0], "node applied %" PRIu64 ", the worker pushed %" PRIu64,
+                 nc.applied[0], wc.per_shard[0][0]);
+    cr_assert_eq(nc.applied[0], (uint64_t)TINY_STEPS);
+    const char *ref = strstr(node.err.buf, "), refused "); /* "answered P pulls (D waited ...), refused R messages" */
+    cr_assert_not_null(ref, "no refusal count from the node:\n%s", node.err.buf);
+    long refused = strtol(ref + 11, NULL, 10);
+    cr_assert_geq(refused, to_node, "the node refused %ld of the %d bad messages", refused, to_node);
+    proc_free(&coord);
+    proc_free(&node);
+    proc_free(&worker);
+}
+
+/* ---- timeouts and signals ---- */
+
+/* The launcher's children, from its "processes: [coord:PID] [ps:PID] ... [worker:PID]" line. */
+static int child_pids(const char *text, pid_t *pids, int max) {
+    int n = 0;
+    for (const char *k = text; (k = strchr(k, '[')) != NULL && n < max; k++) {
+        int pid;
+        if (sscanf(k, "[ps:%d]", &pid) != 1 && sscanf(k, "[worker:%d]", &pid) != 1 && sscanf(k, "[coord:%d]", &pid) != 1)
+            continue;
+        int dup = 0;
+        for (int i = 0; i < n; i++) dup |= pids[i] == pid;
+        if (!dup) pids[n++] = pid;
+    }
+    return n;
+}
+
+/* 1 if pid no longer runs: reaped, or a zombie waiting for its new parent to reap it. */
+static int gone(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    return rp != NULL && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/* Waits up to 5 s for every pid to be gone. */
+static void expect_all_gone(const pid_t *pids, int n) {
+    const double deadline = now_s() + 5.0;
+    for (int i = 0; i < n; i++) {
+        while (!gone(pids[i]) && now_s() < deadline) usleep(20000);
+        cr_assert(gone(pids[i]), "process %d outlived the launcher", (int)pids[i]);
+    }
+}
+
+Test(cluster, sigint_to_the_launcher_stops_exports_and_leaves_no_process) {
+    char model[256], out[300];
+    snprintf(out, sizeof out, "train.output=%s", tpath(model, "s.bin"));
+    proc_t p;
+    proc_start(&p, (const char *const[]){"cluster", CONFIG, "--ps", "2", "--workers", "2", TINY, "--set", out, "--set",
+                                         "train.epochs=40", NULL});
+    proc_t *pp[1] = {&p};
+    const double deadline = now_s() + CHILD_TIMEOUT_S;
+    int seen = pump_all(pp, 1, deadline, " img/s ", 1);
+    cr_assert(seen, "no progress line; stdout:\n%s\nstderr:\n%s", p.out.buf, p.err.buf);
+    cr_assert_eq(kill(p.pid, SIGINT), 0);
+    finish_all(pp, 1, deadline);
+    expect_exit(&p, 130);
+    const char *done = line_starting(p.out.buf, "done: ");
+    cr_assert_not_null(done, "no done: line:\n%s\n%s", p.out.buf, p.err.buf);
+    cr_assert_lt(strtol(done + 6, NULL, 10), 40 * TINY_STEPS / 2);
+    int c, n;
+    parse_accuracy(line_starting(p.out.buf, "exported model "), &c, &n);
+    int xc, xn;
+    eval_model(model, &xc, &xn);
+    cr_assert_eq(xc, c);
+    pid_t pids[16];
+    int np = child_pids(p.err.buf, pids, 16);
+    cr_assert_eq(np, 5, "found %d child pids in:\n%s", np, p.err.buf);
+    expect_all_gone(pids, np);
+    proc_free(&p);
+}
+
+Test(cluster, a_silent_worker_aborts_the_run_with_exit_1_and_no_hang) {
+    char model[256], out[300];
+    snprintf(out, sizeof out, "train.output=%s", tpath(model, "x.bin"));
+    proc_t p;
+    proc_start(&p, (const char *const[]){"cluster", CONFIG, "--ps", "1", "--workers", "2", TINY, "--set", out, "--set",
+                                         "train.epochs=40", "--set", "cluster.heartbeat_ms=200", "--set",
+                                         "cluster.timeout_ms=1500", NULL});
+    proc_t *pp[1] = {&p};
+    const double t0 = now_s(), deadline = t0 + CHILD_TIMEOUT_S;
+    cr_assert(pump_all(pp, 1, deadline, " img/s ", 1), "no progress; stdout:\n%s\nstderr:\n%s", p.out.buf, p.err.buf);
+    pid_t pids[16];
+    int np = child_pids(p.err.buf, pids, 16);
+    pid_t victim = -1;
+    for (const char *k = strstr(p.err.buf, "[worker:"); k != NULL && victim < 0; k = strstr(k + 1, "[worker:"))
+        if (sscanf(k, "[worker:%d]", &victim) != 1) victim = -1;
+    cr_assert_gt(victim, 0, "no worker pid in:\n%s", p.err.buf);
+    cr_assert_eq(kill(victim, SIGSTOP), 0, "SIGSTOP %d: %s", (int)victim, strerror(errno));
+    finish_all(pp, 1, deadline);
+    expect_exit(&p, 1);
+    cr_assert_not_null(strstr(p.err.buf, "silent for"), "no message about the silent worker:\n%s", p.err.buf);
+    cr_assert_null(line_starting(p.out.buf, "done: "), "an aborted run printed done:\n%s", p.out.buf);
+    cr_assert_lt(now_s() - t0, 60.0, "the abort took %.1f s", now_s() - t0);
+    expect_all_gone(pids, np);
+    proc_free(&p);
+}
+
+/* The path no handler sees: the launcher killed outright. Its children die with it
+ * (PR_SET_PDEATHSIG). */
+Test(cluster, killing_the_launcher_kills_every_child) {
+    char model[256], out[300];
+    snprintf(out, sizeof out, "train.output=%s", tpath(model, "k.bin"));
+    proc_t p;
+    proc_start(&p, (const char *const[]){"cluster", CONFIG, "--ps", "1", "--workers", "2", TINY, "--set", out, "--set",
+                                         "train.epochs=40", NULL});
+    proc_t *pp[1] = {&p};
+    const double deadline = now_s() + CHILD_TIMEOUT_S;
+    cr_assert(pump_all(pp, 1, deadline, " img/s ", 1), "no progress; stdout:\n%s\nstderr:\n%s", p.out.buf, p.err.buf);
+    pid_t pids[16];
+    int np = child_pids(p.err.buf, pids, 16);
+    cr_assert_eq(np, 4, "found %d child pids in:\n%s", np, p.err.buf);
+    cr_assert_eq(kill(p.pid, SIGKILL), 0);
+    finish_all(pp, 1, deadline);
+    cr_assert(p.signaled && p.termsig == SIGKILL);
+    expect_all_gone(pids, np);
+    proc_free(&p);
+}

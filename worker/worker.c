@@ -1,0 +1,942 @@
+/* worker.c - the training worker: registration, leases, the pull / compute / push loop, and
+ * evaluations (worker.h has the sequence, docs/CLUSTER.md the why). */
+#include "worker.h"
+
+#include "config.h"
+#include "data.h"
+#include "model.h"
+#include "rng.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define STOPPED 1                /* a step ends because the run is over, not because it failed */
+#define WAIT_FLOOR_MS 10         /* a LEASE wait with ttl 0 still pauses this long */
+#define RETRY_MS 200             /* pause before asking again for a lease that was refused */
+
+/* The link to one node and its one outstanding request. */
+typedef struct {
+    void *sock;
+    int pending;                 /* a reply is awaited */
+    uint32_t rid, type, vec;     /* of the request */
+    uint64_t offset, length;
+    float *dst;                  /* PULL: where the values go */
+    uint64_t version;            /* params version of the last PULL_REP */
+    int64_t heard;               /* ms: the request's send or the node's last message */
+} link_t;
+
+struct worker {
+    void *ctx, *coord;
+    char coord_ep[WIRE_MAX_ENDPOINT + 1];
+    int threads;
+    FILE *log;
+    int ran, welcomed;
+    volatile sig_atomic_t *stop;
+
+    /* The run, from WELCOME. */
+    uint32_t consistency, heartbeat_ms, timeout_ms;
+    uint64_t seed;
+    wire_shard_t *shards;        /* (nshards) */
+    link_t *links;               /* (nshards) */
+    auxps_config_t cfg;
+    dataset_t train, test;
+    data_transform_t tf;
+    model_t *model;
+    float *x;                    /* (batch, C, H, W) */
+    int *y, *idx;                /* (batch) */
+    int *order;                  /* (train.n) the order of epoch order_epoch */
+    long order_epoch;
+    uint32_t *list;              /* (lease.count) indices of a list lease */
+    float *stats_keep;           /* (num_stats) local statistics saved across an evaluation */
+    rng_t rng;                   /* augmentation, from WELCOME.stream_seed */
+
+    /* The coordinator link. */
+    uint32_t coord_rid, node_rid;
+    int64_t coord_sent, coord_heard;
+    int lease_wait, lease_got, lease_retry;
+    uint32_t lease_rid;
+    wire_lease_t lease;
+    wire_eval_req_t evals[WORKER_MAX_EVALS];
+    uint32_t eval_rids[WORKER_MAX_EVALS];
+    int nevals, in_eval;
+    int done;                    /* DONE or SHUTTING_DOWN came: stop after this batch */
+    atomic_int inflight;         /* zero-copy payloads ZeroMQ has not released yet */
+
+    /* PROGRESS since the last report. */
+    uint32_t prog_samples, prog_low, prog_aux;
+    double prog_loss, prog_loss_low;
+    worker_counters_t cnt;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void say(worker_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(worker_t *w, const char *fmt, ...) {
+    FILE *f = w->log ? w->log : stderr;
+    va_list ap;
+    va_start(ap, fmt);
+    if (w->welcomed) fprintf(f, "worker %" PRIu32 ": ", w->cnt.id);
+    else fprintf(f, "worker: ");
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fflush(f);
+    va_end(ap);
+}
+
+static int zfail(const char *what, auxps_error_t *err) {
+    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+static int sockopt(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
+
+worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
+    if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
+        threads < 0 || threads > 256) {
+        auxps_error_set(err, AUXPS_EINVAL, "worker: a coordinator endpoint of at most %u bytes and "
+                        "0..256 threads are needed", WIRE_MAX_ENDPOINT);
+        return NULL;
+    }
+    worker_t *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        auxps_error_set(err, AUXPS_ENOMEM, "worker: out of memory");
+        return NULL;
+    }
+    w->cnt.id = UINT32_MAX;
+    w->threads = threads;
+    w->order_epoch = -1;
+    atomic_init(&w->inflight, 0);
+    snprintf(w->coord_ep, sizeof w->coord_ep, "%s", coordinator);
+    if ((w->ctx = zmq_ctx_new()) == NULL || (w->coord = zmq_socket(w->ctx, ZMQ_DEALER)) == NULL) {
+        zfail("worker: zmq", err);
+        goto fail;
+    }
+    if (sockopt(w->coord, ZMQ_LINGER, 1000) || sockopt(w->coord, ZMQ_SNDTIMEO, 1000) ||
+        wire_socket_limits(w->coord) != 0) {
+        zfail("worker: zmq_setsockopt", err);
+        goto fail;
+    }
+    if (zmq_connect(w->coord, coordinator) != 0) {
+        auxps_error_set(err, AUXPS_EINVAL, "worker: cannot connect to the coordinator at %s: %s",
+                        coordinator, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return w;
+fail:
+    worker_destroy(&w);
+    return NULL;
+}
+
+void worker_destroy(worker_t **wp) {
+    if (wp == NULL || *wp == NULL) return;
+    worker_t *w = *wp;
+    if (w->links != NULL)
+        for (uint32_t s = 0; s < w->cnt.nshards; s++)
+            if (w->links[s].sock != NULL) zmq_close(w->links[s].sock);
+    if (w->coord != NULL) zmq_close(w->coord);
+    if (w->ctx != NULL) zmq_ctx_term(w->ctx); /* every zero-copy payload is released by now */
+    free(w->links);
+    free(w->shards);
+    dataset_free(&w->train);
+    dataset_free(&w->test);
+    model_destroy(&w->model);
+    free(w->x);
+    free(w->y);
+    free(w->idx);
+    free(w->order);
+    free(w->list);
+    free(w->stats_keep);
+    free(w);
+    *wp = NULL;
+}
+
+void worker_get_counters(const worker_t *w, worker_counters_t *c) { *c = w->cnt; }
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static int send_coord(worker_t *w, wire_msg_t *m, auxps_error_t *err) {
+    int rc = wire_send(w->coord, NULL, 0, m, NULL, NULL, 0, err);
+    if (rc == 0) w->coord_sent = now_ms();
+    return rc;
+}
+
+/* A request or one-way message of ours: a fresh rid. */
+static int send_new(worker_t *w, wire_msg_t *m, auxps_error_t *err) {
+    m->rid = w->coord_rid++;
+    return send_coord(w, m, err);
+}
+
+static void send_bye(worker_t *w, uint32_t reason) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_BYE;
+    m.bye = (wire_bye_t){WIRE_ROLE_WORKER, w->welcomed ? w->cnt.id : 0, reason};
+    auxps_error_t e = {0};
+    send_new(w, &m, &e);
+}
+
+static void error_to_coord(worker_t *w, uint32_t rid, uint32_t code, const char *text) {
+    auxps_error_t e = {0};
+    if (wire_send_error(w->coord, NULL, 0, rid, code, text, &e) == 0) w->coord_sent = now_ms();
+}
+
+/* wire_free_fn of a pushed slice: the buffer belongs to the model; only count it released. */
+static void push_released(void *data, void *hint) {
+    (void)data;
+    atomic_fetch_sub((atomic_int *)hint, 1);
+}
+
+/* Waits until ZeroMQ has released every zero-copy payload, before the model's buffers change. */
+static int wait_released(worker_t *w, auxps_error_t *err) {
+    int64_t deadline = now_ms() + w->timeout_ms;
+    while (atomic_load(&w->inflight) > 0) {
+        if (now_ms() > deadline)
+            return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": ZeroMQ held a pushed "
+                                   "buffer for %" PRIu32 " ms", w->cnt.id, w->timeout_ms);
+        nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+    return 0;
+}
+
+/* ---- receiving ------------------------------------------------------------------------- */
+
+/* One message from the coordinator. Returns 0 or a negative error. */
+static int on_coord(worker_t *w, wire_in_t *in, auxps_error_t *err) {
+    auxps_error_t e = {0};
+    wire_msg_t m;
+    int rc = wire_decode_in(in, &m, &e);
+    if (rc < 0) {
+        say(w, "refused a message from the coordinator: %s", e.msg);
+        if (m.type != WIRE_ERROR) error_to_coord(w, m.rid, wire_error_code(rc), e.msg);
+        return 0;
+    }
+    switch (m.type) {
+    case WIRE_HEARTBEAT:
+    case WIRE_WELCOME: /* the answer to a resent HELLO */
+        break;
+    case WIRE_LEASE:
+        if (!w->lease_wait || m.rid != w->lease_rid || m.lease.worker != w->cnt.id) break;
+        if (m.lease.mode == WIRE_LEASE_LIST) {
+            uint32_t *list = realloc(w->list, (size_t)m.lease.count * sizeof *list);
+            if (list == NULL) {
+                rc = auxps_error_set(err, AUXPS_ENOMEM, "worker: out of memory for a lease");
+                break;
+            }
+            w->list = list;
+            memcpy(list, m.payload, (size_t)m.lease.count * sizeof *list); /* little-endian host */
+        }
+        w->lease = m.lease;
+        w->lease_got = 1;
+        break;
+    case WIRE_EVAL_REQ:
+        if (w->nevals == WORKER_MAX_EVALS) {
+            error_to_coord(w, m.rid, WIRE_ERR_INTERNAL, "too many evaluations queued");
+            break;
+        }
+        w->evals[w->nevals] = m.eval_req;
+        w->eval_rids[w->nevals++] = m.rid;
+        break;
+    case WIRE_DONE:
+        say(w, "DONE (%s, epoch %" PRIu32 ", step %" PRIu64 ")",
+            m.done.reason == WIRE_DONE_FINISHED ? "finished" : "aborted", m.done.epoch, m.done.step);
+        w->done = 1;
+        break;
+    case WIRE_ERROR: {
+        uint32_t code = m.error.code;
+        int ours = w->lease_wait && m.rid == w->lease_rid;
+        if (code == WIRE_ERR_SHUTTING_DOWN) {
+            say(w, "the coordinator is shutting down: %s", m.error.text);
+            w->done = 1;
+        } else if (code == WIRE_ERR_STALE) {
+            say(w, "the coordinator says stale: %s", m.error.text);
+            if (ours) w->lease_retry = 1;
+        } else if (ours && (code == WIRE_ERR_FULL || code == WIRE_ERR_INTERNAL)) {
+            w->lease_retry = 1;
+        } else if (code == WIRE_ERR_BAD_MESSAGE && !ours) {
+            say(w, "the coordinator refused a message: %s", m.error.text);
+        } else {
+            rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator sent ERROR "
+                                 "%s: %s", w->cnt.id, wire_err_name(code), m.error.text);
+        }
+        break;
+    }
+    default:
+        error_to_coord(w, m.rid, WIRE_ERR_BAD_MESSAGE, "not a message for a worker");
+        say(w, "refused %s from the coordinator", wire_type_name(m.type));
+    }
+    wire_msg_clear(&m);
+    return rc;
+}
+
+/* One message from node s. Returns 0 or a negative error. */
+static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
+    link_t *l = &w->links[s];
+    auxps_error_t e = {0};
+    wire_msg_t m;
+    int rc = wire_decode_in(in, &m, &e);
+    if (rc < 0) {
+        if (l->pending && m.rid == l->rid)
+            return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " answered "
+                                   "with a malformed message: %s", w->cnt.id, s, e.msg);
+        say(w, "ignored a malformed message from node %" PRIu32 ": %s", s, e.msg);
+        return 0;
+    }
+    int match = l->pending && m.rid == l->rid;
+    switch (m.type) {
+    case WIRE_HEARTBEAT: break;
+    case WIRE_PULL_REP: {
+        if (!match || l->type != WIRE_PULL) break; /* a late answer to a request given up */
+        const wire_pull_rep_t *r = &m.pull_rep;
+        if (r->shard != s || r->vec != l->vec || r->offset != l->offset || r->length != l->length) {
+            rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " answered "
+                                 "PULL with another range", w->cnt.id, s);
+            break;
+        }
+        if ((rc = wire_payload_f32(&m, l->dst, &e)) != 0) {
+            rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 ": %s",
+                                 w->cnt.id, s, e.msg);
+            break;
+        }
+        if (r->vec == WIRE_VEC_PARAMS) l->version = r->version;
+        l->pending = 0;
+        break;
+    }
+    case WIRE_PUSH_ACK:
+        if (!match || (l->type != WIRE_PUSH && l->type != WIRE_STATS_PUSH)) break;
+        l->pending = 0;
+        if (l->type == WIRE_PUSH) {
+            w->cnt.pushes++;
+            w->cnt.shard_pushes[s]++;
+        }
+        break;
+    case WIRE_ERROR:
+        if (!match) {
+            say(w, "node %" PRIu32 " sent ERROR %s: %s", s, wire_err_name(m.error.code), m.error.text);
+        } else if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
+            l->pending = 0;
+            w->done = 1;
+        } else {
+            rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " refused %s: "
+                                 "ERROR %s: %s", w->cnt.id, s, wire_type_name(l->type),
+                                 wire_err_name(m.error.code), m.error.text);
+        }
+        break;
+    default: {
+        auxps_error_t e2 = {0};
+        if (m.type != WIRE_ERROR)
+            wire_send_error(l->sock, NULL, 0, m.rid, WIRE_ERR_BAD_MESSAGE, "not a message for a worker", &e2);
+    }
+    }
+    wire_msg_clear(&m);
+    return rc;
+}
+
+/* Drains a socket; node = -1 for the coordinator. */
+static int drain(worker_t *w, void *sock, int node, auxps_error_t *err) {
+    wire_in_t in = {0};
+    int rc = 0;
+    for (;;) {
+        auxps_error_t e = {0};
+        int r = wire_recv(sock, 0, &in, ZMQ_DONTWAIT, &e);
+        if (r == AUXPS_EIO) {
+            if (errno != EAGAIN && errno != EINTR) rc = auxps_error_set(err, AUXPS_EIO, "worker: %s", e.msg);
+            break;
+        }
+        int64_t now = now_ms();
+        if (node < 0) w->coord_heard = now;
+        else w->links[node].heard = now;
+        if (r < 0) {
+            say(w, "refused a message from %s: %s", node < 0 ? "the coordinator" : "a node", e.msg);
+            continue;
+        }
+        if ((rc = node < 0 ? on_coord(w, &in, err) : on_node(w, (uint32_t)node, &in, err)) != 0) break;
+    }
+    wire_in_close(&in);
+    return rc;
+}
+
+/* The periodic jobs and one poll of every socket, for at most timeout_ms: (1) HEARTBEAT to the
+ * coordinator after H of silence on that link; (2) the coordinator's timeout; (3) the timeout
+ * of every outstanding node request. Returns 0 or a negative error. */
+static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
+    int64_t now = now_ms();
+    uint32_t hb = w->welcomed ? w->heartbeat_ms : WIRE_DEFAULT_HEARTBEAT_MS;
+    if (w->welcomed && now - w->coord_heard >= w->timeout_ms)
+        return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator at %s was silent "
+                               "for %" PRIu32 " ms", w->cnt.id, w->coord_ep, w->timeout_ms);
+    if (w->welcomed && now - w->coord_sent >= hb) {
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_HEARTBEAT;
+        m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, w->cnt.id};
+        int rc = send_new(w, &m, err);
+        if (rc != 0) return rc;
+    }
+    int64_t next = w->coord_sent + hb;
+    if (w->welcomed && w->coord_heard + w->timeout_ms < next) next = w->coord_heard + w->timeout_ms;
+    uint32_t ns = w->welcomed ? w->cnt.nshards : 0;
+    for (uint32_t s = 0; s < ns; s++) {
+        const link_t *l = &w->links[s];
+        if (!l->pending) continue;
+        if (now - l->heard >= w->timeout_ms)
+            return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " at %s did "
+                                   "not answer %s within %" PRIu32 " ms", w->cnt.id, s,
+                                   w->shards[s].endpoint, wire_type_name(l->type), w->timeout_ms);
+        if (l->heard + w->timeout_ms < next) next = l->heard + w->timeout_ms;
+    }
+    int64_t wait = next - now;
+    if (timeout_ms >= 0 && timeout_ms < wait) wait = timeout_ms;
+    if (wait < 0) wait = 0;
+    zmq_pollitem_t items[1 + WIRE_MAX_SHARDS];
+    items[0] = (zmq_pollitem_t){w->coord, 0, ZMQ_POLLIN, 0};
+    for (uint32_t s = 0; s < ns; s++) items[1 + s] = (zmq_pollitem_t){w->links[s].sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(items, (int)(1 + ns), (long)wait) < 0) {
+        if (zmq_errno() == EINTR) return 0;
+        return zfail("worker: zmq_poll", err);
+    }
+    int rc = 0;
+    if (items[0].revents & ZMQ_POLLIN) rc = drain(w, w->coord, -1, err);
+    for (uint32_t s = 0; s < ns && rc == 0; s++)
+        if (items[1 + s].revents & ZMQ_POLLIN) rc = drain(w, w->links[s].sock, (int)s, err);
+    return rc;
+}
+
+/* Waits for the answers of every node with a request outstanding. */
+static int wait_links(worker_t *w, auxps_error_t *err) {
+    for (;;) {
+        int pending = 0;
+        for (uint32_t s = 0; s < w->cnt.nshards; s++) pending |= w->links[s].pending;
+        if (!pending) return 0;
+        int rc = pump(w, -1, err);
+        if (rc != 0) return rc;
+    }
+}
+
+/* ---- requests to the nodes ------------------------------------------------------------- */
+
+static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, auxps_error_t *err) {
+    link_t *l = &w->links[s];
+    m->rid = l->rid = w->node_rid++;
+    l->type = m->type;
+    l->pending = 1;
+    l->heard = now_ms();
+    if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
+    int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
+    if (rc != 0) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        l->pending = 0;
+        return auxps_error_set(err, rc, "worker %" PRIu32 ": sending %s to node %" PRIu32 ": %s",
+                               w->cnt.id, wire_type_name(m->type), s, why);
+    }
+    return 0;
+}
+
+/* Pulls vec from every shard into the model, all requests in flight at once. */
+static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *err) {
+    int rc = wait_released(w, err);
+    if (rc != 0) return rc;
+    for (uint32_t s = 0; s < w->cnt.nshards; s++) {
+        const wire_shard_t *sh = &w->shards[s];
+        uint64_t off = vec == WIRE_VEC_PARAMS ? sh->offset : sh->stats_offset;
+        uint64_t len = vec == WIRE_VEC_PARAMS ? sh->length : sh->stats_length;
+        if (len == 0) continue;
+        link_t *l = &w->links[s];
+        l->vec = vec;
+        l->offset = off;
+        l->length = len;
+        l->dst = (vec == WIRE_VEC_PARAMS ? model_params(w->model) : model_stats(w->model)) + off;
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PULL;
+        m.pull = (wire_pull_t){w->cnt.id, s, vec, off, len, clock, WIRE_ENC_F32};
+        if ((rc = send_node(w, s, &m, NULL, err)) != 0) return rc;
+    }
+    return wait_links(w, err);
+}
+
+/* Pushes every shard's slice of the gradient (vec params) or of the statistics (vec stats)
+ * without a copy, and waits for the acknowledgements. */
+static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *err) {
+    for (uint32_t s = 0; s < w->cnt.nshards; s++) {
+        const wire_shard_t *sh = &w->shards[s];
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        if (vec == WIRE_VEC_PARAMS) {
+            m.type = WIRE_PUSH;
+            m.push = (wire_push_t){w->cnt.id, s, sh->offset, sh->length, w->cnt.clock,
+                                   w->links[s].version, samples, WIRE_ENC_F32, NULL, 0};
+            m.payload = model_grads(w->model) + sh->offset;
+            m.payload_size = sh->length * sizeof(float);
+        } else {
+            if (sh->stats_length == 0) continue;
+            m.type = WIRE_STATS_PUSH;
+            m.stats_push = (wire_stats_push_t){w->cnt.id, s, sh->stats_offset, sh->stats_length,
+                                               w->cnt.clock, WIRE_STATS_AVERAGE, samples};
+            m.payload = model_stats(w->model) + sh->stats_offset;
+            m.payload_size = sh->stats_length * sizeof(float);
+        }
+        int rc = send_node(w, s, &m, push_released, err);
+        if (rc != 0) return rc;
+    }
+    return wait_links(w, err);
+}
+
+/* ---- evaluation ------------------------------------------------------------------------ */
+
+static int run_eval(worker_t *w, const wire_eval_req_t *q, uint32_t rid, auxps_error_t *err) {
+    const dataset_t *ds = q->split == WIRE_SPLIT_TRAIN ? &w->train : &w->test;
+    if ((uint64_t)q->first + q->count > (uint64_t)ds->n) {
+        char text[WIRE_MAX_TEXT + 1];
+        snprintf(text, sizeof text, "samples [%" PRIu32 ", %" PRIu64 ") are outside the %s set of %d",
+                 q->first, (uint64_t)q->first + q->count, q->split == WIRE_SPLIT_TRAIN ? "training" : "test",
+                 ds->n);
+        say(w, "refused EVAL_REQ %" PRIu32 ": %s", q->eval, text);
+        error_to_coord(w, rid, WIRE_ERR_OUT_OF_RANGE, text);
+        return 0;
+    }
+    const size_t nstats = model_num_stats(w->model);
+    int rc = wait_released(w, err);
+    if (rc != 0) return rc;
+    memcpy(w->stats_keep, model_stats(w->model), nstats * sizeof(float));
+    if ((rc = pull_all(w, WIRE_VEC_PARAMS, 0, err)) != 0 || (rc = pull_all(w, WIRE_VEC_STATS, 0, err)) != 0)
+        return rc;
+    uint64_t version = UINT64_MAX;
+    for (uint32_t s = 0; s < w->cnt.nshards; s++)
+        if (w->links[s].version < version) version = w->links[s].version;
+    const int b = w->cfg.train.batch_size;
+    double loss_low = 0.0;
+    uint32_t correct_low = 0, correct_aux = 0;
+    for (uint32_t start = 0; start < q->count; start += (uint32_t)b) {
+        const int n = q->count - start < (uint32_t)b ? (int)(q->count - start) : b;
+        for (int i = 0; i < n; i++) w->idx[i] = (int)(q->first + start) + i;
+        dataset_batch(ds, w->idx, n, &w->tf, NULL, w->x, w->y);
+        model_result_t r;
+        model_forward(w->model, w->x, w->y, n, 0, &r);
+        loss_low += (double)r.loss_low * n;
+        correct_low += (uint32_t)r.correct_low;
+        correct_aux += (uint32_t)r.correct_aux;
+        if ((rc = pump(w, 0, err)) != 0) return rc; /* heartbeats during a long evaluation */
+    }
+    memcpy(model_stats(w->model), w->stats_keep, nstats * sizeof(float));
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_EVAL_REP;
+    m.rid = rid;
+    m.eval_rep = (wire_eval_rep_t){q->eval, w->cnt.id, q->count, loss_low, correct_low, correct_aux, version};
+    if ((rc = send_coord(w, &m, err)) != 0) return rc;
+    w->cnt.evals++;
+    return 0;
+}
+
+/* Serves the queued evaluation requests; called where no batch is half done. */
+static int run_pending(worker_t *w, auxps_error_t *err) {
+    if (w->in_eval) return 0;
+    w->in_eval = 1;
+    int rc = 0;
+    while (rc == 0 && w->nevals > 0 && !w->done) {
+        wire_eval_req_t q = w->evals[0];
+        uint32_t rid = w->eval_rids[0];
+        w->nevals--;
+        memmove(w->evals, w->evals + 1, (size_t)w->nevals * sizeof *w->evals);
+        memmove(w->eval_rids, w->eval_rids + 1, (size_t)w->nevals * sizeof *w->eval_rids);
+        rc = run_eval(w, &q, rid, err);
+    }
+    w->in_eval = 0;
+    return rc;
+}
+
+static int stopping(const worker_t *w) { return w->done || (w->stop != NULL && *w->stop); }
+
+/* ---- training -------------------------------------------------------------------------- */
+
+static int send_progress(worker_t *w, auxps_error_t *err) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PROGRESS;
+    m.progress = (wire_progress_t){w->cnt.id, w->lease.chunk, w->lease.epoch, w->cnt.clock, w->prog_samples,
+                                   w->prog_loss, w->prog_loss_low, w->prog_low, w->prog_aux};
+    w->prog_samples = w->prog_low = w->prog_aux = 0;
+    w->prog_loss = w->prog_loss_low = 0.0;
+    return send_new(w, &m, err);
+}
+
+/* Trains the leased chunk. Returns 0 (the chunk is done, or the run stops: see stopping()) or
+ * a negative error. */
+static int run_chunk(worker_t *w, auxps_error_t *err) {
+    const wire_lease_t *l = &w->lease;
+    const int ntrain = w->train.n;
+    int rc;
+    if (l->mode == WIRE_LEASE_RANGE) {
+        if ((uint64_t)l->first + l->count > (uint64_t)ntrain)
+            return auxps_error_set(err, AUXPS_ERANGE, "worker %" PRIu32 ": LEASE of positions [%" PRIu32
+                                   ", %" PRIu64 ") in an epoch of %d samples", w->cnt.id, l->first,
+                                   (uint64_t)l->first + l->count, ntrain);
+        if (w->order_epoch != (long)l->epoch) {
+            data_epoch_order(w->order, ntrain, w->seed, (int)l->epoch);
+            w->order_epoch = l->epoch;
+        }
+    } else {
+        for (uint32_t i = 0; i < l->count; i++)
+            if (w->list[i] >= (uint32_t)ntrain)
+                return auxps_error_set(err, AUXPS_ERANGE, "worker %" PRIu32 ": LEASE index %" PRIu32
+                                       " in a training set of %d samples", w->cnt.id, w->list[i], ntrain);
+    }
+    if ((rc = pull_all(w, WIRE_VEC_STATS, w->cnt.clock, err)) != 0) return rc;
+    const uint32_t b = (uint32_t)w->cfg.train.batch_size;
+    uint32_t trained = 0;
+    while (trained < l->count && !stopping(w)) {
+        const int n = (int)(l->count - trained < b ? l->count - trained : b);
+        for (int i = 0; i < n; i++)
+            w->idx[i] = l->mode == WIRE_LEASE_RANGE ? w->order[l->first + trained + i] : (int)w->list[trained + i];
+        dataset_batch(&w->train, w->idx, n, &w->tf, &w->rng, w->x, w->y);
+        if ((rc = pull_all(w, WIRE_VEC_PARAMS, w->cnt.clock, err)) != 0) return rc;
+        if ((rc = pump(w, 0, err)) != 0 || (rc = wait_released(w, err)) != 0) return rc;
+        model_result_t r;
+        model_forward(w->model, w->x, w->y, n, 1, &r);
+        model_backward(w->model);
+        if ((rc = pump(w, 0, err)) != 0) return rc;
+        if ((rc = push_all(w, WIRE_VEC_PARAMS, (uint32_t)n, err)) != 0) return rc;
+        w->cnt.clock++;
+        w->cnt.samples += (uint64_t)n;
+        trained += (uint32_t)n;
+        w->prog_samples += (uint32_t)n;
+        w->prog_loss += (double)r.loss * n;
+        w->prog_loss_low += (double)r.loss_low * n;
+        w->prog_low += (uint32_t)r.correct_low;
+        w->prog_aux += (uint32_t)r.correct_aux;
+        if ((rc = send_progress(w, err)) != 0) return rc;
+        if ((rc = run_pending(w, err)) != 0) return rc;
+    }
+    if (trained < l->count) return 0; /* stopped: the lease expires at the coordinator */
+    uint32_t weight = l->count < WIRE_MAX_BATCH ? l->count : WIRE_MAX_BATCH;
+    if ((rc = push_all(w, WIRE_VEC_STATS, weight, err)) != 0) return rc;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_CHUNK_DONE;
+    m.chunk_done = (wire_chunk_done_t){w->cnt.id, l->chunk, l->epoch, trained, w->cnt.clock};
+    if ((rc = send_new(w, &m, err)) != 0) return rc;
+    w->cnt.chunks++;
+    return 0;
+}
+
+/* Pauses for ms while answering the coordinator and serving evaluations. */
+static int idle(worker_t *w, int64_t ms, auxps_error_t *err) {
+    int64_t until = now_ms() + ms;
+    int rc = 0;
+    while (rc == 0 && !stopping(w)) {
+        int64_t left = until - now_ms();
+        if (left <= 0) break;
+        if ((rc = pump(w, left, err)) == 0) rc = run_pending(w, err);
+    }
+    return rc;
+}
+
+/* Asks for a lease and waits for it, serving evaluations meanwhile. Returns 0 with w->lease
+ * set, STOPPED, or a negative error. */
+static int get_lease(worker_t *w, auxps_error_t *err) {
+    int rc;
+    for (;;) {
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_LEASE_REQ;
+        m.lease_req.worker = w->cnt.id;
+        if ((rc = send_new(w, &m, err)) != 0) return rc;
+        w->lease_rid = m.rid;
+        w->lease_wait = 1;
+        w->lease_got = w->lease_retry = 0;
+        while (!w->lease_got && !w->lease_retry) {
+            if ((rc = run_pending(w, err)) != 0) break;
+            if (stopping(w)) {
+                rc = STOPPED;
+                break;
+            }
+            if ((rc = pump(w, -1, err)) != 0) break;
+        }
+        w->lease_wait = 0;
+        if (rc != 0 || w->lease_got) return rc;
+        if ((rc = idle(w, RETRY_MS, err)) != 0) return rc;
+        if (stopping(w)) return STOPPED;
+    }
+}
+
+/* ---- registration ---------------------------------------------------------------------- */
+
+static int send_hello(worker_t *w, auxps_error_t *err) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_HELLO;
+    m.hello.role = WIRE_ROLE_WORKER;
+    char host[64] = "worker";
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "worker");
+    host[sizeof host - 1] = '\0';
+    for (char *c = host; *c; c++)
+        if (*c < 0x21 || *c > 0x7e) *c = '_';
+    snprintf(m.hello.name, sizeof m.hello.name, "%.40s:%ld", host, (long)getpid());
+    m.hello.encodings = 1u << WIRE_ENC_F32;
+    return send_new(w, &m, err);
+}
+
+/* Sets the worker up from WELCOME m: configuration, data, model, one DEALER per node. Answers
+ * ERROR CONFIG and returns AUXPS_ECONFIG if the configuration or the data do not fit. */
+static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_welcome_t *x = &m->welcome;
+    int rc;
+    if (x->role != WIRE_ROLE_WORKER) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME for role %" PRIu32 ", not a worker", x->role);
+        goto refused;
+    }
+    if ((rc = config_load_text(&w->cfg, x->config, "WELCOME.config", err)) != 0) goto refused;
+    const model_spec_t *sp = &w->cfg.model;
+    const int b = w->cfg.train.batch_size;
+    if ((w->model = model_new(sp, b)) == NULL) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME.config: cannot build its model for batch %d", b);
+        goto refused;
+    }
+    if (model_num_params(w->model) != x->num_params || model_num_stats(w->model) != x->num_stats) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME: %" PRIu64 " params and %" PRIu64 " stats, "
+                             "but its config's model has %zu and %zu", x->num_params, x->num_stats,
+                             model_num_params(w->model), model_num_stats(w->model));
+        goto refused;
+    }
+    const auxps_config_t *c = &w->cfg;
+    if ((rc = dataset_load(&w->train, c->data.dir, 1, c->data.train_limit, err)) != 0 ||
+        (rc = dataset_load(&w->test, c->data.dir, 0, c->data.test_limit, err)) != 0) {
+        rc = AUXPS_ECONFIG;
+        goto refused;
+    }
+    if (w->train.c != sp->in_c || w->train.h != sp->in_h || w->train.w != sp->in_w ||
+        w->test.c != sp->in_c || w->test.h != sp->in_h || w->test.w != sp->in_w ||
+        w->train.classes > sp->classes || w->test.classes > sp->classes) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "data in %s does not fit the model's input or classes",
+                             c->data.dir);
+        goto refused;
+    }
+    const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
+    w->x = malloc(sizeof(float) * img * (size_t)b);
+    w->y = malloc(sizeof(int) * (size_t)b);
+    w->idx = malloc(sizeof(int) * (size_t)b);
+    w->order = malloc(sizeof(int) * (size_t)w->train.n);
+    w->stats_keep = malloc(sizeof(float) * (model_num_stats(w->model) + 1));
+    w->shards = malloc(sizeof *w->shards * x->nshards);
+    w->links = calloc(x->nshards, sizeof *w->links);
+    if (!w->x || !w->y || !w->idx || !w->order || !w->stats_keep || !w->shards || !w->links) {
+        rc = auxps_error_set(err, AUXPS_ENOMEM, "worker: out of memory");
+        goto refused;
+    }
+    memcpy(w->shards, x->shards, sizeof *w->shards * x->nshards);
+    w->cnt.nshards = x->nshards;
+    w->cnt.id = x->id;
+    w->consistency = x->consistency;
+    w->heartbeat_ms = x->heartbeat_ms;
+    w->timeout_ms = x->timeout_ms;
+    w->seed = x->seed;
+    rng_seed(&w->rng, x->stream_seed);
+    w->tf = (data_transform_t){c->data.mean, c->data.std, c->data.crop_pad, c->data.flip};
+    /* A routing id of our own, so that a node can tie this worker id to this connection. */
+    char route[WIRE_MAX_ROUTE], host[64] = "";
+    if (gethostname(host, sizeof host) != 0) host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    snprintf(route, sizeof route, "w%" PRIu32 ":%ld:%s", x->id, (long)getpid(), host);
+    for (uint32_t s = 0; s < x->nshards; s++) {
+        void *sock = w->links[s].sock = zmq_socket(w->ctx, ZMQ_DEALER);
+        if (sock == NULL || sockopt(sock, ZMQ_LINGER, 0) || sockopt(sock, ZMQ_SNDTIMEO, (int)x->timeout_ms) ||
+            wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, route, strlen(route)) != 0) {
+            rc = zfail("worker: node socket", err);
+            goto refused;
+        }
+        if (zmq_connect(sock, x->shards[s].endpoint) != 0) {
+            rc = auxps_error_set(err, AUXPS_ECONFIG, "worker: cannot connect to node %" PRIu32 " at %s: %s",
+                                 s, x->shards[s].endpoint, zmq_strerror(zmq_errno()));
+            goto refused;
+        }
+    }
+    int threads = w->threads > 0 ? w->threads : c->train.threads;
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    openblas_set_num_threads(threads > 0 ? threads : 1);
+    w->welcomed = 1;
+    w->coord_heard = now_ms(); /* the data took a while to load */
+    say(w, "%" PRIu32 " shards, %zu params, %d train / %d test samples, batch %d, %s, %d threads",
+        x->nshards, model_num_params(w->model), w->train.n, w->test.n, b,
+        x->consistency == WIRE_CONS_ASYNC ? "async" : x->consistency == WIRE_CONS_SSP ? "ssp" : "bsp", threads);
+    return 0;
+refused:
+    error_to_coord(w, m->rid, rc == AUXPS_ENOMEM ? WIRE_ERR_INTERNAL : WIRE_ERR_CONFIG, err->msg);
+    return rc;
+}
+
+static int register_worker(worker_t *w, auxps_error_t *err) {
+    const int64_t t0 = WIRE_DEFAULT_TIMEOUT_MS;
+    int tries = 1, rc;
+    if ((rc = send_hello(w, err)) != 0) return rc;
+    int64_t deadline = now_ms() + t0;
+    wire_in_t in = {0};
+    wire_msg_t m = {0};
+    for (;;) {
+        if (w->stop != NULL && *w->stop) {
+            rc = STOPPED;
+            break;
+        }
+        int64_t now = now_ms();
+        if (now >= deadline) {
+            if (tries >= WORKER_HELLO_TRIES) {
+                rc = auxps_error_set(err, AUXPS_EIO, "worker: no answer from the coordinator at %s "
+                                     "after %d HELLOs, %" PRId64 " s each", w->coord_ep, tries, t0 / 1000);
+                break;
+            }
+            say(w, "no answer from the coordinator at %s: HELLO again", w->coord_ep);
+            if ((rc = send_hello(w, err)) != 0) break;
+            tries++;
+            deadline = now + t0;
+        }
+        zmq_pollitem_t it = {w->coord, 0, ZMQ_POLLIN, 0};
+        int64_t wait = deadline - now;
+        if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            rc = zfail("worker: zmq_poll", err);
+            break;
+        }
+        auxps_error_t e = {0};
+        int r = wire_recv(w->coord, 0, &in, ZMQ_DONTWAIT, &e);
+        if (r == AUXPS_EIO) {
+            if (errno == EAGAIN || errno == EINTR) continue;
+            rc = auxps_error_set(err, AUXPS_EIO, "worker: %s", e.msg);
+            break;
+        }
+        deadline = now_ms() + t0; /* any message is a sign of life */
+        if (r < 0) continue;
+        wire_msg_clear(&m);
+        if ((r = wire_decode_in(&in, &m, &e)) < 0) {
+            say(w, "refused a message from the coordinator: %s", e.msg);
+            if (m.type != WIRE_ERROR) error_to_coord(w, m.rid, wire_error_code(r), e.msg);
+            continue;
+        }
+        if (m.type == WIRE_WELCOME) {
+            rc = welcome(w, &m, err);
+            break;
+        }
+        if (m.type == WIRE_HEARTBEAT) continue;
+        if (m.type == WIRE_ERROR) {
+            if (m.error.code == WIRE_ERR_FULL && tries < WORKER_HELLO_TRIES) {
+                say(w, "the coordinator is full (%s): HELLO again in 1 s", m.error.text);
+                nanosleep(&(struct timespec){1, 0}, NULL);
+                if ((rc = send_hello(w, err)) != 0) break;
+                tries++;
+                deadline = now_ms() + t0;
+                continue;
+            }
+            if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
+                rc = STOPPED;
+                break;
+            }
+            rc = auxps_error_set(err, AUXPS_EIO, "worker: the coordinator refused HELLO: %s %s",
+                                 wire_err_name(m.error.code), m.error.text);
+            break;
+        }
+        if (m.type == WIRE_DONE) {
+            rc = STOPPED;
+            break;
+        }
+        error_to_coord(w, m.rid, WIRE_ERR_BAD_MESSAGE, "expected WELCOME");
+    }
+    wire_msg_clear(&m);
+    wire_in_close(&in);
+    return rc;
+}
+
+/* ---- the run --------------------------------------------------------------------------- */
+
+int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps_error_t *err) {
+    if (w == NULL || w->ran)
+        return auxps_error_set(err, AUXPS_EINVAL, "worker_run: NULL worker or called twice");
+    w->ran = 1;
+    w->log = log;
+    w->stop = stop;
+    w->coord_sent = w->coord_heard = now_ms();
+    int rc = register_worker(w, err);
+    if (rc == STOPPED) return 0;
+    if (rc != 0) return rc;
+    while (rc == 0) {
+        if ((rc = run_pending(w, err)) != 0 || stopping(w)) break;
+        if ((rc = get_lease(w, err)) != 0) break;
+        if (w->lease.mode == WIRE_LEASE_WAIT)
+            rc = idle(w, w->lease.ttl_ms > WAIT_FLOOR_MS ? w->lease.ttl_ms : WAIT_FLOOR_MS, err);
+        else rc = run_chunk(w, err);
+    }
+    if (rc == STOPPED) rc = 0;
+    if (rc == 0 && !w->done) say(w, "stopping on request");
+    send_bye(w, rc == 0 ? 0 : (uint32_t)(rc == AUXPS_ERANGE ? WIRE_ERR_OUT_OF_RANGE : WIRE_ERR_INTERNAL));
+    if (out != NULL) {
+        fprintf(out, "worker %" PRIu32 ": pushed %" PRIu64 " pushes (per shard: ", w->cnt.id, w->cnt.pushes);
+        for (uint32_t s = 0; s < w->cnt.nshards; s++)
+            fprintf(out, "%s%" PRIu64, s ? "," : "", w->cnt.shard_pushes[s]);
+        fprintf(out, ")\n");
+        fflush(out);
+    }
+    say(w, "%" PRIu64 " batches, %" PRIu64 " samples, %" PRIu64 " chunks, %" PRIu64 " evaluations",
+        w->cnt.clock, w->cnt.samples, w->cnt.chunks, w->cnt.evals);
+    return rc;
+}
+
+/* ---- auxps worker ---------------------------------------------------------------------- */
+
+static volatile sig_atomic_t worker_stop; /* the only global, as signal handlers need */
+
+static void on_signal(int sig) {
+    (void)sig;
+    worker_stop = 1;
+}
+
+int worker_main(int argc, char **argv) {
+    const char *coordinator = NULL;
+    int threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc) {
+            coordinator = argv[++i];
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            long v = strtol(argv[++i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || v < 1 || v > 256) {
+                fprintf(stderr, "auxps worker: --threads '%s': expected an integer in 1..256\n", argv[i]);
+                return 2;
+            }
+            threads = (int)v;
+        } else {
+            fprintf(stderr, "auxps worker: unknown argument '%s'\n", argv[i]);
+            coordinator = NULL;
+            break;
+        }
+    }
+    if (coordinator == NULL) {
+        fprintf(stderr, "usage: auxps worker --coordinator ENDPOINT [--threads T]\n");
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    auxps_error_t err = {0};
+    worker_t *w = worker_new(coordinator, threads, &err);
+    if (w == NULL) {
+        fprintf(stderr, "auxps worker: %s\n", err.msg);
+        return 1;
+    }
+    int rc = worker_run(w, &worker_stop, stderr, stdout, &err);
+    if (rc != 0) fprintf(stderr, "auxps worker: %s\n", err.msg);
+    worker_destroy(&w);
+    return rc != 0 ? 1 : 0;
+}
