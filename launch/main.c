@@ -1,5 +1,6 @@
 /* main.c - the auxps command: train, eval, info, bench, and the processes of a distributed run
  * (coord, ps, worker, cluster). Only main exits. */
+#include "bench_transport.h"
 #include "cluster.h"
 #include "config.h"
 #include "coord.h"
@@ -51,6 +52,8 @@ static void usage(FILE *f) {
             "  eval MODEL [--data DIR] [--limit N]          test accuracy of an exported model (first N test images)\n"
             "  info MODEL                                   layers, bit widths, size of an exported model\n"
             "  bench [--steps N] [--batch B] [--threads T]  training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
+            "  bench --transport [--seconds S]              pull+push rounds/s through the nodes vs bare ZeroMQ,\n"
+            "                                               1 and 4 workers, 1 and 2 nodes (JSON lines)\n"
             "  cluster CONFIG --ps S --workers N [--set ...] a coordinator, S nodes and N workers on this machine\n"
             "  coord CONFIG --nodes S [--workers N] [--bind ENDPOINT] [--dump-params FILE] [--set ...]\n"
             "                                               the coordinator of a distributed run\n"
@@ -222,6 +225,8 @@ done:
 }
 
 static int cmd_bench(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--transport") == 0) return bench_transport(argc, argv);
     int steps = 20, batch = 128, only_threads = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {

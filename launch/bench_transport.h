@@ -1,0 +1,60 @@
+/* bench_transport.h - `auxps bench --transport [--seconds S]`: how many training rounds per
+ * second the parameter-server transport sustains, beside a bare ZeroMQ exchange of the same
+ * bytes measured in the same run.
+ *
+ * A round is what a worker does per batch minus the compute (and minus its PROGRESS to the
+ * coordinator): PULL the whole parameter vector from every shard with all requests in flight at
+ * once, copy each reply into its parameter buffer (wire_payload_f32), PUSH a whole gradient to
+ * every shard without a copy, wait for every PUSH_ACK, and before the next PULL wait until
+ * ZeroMQ has released the pushed buffers. The vector is the default model's (ResNet-8 W2A2 +
+ * aux: model_num_params floats, 87,044 = 348,176 bytes), cut into shards at tensor boundaries
+ * as the coordinator cuts it (CLUSTER.md "Shard map").
+ *
+ * Configurations: 1 and 4 workers against 1 and 2 nodes, each measured twice in a row:
+ *   bare   one ROUTER thread per node that moves the same frames with no processing: a request
+ *          of the size of the PULL header is answered by a frame of the size of the PULL_REP
+ *          header and the slice, sent without a copy from a fixed buffer; a PUSH-header-sized
+ *          frame and the gradient slice (sent without a copy) are answered by a frame of the
+ *          size of the PUSH_ACK header. The workers neither encode, decode nor copy.
+ *   auxps  the real node code (node_new + node_run, each node in a thread of this process with
+ *          its own ZeroMQ context, as its own process would have), registered by a minimal
+ *          coordinator that this function plays over the real protocol (HELLO, WELCOME with the
+ *          default configuration in async consistency, NODE_READY, HEARTBEAT every H, DONE,
+ *          BYE), and workers in threads (a context each, the real worker's socket options)
+ *          that speak PULL / PULL_REP / PUSH / PUSH_ACK through wire.c.
+ * Everything runs on tcp://127.0.0.1 with ephemeral ports. Each configuration runs a warm-up of
+ * BENCH_TRANSPORT_WARMUP_S (connections, first snapshots), then S seconds (default
+ * BENCH_TRANSPORT_SECONDS). A round counts if it starts after the warm-up; the rate is the
+ * counted rounds of all workers over the time from the end of the warm-up to the end of the last
+ * counted round. A worker that has not finished a counted round when the time is up keeps going
+ * until it has one, so every rate is positive however loaded the machine is.
+ *
+ * Output, stdout: one JSON line per configuration, the bare one before the auxps one:
+ *   {"bench":"transport","path":"bare"|"auxps","model":"resnet8","wbits":2,"abits":2,
+ *    "aux":true,"params":87044,"bytes":348176,"workers":W,"nodes":S,"seconds":T,"rounds":R,
+ *    "rounds_per_s":X,"mb_per_s":Y,"ms_per_round":Z[,"ratio_to_bare":Q]}
+ * mb_per_s counts the payload of both directions (2 * bytes per round; 1 MB = 10^6 bytes),
+ * ms_per_round is one worker's mean round (W / X), and ratio_to_bare (auxps lines only) is X
+ * over the bare rate of the same W and S. Stderr: a table of the same numbers at the end, and
+ * the node's log if a node fails.
+ *
+ * The auxps run also counts what happened: when the nodes have said BYE, each node must have
+ * applied exactly the pushes that the workers saw acknowledged by its shard, or the bench
+ * fails. Every wait is bounded (the configuration's cluster.timeout_ms for a reply,
+ * BENCH_TRANSPORT_SETUP_MS for the nodes to register and load the training labels their
+ * schedule needs, so the default configuration's data.dir must hold Fashion-MNIST). */
+#ifndef AUXPS_BENCH_TRANSPORT_H
+#define AUXPS_BENCH_TRANSPORT_H
+
+#define BENCH_TRANSPORT_SECONDS 3.0
+#define BENCH_TRANSPORT_WARMUP_S 0.5
+#define BENCH_TRANSPORT_MAX_SECONDS 3600.0
+#define BENCH_TRANSPORT_SETUP_MS 60000
+
+/* `auxps bench --transport [--seconds S]`: argv holds the arguments after "bench"; the
+ * "--transport" among them is accepted and skipped. S is a decimal number of seconds in
+ * (0, BENCH_TRANSPORT_MAX_SECONDS]. Returns the exit status: 0 when every configuration was
+ * measured, 1 on a failure (a sentence on stderr), 2 on a usage error. */
+int bench_transport(int argc, char **argv);
+
+#endif
