@@ -51,7 +51,10 @@ $(BUILD)/%.o: %.c
 $(BUILD)/auxps: $(MAIN_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
+# tests/util.c holds the helpers every test binary shares; it is not a test itself.
+TEST_UTIL := $(BUILD)/tests/util.o
+.SECONDARY: $(TEST_UTIL)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UTIL) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 
 # Tests run from the project root so they find configs/ and tests/golden/; AUXPS_BIN lets the
@@ -63,4 +66,4 @@ run-tests: $(BUILD)/auxps $(TEST_BIN)
 clean:
 	rm -rf build build-san build-*
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:%=%.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(TEST_UTIL:.o=.d)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 enum kind { K_INT, K_U64, K_FLOAT, K_BOOL, K_BITS, K_WIDTHS, K_ENUM, K_STR };
 enum { LO_OPEN = 1, HI_OPEN = 2 };
@@ -483,4 +484,16 @@ int config_write(const auxps_config_t *c, FILE *f) {
         fprintf(f, "%s = %s\n", keys[i].name, text);
     }
     return fflush(f) != 0 || ferror(f) ? AUXPS_EIO : 0;
+}
+
+int config_check_output(const char *path, auxps_error_t *err) {
+    char dir[sizeof((auxps_config_t *)0)->train.output];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    if (access(dir, W_OK) != 0)
+        return auxps_error_set(err, AUXPS_EIO, "%s: cannot write the model into '%s': %s", path, dir, strerror(errno));
+    return 0;
 }

@@ -91,6 +91,11 @@ int config_check(const auxps_config_t *c, auxps_error_t *err);
  * failed) or AUXPS_EINVAL (NULL argument). */
 int config_write(const auxps_config_t *c, FILE *f);
 
+/* Checks that the directory of path (train.output) is writable, so that a run does not train
+ * for hours and then fail to write its model. Returns 0, or AUXPS_EIO with a sentence in err
+ * that names path and the directory. */
+int config_check_output(const char *path, auxps_error_t *err);
+
 /* The name of a SCHED_* value ("cosine", "step", "constant"), or "?" if out of range. */
 const char *config_schedule_name(int schedule);
 

@@ -5,10 +5,13 @@
  * nodes. */
 #include "bench_transport.h"
 
+#include "clock.h"
 #include "config.h"
+#include "coord.h"
 #include "error.h"
 #include "model.h"
 #include "node.h"
+#include "peer.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -35,18 +38,6 @@
 
 enum { PATH_BARE = 0, PATH_AUXPS = 1 };
 static const char *const path_names[] = {"bare", "auxps"};
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int zfail(auxps_error_t *err, const char *what) {
-    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
-}
-
-static int sockopt(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
 
 /* ---- the plan of a configuration ------------------------------------------------------- */
 
@@ -75,69 +66,6 @@ typedef struct {
     wire_shard_t map[BT_MAX_NODES + 1][BT_MAX_NODES]; /* map[S]: S shards, no endpoints yet */
     float *grad;                           /* (nparams) the gradient every worker pushes */
 } bench_t;
-
-/* Cuts the tensors into S contiguous groups of at least one tensor each, minimising the largest
- * group, and gives each group the statistics of the batch norms whose gamma it holds: the
- * coordinator's rule (CLUSTER.md "Shard map"), so that the nodes serve the slices of a real
- * run. */
-static int shard_map(const model_t *m, int S, wire_shard_t *out, auxps_error_t *err) {
-    const int T = model_num_tensors(m);
-    if (S < 1 || S > T || S > BT_MAX_NODES)
-        return auxps_error_set(err, AUXPS_EINVAL, "%d shards of a model with %d tensors", S, T);
-    size_t *pre = calloc((size_t)T + 1, sizeof *pre);
-    size_t *best = calloc((size_t)(S + 1) * (T + 1), sizeof *best);
-    int *cut = calloc((size_t)(S + 1) * (T + 1), sizeof *cut);
-    int rc = 0;
-    if (pre == NULL || best == NULL || cut == NULL) {
-        rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (int i = 0; i < T; i++) pre[i + 1] = pre[i] + model_tensor(m, i)->size;
-#define B(k, j) best[(size_t)(k) * (T + 1) + (j)]
-#define CUT(k, j) cut[(size_t)(k) * (T + 1) + (j)]
-    for (int j = 0; j <= T; j++) B(1, j) = pre[j];
-    for (int k = 2; k <= S; k++)
-        for (int j = k; j <= T; j++) {
-            B(k, j) = SIZE_MAX;
-            for (int i = k - 1; i < j; i++) {
-                size_t v = B(k - 1, i) > pre[j] - pre[i] ? B(k - 1, i) : pre[j] - pre[i];
-                if (v < B(k, j)) B(k, j) = v, CUT(k, j) = i;
-            }
-        }
-    int ends[BT_MAX_NODES + 1];
-    ends[S] = T;
-    for (int k = S; k >= 2; k--) ends[k - 1] = CUT(k, ends[k]);
-    ends[0] = 0;
-#undef B
-#undef CUT
-    const int nbns = model_num_bns(m);
-    int bn = 0;
-    size_t stat_end = 0;
-    for (int k = 0; k < S; k++) {
-        wire_shard_t *s = &out[k];
-        memset(s, 0, sizeof *s);
-        s->id = (uint32_t)k;
-        s->offset = pre[ends[k]];
-        s->length = pre[ends[k + 1]] - pre[ends[k]];
-        s->stats_offset = stat_end;
-        for (int i = ends[k]; i < ends[k + 1] && bn < nbns; i++) {
-            if (model_tensor(m, i)->kind != MODEL_T_BN_GAMMA) continue;
-            size_t off;
-            int ch;
-            model_bn_info(m, bn++, &off, &ch);
-            stat_end = off + 2 * (size_t)ch;
-        }
-        s->stats_length = stat_end - s->stats_offset;
-    }
-    if (stat_end != model_num_stats(m))
-        rc = auxps_error_set(err, AUXPS_EINVAL, "internal: %zu of %zu statistics mapped", stat_end,
-                             model_num_stats(m));
-done:
-    free(pre);
-    free(best);
-    free(cut);
-    return rc;
-}
 
 /* Bytes of m's header as wire_encode packs it. */
 static int header_size(const wire_msg_t *m, size_t *size, auxps_error_t *err) {
@@ -212,9 +140,9 @@ static void push_released(void *data, void *hint) {
 }
 
 static int wait_released(bworker_t *w) {
-    double deadline = now_s() + w->plan->timeout_ms / 1000.0;
+    double deadline = clock_now_s() + w->plan->timeout_ms / 1000.0;
     while (atomic_load(&w->inflight) > 0) {
-        if (now_s() > deadline)
+        if (clock_now_s() > deadline)
             return auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": ZeroMQ held a pushed buffer "
                                    "for %" PRIu32 " ms", w->id, w->plan->timeout_ms);
         nanosleep(&(struct timespec){0, 100000}, NULL);
@@ -224,15 +152,15 @@ static int wait_released(bworker_t *w) {
 
 static int worker_connect(bworker_t *w) {
     const plan_t *p = w->plan;
-    if ((w->ctx = zmq_ctx_new()) == NULL) return zfail(&w->err, "worker: zmq_ctx_new");
+    if ((w->ctx = zmq_ctx_new()) == NULL) return peer_zfail("worker: zmq_ctx_new", &w->err);
     char route[32];
     snprintf(route, sizeof route, "bench-w%" PRIu32, w->id);
     for (int s = 0; s < p->nshards; s++) {
         /* The real worker's options (worker.c, welcome), and its own routing id. */
         void *sock = w->socks[s] = zmq_socket(w->ctx, ZMQ_DEALER);
-        if (sock == NULL || sockopt(sock, ZMQ_LINGER, 0) || sockopt(sock, ZMQ_SNDTIMEO, (int)p->timeout_ms) ||
+        if (sock == NULL || peer_sockopt(sock, ZMQ_LINGER, 0) || peer_sockopt(sock, ZMQ_SNDTIMEO, (int)p->timeout_ms) ||
             wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, route, strlen(route)) != 0)
-            return zfail(&w->err, "worker: node socket");
+            return peer_zfail("worker: node socket", &w->err);
         if (zmq_connect(sock, p->shards[s].endpoint) != 0)
             return auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": cannot connect to %s: %s", w->id,
                                    p->shards[s].endpoint, zmq_strerror(zmq_errno()));
@@ -245,7 +173,7 @@ static int send_pull(bworker_t *w, int s) {
     const wire_shard_t *sh = &p->shards[s];
     w->rid[s] = w->next_rid++;
     if (p->path == PATH_BARE) {
-        if (zmq_send(w->socks[s], zeros, p->pull_hdr[s], 0) < 0) return zfail(&w->err, "worker: bare request");
+        if (zmq_send(w->socks[s], zeros, p->pull_hdr[s], 0) < 0) return peer_zfail("worker: bare request", &w->err);
         return 0;
     }
     wire_msg_t m;
@@ -267,10 +195,10 @@ static int send_push(bworker_t *w, int s) {
         zmq_msg_t pm;
         if (zmq_msg_init_data(&pm, slice, size, push_released, &w->inflight) != 0) {
             atomic_fetch_sub(&w->inflight, 1);
-            return zfail(&w->err, "worker: bare push");
+            return peer_zfail("worker: bare push", &w->err);
         }
         if (zmq_send(w->socks[s], zeros, p->push_hdr[s], ZMQ_SNDMORE) < 0 || zmq_msg_send(&pm, w->socks[s], 0) < 0) {
-            int rc = zfail(&w->err, "worker: bare push");
+            int rc = peer_zfail("worker: bare push", &w->err);
             zmq_msg_close(&pm); /* releases the slice */
             return rc;
         }
@@ -341,7 +269,7 @@ static int recv_bare(bworker_t *w, int s, uint32_t op, int *done) {
             zmq_msg_close(&part);
             if (frames == 0 && (e == EAGAIN || e == EINTR)) return 0;
             errno = e;
-            return zfail(&w->err, "worker: bare reply");
+            return peer_zfail("worker: bare reply", &w->err);
         }
         more = zmq_msg_more(&part);
         if (frames < 2) sizes[frames] = zmq_msg_size(&part);
@@ -366,19 +294,19 @@ static int exchange(bworker_t *w, uint32_t op) {
         if ((rc = op == WIRE_PULL ? send_pull(w, s) : send_push(w, s)) != 0) return rc;
         pending[s] = 1;
     }
-    const double deadline = now_s() + p->timeout_ms / 1000.0;
+    const double deadline = clock_now_s() + p->timeout_ms / 1000.0;
     while (left > 0) {
         zmq_pollitem_t items[BT_MAX_NODES];
         int which[BT_MAX_NODES], n = 0;
         for (int s = 0; s < p->nshards; s++)
             if (pending[s]) items[n] = (zmq_pollitem_t){w->socks[s], 0, ZMQ_POLLIN, 0}, which[n++] = s;
-        double wait = deadline - now_s();
+        double wait = deadline - clock_now_s();
         if (wait <= 0)
             return auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": no answer to %s within %" PRIu32
                                    " ms", w->id, wire_type_name(op), p->timeout_ms);
         if (zmq_poll(items, n, (long)(wait * 1000) + 1) < 0) {
             if (zmq_errno() == EINTR) continue;
-            return zfail(&w->err, "worker: zmq_poll");
+            return peer_zfail("worker: zmq_poll", &w->err);
         }
         for (int i = 0; i < n; i++) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
@@ -396,13 +324,13 @@ static void *worker_thread(void *arg) {
     plan_t *p = w->plan;
     if ((w->rc = worker_connect(w)) != 0) goto done;
     for (;;) {
-        const double t0 = now_s();
+        const double t0 = clock_now_s();
         if ((t0 >= p->t_end && w->rounds > 0) || atomic_load(&p->abort)) break;
         /* The worker's batch minus the compute: worker.c pull_all, then push_all. */
         if ((w->rc = wait_released(w)) != 0 || (w->rc = exchange(w, WIRE_PULL)) != 0 ||
             (w->rc = exchange(w, WIRE_PUSH)) != 0)
             break;
-        const double t1 = now_s();
+        const double t1 = clock_now_s();
         w->clock++;
         w->total_rounds++;
         if (t0 >= p->t_warm) {
@@ -447,7 +375,7 @@ static int bare_serve_one(bare_t *b) {
         zmq_msg_close(&route);
         if (e == EAGAIN || e == EINTR) return 0;
         errno = e;
-        return zfail(&b->err, "bare server: recv");
+        return peer_zfail("bare server: recv", &b->err);
     }
     int frames = 0, more = zmq_msg_more(&route);
     while (more) {
@@ -456,7 +384,7 @@ static int bare_serve_one(bare_t *b) {
         if (zmq_msg_recv(&part, b->sock, 0) < 0) {
             zmq_msg_close(&part);
             zmq_msg_close(&route);
-            return zfail(&b->err, "bare server: recv");
+            return peer_zfail("bare server: recv", &b->err);
         }
         more = zmq_msg_more(&part);
         frames++;
@@ -467,11 +395,11 @@ static int bare_serve_one(bare_t *b) {
     const size_t hdr = frames == 1 ? b->plan->rep_hdr[b->shard] : b->plan->ack_hdr[b->shard];
     if (zmq_msg_send(&route, b->sock, ZMQ_SNDMORE) < 0 ||
         zmq_send(b->sock, zeros, hdr, frames == 1 ? ZMQ_SNDMORE : 0) < 0)
-        rc = zfail(&b->err, "bare server: send");
+        rc = peer_zfail("bare server: send", &b->err);
     if (rc == 1 && frames == 1) {
         zmq_msg_t pm;
         if (zmq_msg_init_data(&pm, b->slice, slice, keep_buffer, NULL) != 0 || zmq_msg_send(&pm, b->sock, 0) < 0) {
-            rc = zfail(&b->err, "bare server: send");
+            rc = peer_zfail("bare server: send", &b->err);
             zmq_msg_close(&pm);
         }
     }
@@ -485,7 +413,7 @@ static void *bare_thread(void *arg) {
         zmq_pollitem_t it = {b->sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, BT_POLL_MS) < 0) {
             if (zmq_errno() == EINTR) continue;
-            b->rc = zfail(&b->err, "bare server: zmq_poll");
+            b->rc = peer_zfail("bare server: zmq_poll", &b->err);
             break;
         }
         int r;
@@ -507,10 +435,10 @@ static int bare_start(bare_t *b, plan_t *p, int shard) {
     if ((b->slice = calloc(p->shards[shard].length, sizeof(float))) == NULL)
         return auxps_error_set(&b->err, AUXPS_ENOMEM, "out of memory");
     if ((b->ctx = zmq_ctx_new()) == NULL || (b->sock = zmq_socket(b->ctx, ZMQ_ROUTER)) == NULL ||
-        sockopt(b->sock, ZMQ_LINGER, 0) || sockopt(b->sock, ZMQ_SNDHWM, BT_HWM) ||
-        sockopt(b->sock, ZMQ_RCVHWM, BT_HWM) || wire_socket_limits(b->sock) != 0 ||
+        peer_sockopt(b->sock, ZMQ_LINGER, 0) || peer_sockopt(b->sock, ZMQ_SNDHWM, BT_HWM) ||
+        peer_sockopt(b->sock, ZMQ_RCVHWM, BT_HWM) || wire_socket_limits(b->sock) != 0 ||
         zmq_bind(b->sock, BT_BIND) != 0 || zmq_getsockopt(b->sock, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
-        return zfail(&b->err, "bare server: socket");
+        return peer_zfail("bare server: socket", &b->err);
     b->endpoint[sizeof b->endpoint - 1] = '\0';
     snprintf(p->shards[shard].endpoint, sizeof p->shards[shard].endpoint, "%s", b->endpoint);
     if (pthread_create(&b->thread, NULL, bare_thread, b) != 0)
@@ -563,7 +491,7 @@ typedef struct {
     uint32_t rid;
     wire_in_t in;
     auxps_error_t err;
-} coord_t;
+} bcoord_t;
 
 static void *node_thread(void *arg) {
     bnode_t *n = arg;
@@ -571,14 +499,14 @@ static void *node_thread(void *arg) {
     return NULL;
 }
 
-static int coord_send(coord_t *c, peer_t *p, wire_msg_t *m) {
-    p->last_sent = now_s();
+static int coord_send(bcoord_t *c, peer_t *p, wire_msg_t *m) {
+    p->last_sent = clock_now_s();
     if (wire_send(c->router, p->route, p->route_size, m, NULL, NULL, 0, &c->err) != 0)
         return auxps_error_set(&c->err, AUXPS_EIO, "coordinator: sending %s: %s", wire_type_name(m->type), c->err.msg);
     return 0;
 }
 
-static int send_welcome(coord_t *c, int k) {
+static int send_welcome(bcoord_t *c, int k) {
     const auxps_config_t *cf = &c->b->cfg;
     const uint64_t golden = 0x9E3779B97F4A7C15ull;
     wire_msg_t m;
@@ -594,7 +522,7 @@ static int send_welcome(coord_t *c, int k) {
     return coord_send(c, &c->peers[k], &m);
 }
 
-static int send_simple(coord_t *c, peer_t *p, uint32_t type) {
+static int send_simple(bcoord_t *c, peer_t *p, uint32_t type) {
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = type;
@@ -604,7 +532,7 @@ static int send_simple(coord_t *c, peer_t *p, uint32_t type) {
     return coord_send(c, p, &m);
 }
 
-static int on_hello(coord_t *c, int k, const wire_msg_t *m) {
+static int on_hello(bcoord_t *c, int k, const wire_msg_t *m) {
     if (m->hello.role != WIRE_ROLE_NODE || m->hello.endpoint[0] == '\0')
         return auxps_error_set(&c->err, AUXPS_EIO, "coordinator: a HELLO from something that is not a node");
     if (k >= 0) { /* a resend: the same answer */
@@ -628,7 +556,7 @@ static int on_hello(coord_t *c, int k, const wire_msg_t *m) {
 }
 
 /* Handles one message from a node. Returns 0 or a negative error (a refusal, a bad shard). */
-static int coord_on_message(coord_t *c) {
+static int coord_on_message(bcoord_t *c) {
     auxps_error_t e = {0};
     wire_msg_t m;
     int rc = wire_decode_in(&c->in, &m, &e);
@@ -663,16 +591,16 @@ static int coord_on_message(coord_t *c) {
 
 /* Serves the nodes for at most ms: their messages, and a HEARTBEAT to each welcomed node every
  * H. Returns 0 or a negative error. */
-static int coord_pump(coord_t *c, long ms) {
+static int coord_pump(bcoord_t *c, long ms) {
     const double h = c->b->cfg.cluster.heartbeat_ms / 1000.0;
     if (c->welcomed)
         for (int k = 0; k < c->npeers; k++)
-            if (!c->peers[k].bye && now_s() - c->peers[k].last_sent >= h) {
+            if (!c->peers[k].bye && clock_now_s() - c->peers[k].last_sent >= h) {
                 int rc = send_simple(c, &c->peers[k], WIRE_HEARTBEAT);
                 if (rc != 0) return rc;
             }
     zmq_pollitem_t it = {c->router, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, ms) < 0) return zmq_errno() == EINTR ? 0 : zfail(&c->err, "coordinator: zmq_poll");
+    if (zmq_poll(&it, 1, ms) < 0) return zmq_errno() == EINTR ? 0 : peer_zfail("coordinator: zmq_poll", &c->err);
     for (;;) {
         auxps_error_t e = {0};
         int rc = wire_recv(c->router, 1, &c->in, ZMQ_DONTWAIT, &e);
@@ -683,10 +611,10 @@ static int coord_pump(coord_t *c, long ms) {
 }
 
 /* Pumps until *count reaches want or ms pass. */
-static int coord_wait(coord_t *c, const int *count, int want, long ms, const char *what) {
-    const double deadline = now_s() + ms / 1000.0;
+static int coord_wait(bcoord_t *c, const int *count, int want, long ms, const char *what) {
+    const double deadline = clock_now_s() + ms / 1000.0;
     while (*count < want) {
-        double left = deadline - now_s();
+        double left = deadline - clock_now_s();
         if (left <= 0)
             return auxps_error_set(&c->err, AUXPS_EIO, "coordinator: %d of %d nodes %s within %ld ms", *count, want,
                                    what, ms);
@@ -705,10 +633,10 @@ typedef struct {
 } result_t;
 
 /* Runs the workers of plan p against servers already listening; fills res. */
-static int run_workers(const bench_t *b, plan_t *p, bworker_t *ws, coord_t *c, result_t *res, auxps_error_t *err) {
+static int run_workers(const bench_t *b, plan_t *p, bworker_t *ws, bcoord_t *c, result_t *res, auxps_error_t *err) {
     int rc = 0, started = 0;
     memset(ws, 0, sizeof *ws * (size_t)p->nworkers);
-    p->t_warm = now_s() + BENCH_TRANSPORT_WARMUP_S;
+    p->t_warm = clock_now_s() + BENCH_TRANSPORT_WARMUP_S;
     p->t_end = p->t_warm + b->seconds;
     for (int i = 0; i < p->nworkers; i++) {
         bworker_t *w = &ws[i];
@@ -793,7 +721,7 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
     plan_t p;
     bnode_t bn[BT_MAX_NODES];
     bworker_t ws[BT_MAX_WORKERS];
-    coord_t c;
+    bcoord_t c;
     plan_init(b, &p, PATH_AUXPS, workers, nodes);
     memset(bn, 0, sizeof bn);
     memset(ws, 0, sizeof ws);
@@ -803,9 +731,9 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
     size_t len = sizeof c.endpoint;
     int rc = 0;
     if ((c.ctx = zmq_ctx_new()) == NULL || (c.router = zmq_socket(c.ctx, ZMQ_ROUTER)) == NULL ||
-        sockopt(c.router, ZMQ_LINGER, 0) || wire_socket_limits(c.router) != 0 || zmq_bind(c.router, BT_BIND) != 0 ||
+        peer_sockopt(c.router, ZMQ_LINGER, 0) || wire_socket_limits(c.router) != 0 || zmq_bind(c.router, BT_BIND) != 0 ||
         zmq_getsockopt(c.router, ZMQ_LAST_ENDPOINT, c.endpoint, &len) != 0) {
-        rc = zfail(err, "coordinator: socket");
+        rc = peer_zfail("coordinator: socket", err);
         goto done;
     }
     c.endpoint[sizeof c.endpoint - 1] = '\0';
@@ -923,7 +851,8 @@ static int bench_init(bench_t *b, auxps_error_t *err) {
     b->nparams = model_num_params(b->model);
     b->nstats = model_num_stats(b->model);
     for (int s = 1; s <= BT_MAX_NODES; s++)
-        if ((rc = shard_map(b->model, s, b->map[s], err)) != 0) return rc;
+        /* the coordinator's shard map, so that the nodes serve the slices of a real run */
+        if ((rc = coord_shard_map(b->model, s, b->map[s], err)) != 0) return rc;
     if ((b->grad = malloc(b->nparams * sizeof(float))) == NULL)
         return auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
     /* A small gradient, so that the nodes' SGD steps keep the parameters finite. */

@@ -2,10 +2,12 @@
  * progress, evaluations and the final export (docs/CLUSTER.md, docs/PROTOCOL.md). */
 #include "coord.h"
 
+#include "clock.h"
 #include "data.h"
 #include "export.h"
 #include "model.h"
 #include "optim.h"
+#include "peer.h"
 #include "trainer.h"
 #include "wire.h"
 
@@ -143,12 +145,6 @@ struct coord {
 
 static volatile sig_atomic_t g_coord_stop; /* set by SIGINT/SIGTERM; the only global, as signals need */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static const char *cons_name(int c) { return c == CONS_SSP ? "ssp" : c == CONS_BSP ? "bsp" : "async"; }
 
 static void logf_(coord_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -202,7 +198,7 @@ static int send_to(coord_t *c, const unsigned char *route, size_t route_size, wi
 }
 
 static int send_peer(coord_t *c, peer_t *p, wire_msg_t *m) {
-    p->last_sent = now_s();
+    p->last_sent = clock_now_s();
     return send_to(c, p->route, p->route_size, m);
 }
 
@@ -311,23 +307,23 @@ static void bad_message(coord_t *c, peer_t *p, uint32_t rid, uint32_t code, cons
 
 /* ---- the shard map ----------------------------------------------------------------------- */
 
-/* Splits the tensors into S contiguous groups, at least one tensor each, minimising the largest
- * group (an exact partition by dynamic programming: T and S are small), and gives each node
- * the statistics of the batch norms whose gamma lies in its range. */
-static int make_shards(coord_t *c) {
-    const int T = model_num_tensors(c->model), S = c->opt.nodes;
+/* An exact partition by dynamic programming: T and S are small. */
+int coord_shard_map(const model_t *m, int S, wire_shard_t *out, auxps_error_t *err) {
+    const int T = model_num_tensors(m);
+    if (S < 1 || S > (int)WIRE_MAX_SHARDS)
+        return auxps_error_set(err, AUXPS_EINVAL, "--nodes %d: 1..%d nodes", S, (int)WIRE_MAX_SHARDS);
     if (T < S)
-        return auxps_error_set(&c->err, AUXPS_EINVAL, "--nodes %d: the model has only %d tensors, and a tensor "
+        return auxps_error_set(err, AUXPS_EINVAL, "--nodes %d: the model has only %d tensors, and a tensor "
                                "is never split between nodes", S, T);
     size_t *pre = calloc((size_t)T + 1, sizeof *pre);
     size_t *best = calloc((size_t)(S + 1) * (T + 1), sizeof *best);
     int *cut = calloc((size_t)(S + 1) * (T + 1), sizeof *cut);
     int rc = 0;
     if (pre == NULL || best == NULL || cut == NULL) {
-        rc = auxps_error_set(&c->err, AUXPS_ENOMEM, "out of memory");
+        rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
         goto done;
     }
-    for (int i = 0; i < T; i++) pre[i + 1] = pre[i] + model_tensor(c->model, i)->size;
+    for (int i = 0; i < T; i++) pre[i + 1] = pre[i] + model_tensor(m, i)->size;
 #define B(k, j) best[(size_t)(k) * (T + 1) + (j)]
 #define CUT(k, j) cut[(size_t)(k) * (T + 1) + (j)]
     /* B(k, j): the smallest largest group when the first j tensors go to k nodes. */
@@ -348,26 +344,25 @@ static int make_shards(coord_t *c) {
 #undef B
 #undef CUT
     /* The i-th batch norm owns the i-th gamma tensor (MODEL.md: stats follow the parameter order). */
-    const int nbns = model_num_bns(c->model);
+    const int nbns = model_num_bns(m);
     int bn = 0;
     size_t stat_end = 0;
     for (int k = 0; k < S; k++) {
-        wire_shard_t *s = &c->shards[k];
+        wire_shard_t *s = &out[k];
         memset(s, 0, sizeof *s);
         s->id = (uint32_t)k;
-        snprintf(s->endpoint, sizeof s->endpoint, "%s", c->nodes[k].endpoint);
         s->offset = pre[ends[k]];
         s->length = pre[ends[k + 1]] - pre[ends[k]];
         s->stats_offset = stat_end;
         for (int i = ends[k]; i < ends[k + 1]; i++) {
-            const model_tensor_t *t = model_tensor(c->model, i);
+            const model_tensor_t *t = model_tensor(m, i);
             if (t->kind != MODEL_T_BN_GAMMA) continue;
             size_t off;
             int ch;
             if (bn >= nbns) break;
-            model_bn_info(c->model, bn++, &off, &ch);
+            model_bn_info(m, bn++, &off, &ch);
             if (off != stat_end || (size_t)ch != t->size) {
-                rc = auxps_error_set(&c->err, AUXPS_EINVAL, "internal: batch norm %d does not follow the "
+                rc = auxps_error_set(err, AUXPS_EINVAL, "internal: batch norm %d does not follow the "
                                      "parameter order", bn - 1);
                 goto done;
             }
@@ -375,14 +370,23 @@ static int make_shards(coord_t *c) {
         }
         s->stats_length = stat_end - s->stats_offset;
     }
-    if (bn != nbns || stat_end != c->nstats)
-        rc = auxps_error_set(&c->err, AUXPS_EINVAL, "internal: %d of %d batch norms, %zu of %zu statistics mapped",
-                             bn, nbns, stat_end, c->nstats);
+    if (bn != nbns || stat_end != model_num_stats(m))
+        rc = auxps_error_set(err, AUXPS_EINVAL, "internal: %d of %d batch norms, %zu of %zu statistics mapped",
+                             bn, nbns, stat_end, model_num_stats(m));
 done:
     free(pre);
     free(best);
     free(cut);
     return rc;
+}
+
+/* The shard map of the run: the partition of its model, with the nodes' endpoints. */
+static int make_shards(coord_t *c) {
+    int rc = coord_shard_map(c->model, c->opt.nodes, c->shards, &c->err);
+    if (rc != 0) return rc;
+    for (int k = 0; k < c->opt.nodes; k++)
+        snprintf(c->shards[k].endpoint, sizeof c->shards[k].endpoint, "%s", c->nodes[k].endpoint);
+    return 0;
 }
 
 /* ---- the plan ---------------------------------------------------------------------------- */
@@ -413,7 +417,7 @@ static int plan_epoch(coord_t *c) {
     c->next_pos = 0;
     c->chunks_out = c->chunks_done = 0;
     for (int i = 0; i < c->nworkers; i++) c->workers[i].epoch_batches = 0;
-    c->t_epoch = c->log_t = c->last_progress = now_s();
+    c->t_epoch = c->log_t = c->last_progress = clock_now_s();
     c->phase = P_TRAIN;
     return 1;
 }
@@ -427,7 +431,7 @@ static int next_chunk(coord_t *c, peer_t *w, lease_t *l) {
     if (batches > cb) batches = cb;
     if (batches <= 0) return 0;
     uint32_t left = c->epoch_end - c->next_pos;
-    if (c->chunks_out == 0) c->t_epoch = c->log_t = now_s(); /* the epoch's clock starts with its work */
+    if (c->chunks_out == 0) c->t_epoch = c->log_t = clock_now_s(); /* the epoch's clock starts with its work */
     memset(l, 0, sizeof *l);
     l->active = 1;
     l->chunk = c->next_chunk++;
@@ -435,7 +439,7 @@ static int next_chunk(coord_t *c, peer_t *w, lease_t *l) {
     l->first = c->next_pos;
     l->count = (uint32_t)(batches * b) < left ? (uint32_t)(batches * b) : left;
     l->batches = (int)batches;
-    l->expires = now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+    l->expires = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
     c->next_pos += l->count;
     if (c->cfg.cluster.consistency == CONS_ASYNC) c->epoch_batches_left -= batches;
     w->epoch_batches += (int)batches;
@@ -461,7 +465,7 @@ static void update_step(coord_t *c) {
 static void print_progress(coord_t *c) {
     if (c->log_samples == 0) return;
     const auxps_config_t *cf = &c->cfg;
-    double now = now_s(), dt = now - c->log_t, ips = dt > 0 ? c->log_samples / dt : 0.0;
+    double now = clock_now_s(), dt = now - c->log_t, ips = dt > 0 ? c->log_samples / dt : 0.0;
     double low = c->log_loss_low / c->log_samples, aux = 0.0;
     if (cf->model.aux && cf->model.aux_lambda > 0)
         aux = (c->log_loss - c->log_loss_low) / cf->model.aux_lambda / c->log_samples;
@@ -488,13 +492,13 @@ static void start_finish(coord_t *c);
 /* Splits the test set into one range per worker and sends EVAL_REQ. */
 static void start_eval(coord_t *c) {
     print_progress(c);
-    c->train_time += now_s() - c->t_epoch;
+    c->train_time += clock_now_s() - c->t_epoch;
     c->phase = P_EVAL;
-    c->t_eval = now_s();
+    c->t_eval = clock_now_s();
     c->eval_id++;
     c->eval_samples = c->eval_correct = c->eval_correct_aux = 0;
     c->evals_pending = 0;
-    c->eval_deadline = now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+    c->eval_deadline = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
     const int n = c->test.n, w = c->nworkers < n ? c->nworkers : n;
     for (int i = 0; i < w; i++) {
         peer_t *p = &c->workers[i];
@@ -540,7 +544,7 @@ static void start_pull(coord_t *c) {
         return;
     }
     c->phase = P_PULL;
-    c->phase_since = now_s();
+    c->phase_since = clock_now_s();
     c->pull_deadline = c->phase_since + c->timeout_s;
     const int S = c->opt.nodes;
     int n = 0;
@@ -600,7 +604,7 @@ static void start_finish(coord_t *c) {
         }
     }
     c->phase = P_DRAIN;
-    c->phase_since = now_s();
+    c->phase_since = clock_now_s();
     if (waiting == 0) start_pull(c);
 }
 
@@ -628,7 +632,7 @@ static void finish_pull(coord_t *c) {
     for (int k = 0; k < c->nnodes; k++)
         if (c->nodes[k].state != PEER_GONE) send_done(c, &c->nodes[k]);
     c->phase = P_BYE;
-    c->phase_since = now_s();
+    c->phase_since = clock_now_s();
 }
 
 static void on_pull_reply(coord_t *c, int k) {
@@ -677,7 +681,7 @@ static void welcome_nodes(coord_t *c) {
     }
     for (int k = 0; k < c->nnodes; k++) send_welcome(c, &c->nodes[k]);
     c->phase = P_NODES_READY;
-    c->phase_since = now_s();
+    c->phase_since = clock_now_s();
 }
 
 static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
@@ -711,15 +715,15 @@ static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
     p->id = (uint32_t)have;
     p->state = PEER_HELD;
     p->hello_rid = m->rid;
-    p->last_recv = p->last_sent = now_s();
+    p->last_recv = p->last_sent = clock_now_s();
     snprintf(p->name, sizeof p->name, "%s", h->name);
     snprintf(p->endpoint, sizeof p->endpoint, "%s", h->endpoint);
     logf_(c, "%s %u registered: %s%s%s", peer_kind(p), p->id, p->name, node ? " at " : "", node ? p->endpoint : "");
     if (node) {
-        c->phase_since = now_s();
+        c->phase_since = clock_now_s();
         if (c->nnodes == c->opt.nodes) welcome_nodes(c);
     } else if (c->phase >= P_TRAIN) {
-        c->phase_since = now_s();
+        c->phase_since = clock_now_s();
         send_welcome(c, p);
     }
 }
@@ -754,7 +758,7 @@ static void on_node_ready(coord_t *c, peer_t *p, const wire_msg_t *m) {
         start_finish(c);
         return;
     }
-    c->phase_since = now_s(); /* the registration of workers starts now */
+    c->phase_since = clock_now_s(); /* the registration of workers starts now */
     for (int i = 0; i < c->nworkers; i++)
         if (c->workers[i].state == PEER_HELD) send_welcome(c, &c->workers[i]);
 }
@@ -808,7 +812,7 @@ static void on_lease_req(coord_t *c, peer_t *p, const wire_msg_t *m) {
     if (next_chunk(c, p, &p->lease)) {
         p->lease.rid = m->rid;
         c->leases++;
-        c->last_progress = now_s();
+        c->last_progress = clock_now_s();
         send_lease(c, p, m->rid, &p->lease);
     } else {
         send_lease(c, p, m->rid, NULL);
@@ -830,7 +834,7 @@ static void on_chunk_done(coord_t *c, peer_t *p, const wire_msg_t *m) {
         logf_(c, "worker %u trained %" PRIu32 " of the %" PRIu32 " samples of chunk %" PRIu32, p->id, d->samples,
               p->lease.count, d->chunk);
     p->lease.active = 0;
-    c->last_progress = now_s();
+    c->last_progress = clock_now_s();
     if (d->clock > p->clock) p->clock = d->clock;
     c->chunks_done++;
     update_step(c);
@@ -842,9 +846,9 @@ static void on_progress(coord_t *c, peer_t *p, const wire_msg_t *m) {
     const wire_progress_t *r = &m->progress;
     if (!worker_id_ok(c, p, m, r->worker)) return;
     c->progress_msgs++;
-    c->last_progress = now_s();
+    c->last_progress = clock_now_s();
     if (p->lease.active && p->lease.chunk == r->chunk)
-        p->lease.expires = now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+        p->lease.expires = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
     if (r->clock > p->clock) p->clock = r->clock;
     c->log_samples += r->samples;
     c->log_loss += r->loss_sum;
@@ -864,7 +868,7 @@ static void on_eval_rep(coord_t *c, peer_t *p, const wire_msg_t *m) {
     if (r->samples != p->eval_count)
         logf_(c, "worker %u evaluated %" PRIu32 " of the %" PRIu32 " samples asked", p->id, r->samples, p->eval_count);
     p->eval_pending = 0;
-    c->last_progress = now_s();
+    c->last_progress = clock_now_s();
     c->eval_samples += r->samples;
     c->eval_correct += r->correct_low;
     c->eval_correct_aux += r->correct_aux;
@@ -907,7 +911,7 @@ static int on_router(coord_t *c) {
         return 0;
     }
     peer_t *p = find_peer(c, c->in.route, c->in.route_size);
-    if (p != NULL) p->last_recv = now_s();
+    if (p != NULL) p->last_recv = clock_now_s();
     if (rc != 0) { /* frame limits broken */
         if (c->in.route_size > 0) bad_message(c, p, 0, wire_error_code(rc), e.msg);
         goto done;
@@ -963,7 +967,7 @@ done:
  * dead (the default T before WELCOME), which aborts the run since membership is fixed; enforce
  * the deadlines of the phases (registration, NODE_READY, leases, evaluation, final pulls, BYEs). */
 static void cron(coord_t *c, volatile sig_atomic_t *stop) {
-    const double now = now_s();
+    const double now = clock_now_s();
     if (stop != NULL && *stop && c->stopping < 2) {
         *stop = 0;
         if (c->stopping++ == 0) {
@@ -1074,18 +1078,6 @@ static void abort_all(coord_t *c) {
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-static int check_output(const char *path, auxps_error_t *err) {
-    char dir[sizeof((auxps_config_t *)0)->train.output];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    if (access(dir, W_OK) != 0)
-        return auxps_error_set(err, AUXPS_EIO, "%s: cannot write the model into '%s': %s", path, dir, strerror(errno));
-    return 0;
-}
-
 static int make_config_text(coord_t *c, auxps_error_t *err) {
     size_t size = 0;
     FILE *f = open_memstream(&c->config_text, &size);
@@ -1126,7 +1118,7 @@ coord_t *coord_new(const auxps_config_t *cfg, const coord_options_t *opt, auxps_
     }
     c->heartbeat_s = cf->cluster.heartbeat_ms / 1000.0;
     c->timeout_s = cf->cluster.timeout_ms / 1000.0;
-    if (check_output(cf->train.output, err) != 0) goto fail;
+    if (config_check_output(cf->train.output, err) != 0) goto fail;
     if (dataset_load(&train, cf->data.dir, 1, cf->data.train_limit, err) != 0) goto fail;
     if (dataset_load(&c->test, cf->data.dir, 0, cf->data.test_limit, err) != 0) goto fail;
     c->ntrain = train.n;
@@ -1283,8 +1275,8 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
          cf->cluster.chunk_batches);
     logf_(c, "listening on %s for %d nodes and %d workers", c->endpoint, c->opt.nodes, c->opt.workers);
     c->phase = P_NODES;
-    c->phase_since = now_s();
-    const double t0 = now_s();
+    c->phase_since = clock_now_s();
+    const double t0 = clock_now_s();
 
     while (c->phase != P_END && !c->failed) {
         zmq_pollitem_t items[1 + WIRE_MAX_SHARDS];
@@ -1323,7 +1315,7 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
         *err = c->err;
         return err->code;
     }
-    double elapsed = now_s() - t0, ips = c->train_time > 0 ? (double)c->step * cf->train.batch_size / c->train_time : 0;
+    double elapsed = clock_now_s() - t0, ips = c->train_time > 0 ? (double)c->step * cf->train.batch_size / c->train_time : 0;
     int correct = c->test_correct, total = c->test_total;
     if (c->stopping < 2) {
         auxps_error_t e = {0};
@@ -1419,13 +1411,7 @@ int coord_main(int argc, char **argv) {
         fprintf(stderr, "auxps coord: %s\n", err.msg);
         return 1;
     }
-    /* No SA_RESTART: zmq_poll must return EINTR so the loop sees the flag at once. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    peer_catch_signals(on_signal);
     int threads = cfg.train.threads > 0 ? cfg.train.threads : 1; /* the file check only */
     openblas_set_num_threads(threads);
 

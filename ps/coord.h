@@ -16,6 +16,8 @@
 
 #include "config.h"
 #include "error.h"
+#include "model.h"
+#include "wire.h"
 
 #define COORD_DEFAULT_BIND "tcp://127.0.0.1:5555"
 
@@ -57,6 +59,14 @@ const char *coord_endpoint(const coord_t *c);
  * socket failed; every reachable peer got DONE aborted first), or an export error. */
 int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t *res,
               auxps_error_t *err);
+
+/* The shard map of a run of m on S nodes (CLUSTER.md "Shard map"): the tensors cut into S
+ * contiguous groups of at least one tensor each, minimising the largest group, and each group
+ * given the statistics of the batch norms whose gamma it holds. Fills out[0..S-1] (the caller's
+ * array of S entries) with ids, offsets and lengths; endpoints are left empty. Returns 0, or
+ * AUXPS_EINVAL with err set (S outside 1..WIRE_MAX_SHARDS or above the number of tensors, or
+ * a model whose statistics do not follow its parameter order), or AUXPS_ENOMEM. */
+int coord_shard_map(const model_t *m, int S, wire_shard_t *out, auxps_error_t *err);
 
 /* `auxps coord CONFIG --nodes S [--workers N] [--bind ENDPOINT] [--dump-params FILE]
  * [--set section.key=value ...]`; argv excludes the program name and "coord". Returns the

@@ -2,10 +2,12 @@
  * optimizer state, and the serving loop (node.h has the rules, docs/CLUSTER.md the why). */
 #include "node.h"
 
+#include "clock.h"
 #include "config.h"
 #include "data.h"
 #include "model.h"
 #include "optim.h"
+#include "peer.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -89,22 +91,11 @@ struct node {
     node_counters_t cnt;
 };
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void say(node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(node_t *n, const char *fmt, ...) {
-    FILE *f = n->log ? n->log : stderr;
     va_list ap;
     va_start(ap, fmt);
-    if (n->welcomed) fprintf(f, "node %" PRIu32 ": ", n->cnt.id);
-    else fprintf(f, "node: ");
-    vfprintf(f, fmt, ap);
-    fputc('\n', f);
-    fflush(f);
+    peer_vsay(n->log, "node", n->welcomed, n->cnt.id, fmt, ap);
     va_end(ap);
 }
 
@@ -131,12 +122,6 @@ static void snap_release(void *data, void *hint) {
 
 /* ---- sockets --------------------------------------------------------------------------- */
 
-static int zfail(const char *what, auxps_error_t *err) {
-    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
-}
-
-static int sockopt(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
-
 node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) {
     if (bind == NULL) bind = NODE_DEFAULT_BIND;
     if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
@@ -154,22 +139,19 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) 
     snprintf(n->coord_ep, sizeof n->coord_ep, "%s", coordinator);
     n->ctx = zmq_ctx_new();
     if (n->ctx == NULL) {
-        zfail("node: zmq_ctx_new", err);
+        peer_zfail("node: zmq_ctx_new", err);
         goto fail;
     }
     n->data = zmq_socket(n->ctx, ZMQ_ROUTER);
-    n->coord = zmq_socket(n->ctx, ZMQ_DEALER);
-    if (n->data == NULL || n->coord == NULL) {
-        zfail("node: zmq_socket", err);
+    if (n->data == NULL) {
+        peer_zfail("node: zmq_socket", err);
         goto fail;
     }
-    /* Replies still queued when DONE comes are not worth waiting for; the BYE to the
-     * coordinator is, for a moment. */
-    if (sockopt(n->data, ZMQ_LINGER, 200) || sockopt(n->coord, ZMQ_LINGER, 1000) ||
-        sockopt(n->data, ZMQ_SNDHWM, NODE_HWM) || sockopt(n->data, ZMQ_RCVHWM, NODE_HWM) ||
-        sockopt(n->coord, ZMQ_SNDTIMEO, 1000) || wire_socket_limits(n->data) != 0 ||
-        wire_socket_limits(n->coord) != 0) {
-        zfail("node: zmq_setsockopt", err);
+    /* Replies still queued when DONE comes are not worth waiting for (the BYE to the
+     * coordinator is: peer_coord_socket). */
+    if (peer_sockopt(n->data, ZMQ_LINGER, 200) || peer_sockopt(n->data, ZMQ_SNDHWM, NODE_HWM) ||
+        peer_sockopt(n->data, ZMQ_RCVHWM, NODE_HWM) || wire_socket_limits(n->data) != 0) {
+        peer_zfail("node: zmq_setsockopt", err);
         goto fail;
     }
     if (zmq_bind(n->data, bind) != 0) {
@@ -178,15 +160,11 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) 
     }
     size_t len = sizeof n->endpoint;
     if (zmq_getsockopt(n->data, ZMQ_LAST_ENDPOINT, n->endpoint, &len) != 0) {
-        zfail("node: ZMQ_LAST_ENDPOINT", err);
+        peer_zfail("node: ZMQ_LAST_ENDPOINT", err);
         goto fail;
     }
     n->endpoint[sizeof n->endpoint - 1] = '\0';
-    if (zmq_connect(n->coord, coordinator) != 0) {
-        auxps_error_set(err, AUXPS_EINVAL, "node: cannot connect to the coordinator at %s: %s",
-                        coordinator, zmq_strerror(zmq_errno()));
-        goto fail;
-    }
+    if ((n->coord = peer_coord_socket(n->ctx, coordinator, "node", err)) == NULL) goto fail;
     return n;
 fail:
     node_destroy(&n);
@@ -232,7 +210,7 @@ void node_get_counters(const node_t *n, node_counters_t *c) { *c = n->cnt; }
 
 static int send_coord(node_t *n, wire_msg_t *m, auxps_error_t *err) {
     int rc = wire_send(n->coord, NULL, 0, m, NULL, NULL, 0, err);
-    if (rc == 0) n->coord_sent = now_ms();
+    if (rc == 0) n->coord_sent = clock_now_ms();
     return rc;
 }
 
@@ -294,7 +272,7 @@ static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, 
     if (type == WIRE_ERROR) return; /* never an ERROR in answer to an ERROR */
     auxps_error_t e = {0};
     if (in != NULL) wire_send_error(n->data, in->route, in->route_size, rid, code, text, &e);
-    else if (wire_send_error(n->coord, NULL, 0, rid, code, text, &e) == 0) n->coord_sent = now_ms();
+    else if (wire_send_error(n->coord, NULL, 0, rid, code, text, &e) == 0) n->coord_sent = clock_now_ms();
 }
 
 /* ---- the shard ------------------------------------------------------------------------- */
@@ -474,7 +452,7 @@ static void on_pull(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
             w->waiting = 1;
             w->pull = *p;
             w->pull_rid = m->rid;
-            w->next_hb = now_ms() + n->heartbeat_ms;
+            w->next_hb = clock_now_ms() + n->heartbeat_ms;
             n->cnt.deferred++;
             return;
         }
@@ -573,12 +551,7 @@ static int send_hello(node_t *n, auxps_error_t *err) {
     memset(&m, 0, sizeof m);
     m.type = WIRE_HELLO;
     m.hello.role = WIRE_ROLE_NODE;
-    char host[64] = "node";
-    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "node");
-    host[sizeof host - 1] = '\0';
-    for (char *c = host; *c; c++)
-        if (*c < 0x21 || *c > 0x7e) *c = '_';
-    snprintf(m.hello.name, sizeof m.hello.name, "%.40s:%ld", host, (long)getpid());
+    peer_hello_name(m.hello.name, sizeof m.hello.name, "node");
     snprintf(m.hello.endpoint, sizeof m.hello.endpoint, "%s", n->endpoint);
     m.hello.encodings = 1u << WIRE_ENC_F32;
     return send_oneway(n, &m, err);
@@ -663,7 +636,7 @@ refused:
     dataset_free(&ds);
     auxps_error_t e = {0};
     uint32_t code = rc == AUXPS_ENOMEM ? WIRE_ERR_INTERNAL : WIRE_ERR_CONFIG;
-    if (wire_send_error(n->coord, NULL, 0, m->rid, code, err->msg, &e) == 0) n->coord_sent = now_ms();
+    if (wire_send_error(n->coord, NULL, 0, m->rid, code, err->msg, &e) == 0) n->coord_sent = clock_now_ms();
     return rc;
 }
 
@@ -676,7 +649,7 @@ static int recv_coord(node_t *n, wire_in_t *in, wire_msg_t *m, auxps_error_t *er
         if (errno == EAGAIN || errno == EINTR) return 0;
         return auxps_error_set(err, AUXPS_EIO, "node: receiving from the coordinator: %s", e.msg);
     }
-    n->coord_heard = now_ms(); /* any message is a sign of life */
+    n->coord_heard = clock_now_ms(); /* any message is a sign of life */
     if (rc < 0) {
         refuse(n, NULL, 0, 0, wire_error_code(rc), "%s", e.msg);
         return 0;
@@ -692,7 +665,7 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
     const int64_t t0 = WIRE_DEFAULT_TIMEOUT_MS;
     int tries = 1, rc;
     if ((rc = send_hello(n, err)) != 0) return rc;
-    int64_t deadline = now_ms() + t0;
+    int64_t deadline = clock_now_ms() + t0;
     wire_in_t in = {0};
     wire_msg_t m = {0};
     for (;;) {
@@ -700,7 +673,7 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
             rc = auxps_error_set(err, AUXPS_EIO, "node: stopped before the coordinator welcomed it");
             break;
         }
-        int64_t now = now_ms();
+        int64_t now = clock_now_ms();
         if (now >= deadline) {
             if (tries >= NODE_HELLO_TRIES) {
                 rc = auxps_error_set(err, AUXPS_EIO, "node: no answer from the coordinator at %s "
@@ -716,7 +689,7 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
         int64_t wait = deadline - now;
         if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {
             if (zmq_errno() == EINTR) continue;
-            rc = zfail("node: zmq_poll", err);
+            rc = peer_zfail("node: zmq_poll", err);
             break;
         }
         wire_msg_clear(&m);
@@ -737,7 +710,7 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
                 nanosleep(&(struct timespec){1, 0}, NULL);
                 if ((rc = send_hello(n, err)) != 0) break;
                 tries++;
-                deadline = now_ms() + t0;
+                deadline = clock_now_ms() + t0;
                 continue;
             }
             rc = auxps_error_set(err, AUXPS_EIO, "node: the coordinator refused HELLO: %s %s",
@@ -847,7 +820,7 @@ static int serve_data(node_t *n, auxps_error_t *err) {
  * (3) the coordinator's timeout. Returns the ms until the next job is due, or a negative
  * error. */
 static int64_t housekeeping(node_t *n, auxps_error_t *err) {
-    int64_t now = now_ms(), next = now + n->heartbeat_ms;
+    int64_t now = clock_now_ms(), next = now + n->heartbeat_ms;
     if (now - n->coord_heard >= n->timeout_ms)
         return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s was silent "
                                "for %" PRIu32 " ms", n->cnt.id, n->coord_ep, n->timeout_ms);
@@ -883,10 +856,10 @@ int node_run(node_t *n, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps
         return auxps_error_set(err, AUXPS_EINVAL, "node_run: NULL node or called twice");
     n->ran = 1;
     n->log = log;
-    n->coord_heard = n->coord_sent = now_ms();
+    n->coord_heard = n->coord_sent = clock_now_ms();
     int rc = register_node(n, stop, err);
     if (rc != 0) goto done;
-    n->coord_heard = now_ms();
+    n->coord_heard = clock_now_ms();
     int64_t stop_deadline = -1;
     for (;;) {
         int64_t wait = housekeeping(n, err);
@@ -895,7 +868,7 @@ int node_run(node_t *n, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps
             break;
         }
         if (stop != NULL && *stop) {
-            int64_t now = now_ms();
+            int64_t now = clock_now_ms();
             if (stop_deadline < 0) {
                 stop_deadline = now + n->timeout_ms;
                 say(n, "stop requested: serving until DONE, at most %" PRIu32 " ms more", n->timeout_ms);
@@ -911,7 +884,7 @@ int node_run(node_t *n, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps
         zmq_pollitem_t items[2] = {{n->coord, 0, ZMQ_POLLIN, 0}, {n->data, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, (long)wait) < 0) {
             if (zmq_errno() == EINTR) continue;
-            rc = zfail("node: zmq_poll", err);
+            rc = peer_zfail("node: zmq_poll", err);
             break;
         }
         if (items[0].revents & ZMQ_POLLIN) {
@@ -961,12 +934,7 @@ int node_main(int argc, char **argv) {
         fprintf(stderr, "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT]\n");
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    peer_catch_signals(on_signal);
     auxps_error_t err = {0};
     node_t *n = node_new(coordinator, bind, &err);
     if (n == NULL) {

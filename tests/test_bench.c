@@ -21,129 +21,21 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "util.h"
 
-extern char **environ;
+enum { CHILD_TIMEOUT_S = 240 };
 
-enum { CHILD_TIMEOUT_S = 240, MAX_OUTPUT = 1 << 20 };
-
-static pid_t child_pid = -1; /* for .fini, if an assertion fails while the child runs */
-
-static void teardown(void) {
-    if (child_pid > 0) {
-        kill(child_pid, SIGKILL);
-        waitpid(child_pid, NULL, 0);
-        child_pid = -1;
-    }
-}
+/* Kills a child that a failed assertion left running. */
+static void teardown(void) { util_proc_kill_all(); }
 
 TestSuite(bench, .fini = teardown, .timeout = 300);
 
-/* ---- the child process ---- */
+/* ---- the child process (tests/util.h) ---- */
 
-typedef struct {
-    char *buf;
-    size_t len;
-    int fd; /* read end, -1 at EOF */
-} stream_t;
+typedef util_proc_t proc_t;
 
-typedef struct {
-    stream_t out, err;
-    int status;   /* exit status, or -1 if killed by a signal */
-    int termsig;
-} proc_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void append(stream_t *s, const char *p, size_t n) {
-    cr_assert_leq(s->len + n, (size_t)MAX_OUTPUT, "child output over %d bytes", MAX_OUTPUT);
-    s->buf = realloc(s->buf, s->len + n + 1);
-    cr_assert_not_null(s->buf);
-    memcpy(s->buf + s->len, p, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-}
-
-/* Runs AUXPS_BIN with args (NULL-terminated, without argv[0]) to completion, stdout and stderr
- * captured; kills it after CHILD_TIMEOUT_S. */
-static void run(proc_t *p, const char *const args[]) {
-    memset(p, 0, sizeof *p);
-    const char *bin = getenv("AUXPS_BIN"), *argv[16];
-    int n = 0;
-    argv[n++] = bin != NULL && bin[0] ? bin : "build/auxps";
-    for (int i = 0; args[i] != NULL && n < 15; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    int po[2], pe[2];
-    cr_assert_eq(pipe2(po, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(po[1]);
-    close(pe[1]);
-    cr_assert_eq(rc, 0, "cannot start %s: %s (build it, or set AUXPS_BIN)", argv[0], strerror(rc));
-    child_pid = pid;
-    p->out.fd = po[0];
-    p->err.fd = pe[0];
-    append(&p->out, "", 0);
-    append(&p->err, "", 0);
-    const double deadline = now_s() + CHILD_TIMEOUT_S;
-    while (p->out.fd >= 0 || p->err.fd >= 0) {
-        struct pollfd fds[2];
-        stream_t *ss[2];
-        int nf = 0;
-        if (p->out.fd >= 0) fds[nf] = (struct pollfd){p->out.fd, POLLIN, 0}, ss[nf++] = &p->out;
-        if (p->err.fd >= 0) fds[nf] = (struct pollfd){p->err.fd, POLLIN, 0}, ss[nf++] = &p->err;
-        double left = deadline - now_s();
-        cr_assert_gt(left, 0, "auxps did not finish within %d s; stdout:\n%s\nstderr:\n%s", CHILD_TIMEOUT_S,
-                     p->out.buf, p->err.buf);
-        int r = poll(fds, (nfds_t)nf, (int)(left * 1000) + 1);
-        if (r < 0 && errno == EINTR) continue;
-        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
-        for (int i = 0; i < nf; i++) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char chunk[65536];
-            ssize_t k = read(fds[i].fd, chunk, sizeof chunk);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) {
-                close(ss[i]->fd);
-                ss[i]->fd = -1;
-            } else {
-                append(ss[i], chunk, (size_t)k);
-            }
-        }
-    }
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0) cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
-    child_pid = -1;
-    p->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    p->termsig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-}
-
-#define RUN(p, ...) run((p), (const char *const[]){__VA_ARGS__, NULL})
-
-static void proc_free(proc_t *p) {
-    free(p->out.buf);
-    free(p->err.buf);
-}
-
-/* The process exited with status, with no signal and no sanitizer report. */
-static void expect_exit(const proc_t *p, int status) {
-    cr_assert_eq(p->termsig, 0, "auxps was killed by signal %d (%s); stderr:\n%s", p->termsig,
-                 strsignal(p->termsig), p->err.buf);
-    cr_assert(strstr(p->err.buf, "Sanitizer") == NULL && strstr(p->err.buf, "runtime error:") == NULL,
-              "sanitizer report:\n%s", p->err.buf);
-    cr_assert_eq(p->status, status, "exit status %d, expected %d; stdout:\n%s\nstderr:\n%s", p->status, status,
-                 p->out.buf, p->err.buf);
-}
+/* Runs auxps to completion, killing it after CHILD_TIMEOUT_S. */
+#define RUN(p, ...) util_proc_run((p), (const char *const[]){__VA_ARGS__, NULL}, CHILD_TIMEOUT_S)
 
 /* ---- JSON lines ---- */
 
@@ -177,7 +69,7 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
 
     proc_t p;
     RUN(&p, "bench", "--transport", "--seconds", "0.3");
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     int seen[2][5][3] = {{{0}}}, lines = 0; /* [auxps?][workers][nodes] */
     double bare_rate[5][3] = {{0}};
     for (const char *l = p.out.buf; *l; lines++) {
@@ -217,7 +109,7 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
                 cr_assert_eq(seen[a][w][s], 1, "%s, %d workers, %d nodes: %d lines", a ? "auxps" : "bare", w, s,
                              seen[a][w][s]);
     cr_assert_not_null(strstr(p.err.buf, "auxps/bare"), "no table on stderr:\n%s", p.err.buf);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(bench, transport_usage_errors_exit_2_naming_the_argument) {
@@ -225,10 +117,10 @@ Test(bench, transport_usage_errors_exit_2_naming_the_argument) {
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         proc_t p;
         RUN(&p, "bench", "--transport", bad[i][0], bad[i][1]);
-        expect_exit(&p, 2);
+        util_expect_exit(&p, 2);
         cr_assert_eq(p.out.len, 0, "stdout: %s", p.out.buf);
         const char *named = strcmp(bad[i][0], "--seconds") == 0 ? bad[i][1] : bad[i][0];
         cr_assert_not_null(strstr(p.err.buf, named), "stderr does not name '%s':\n%s", named, p.err.buf);
-        proc_free(&p);
+        util_proc_free(&p);
     }
 }

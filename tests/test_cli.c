@@ -24,39 +24,25 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "util.h"
 
-enum { CHILD_TIMEOUT_S = 120, MAX_OUTPUT = 16 << 20 };
+enum { CHILD_TIMEOUT_S = 120 };
 
 #define MLP_CONFIG "configs/fmnist-mlp-w2a2.ini"
 #define RESNET_CONFIG "configs/fmnist-resnet8-w2a2-aux.ini"
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
-/* Each test runs in its own process, so this per-test state needs no locking. child_pid lets
- * .fini reap a child that a failed assertion left running. */
+/* Each test runs in its own process, so this per-test state needs no locking. */
 static char tmp_dir[64];
-static pid_t child_pid = -1;
 
 /* ---- temp dir ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
+static void setup(void) { util_tmpdir_make(tmp_dir, "cli"); }
 
-static void setup(void) {
-    strcpy(tmp_dir, "/tmp/auxps_test_cli_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmp_dir), "mkdtemp: %s", strerror(errno));
-}
-
+/* Kills a child a failed assertion left running. */
 static void teardown(void) {
-    if (child_pid > 0) {
-        kill(child_pid, SIGKILL);
-        waitpid(child_pid, NULL, 0);
-        child_pid = -1;
-    }
-    if (tmp_dir[0]) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    util_proc_kill_all();
+    util_tmpdir_remove(tmp_dir);
 }
 
 TestSuite(cli, .init = setup, .fini = teardown, .timeout = 300);
@@ -66,192 +52,21 @@ static const char *tpath(char buf[256], const char *name) {
     return buf;
 }
 
-static const char *auxps_bin(void) {
-    const char *b = getenv("AUXPS_BIN");
-    return b != NULL && b[0] ? b : "build/auxps";
-}
+/* ---- child processes (tests/util.h) ---- */
 
-/* ---- child processes ---- */
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int fd; /* read end, -1 at EOF */
-} stream_t;
-
-typedef struct {
-    pid_t pid;
-    stream_t out, err;
-    int exited, status, signaled, termsig, timed_out;
-} proc_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void stream_append(stream_t *s, const char *p, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap < s->len + n + 1) cap *= 2;
-        cr_assert_leq(cap, (size_t)MAX_OUTPUT * 2, "child output over %d bytes", MAX_OUTPUT);
-        s->buf = realloc(s->buf, cap);
-        cr_assert_not_null(s->buf);
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, p, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-}
-
-/* Starts AUXPS_BIN with args (NULL-terminated, without argv[0]), stdin from /dev/null and
- * stdout and stderr into pipes, with default signal dispositions and an empty signal mask. */
-static void proc_start(proc_t *p, const char *const args[]) {
-    memset(p, 0, sizeof *p);
-    p->pid = -1;
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = auxps_bin();
-    for (int i = 0; args[i] != NULL; i++) {
-        cr_assert_lt(n, 63);
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-
-    int po[2], pe[2];
-    cr_assert_eq(pipe2(po, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    posix_spawnattr_init(&at);
-    sigset_t all, none;
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    int rc = posix_spawn(&p->pid, argv[0], &fa, &at, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(po[1]);
-    close(pe[1]);
-    if (rc != 0) {
-        close(po[0]);
-        close(pe[0]);
-        cr_assert_fail("cannot start %s: %s (build it with make build-all, or set AUXPS_BIN)", argv[0],
-                       strerror(rc));
-    }
-    child_pid = p->pid;
-    p->out.fd = po[0];
-    p->err.fd = pe[0];
-    stream_append(&p->out, "", 0);
-    stream_append(&p->err, "", 0);
-}
+typedef util_proc_t proc_t;
 
 /* Reads both pipes until EOF on both, or until stdout holds a complete line containing `until`
  * (when not NULL), or the deadline. Returns 1 if `until` was seen. */
 static int proc_pump(proc_t *p, double deadline, const char *until) {
-    size_t scanned = 0;
-    for (;;) {
-        if (until != NULL) {
-            /* Only complete lines count: the signal test must not act on half a line. */
-            char *nl = memrchr(p->out.buf, '\n', p->out.len);
-            if (nl != NULL && (size_t)(nl - p->out.buf) >= scanned) {
-                char save = nl[1];
-                nl[1] = '\0';
-                int found = strstr(p->out.buf, until) != NULL;
-                nl[1] = save;
-                if (found) return 1;
-                scanned = (size_t)(nl - p->out.buf) + 1;
-            }
-        }
-        struct pollfd fds[2];
-        stream_t *ss[2];
-        int nf = 0;
-        if (p->out.fd >= 0) fds[nf] = (struct pollfd){p->out.fd, POLLIN, 0}, ss[nf++] = &p->out;
-        if (p->err.fd >= 0) fds[nf] = (struct pollfd){p->err.fd, POLLIN, 0}, ss[nf++] = &p->err;
-        if (nf == 0) return 0;
-        double left = deadline - now_s();
-        if (left <= 0) {
-            p->timed_out = 1;
-            return 0;
-        }
-        int r = poll(fds, (nfds_t)nf, (int)(left * 1000) + 1);
-        if (r < 0 && errno == EINTR) continue;
-        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
-        for (int i = 0; i < nf; i++) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char chunk[65536];
-            ssize_t k = read(fds[i].fd, chunk, sizeof chunk);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) {
-                close(ss[i]->fd);
-                ss[i]->fd = -1;
-            } else {
-                stream_append(ss[i], chunk, (size_t)k);
-            }
-        }
-    }
+    return util_proc_pump(&p, 1, deadline, until, 1);
 }
 
 /* Collects the rest of the output and the exit status; kills the child at the deadline. */
-static void proc_finish(proc_t *p, double deadline) {
-    proc_pump(p, deadline, NULL);
-    int st = 0;
-    for (;;) {
-        pid_t w = waitpid(p->pid, &st, WNOHANG);
-        if (w == p->pid) break;
-        cr_assert(w == 0 || errno == EINTR, "waitpid: %s", strerror(errno));
-        if (now_s() >= deadline) {
-            p->timed_out = 1;
-            kill(p->pid, SIGKILL);
-            waitpid(p->pid, &st, 0);
-            break;
-        }
-        usleep(10000);
-    }
-    child_pid = -1;
-    if (p->out.fd >= 0) close(p->out.fd);
-    if (p->err.fd >= 0) close(p->err.fd);
-    p->out.fd = p->err.fd = -1;
-    p->exited = WIFEXITED(st);
-    p->status = p->exited ? WEXITSTATUS(st) : -1;
-    p->signaled = WIFSIGNALED(st);
-    p->termsig = p->signaled ? WTERMSIG(st) : 0;
-    cr_assert(!p->timed_out, "auxps did not finish within %d s; stdout:\n%s\nstderr:\n%s", CHILD_TIMEOUT_S,
-              p->out.buf, p->err.buf);
-}
+static void proc_finish(proc_t *p, double deadline) { util_proc_finish(&p, 1, deadline); }
 
-static void proc_free(proc_t *p) {
-    free(p->out.buf);
-    free(p->err.buf);
-    p->out.buf = p->err.buf = NULL;
-}
-
-/* Runs auxps to completion. */
-static void run(proc_t *p, const char *const args[]) {
-    proc_start(p, args);
-    proc_finish(p, now_s() + CHILD_TIMEOUT_S);
-}
-
-#define RUN(p, ...) run((p), (const char *const[]){__VA_ARGS__, NULL})
-
-/* A run must have exited (no signal: no crash, no abort) with `status`. Sanitizers exit with 1 by
- * default, the status of an ordinary error, so their reports are looked for in stderr too. */
-static void expect_exit(const proc_t *p, int status) {
-    cr_assert(!p->signaled, "auxps was killed by signal %d (%s); stderr:\n%s", p->termsig, strsignal(p->termsig),
-              p->err.buf);
-    cr_assert(p->exited);
-    cr_assert(strstr(p->err.buf, "Sanitizer") == NULL && strstr(p->err.buf, "runtime error:") == NULL,
-              "sanitizer report:\n%s", p->err.buf);
-    cr_assert_eq(p->status, status, "exit status %d, expected %d; stdout:\n%s\nstderr:\n%s", p->status, status,
-                 p->out.buf, p->err.buf);
-}
+/* Runs auxps to completion, killing it after CHILD_TIMEOUT_S. */
+#define RUN(p, ...) util_proc_run((p), (const char *const[]){__VA_ARGS__, NULL}, CHILD_TIMEOUT_S)
 
 static void expect_stderr_has(const proc_t *p, const char *needle) {
     cr_assert_not_null(strstr(p->err.buf, needle), "stderr lacks '%s':\n%s", needle, p->err.buf);
@@ -356,11 +171,11 @@ static void eval_model(const char *model, const char *limit, int *correct, int *
     proc_t p;
     if (limit != NULL) RUN(&p, "eval", model, "--limit", limit);
     else RUN(&p, "eval", model);
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     double acc;
     parse_accuracy(line_starting(p.out.buf, "test_accuracy "), "eval", &acc, correct, total);
     cr_assert_not_null(strstr(p.out.buf, model));
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* A small W2A2 MLP export for the tests that need a real model file (about a second). */
@@ -370,9 +185,9 @@ static void train_small_mlp(const char *model) {
     proc_t p;
     RUN(&p, "train", MLP_CONFIG, "--set", "data.train_limit=1000", "--set", "data.test_limit=300", "--set",
         "train.epochs=1", "--set", out);
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     cr_assert_gt(file_size(model), 96);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* ---- 1, 2: training runs ---- */
@@ -384,7 +199,7 @@ Test(cli, train_mlp_exports_a_model_that_eval_scores_identically) {
     proc_t p;
     RUN(&p, "train", MLP_CONFIG, "--set", "data.train_limit=3000", "--set", "data.test_limit=1000", "--set",
         "train.epochs=1", "--set", out);
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     cr_assert_str_empty(p.err.buf, "stderr not empty:\n%s", p.err.buf);
     train_summary_t s;
     check_train_output(&p, model, &s);
@@ -401,7 +216,7 @@ Test(cli, train_mlp_exports_a_model_that_eval_scores_identically) {
     eval_model(model, "1000", &c, &n);
     cr_assert_eq(n, 1000);
     cr_assert_eq(c, s.correct, "auxps eval scores %d/%d, the trainer %d/%d", c, n, s.correct, s.total);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* The auxiliary head must have a loss of its own, and the export must drop it without changing
@@ -417,7 +232,7 @@ Test(cli, train_tiny_resnet_with_aux_learns_and_exports_without_aux) {
     RUN(&p, "train", RESNET_CONFIG, "--set", "model.widths=4,8,8", "--set", "data.train_limit=3000", "--set",
         "data.test_limit=500", "--set", "train.epochs=2", "--set", "train.batch_size=64", "--set", "train.lr=0.1",
         "--set", "train.log_interval=20", "--set", out);
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     train_summary_t s;
     check_train_output(&p, model, &s);
     cr_assert_not_null(strstr(p.out.buf, "+ auxiliary module"), "header does not mention the aux module");
@@ -441,12 +256,12 @@ Test(cli, train_tiny_resnet_with_aux_learns_and_exports_without_aux) {
 
     proc_t q;
     RUN(&q, "info", model);
-    expect_exit(&q, 0);
+    util_expect_exit(&q, 0);
     cr_assert_not_null(strstr(q.out.buf, "tensor: fc1.w "), "no fc1.w:\n%s", q.out.buf);
     cr_assert_null(strstr(q.out.buf, "aux."), "the export holds auxiliary tensors:\n%s", q.out.buf);
     cr_assert_not_null(strstr(q.out.buf, "widths: 4,8,8"), "%s", q.out.buf);
-    proc_free(&q);
-    proc_free(&p);
+    util_proc_free(&q);
+    util_proc_free(&p);
 }
 
 /* ---- 3: info ---- */
@@ -456,7 +271,7 @@ Test(cli, info_lists_tensors_and_size_ratio_against_fp32) {
     train_small_mlp(tpath(model, "m.bin"));
     proc_t p;
     RUN(&p, "info", model);
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     const char *o = p.out.buf;
     const char *names[] = {"fc_in.w", "fc_in.b", "bn1.gamma", "bn1.beta", "fc_mid.w",
                            "bn2.gamma", "bn2.beta", "fc_out.w", "fc_out.b"};
@@ -480,7 +295,7 @@ Test(cli, info_lists_tensors_and_size_ratio_against_fp32) {
     cr_assert_gt(fp32_bytes, file_bytes, "a W2A2 export must be smaller than FP32");
     cr_assert(fabs(ratio - (double)file_bytes / fp32_bytes) < 1e-3, "ratio %.4f, sizes give %.4f", ratio,
               (double)file_bytes / fp32_bytes);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* ---- 4: bad configs ---- */
@@ -500,14 +315,14 @@ static void expect_config_error(const char *text, const char *line_tag, const ch
     snprintf(out, sizeof out, "train.output=%s", tpath(model, "never.bin"));
     proc_t p;
     RUN(&p, "train", ini, "--set", out);
-    expect_exit(&p, 1);
+    util_expect_exit(&p, 1);
     char where[300];
     snprintf(where, sizeof where, "%s%s", ini, line_tag);
     expect_stderr_has(&p, where);
     expect_stderr_has(&p, needle);
     cr_assert_eq(file_size(model), -1, "a failed config wrote a model");
     cr_assert_null(strstr(p.out.buf, "img/s"), "training started:\n%s", p.out.buf);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(cli, config_unknown_key_fails_naming_file_and_line) {
@@ -525,11 +340,11 @@ Test(cli, config_weight_bits_9_fails_with_valid_range) {
 Test(cli, config_set_epochs_0_fails_naming_set) {
     proc_t p;
     RUN(&p, "train", MLP_CONFIG, "--set", "train.epochs=0");
-    expect_exit(&p, 1);
+    util_expect_exit(&p, 1);
     expect_stderr_has(&p, "--set");
     expect_stderr_has(&p, "train.epochs");
     cr_assert_null(strstr(p.out.buf, "img/s"), "training started:\n%s", p.out.buf);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(cli, config_missing_file_fails_naming_it) {
@@ -537,9 +352,9 @@ Test(cli, config_missing_file_fails_naming_it) {
     tpath(ini, "no-such-config.ini");
     proc_t p;
     RUN(&p, "train", ini);
-    expect_exit(&p, 1);
+    util_expect_exit(&p, 1);
     expect_stderr_has(&p, ini);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* ---- 5: bad data ---- */
@@ -547,9 +362,9 @@ Test(cli, config_missing_file_fails_naming_it) {
 Test(cli, data_dir_missing_fails_naming_the_file) {
     proc_t p;
     RUN(&p, "train", MLP_CONFIG, "--set", "data.dir=/nonexistent");
-    expect_exit(&p, 1);
+    util_expect_exit(&p, 1);
     expect_stderr_has(&p, "/nonexistent/train-images-idx3-ubyte");
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* A data dir whose other three files are the real ones and whose training images are the given
@@ -574,10 +389,10 @@ static void expect_bad_train_images(const unsigned char *bytes, size_t len) {
     snprintf(out, sizeof out, "train.output=%s", tpath(model, "never.bin"));
     proc_t p;
     RUN(&p, "train", MLP_CONFIG, "--set", setdir, "--set", out);
-    expect_exit(&p, 1);
+    util_expect_exit(&p, 1);
     expect_stderr_has(&p, path);
     cr_assert_eq(file_size(model), -1, "bad data wrote a model");
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(cli, data_truncated_train_images_fail_naming_the_file) {
@@ -604,10 +419,10 @@ static void expect_bad_model(const char *path) {
     for (int i = 0; i < 2; i++) {
         proc_t p;
         RUN(&p, cmds[i], path);
-        expect_exit(&p, 1);
+        util_expect_exit(&p, 1);
         expect_stderr_has(&p, path);
         cr_assert_null(strstr(p.out.buf, "test_accuracy"), "%s printed a result:\n%s", cmds[i], p.out.buf);
-        proc_free(&p);
+        util_proc_free(&p);
     }
 }
 
@@ -663,28 +478,28 @@ Test(cli, model_corrupt_copies_fail_naming_them) {
 
 Test(cli, no_arguments_exits_2_with_usage) {
     proc_t p;
-    run(&p, (const char *const[]){NULL});
-    expect_exit(&p, 2);
+    util_proc_run(&p, (const char *const[]){NULL}, CHILD_TIMEOUT_S);
+    util_expect_exit(&p, 2);
     expect_stderr_has(&p, "usage: auxps");
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(cli, unknown_command_exits_2_with_usage) {
     proc_t p;
     RUN(&p, "frobnicate");
-    expect_exit(&p, 2);
+    util_expect_exit(&p, 2);
     expect_stderr_has(&p, "frobnicate");
     expect_stderr_has(&p, "usage: auxps");
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 Test(cli, version_prints_a_version) {
     proc_t p;
     RUN(&p, "version");
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     int a, b, c;
     cr_assert_eq(sscanf(p.out.buf, "auxps %d.%d.%d", &a, &b, &c), 3, "no version in: %s", p.out.buf);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* ---- 8: SIGINT ---- */
@@ -694,14 +509,14 @@ Test(cli, sigint_during_train_still_evaluates_exports_and_exits_130) {
     tpath(model, "s.bin");
     snprintf(out, sizeof out, "train.output=%s", model);
     proc_t p;
-    proc_start(&p, (const char *const[]){"train", MLP_CONFIG, "--set", out, NULL});
-    const double deadline = now_s() + CHILD_TIMEOUT_S;
+    util_proc_start(&p, (const char *const[]){"train", MLP_CONFIG, "--set", out, NULL});
+    const double deadline = util_now_s() + CHILD_TIMEOUT_S;
     int seen = proc_pump(&p, deadline, "img/s");
     if (!seen) proc_finish(&p, deadline);
     cr_assert(seen, "no progress line before the end; stdout:\n%s\nstderr:\n%s", p.out.buf, p.err.buf);
     cr_assert_eq(kill(p.pid, SIGINT), 0, "kill: %s", strerror(errno));
     proc_finish(&p, deadline);
-    expect_exit(&p, 130);
+    util_expect_exit(&p, 130);
     train_summary_t s;
     check_train_output(&p, model, &s);
     cr_assert_lt(s.steps_done, s.steps_total, "stopped after %ld of %ld steps", s.steps_done, s.steps_total);
@@ -711,7 +526,7 @@ Test(cli, sigint_during_train_still_evaluates_exports_and_exits_130) {
     eval_model(model, NULL, &c, &n);
     cr_assert_eq(n, s.total);
     cr_assert_eq(c, s.correct, "auxps eval scores %d/%d, the stopped trainer %d/%d", c, n, s.correct, s.total);
-    proc_free(&p);
+    util_proc_free(&p);
 }
 
 /* ---- 9: bench ---- */
@@ -719,7 +534,7 @@ Test(cli, sigint_during_train_still_evaluates_exports_and_exits_130) {
 Test(cli, bench_prints_json_lines_for_1_and_2_threads) {
     proc_t p;
     RUN(&p, "bench", "--steps", "1", "--batch", "8");
-    expect_exit(&p, 0);
+    util_expect_exit(&p, 0);
     int seen[3] = {0}, lines = 0;
     for (const char *l = p.out.buf; *l; lines++) {
         const char *eol = strchr(l, '\n');
@@ -738,5 +553,5 @@ Test(cli, bench_prints_json_lines_for_1_and_2_threads) {
     }
     cr_assert_eq(lines, 2, "%d lines:\n%s", lines, p.out.buf);
     cr_assert(seen[1] == 1 && seen[2] == 1, "threads 1: %d lines, 2: %d lines", seen[1], seen[2]);
-    proc_free(&p);
+    util_proc_free(&p);
 }

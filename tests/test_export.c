@@ -16,6 +16,7 @@
 #include "export.h"
 #include "model.h"
 #include "rng.h"
+#include "util.h"
 
 enum { BATCH = 6 };
 
@@ -27,23 +28,9 @@ enum { O_VERSION = 8, O_FILE_BYTES = 12, O_ARCH = 20, O_WIDTH0 = 40, O_BLOCKS = 
 /* Each test runs in its own process, so this per-test temp dir needs no locking. */
 static char tmp_dir[64];
 
-static void make_tmp_dir(void) {
-    strcpy(tmp_dir, "/tmp/auxps_test_export_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmp_dir), "mkdtemp: %s", strerror(errno));
-}
+static void make_tmp_dir(void) { util_tmpdir_make(tmp_dir, "export"); }
 
-static void remove_tmp_dir(void) {
-    DIR *d = opendir(tmp_dir);
-    if (d == NULL) return;
-    char path[512];
-    for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-        if (unlink(path) != 0) rmdir(path);
-    }
-    closedir(d);
-    rmdir(tmp_dir);
-}
+static void remove_tmp_dir(void) { util_tmpdir_remove(tmp_dir); }
 
 TestSuite(export, .init = make_tmp_dir, .fini = remove_tmp_dir);
 

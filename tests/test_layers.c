@@ -8,33 +8,9 @@
 #include <string.h>
 
 #include "layers.h"
+#include "util.h"
 
 /* ---- helpers ---- */
-
-/* splitmix64: a small deterministic generator, state passed explicitly. */
-typedef struct { uint64_t s; } rng_t;
-
-static uint64_t rng_next(rng_t *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unif(rng_t *r, double lo, double hi) {
-    return lo + (hi - lo) * (double)(rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-static void fill_unif(float *p, size_t n, rng_t *r, double lo, double hi) {
-    for (size_t i = 0; i < n; i++) p[i] = (float)rng_unif(r, lo, hi);
-}
-
-/* Known, distinct, exactly representable values to pre-fill gradient buffers with. */
-static float prefill_value(size_t i) { return 0.25f * (float)(i % 7) - 0.5f; }
-
-static void prefill(float *p, size_t n) {
-    for (size_t i = 0; i < n; i++) p[i] = prefill_value(i);
-}
 
 static float *falloc(size_t n) {
     float *p = calloc(n ? n : 1, sizeof(float));
@@ -193,7 +169,7 @@ Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
  * scratch buffer is exactly conv_scratch_size floats (ASan catches overruns), NULL for the
  * pointwise path, and the output is overwritten, not accumulated. */
 Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
-    rng_t r = {1};
+    util_rng_t r = {1};
     for (size_t t = 0; t < N_CONV_CASES; t++) {
         conv_shape_t s;
         conv_case(&s, t);
@@ -201,8 +177,8 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
         const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
         float *x = falloc(nx), *w = falloc(nw), *out = falloc(no), *ref = falloc(no);
         float *col = ncol ? falloc(ncol) : NULL;
-        fill_unif(x, nx, &r, -1, 1);
-        fill_unif(w, nw, &r, -1, 1);
+        util_fill_unif(x, nx, &r, -1, 1);
+        util_fill_unif(w, nw, &r, -1, 1);
         for (size_t i = 0; i < no; i++) out[i] = 1e30f;
         conv2d_forward(out, x, w, &s, col);
         conv2d_forward_ref(ref, x, w, &s);
@@ -222,7 +198,7 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
  * so the difference quotient is exact up to rounding. The gradients are added to pre-filled
  * buffers, and a second call with dx = NULL still adds the same dw. */
 Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
-    rng_t r = {2};
+    util_rng_t r = {2};
     for (size_t t = 0; t < N_CONV_CASES; t++) {
         conv_shape_t s;
         conv_case(&s, t);
@@ -231,11 +207,11 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
         float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
         float *col = ncol ? falloc(ncol) : NULL;
-        fill_unif(x, nx, &r, -1, 1);
-        fill_unif(w, nw, &r, -1, 1);
-        fill_unif(c, no, &r, -1, 1);
-        prefill(dx0, nx);
-        prefill(dw0, nw);
+        util_fill_unif(x, nx, &r, -1, 1);
+        util_fill_unif(w, nw, &r, -1, 1);
+        util_fill_unif(c, no, &r, -1, 1);
+        util_prefill(dx0, nx);
+        util_prefill(dw0, nw);
         memcpy(dx, dx0, sizeof(float) * nx);
         memcpy(dw, dw0, sizeof(float) * nw);
         memcpy(dw2, dw0, sizeof(float) * nw);
@@ -288,17 +264,17 @@ static double bn_loss(const void *p) {
 }
 
 /* Input whose channels have different means and spreads. */
-static void bn_fill_input(float *x, int n, int c, int hw, rng_t *r) {
+static void bn_fill_input(float *x, int n, int c, int hw, util_rng_t *r) {
     for (int i = 0; i < n; i++)
         for (int ch = 0; ch < c; ch++)
             for (int j = 0; j < hw; j++)
-                x[((size_t)i * c + ch) * hw + j] = (float)(1.5 * ch - 2.0 + (0.5 + 0.5 * ch) * rng_unif(r, -1, 1));
+                x[((size_t)i * c + ch) * hw + j] = (float)(1.5 * ch - 2.0 + (0.5 + 0.5 * ch) * util_rng_unif(r, -1, 1));
 }
 
 Test(layers, batchnorm_training_normalises_to_beta_mean_and_gamma_std) {
     enum { N = 4, C = 3, HW = 5 };
     const double m = N * HW;
-    rng_t r = {3};
+    util_rng_t r = {3};
     float x[N * C * HW], y[N * C * HW], mean[C], rstd[C];
     float gamma[C] = {1.5f, -0.7f, 0.3f}, beta[C] = {0.25f, -1.0f, 2.0f};
     float rmean[C] = {0.5f, -0.25f, 1.0f}, rvar[C] = {2.0f, 0.5f, 1.0f};
@@ -338,7 +314,7 @@ Test(layers, batchnorm_training_normalises_to_beta_mean_and_gamma_std) {
 
 Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
     enum { N = 3, C = 2, HW = 4 };
-    rng_t r = {4};
+    util_rng_t r = {4};
     float x[N * C * HW], y[N * C * HW], mean[C] = {0}, rstd[C] = {0};
     const float gamma[C] = {1.25f, -0.5f}, beta[C] = {0.5f, 3.0f};
     float rmean[C] = {0.3f, -4.0f}, rvar[C] = {2.5f, 0.04f};
@@ -360,17 +336,17 @@ Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
  * dbeta. */
 Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     enum { N = 3, C = 4, HW = 5, NX = N * C * HW };
-    rng_t r = {5};
+    util_rng_t r = {5};
     float x[NX], y[NX], coef[NX], mean[C], rstd[C], rmean[C] = {0}, rvar[C] = {1, 1, 1, 1};
     float gamma[C], beta[C];
     float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C];
     bn_fill_input(x, N, C, HW, &r);
-    fill_unif(gamma, C, &r, 0.5, 1.5);
+    util_fill_unif(gamma, C, &r, 0.5, 1.5);
     gamma[2] = -gamma[2];
-    fill_unif(beta, C, &r, -1, 1);
-    fill_unif(coef, NX, &r, -1, 1);
-    prefill(dx0, NX);
-    prefill(dg0, C);
+    util_fill_unif(beta, C, &r, -1, 1);
+    util_fill_unif(coef, NX, &r, -1, 1);
+    util_prefill(dx0, NX);
+    util_prefill(dg0, C);
     for (int i = 0; i < C; i++) db0[i] = 0.125f * (float)i - 1.0f;
     memcpy(dx, dx0, sizeof dx);
     memcpy(dg, dg0, sizeof dg);
@@ -408,10 +384,10 @@ Test(layers, relu_forward_zeroes_non_positive_and_backward_passes_where_output_p
         cr_assert(y[i] == want && !signbit(y[i]), "relu(%g) = %g, want %g", x[i], y[i], want);
         dy[i] = 1.0f + (float)i;
     }
-    prefill(dx, N);
+    util_prefill(dx, N);
     relu_backward(dx, dy, y, N);
     for (int i = 0; i < N; i++) {
-        const float want = prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
+        const float want = util_prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
         cr_assert_eq(dx[i], want, "relu dx[%d] (x = %g) = %g, want %g", i, x[i], dx[i], want);
     }
 }
@@ -441,17 +417,17 @@ static double pool_loss(const void *p) {
 
 Test(layers, avgpool_averages_each_channel_and_backward_spreads_evenly) {
     enum { N = 2, C = 3, HW = 6, NX = N * C * HW };
-    rng_t r = {6};
+    util_rng_t r = {6};
     float x[NX], y[N * C], dy[N * C], dx[NX], dx0[NX];
-    fill_unif(x, NX, &r, -2, 2);
-    fill_unif(dy, N * C, &r, -1, 1);
+    util_fill_unif(x, NX, &r, -2, 2);
+    util_fill_unif(dy, N * C, &r, -1, 1);
     avgpool_forward(y, x, N, C, HW);
     for (int i = 0; i < N * C; i++) {
         double s = 0.0;
         for (int j = 0; j < HW; j++) s += x[i * HW + j];
         cr_assert(fabs(y[i] - s / HW) <= 1e-6, "y[%d] = %.9g, want %.9g", i, y[i], s / HW);
     }
-    prefill(dx0, NX);
+    util_prefill(dx0, NX);
     memcpy(dx, dx0, sizeof dx);
     avgpool_backward(dx, dy, N, C, HW);
     pool_ctx_t c = {NX, HW, to_double(x, NX), to_double(dy, N * C)};
@@ -484,13 +460,13 @@ static double linear_loss(const void *p) {
 
 static void check_linear(int with_bias, uint64_t seed) {
     enum { N = 4, IN = 7, OUT = 5 };
-    rng_t r = {seed};
+    util_rng_t r = {seed};
     float x[N * IN], w[OUT * IN], b[OUT], y[N * OUT], dy[N * OUT];
     float dx[N * IN], dx0[N * IN], dw[OUT * IN], dw0[OUT * IN], dw2[OUT * IN], db[OUT], db0[OUT], db2[OUT];
-    fill_unif(x, N * IN, &r, -1, 1);
-    fill_unif(w, OUT * IN, &r, -1, 1);
-    fill_unif(b, OUT, &r, -1, 1);
-    fill_unif(dy, N * OUT, &r, -1, 1);
+    util_fill_unif(x, N * IN, &r, -1, 1);
+    util_fill_unif(w, OUT * IN, &r, -1, 1);
+    util_fill_unif(b, OUT, &r, -1, 1);
+    util_fill_unif(dy, N * OUT, &r, -1, 1);
     for (int i = 0; i < N * OUT; i++) y[i] = 1e30f;
     linear_forward(y, x, w, with_bias ? b : NULL, N, IN, OUT);
 
@@ -500,8 +476,8 @@ static void check_linear(int with_bias, uint64_t seed) {
     linear_double(yd, &c);
     assert_close(y, NULL, yd, N * OUT, 1e-5, 1e-5, with_bias ? "linear y (bias)" : "linear y (no bias)");
 
-    prefill(dx0, N * IN);
-    prefill(dw0, OUT * IN);
+    util_prefill(dx0, N * IN);
+    util_prefill(dw0, OUT * IN);
     for (int i = 0; i < OUT; i++) db0[i] = -0.75f + 0.5f * (float)i;
     memcpy(dx, dx0, sizeof dx);
     memcpy(dw, dw0, sizeof dw);
@@ -562,16 +538,16 @@ Test(layers, softmax_xent_loss_matches_hand_computation) {
  * dlogits is overwritten, not accumulated. */
 Test(layers, softmax_xent_dlogits_match_finite_differences_times_scale) {
     enum { N = 5, K = 7 };
-    rng_t r = {9};
+    util_rng_t r = {9};
     float logits[N * K], d[N * K];
     const int y[N] = {0, 6, 3, 3, 1};
-    fill_unif(logits, N * K, &r, -3, 3);
+    util_fill_unif(logits, N * K, &r, -3, 3);
     xent_ctx_t c = {N, K, y, to_double(logits, N * K)};
     double g[N * K], gs[N * K];
     fd_grad(g, c.logits, N * K, 1e-5, xent_loss, &c);
     const float scales[2] = {1.0f, 0.7f};
     for (int s = 0; s < 2; s++) {
-        prefill(d, N * K);
+        util_prefill(d, N * K);
         const float loss = softmax_xent(logits, y, N, K, d, scales[s], NULL);
         cr_assert(fabs(loss - xent_loss(&c)) <= 1e-6 * (1 + xent_loss(&c)), "loss %.9g, want %.9g", loss, xent_loss(&c));
         for (int i = 0; i < N * K; i++) gs[i] = scales[s] * g[i];

@@ -20,6 +20,7 @@
 #include "model.h"
 #include "node.h"
 #include "optim.h"
+#include "util.h"
 #include "wire.h"
 
 #define TRAIN_LIMIT 512
@@ -127,20 +128,10 @@ TestSuite(node, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- messages ---- */
 
-/* Receives one message on sock within ms; returns 0 and fills in/m, or -1 on timeout. */
-static int recv_within(void *sock, int router, wire_in_t *in, wire_msg_t *m, int ms) {
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, ms) <= 0) return -1;
-    auxps_error_t e = {0};
-    cr_assert_eq(wire_recv(sock, router, in, 0, &e), 0, "%s", e.msg);
-    cr_assert_eq(wire_decode_in(in, m, &e), 0, "%s", e.msg);
-    return 0;
-}
-
 /* The next message of type `type` on sock, skipping HEARTBEATs. */
 static void expect(void *sock, int router, uint32_t type, wire_in_t *in, wire_msg_t *m) {
     for (;;) {
-        cr_assert_eq(recv_within(sock, router, in, m, RECV_MS), 0, "no %s within %d ms",
+        cr_assert_eq(util_recv_within(sock, router, in, m, RECV_MS), 0, "no %s within %d ms",
                      wire_type_name(type), RECV_MS);
         if (m->type == type) return;
         cr_assert_eq(m->type, WIRE_HEARTBEAT, "expected %s, got %s", wire_type_name(type),
@@ -407,7 +398,7 @@ Test(node, bsp_applies_the_sample_weighted_mean_once_all_workers_pushed) {
     wire_in_t in = {0};
     int heartbeats = 0;
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(recv_within(fx.w[0], 0, &in, &m, 500), 0, "the waiting worker gets HEARTBEATs");
+        cr_assert_eq(util_recv_within(fx.w[0], 0, &in, &m, 500), 0, "the waiting worker gets HEARTBEATs");
         cr_assert_eq(m.type, WIRE_HEARTBEAT, "got %s while worker 1 has not pushed", wire_type_name(m.type));
         cr_assert_eq(m.heartbeat.role, WIRE_ROLE_NODE);
         heartbeats++;
@@ -460,7 +451,7 @@ Test(node, ssp_holds_a_pull_more_than_staleness_clocks_ahead_of_the_slowest_work
     m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_PARAMS, my()->offset, len, 2, WIRE_ENC_F32};
     send_to(fx.w[0], NULL, 0, &m);
     wire_in_t in = {0};
-    cr_assert_eq(recv_within(fx.w[0], 0, &in, &m, 500), 0);
+    cr_assert_eq(util_recv_within(fx.w[0], 0, &in, &m, 500), 0);
     cr_assert_eq(m.type, WIRE_HEARTBEAT, "got %s instead of waiting", wire_type_name(m.type));
     wire_msg_clear(&m);
     /* Statistics are never gated. */
@@ -648,7 +639,7 @@ Test(node, a_sender_is_ignored_after_16_refusals_and_others_are_still_served) {
     send_to(fx.w[1], NULL, 0, &m);
     cr_assert_eq(pull(fx.w[0], 0, WIRE_VEC_PARAMS, 0, NULL), 0);
     wire_in_t in = {0};
-    cr_assert_eq(recv_within(fx.w[1], 0, &in, &m, 300), -1, "an ignored sender gets no answer");
+    cr_assert_eq(util_recv_within(fx.w[1], 0, &in, &m, 300), -1, "an ignored sender gets no answer");
     wire_in_close(&in);
     finish();
     node_counters_t c;
@@ -662,7 +653,7 @@ Test(node, a_silent_coordinator_ends_the_node_with_an_error_after_the_timeout) {
     /* The node heartbeats the coordinator meanwhile. */
     wire_in_t in = {0};
     wire_msg_t m;
-    cr_assert_eq(recv_within(fx.coord, 1, &in, &m, 1000), 0);
+    cr_assert_eq(util_recv_within(fx.coord, 1, &in, &m, 1000), 0);
     cr_assert_eq(m.type, WIRE_HEARTBEAT);
     cr_assert_eq(m.heartbeat.role, WIRE_ROLE_NODE);
     cr_assert_eq(m.heartbeat.id, fx.id);

@@ -9,33 +9,9 @@
 #include <string.h>
 
 #include "quant.h"
+#include "util.h"
 
 /* ---- helpers ---- */
-
-/* splitmix64: a small deterministic generator, state passed explicitly. */
-typedef struct { uint64_t s; } rng_t;
-
-static uint64_t rng_next(rng_t *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unif(rng_t *r, double lo, double hi) {
-    return lo + (hi - lo) * (double)(rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-static void fill_unif(float *p, size_t n, rng_t *r, double lo, double hi) {
-    for (size_t i = 0; i < n; i++) p[i] = (float)rng_unif(r, lo, hi);
-}
-
-/* Known, distinct, exactly representable values to pre-fill gradient buffers with. */
-static float prefill_value(size_t i) { return 0.25f * (float)(i % 7) - 0.5f; }
-
-static void prefill(float *p, size_t n) {
-    for (size_t i = 0; i < n; i++) p[i] = prefill_value(i);
-}
 
 static double levels_of(int k) { return (double)((1 << k) - 1); }
 
@@ -188,10 +164,10 @@ Test(quant, act_ste_passes_gradient_inside_clip_inclusive_and_accumulates) {
     float dy[N], dx[N];
     for (int i = 0; i < N; i++) dy[i] = 1.5f + (float)i;
     for (int k = 1; k <= 8; k++) {
-        prefill(dx, N);
+        util_prefill(dx, N);
         quant_act_backward(dx, dy, x, N, k);
         for (int i = 0; i < N; i++) {
-            const float want = prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
+            const float want = util_prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
             cr_assert_eq(dx[i], want, "k = %d: dx at x = %g is %g, want %g", k, x[i], dx[i], want);
         }
     }
@@ -209,10 +185,10 @@ Test(quant, act_full_precision_is_relu_with_relu_gradient) {
         cr_assert_eq(y[i], pos[i] ? x[i] : 0.0f, "relu(%g) = %g", x[i], y[i]);
         dy[i] = 2.0f + (float)i;
     }
-    prefill(dx, N);
+    util_prefill(dx, N);
     quant_act_backward(dx, dy, x, N, 32);
     for (int i = 0; i < N; i++) {
-        const float want = prefill_value(i) + (pos[i] ? dy[i] : 0.0f);
+        const float want = util_prefill_value(i) + (pos[i] ? dy[i] : 0.0f);
         cr_assert_eq(dx[i], want, "dx at x = %g is %g, want %g", x[i], dx[i], want);
     }
 }
@@ -224,13 +200,13 @@ Test(quant, act_full_precision_is_relu_with_relu_gradient) {
  * wherever that product is not within 1e-4 of a half. */
 Test(quant, weight_codes_are_in_range_and_max_maps_to_an_end_code) {
     enum { N = 53 };
-    rng_t r = {11};
+    util_rng_t r = {11};
     float w[N], wq[N], wq2[N];
     uint8_t codes[N];
     for (int sign = 1; sign >= -1; sign -= 2) {
         for (int k = 2; k <= 8; k++) {
             const double L = levels_of(k);
-            fill_unif(w, N, &r, -1.2, 1.2);
+            util_fill_unif(w, N, &r, -1.2, 1.2);
             w[17] = 1.6f * (float)sign; /* the unique largest |w| */
             quant_weight_forward(wq, codes, w, N, k);
             quant_weight_forward(wq2, NULL, w, N, k);
@@ -281,12 +257,12 @@ Test(quant, weight_zero_maps_to_the_even_middle_code) {
  * every k >= 2 and is added to a pre-filled buffer. */
 static void check_weight_grad(int sign, uint64_t seed) {
     enum { N = 29, TOP = 7 };
-    rng_t r = {seed};
+    util_rng_t r = {seed};
     float w[N], dwq[N], dw[N];
     double wd[N], cd[N], g[N];
-    fill_unif(w, N, &r, -0.9, 0.9);
+    util_fill_unif(w, N, &r, -0.9, 0.9);
     w[TOP] = 1.1f * (float)sign;
-    fill_unif(dwq, N, &r, -1, 1);
+    util_fill_unif(dwq, N, &r, -1, 1);
     /* Give c at the max the sign that makes |S| = |sum c_i tanh(w_i)| >= m, so that the max's
      * term, -S / m^2 * sign(w_max) * tanh'(w_max), is not accidentally near zero. */
     double rest = 0.0;
@@ -300,10 +276,10 @@ static void check_weight_grad(int sign, uint64_t seed) {
     const double m = tanh(1.1), naive = cd[TOP] / m * (1 - m * m);
     cr_assert(fabs(g[TOP] - naive) > 1e-1, "max's term too small to be tested: %g vs %g", g[TOP], naive);
     for (int k = 2; k <= 8; k++) {
-        prefill(dw, N);
+        util_prefill(dw, N);
         quant_weight_backward(dw, dwq, w, N, k);
         for (int i = 0; i < N; i++) {
-            const double got = (double)dw[i] - prefill_value(i);
+            const double got = (double)dw[i] - util_prefill_value(i);
             cr_assert(fabs(got - g[i]) <= 1e-5 + 1e-4 * fabs(g[i]), "k = %d, sign %d: dw[%d] (w = %g) = %.9g, want %.9g",
                       k, sign, i, w[i], got, g[i]);
         }
@@ -332,10 +308,10 @@ Test(quant, weight_gradient_splits_max_evenly_between_opposite_ties) {
     for (int i = 2; i < N; i++) want[i] = c[i] / m * (1 - t[i] * t[i]);
     cr_assert(fabs(share * d) > 1e-2, "the split term is too small to be tested");
     float dw[N];
-    prefill(dw, N);
+    util_prefill(dw, N);
     quant_weight_backward(dw, c, w, N, 3);
     for (int i = 0; i < N; i++) {
-        const double got = (double)dw[i] - prefill_value(i);
+        const double got = (double)dw[i] - util_prefill_value(i);
         cr_assert(fabs(got - want[i]) <= 1e-5, "dw[%d] = %.9g, want %.9g", i, got, want[i]);
     }
     double wd[N], cd[N];
@@ -346,7 +322,7 @@ Test(quant, weight_gradient_splits_max_evenly_between_opposite_ties) {
     const double lp = wq_loss(&x);
     wd[0] -= 2 * eps, wd[1] += 2 * eps;
     const double lm = wq_loss(&x);
-    const double dir = (lp - lm) / (2 * eps), got = ((double)dw[0] - prefill_value(0)) - ((double)dw[1] - prefill_value(1));
+    const double dir = (lp - lm) / (2 * eps), got = ((double)dw[0] - util_prefill_value(0)) - ((double)dw[1] - util_prefill_value(1));
     cr_assert(fabs(got - dir) <= 1e-5, "dw0 - dw1 = %.9g, directional difference %.9g", got, dir);
 }
 
@@ -363,10 +339,10 @@ Test(quant, weight_gradient_splits_max_evenly_between_equal_ties) {
     want[3] -= share * d;
     cr_assert(fabs(share * d) > 1e-2, "the split term is too small to be tested");
     float dw[N];
-    prefill(dw, N);
+    util_prefill(dw, N);
     quant_weight_backward(dw, c, w, N, 2);
     for (int i = 0; i < N; i++) {
-        const double got = (double)dw[i] - prefill_value(i);
+        const double got = (double)dw[i] - util_prefill_value(i);
         cr_assert(fabs(got - want[i]) <= 1e-5, "dw[%d] = %.9g, want %.9g", i, got, want[i]);
     }
 }
@@ -384,15 +360,15 @@ Test(quant, weight_one_bit_is_sign_times_mean_abs_with_sign_of_zero_positive) {
 
 Test(quant, weight_one_bit_gradient_is_straight_through_and_accumulates) {
     enum { N = 9 };
-    rng_t r = {14};
+    util_rng_t r = {14};
     float w[N], dwq[N], dw[N];
-    fill_unif(w, N, &r, -2, 2);
-    fill_unif(dwq, N, &r, -1, 1);
+    util_fill_unif(w, N, &r, -2, 2);
+    util_fill_unif(dwq, N, &r, -1, 1);
     w[3] = 0.0f;
-    prefill(dw, N);
+    util_prefill(dw, N);
     quant_weight_backward(dw, dwq, w, N, 1);
     for (int i = 0; i < N; i++) {
-        const float want = prefill_value(i) + dwq[i];
+        const float want = util_prefill_value(i) + dwq[i];
         cr_assert_eq(dw[i], want, "dw[%d] = %g, want %g", i, dw[i], want);
     }
 }
@@ -413,11 +389,11 @@ Test(quant, weight_one_bit_codes_are_sign_bits_and_mean_is_mean_abs) {
 /* Decoding the forward pass's codes gives back its wq bit for bit, for every k. */
 Test(quant, weight_decode_of_codes_reproduces_forward_bit_exactly) {
     enum { N = 61 };
-    rng_t r = {15};
+    util_rng_t r = {15};
     float w[N], wq[N], dec[N];
     uint8_t codes[N];
     for (int k = 1; k <= 8; k++) {
-        fill_unif(w, N, &r, -1.5, 1.5);
+        util_fill_unif(w, N, &r, -1.5, 1.5);
         w[5] = 0.0f;
         quant_weight_forward(wq, codes, w, N, k);
         quant_weight_decode(dec, codes, N, k, quant_weight_mean(w, N));
@@ -444,7 +420,7 @@ Test(quant, weight_all_zero_tensor_gives_finite_values_and_gradients) {
             if (k >= 2) cr_assert_leq(codes[i], levels_of(k), "k = %d: code %d", k, codes[i]);
         }
         if (k == 1) cr_assert_eq(wq[0], 0.0f, "mean |w| of zeros is 0");
-        prefill(dw, N);
+        util_prefill(dw, N);
         quant_weight_backward(dw, dwq, w, N, k);
         for (int i = 0; i < N; i++) cr_assert(isfinite(dw[i]), "k = %d: dw[%d] = %g", k, i, dw[i]);
     }

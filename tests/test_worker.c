@@ -24,6 +24,7 @@
 #include "node.h"
 #include "optim.h"
 #include "trainer.h"
+#include "util.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -142,19 +143,10 @@ TestSuite(worker, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- the scripted coordinator ---- */
 
-static int recv_within(void *sock, int router, wire_in_t *in, wire_msg_t *m, int ms) {
-    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, ms) <= 0) return -1;
-    auxps_error_t e = {0};
-    cr_assert_eq(wire_recv(sock, router, in, 0, &e), 0, "%s", e.msg);
-    cr_assert_eq(wire_decode_in(in, m, &e), 0, "%s", e.msg);
-    return 0;
-}
-
 /* The next coordinator message that is not a HEARTBEAT. */
 static void next_msg(wire_in_t *in, wire_msg_t *m) {
     for (;;) {
-        cr_assert_eq(recv_within(fx.coord, 1, in, m, RECV_MS), 0, "the coordinator heard nothing");
+        cr_assert_eq(util_recv_within(fx.coord, 1, in, m, RECV_MS), 0, "the coordinator heard nothing");
         if (m->type != WIRE_HEARTBEAT) return;
         wire_msg_clear(m);
     }
@@ -342,7 +334,7 @@ static void pull_final(uint32_t vec, float *out) {
         auxps_error_t e = {0};
         cr_assert_eq(wire_send(s, NULL, 0, &m, NULL, NULL, 0, &e), 0);
         wire_in_t in = {0};
-        cr_assert_eq(recv_within(s, 0, &in, &m, RECV_MS), 0);
+        cr_assert_eq(util_recv_within(s, 0, &in, &m, RECV_MS), 0);
         cr_assert_eq(m.type, WIRE_PULL_REP);
         cr_assert_eq(wire_payload_f32(&m, out + off, &e), 0, "%s", e.msg);
         wire_msg_clear(&m);
@@ -460,7 +452,7 @@ Test(worker, a_node_that_never_answers_ends_the_worker_with_an_error) {
         rep.type = WIRE_HEARTBEAT;
         rep.heartbeat = (wire_heartbeat_t){WIRE_ROLE_COORD, WIRE_ID_COORD};
         send_peer(&fx.wpeer, &rep);
-        if (recv_within(fx.coord, 1, &in, &m, 50) == 0) {
+        if (util_recv_within(fx.coord, 1, &in, &m, 50) == 0) {
             int bye = m.type == WIRE_BYE && same_peer(&fx.wpeer, &in);
             wire_msg_clear(&m);
             if (bye) break;

@@ -1,6 +1,7 @@
 /* trainer.c - the single-process training loop. */
 #include "trainer.h"
 
+#include "clock.h"
 #include "export.h"
 
 #include <cblas.h>
@@ -22,25 +23,6 @@ struct trainer {
     int *order;         /* (train.n): this epoch's sample order */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* A run must not train for hours and then fail to write its model: check the directory first. */
-static int check_output(const char *path, auxps_error_t *err) {
-    char dir[sizeof ((auxps_config_t *)0)->train.output];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    if (access(dir, W_OK) != 0)
-        return auxps_error_set(err, AUXPS_EIO, "%s: cannot write the model into '%s': %s", path, dir, strerror(errno));
-    return 0;
-}
-
 trainer_t *trainer_new(const auxps_config_t *cfg, auxps_error_t *err) {
     trainer_t *t = calloc(1, sizeof *t);
     if (t == NULL) {
@@ -49,7 +31,7 @@ trainer_t *trainer_new(const auxps_config_t *cfg, auxps_error_t *err) {
     }
     t->cfg = *cfg;
     const model_spec_t *sp = &cfg->model;
-    if (check_output(cfg->train.output, err) != 0) goto fail;
+    if (config_check_output(cfg->train.output, err) != 0) goto fail;
     if (dataset_load(&t->train, cfg->data.dir, 1, cfg->data.train_limit, err) != 0) goto fail;
     if (dataset_load(&t->test, cfg->data.dir, 0, cfg->data.test_limit, err) != 0) goto fail;
     if (t->train.c != sp->in_c || t->train.h != sp->in_h || t->train.w != sp->in_w ||
@@ -191,11 +173,11 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
     rng_t rng; /* augmentation only: the order comes from data_epoch_order */
     rng_seed(&rng, c->train.seed ^ 0xA5A5A5A5ull);
     long step = 0, images = 0;
-    double train_time = 0.0, t_run = now_s();
+    double train_time = 0.0, t_run = clock_now_s();
     int stopped = 0;
     for (int epoch = 0; epoch < c->train.epochs && step < total && !stopped; epoch++) {
         data_epoch_order(t->order, t->train.n, c->train.seed, epoch);
-        double t_epoch = now_s(), t_log = t_epoch, sum_low = 0.0, sum_aux = 0.0;
+        double t_epoch = clock_now_s(), t_log = t_epoch, sum_low = 0.0, sum_aux = 0.0;
         long logged_images = 0, interval_steps = 0;
         for (long s = 0; s < spe && step < total; s++) {
             if (stop != NULL && *stop) {
@@ -213,7 +195,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
             interval_steps++;
             logged_images += n;
             if (step % c->train.log_interval == 0 || step == total || s == spe - 1) {
-                double now = now_s(), dt = now - t_log;
+                double now = clock_now_s(), dt = now - t_log;
                 double ips = dt > 0 ? logged_images / dt : 0.0;
                 char eta[32];
                 fmt_duration(eta, sizeof eta, ips > 0 ? (double)(total - step) * b / ips : 0.0);
@@ -226,7 +208,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
                 interval_steps = logged_images = 0;
             }
         }
-        double t_train = now_s() - t_epoch;
+        double t_train = clock_now_s() - t_epoch;
         train_time += t_train;
         trainer_recalibrate(t);
         int caux = 0;
@@ -255,7 +237,7 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
     int rc = export_save(t->model, c->data.mean, c->data.std, c->train.output, err);
     if (rc != 0) return rc;
     fprintf(out, "done: %ld steps in %.1f s, %.0f img/s | test_accuracy %.4f (%d/%d) | model written to %s\n", step,
-            now_s() - t_run, res->images_per_s, res->test_accuracy, res->test_correct, res->test_total,
+            clock_now_s() - t_run, res->images_per_s, res->test_accuracy, res->test_correct, res->test_total,
             c->train.output);
     fflush(out);
     return trainer_check_export(t, out, res, err);

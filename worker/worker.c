@@ -2,9 +2,11 @@
  * evaluations (worker.h has the sequence, docs/CLUSTER.md the why). */
 #include "worker.h"
 
+#include "clock.h"
 #include "config.h"
 #include "data.h"
 #include "model.h"
+#include "peer.h"
 #include "rng.h"
 
 #include <cblas.h>
@@ -76,30 +78,13 @@ struct worker {
     worker_counters_t cnt;
 };
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void say(worker_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(worker_t *w, const char *fmt, ...) {
-    FILE *f = w->log ? w->log : stderr;
     va_list ap;
     va_start(ap, fmt);
-    if (w->welcomed) fprintf(f, "worker %" PRIu32 ": ", w->cnt.id);
-    else fprintf(f, "worker: ");
-    vfprintf(f, fmt, ap);
-    fputc('\n', f);
-    fflush(f);
+    peer_vsay(w->log, "worker", w->welcomed, w->cnt.id, fmt, ap);
     va_end(ap);
 }
-
-static int zfail(const char *what, auxps_error_t *err) {
-    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
-}
-
-static int sockopt(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
 
 worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
     if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
@@ -118,20 +103,11 @@ worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
     w->order_epoch = -1;
     atomic_init(&w->inflight, 0);
     snprintf(w->coord_ep, sizeof w->coord_ep, "%s", coordinator);
-    if ((w->ctx = zmq_ctx_new()) == NULL || (w->coord = zmq_socket(w->ctx, ZMQ_DEALER)) == NULL) {
-        zfail("worker: zmq", err);
+    if ((w->ctx = zmq_ctx_new()) == NULL) {
+        peer_zfail("worker: zmq", err);
         goto fail;
     }
-    if (sockopt(w->coord, ZMQ_LINGER, 1000) || sockopt(w->coord, ZMQ_SNDTIMEO, 1000) ||
-        wire_socket_limits(w->coord) != 0) {
-        zfail("worker: zmq_setsockopt", err);
-        goto fail;
-    }
-    if (zmq_connect(w->coord, coordinator) != 0) {
-        auxps_error_set(err, AUXPS_EINVAL, "worker: cannot connect to the coordinator at %s: %s",
-                        coordinator, zmq_strerror(zmq_errno()));
-        goto fail;
-    }
+    if ((w->coord = peer_coord_socket(w->ctx, coordinator, "worker", err)) == NULL) goto fail;
     return w;
 fail:
     worker_destroy(&w);
@@ -167,7 +143,7 @@ void worker_get_counters(const worker_t *w, worker_counters_t *c) { *c = w->cnt;
 
 static int send_coord(worker_t *w, wire_msg_t *m, auxps_error_t *err) {
     int rc = wire_send(w->coord, NULL, 0, m, NULL, NULL, 0, err);
-    if (rc == 0) w->coord_sent = now_ms();
+    if (rc == 0) w->coord_sent = clock_now_ms();
     return rc;
 }
 
@@ -188,7 +164,7 @@ static void send_bye(worker_t *w, uint32_t reason) {
 
 static void error_to_coord(worker_t *w, uint32_t rid, uint32_t code, const char *text) {
     auxps_error_t e = {0};
-    if (wire_send_error(w->coord, NULL, 0, rid, code, text, &e) == 0) w->coord_sent = now_ms();
+    if (wire_send_error(w->coord, NULL, 0, rid, code, text, &e) == 0) w->coord_sent = clock_now_ms();
 }
 
 /* wire_free_fn of a pushed slice: the buffer belongs to the model; only count it released. */
@@ -199,9 +175,9 @@ static void push_released(void *data, void *hint) {
 
 /* Waits until ZeroMQ has released every zero-copy payload, before the model's buffers change. */
 static int wait_released(worker_t *w, auxps_error_t *err) {
-    int64_t deadline = now_ms() + w->timeout_ms;
+    int64_t deadline = clock_now_ms() + w->timeout_ms;
     while (atomic_load(&w->inflight) > 0) {
-        if (now_ms() > deadline)
+        if (clock_now_ms() > deadline)
             return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": ZeroMQ held a pushed "
                                    "buffer for %" PRIu32 " ms", w->cnt.id, w->timeout_ms);
         nanosleep(&(struct timespec){0, 100000}, NULL);
@@ -353,7 +329,7 @@ static int drain(worker_t *w, void *sock, int node, auxps_error_t *err) {
             if (errno != EAGAIN && errno != EINTR) rc = auxps_error_set(err, AUXPS_EIO, "worker: %s", e.msg);
             break;
         }
-        int64_t now = now_ms();
+        int64_t now = clock_now_ms();
         if (node < 0) w->coord_heard = now;
         else w->links[node].heard = now;
         if (r < 0) {
@@ -370,7 +346,7 @@ static int drain(worker_t *w, void *sock, int node, auxps_error_t *err) {
  * coordinator after H of silence on that link; (2) the coordinator's timeout; (3) the timeout
  * of every outstanding node request. Returns 0 or a negative error. */
 static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
-    int64_t now = now_ms();
+    int64_t now = clock_now_ms();
     uint32_t hb = w->welcomed ? w->heartbeat_ms : WIRE_DEFAULT_HEARTBEAT_MS;
     if (w->welcomed && now - w->coord_heard >= w->timeout_ms)
         return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator at %s was silent "
@@ -403,7 +379,7 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
     for (uint32_t s = 0; s < ns; s++) items[1 + s] = (zmq_pollitem_t){w->links[s].sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(items, (int)(1 + ns), (long)wait) < 0) {
         if (zmq_errno() == EINTR) return 0;
-        return zfail("worker: zmq_poll", err);
+        return peer_zfail("worker: zmq_poll", err);
     }
     int rc = 0;
     if (items[0].revents & ZMQ_POLLIN) rc = drain(w, w->coord, -1, err);
@@ -430,7 +406,7 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
     m->rid = l->rid = w->node_rid++;
     l->type = m->type;
     l->pending = 1;
-    l->heard = now_ms();
+    l->heard = clock_now_ms();
     if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
     int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
     if (rc != 0) {
@@ -633,10 +609,10 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
 
 /* Pauses for ms while answering the coordinator and serving evaluations. */
 static int idle(worker_t *w, int64_t ms, auxps_error_t *err) {
-    int64_t until = now_ms() + ms;
+    int64_t until = clock_now_ms() + ms;
     int rc = 0;
     while (rc == 0 && !stopping(w)) {
-        int64_t left = until - now_ms();
+        int64_t left = until - clock_now_ms();
         if (left <= 0) break;
         if ((rc = pump(w, left, err)) == 0) rc = run_pending(w, err);
     }
@@ -678,12 +654,7 @@ static int send_hello(worker_t *w, auxps_error_t *err) {
     memset(&m, 0, sizeof m);
     m.type = WIRE_HELLO;
     m.hello.role = WIRE_ROLE_WORKER;
-    char host[64] = "worker";
-    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "worker");
-    host[sizeof host - 1] = '\0';
-    for (char *c = host; *c; c++)
-        if (*c < 0x21 || *c > 0x7e) *c = '_';
-    snprintf(m.hello.name, sizeof m.hello.name, "%.40s:%ld", host, (long)getpid());
+    peer_hello_name(m.hello.name, sizeof m.hello.name, "worker");
     m.hello.encodings = 1u << WIRE_ENC_F32;
     return send_new(w, &m, err);
 }
@@ -751,9 +722,9 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     snprintf(route, sizeof route, "w%" PRIu32 ":%ld:%s", x->id, (long)getpid(), host);
     for (uint32_t s = 0; s < x->nshards; s++) {
         void *sock = w->links[s].sock = zmq_socket(w->ctx, ZMQ_DEALER);
-        if (sock == NULL || sockopt(sock, ZMQ_LINGER, 0) || sockopt(sock, ZMQ_SNDTIMEO, (int)x->timeout_ms) ||
+        if (sock == NULL || peer_sockopt(sock, ZMQ_LINGER, 0) || peer_sockopt(sock, ZMQ_SNDTIMEO, (int)x->timeout_ms) ||
             wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, route, strlen(route)) != 0) {
-            rc = zfail("worker: node socket", err);
+            rc = peer_zfail("worker: node socket", err);
             goto refused;
         }
         if (zmq_connect(sock, x->shards[s].endpoint) != 0) {
@@ -766,7 +737,7 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     openblas_set_num_threads(threads > 0 ? threads : 1);
     w->welcomed = 1;
-    w->coord_heard = now_ms(); /* the data took a while to load */
+    w->coord_heard = clock_now_ms(); /* the data took a while to load */
     say(w, "%" PRIu32 " shards, %zu params, %d train / %d test samples, batch %d, %s, %d threads",
         x->nshards, model_num_params(w->model), w->train.n, w->test.n, b,
         x->consistency == WIRE_CONS_ASYNC ? "async" : x->consistency == WIRE_CONS_SSP ? "ssp" : "bsp", threads);
@@ -780,7 +751,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
     const int64_t t0 = WIRE_DEFAULT_TIMEOUT_MS;
     int tries = 1, rc;
     if ((rc = send_hello(w, err)) != 0) return rc;
-    int64_t deadline = now_ms() + t0;
+    int64_t deadline = clock_now_ms() + t0;
     wire_in_t in = {0};
     wire_msg_t m = {0};
     for (;;) {
@@ -788,7 +759,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
             rc = STOPPED;
             break;
         }
-        int64_t now = now_ms();
+        int64_t now = clock_now_ms();
         if (now >= deadline) {
             if (tries >= WORKER_HELLO_TRIES) {
                 rc = auxps_error_set(err, AUXPS_EIO, "worker: no answer from the coordinator at %s "
@@ -804,7 +775,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
         int64_t wait = deadline - now;
         if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {
             if (zmq_errno() == EINTR) continue;
-            rc = zfail("worker: zmq_poll", err);
+            rc = peer_zfail("worker: zmq_poll", err);
             break;
         }
         auxps_error_t e = {0};
@@ -814,7 +785,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
             rc = auxps_error_set(err, AUXPS_EIO, "worker: %s", e.msg);
             break;
         }
-        deadline = now_ms() + t0; /* any message is a sign of life */
+        deadline = clock_now_ms() + t0; /* any message is a sign of life */
         if (r < 0) continue;
         wire_msg_clear(&m);
         if ((r = wire_decode_in(&in, &m, &e)) < 0) {
@@ -833,7 +804,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
                 nanosleep(&(struct timespec){1, 0}, NULL);
                 if ((rc = send_hello(w, err)) != 0) break;
                 tries++;
-                deadline = now_ms() + t0;
+                deadline = clock_now_ms() + t0;
                 continue;
             }
             if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
@@ -863,7 +834,7 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, a
     w->ran = 1;
     w->log = log;
     w->stop = stop;
-    w->coord_sent = w->coord_heard = now_ms();
+    w->coord_sent = w->coord_heard = clock_now_ms();
     int rc = register_worker(w, err);
     if (rc == STOPPED) return 0;
     if (rc != 0) return rc;
@@ -923,12 +894,7 @@ int worker_main(int argc, char **argv) {
         fprintf(stderr, "usage: auxps worker --coordinator ENDPOINT [--threads T]\n");
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: zmq_poll returns EINTR */
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    peer_catch_signals(on_signal);
     auxps_error_t err = {0};
     worker_t *w = worker_new(coordinator, threads, &err);
     if (w == NULL) {

@@ -1,0 +1,73 @@
+/* peer.c - the coordinator link, HELLO names, log lines and signals of a cluster process
+ * (peer.h). */
+#include "peer.h"
+
+#include "wire.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+int peer_zfail(const char *what, auxps_error_t *err) {
+    return auxps_error_set(err, AUXPS_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+int peer_sockopt(void *sock, int opt, int value) {
+    return zmq_setsockopt(sock, opt, &value, sizeof value);
+}
+
+void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, auxps_error_t *err) {
+    char what[64];
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    if (s == NULL) {
+        snprintf(what, sizeof what, "%s: zmq_socket", who);
+        peer_zfail(what, err);
+        return NULL;
+    }
+    /* The BYE to the coordinator is worth waiting for, for a moment. */
+    if (peer_sockopt(s, ZMQ_LINGER, 1000) || peer_sockopt(s, ZMQ_SNDTIMEO, 1000) ||
+        wire_socket_limits(s) != 0) {
+        snprintf(what, sizeof what, "%s: zmq_setsockopt", who);
+        peer_zfail(what, err);
+        goto fail;
+    }
+    if (zmq_connect(s, coordinator) != 0) {
+        auxps_error_set(err, AUXPS_EINVAL, "%s: cannot connect to the coordinator at %s: %s", who,
+                        coordinator, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return s;
+fail:
+    zmq_close(s);
+    return NULL;
+}
+
+void peer_hello_name(char *name, size_t size, const char *fallback) {
+    char host[64];
+    snprintf(host, sizeof host, "%s", fallback);
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "%s", fallback);
+    host[sizeof host - 1] = '\0';
+    for (char *c = host; *c; c++)
+        if (*c < 0x21 || *c > 0x7e) *c = '_';
+    snprintf(name, size, "%.40s:%ld", host, (long)getpid());
+}
+
+void peer_vsay(FILE *log, const char *role, int named, uint32_t id, const char *fmt, va_list ap) {
+    FILE *f = log ? log : stderr;
+    if (named) fprintf(f, "%s %" PRIu32 ": ", role, id);
+    else fprintf(f, "%s: ", role);
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fflush(f);
+}
+
+void peer_catch_signals(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler; /* no SA_RESTART: zmq_poll returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}

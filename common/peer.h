@@ -1,0 +1,41 @@
+/* peer.h - what every process of a cluster (coordinator, parameter-server node, worker) needs
+ * around its ZeroMQ sockets: the DEALER that talks to the coordinator, ZeroMQ errors as
+ * auxps errors, the name a peer gives itself in HELLO, its log lines, and the signal handlers
+ * that ask it to stop. Nothing here keeps state; every buffer belongs to the caller. */
+#ifndef AUXPS_PEER_H
+#define AUXPS_PEER_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+
+/* Sets err to AUXPS_EIO, "what: <zmq_strerror of the last ZeroMQ error>", and returns
+ * AUXPS_EIO. */
+int peer_zfail(const char *what, auxps_error_t *err);
+
+/* zmq_setsockopt of an int option; returns its result (0, or -1 with zmq_errno set). */
+int peer_sockopt(void *sock, int opt, int value);
+
+/* Creates a DEALER in ctx, sets the options of a coordinator link (linger 1 s, send timeout
+ * 1 s, wire_socket_limits) and connects it to coordinator. who ("node", "worker") prefixes the
+ * error messages. Returns the socket, which the caller closes, or NULL with err set: AUXPS_EIO
+ * (ZeroMQ failed) or AUXPS_EINVAL (coordinator is no endpoint ZeroMQ can connect to). */
+void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, auxps_error_t *err);
+
+/* Writes "HOST:PID" into name (size bytes, at least 1): the host name cut to 40 bytes, with
+ * every byte that is not printable ASCII or is a space replaced by '_', or fallback if the
+ * host name cannot be read. */
+void peer_hello_name(char *name, size_t size, const char *fallback);
+
+/* Writes one log line to log (NULL: stderr) and flushes it: "ROLE ID: " when named, else
+ * "ROLE: ", then the formatted text and a newline. */
+void peer_vsay(FILE *log, const char *role, int named, uint32_t id, const char *fmt, va_list ap);
+
+/* Installs handler for SIGINT and SIGTERM without SA_RESTART, so that a blocking zmq_poll
+ * returns EINTR and the loop can look at its stop flag. */
+void peer_catch_signals(void (*handler)(int));
+
+#endif

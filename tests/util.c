@@ -1,0 +1,257 @@
+/* util.c - the helpers the test binaries share (util.h). */
+#include "util.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+extern char **environ;
+
+/* Every process started and not yet reaped, for util_proc_kill_all; 0: a free slot. */
+static pid_t kids[UTIL_MAX_KIDS];
+
+double util_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- temp dirs ---- */
+
+void util_tmpdir_make(char dir[64], const char *name) {
+    snprintf(dir, 64, "/tmp/auxps_test_%s_XXXXXX", name);
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void util_tmpdir_remove(const char *dir) {
+    if (dir[0]) nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- deterministic test data ---- */
+
+uint64_t util_rng_next(util_rng_t *r) {
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double util_rng_unif(util_rng_t *r, double lo, double hi) {
+    return lo + (hi - lo) * (double)(util_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+void util_fill_unif(float *p, size_t n, util_rng_t *r, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) p[i] = (float)util_rng_unif(r, lo, hi);
+}
+
+float util_prefill_value(size_t i) { return 0.25f * (float)(i % 7) - 0.5f; }
+
+void util_prefill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = util_prefill_value(i);
+}
+
+/* ---- messages ---- */
+
+int util_recv_within(void *sock, int router, wire_in_t *in, wire_msg_t *m, int ms) {
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, ms) <= 0) return -1;
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_recv(sock, router, in, 0, &e), 0, "%s", e.msg);
+    cr_assert_eq(wire_decode_in(in, m, &e), 0, "%s", e.msg);
+    return 0;
+}
+
+/* ---- child processes ---- */
+
+const char *util_auxps_bin(void) {
+    const char *b = getenv("AUXPS_BIN");
+    return b != NULL && b[0] ? b : "build/auxps";
+}
+
+static void stream_append(util_stream_t *s, const char *p, size_t n) {
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n + 1) cap *= 2;
+        cr_assert_leq(cap, (size_t)UTIL_MAX_OUTPUT * 2, "child output over %d bytes", UTIL_MAX_OUTPUT);
+        s->buf = realloc(s->buf, cap);
+        cr_assert_not_null(s->buf);
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+}
+
+void util_proc_start(util_proc_t *p, const char *const args[]) {
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    p->slot = -1;
+    for (int i = 0; i < UTIL_MAX_KIDS && p->slot < 0; i++)
+        if (kids[i] <= 0) p->slot = i;
+    cr_assert_geq(p->slot, 0, "more than %d processes", UTIL_MAX_KIDS);
+    const char *argv[96];
+    int n = 0;
+    argv[n++] = util_auxps_bin();
+    for (int i = 0; args[i] != NULL; i++) {
+        cr_assert_lt(n, 95);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    int po[2], pe[2];
+    cr_assert_eq(pipe2(po, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
+    cr_assert_eq(pipe2(pe, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+    posix_spawnattr_init(&at);
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    int rc = posix_spawn(&p->pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(po[1]);
+    close(pe[1]);
+    if (rc != 0) {
+        close(po[0]);
+        close(pe[0]);
+        cr_assert_fail("cannot start %s: %s (build it with make build-all, or set AUXPS_BIN)", argv[0], strerror(rc));
+    }
+    kids[p->slot] = p->pid;
+    p->out.fd = po[0];
+    p->err.fd = pe[0];
+    fcntl(po[0], F_SETFL, O_NONBLOCK);
+    fcntl(pe[0], F_SETFL, O_NONBLOCK);
+    stream_append(&p->out, "", 0);
+    stream_append(&p->err, "", 0);
+}
+
+int util_proc_pump(util_proc_t *procs[], int n, double deadline, const char *until, int which) {
+    for (;;) {
+        if (until != NULL) {
+            /* Only complete lines count: a test must not act on half a line. */
+            util_stream_t *s = which == 2 ? &procs[0]->err : &procs[0]->out;
+            char *nl = memrchr(s->buf, '\n', s->len);
+            if (nl != NULL) {
+                char save = nl[1];
+                nl[1] = '\0';
+                int found = strstr(s->buf, until) != NULL;
+                nl[1] = save;
+                if (found) return 1;
+            }
+        }
+        struct pollfd fds[2 * UTIL_MAX_KIDS];
+        util_stream_t *ss[2 * UTIL_MAX_KIDS];
+        int nf = 0;
+        for (int i = 0; i < n; i++) {
+            if (procs[i]->out.fd >= 0) fds[nf] = (struct pollfd){procs[i]->out.fd, POLLIN, 0}, ss[nf++] = &procs[i]->out;
+            if (procs[i]->err.fd >= 0) fds[nf] = (struct pollfd){procs[i]->err.fd, POLLIN, 0}, ss[nf++] = &procs[i]->err;
+        }
+        if (nf == 0) return 0;
+        double left = deadline - util_now_s();
+        if (left <= 0) {
+            for (int i = 0; i < n; i++) procs[i]->timed_out = 1;
+            return 0;
+        }
+        int r = poll(fds, (nfds_t)nf, left > 0.2 ? 200 : (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR) continue;
+        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
+        for (int i = 0; i < nf; i++) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char chunk[65536];
+            ssize_t k = read(fds[i].fd, chunk, sizeof chunk);
+            if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (k <= 0) {
+                close(ss[i]->fd);
+                ss[i]->fd = -1;
+            } else {
+                stream_append(ss[i], chunk, (size_t)k);
+            }
+        }
+    }
+}
+
+void util_proc_finish(util_proc_t *procs[], int n, double deadline) {
+    util_proc_pump(procs, n, deadline, NULL, 1);
+    for (int i = 0; i < n; i++) {
+        util_proc_t *p = procs[i];
+        int st = 0;
+        for (;;) {
+            pid_t w = waitpid(p->pid, &st, WNOHANG);
+            if (w == p->pid) break;
+            cr_assert(w == 0 || errno == EINTR, "waitpid: %s", strerror(errno));
+            if (util_now_s() >= deadline) {
+                p->timed_out = 1;
+                kill(p->pid, SIGKILL);
+                waitpid(p->pid, &st, 0);
+                break;
+            }
+            usleep(10000);
+        }
+        kids[p->slot] = 0;
+        if (p->out.fd >= 0) close(p->out.fd);
+        if (p->err.fd >= 0) close(p->err.fd);
+        p->out.fd = p->err.fd = -1;
+        p->exited = WIFEXITED(st);
+        p->status = p->exited ? WEXITSTATUS(st) : -1;
+        p->signaled = WIFSIGNALED(st);
+        p->termsig = p->signaled ? WTERMSIG(st) : 0;
+    }
+    for (int i = 0; i < n; i++)
+        cr_assert(!procs[i]->timed_out, "process %d (%s) did not finish by its deadline; stdout:\n%s\nstderr:\n%s",
+                  i, util_auxps_bin(), procs[i]->out.buf, procs[i]->err.buf);
+}
+
+void util_proc_run(util_proc_t *p, const char *const args[], double timeout_s) {
+    util_proc_start(p, args);
+    util_proc_finish(&p, 1, util_now_s() + timeout_s);
+}
+
+void util_expect_exit(const util_proc_t *p, int status) {
+    cr_assert(!p->signaled, "auxps was killed by signal %d (%s); stdout:\n%s\nstderr:\n%s", p->termsig,
+              strsignal(p->termsig), p->out.buf, p->err.buf);
+    cr_assert(p->exited);
+    cr_assert(strstr(p->err.buf, "Sanitizer") == NULL && strstr(p->err.buf, "runtime error:") == NULL,
+              "sanitizer report:\n%s", p->err.buf);
+    cr_assert_eq(p->status, status, "exit status %d, expected %d; stdout:\n%s\nstderr:\n%s", p->status, status,
+                 p->out.buf, p->err.buf);
+}
+
+void util_proc_free(util_proc_t *p) {
+    free(p->out.buf);
+    free(p->err.buf);
+    p->out.buf = p->err.buf = NULL;
+}
+
+void util_proc_kill_all(void) {
+    for (int i = 0; i < UTIL_MAX_KIDS; i++)
+        if (kids[i] > 0) {
+            kill(kids[i], SIGKILL);
+            waitpid(kids[i], NULL, 0);
+            kids[i] = 0;
+        }
+}
