@@ -2,7 +2,7 @@
 """make_golden.py - independent PyTorch reference for the AuxPS engine.
 
 Builds the ResNet of docs/MODEL.md (optionally with the full-precision auxiliary module of
-/work/shared/METHOD.md) from a flat parameter vector laid out exactly as docs/MODEL.md says,
+METHOD.md) from a flat parameter vector laid out exactly as docs/MODEL.md says,
 runs one training step in float64 with PyTorch's own operators (F.conv2d, F.batch_norm,
 F.linear, F.cross_entropy, torch.optim.SGD) and writes the results as little-endian raw files
 that the C test suite compares the float32 engine against. CI has no PyTorch, so the outputs
