@@ -4,11 +4,11 @@
 CC       ?= cc
 SANITIZE ?=
 BUILD    ?= $(if $(SANITIZE),build-san,build)
-PKGS     := libzmq msgpack openblas libuv zlib inih
+PKGS     := libzmq msgpack openblas libuv zlib inih jansson
 CFLAGS   ?= -O3 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -Ips -Iworker -Ilaunch \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -march=x86-64-v2 -mtune=native -fno-math-errno -fno-trapping-math
-LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS  += -fsanitize=$(SANITIZE)

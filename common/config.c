@@ -13,7 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-enum kind { K_INT, K_U64, K_FLOAT, K_BOOL, K_BITS, K_WIDTHS, K_ENUM, K_STR };
+enum kind { K_INT, K_U64, K_FLOAT, K_BOOL, K_BITS, K_WIDTHS, K_ENUM, K_STR, K_STR0 /* may be empty */ };
 enum { LO_OPEN = 1, HI_OPEN = 2 };
 
 typedef struct {
@@ -76,6 +76,13 @@ static const key_def keys[] = {
     INT("cluster", "chunk_batches", cluster.chunk_batches, 1, 100000),
     INT("cluster", "heartbeat_ms", cluster.heartbeat_ms, 50, 60000),
     INT("cluster", "timeout_ms", cluster.timeout_ms, 200, 3600000),
+    OF("checkpoint", "dir", K_STR0, checkpoint.dir),
+    INT("checkpoint", "every_steps", checkpoint.every_steps, 1, 100000000),
+    INT("checkpoint", "every_s", checkpoint.every_s, 1, 86400),
+    INT("checkpoint", "keep", checkpoint.keep, 1, 1000),
+    OF("status", "enabled", K_BOOL, status.enabled),
+    OF("status", "addr", K_STR, status.addr),
+    INT("status", "port", status.port, 0, 65535),
 };
 enum { NKEYS = sizeof keys / sizeof keys[0] };
 
@@ -107,6 +114,12 @@ void config_defaults(auxps_config_t *c) {
     c->cluster.chunk_batches = 10;
     c->cluster.heartbeat_ms = 1000;
     c->cluster.timeout_ms = 10000;
+    c->checkpoint.every_steps = 500;
+    c->checkpoint.every_s = 60;
+    c->checkpoint.keep = 3;
+    c->status.enabled = 1;
+    strcpy(c->status.addr, "127.0.0.1");
+    c->status.port = 8080;
 }
 
 const char *config_schedule_name(int schedule) {
@@ -126,7 +139,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
     if (i >= 0) return i;
     if (section[0] == '\0')
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s: key outside any section "
-                               "(sections: [model], [train], [data], [cluster])", where, name);
+                               "(sections: [model], [train], [data], [cluster], [checkpoint], [status])", where, name);
     char list[400] = "";
     size_t len = 0;
     for (int j = 0; j < NKEYS && len < sizeof list; j++)
@@ -135,7 +148,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
                                     keys[j].name);
     if (len == 0)
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s.%.60s: unknown section [%.60s] "
-                               "(sections: [model], [train], [data], [cluster])", where, section, name,
+                               "(sections: [model], [train], [data], [cluster], [checkpoint], [status])", where, section, name,
                                section);
     return auxps_error_set(e, AUXPS_ECONFIG, "%s %s.%.60s: unknown key (keys of [%s]: %s)",
                            where, section, name, section, list);
@@ -175,8 +188,9 @@ static void describe(const key_def *k, char *buf, size_t len) {
         break;
     }
     case K_STR:
-        snprintf(buf, len, "1..%d characters without ';', control characters or outer spaces",
-                 CONFIG_MAX_STRING);
+    case K_STR0:
+        snprintf(buf, len, "%d..%d characters without ';', control characters or outer spaces",
+                 k->kind == K_STR0 ? 0 : 1, CONFIG_MAX_STRING);
         break;
     }
 }
@@ -239,6 +253,12 @@ static int parse_value(const key_def *k, const char *text, auxps_config_t *c) {
         memcpy(p, w, sizeof w);
         return 0;
     }
+    case K_STR0:
+        if (text[0] == '\0') {
+            *(char *)p = '\0';
+            return 0;
+        }
+        /* fall through */
     case K_STR: {
         /* Written back, ';' would start an inline comment, a control character a new line,
          * and inih would strip outer spaces: config_write's round trip could not hold. */
@@ -295,7 +315,8 @@ static void format_value(const key_def *k, const auxps_config_t *c, char *buf, s
         snprintf(buf, len, "%d,%d,%d", w[0], w[1], w[2]);
         break;
     }
-    case K_STR: snprintf(buf, len, "%.*s", 511, (const char *)p); break;
+    case K_STR:
+    case K_STR0: snprintf(buf, len, "%.*s", 511, (const char *)p); break;
     }
 }
 

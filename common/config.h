@@ -59,6 +59,19 @@ typedef struct {
         int heartbeat_ms;      /* 50..60000, default 1000 */
         int timeout_ms;        /* a peer silent this long is dead; 200..3600000, default 10000 */
     } cluster;
+    struct {
+        char dir[512];         /* where nodes write checkpoints; "" (default) = none */
+        int every_steps;       /* a node checkpoints after this many updates, 1..100000000,
+                                  default 500 */
+        int every_s;           /* ... or after this many seconds with updates, 1..86400,
+                                  default 60 */
+        int keep;              /* newest checkpoints kept per node, 1..1000, default 3 */
+    } checkpoint;
+    struct {
+        int enabled;           /* bool, default true: the coordinator serves HTTP status */
+        char addr[CONFIG_MAX_STRING + 1]; /* IPv4 address to bind, default "127.0.0.1" */
+        int port;              /* 0..65535, default 8080; 0 = any free port (logged) */
+    } status;
     char path[512];            /* the file it was loaded from; "" if none */
 } auxps_config_t;
 

@@ -2,10 +2,14 @@
  * (peer.h). */
 #include "peer.h"
 
+#include "clock.h"
 #include "wire.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -70,4 +74,41 @@ void peer_catch_signals(void (*handler)(int)) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+typedef struct {
+    int (*fn)(void *arg);
+    void *arg;
+    int rc;
+    atomic_int done;
+} beating_job_t;
+
+static void *beating_thread(void *p) {
+    beating_job_t *j = p;
+    j->rc = j->fn(j->arg);
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+int peer_run_beating(void *coord, uint32_t role, uint32_t id, uint32_t *rid, uint32_t heartbeat_ms,
+                     int (*fn)(void *arg), void *arg) {
+    beating_job_t j = {fn, arg, 0, 0};
+    pthread_t t;
+    if (pthread_create(&t, NULL, beating_thread, &j) != 0) return fn(arg);
+    int64_t next = clock_now_ms();
+    while (!atomic_load(&j.done)) {
+        if (clock_now_ms() >= next) {
+            wire_msg_t m;
+            memset(&m, 0, sizeof m);
+            m.type = WIRE_HEARTBEAT;
+            m.rid = (*rid)++;
+            m.heartbeat = (wire_heartbeat_t){role, id};
+            auxps_error_t e = {0};
+            wire_send(coord, NULL, 0, &m, NULL, NULL, ZMQ_DONTWAIT, &e); /* a lost one is the next one's job */
+            next = clock_now_ms() + heartbeat_ms;
+        }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    pthread_join(t, NULL);
+    return j.rc;
 }

@@ -34,6 +34,13 @@ void peer_hello_name(char *name, size_t size, const char *fallback);
  * "ROLE: ", then the formatted text and a newline. */
 void peer_vsay(FILE *log, const char *role, int named, uint32_t id, const char *fmt, va_list ap);
 
+/* Runs fn(arg) on a thread of its own and meanwhile sends HEARTBEAT (role, id; rids from
+ * *rid) on the coordinator socket coord every heartbeat_ms, so that a slow job after WELCOME
+ * (loading a dataset) does not look like silence. Messages that arrive meanwhile stay queued.
+ * Returns fn's result. If no thread can be started, fn runs on the calling thread, silently. */
+int peer_run_beating(void *coord, uint32_t role, uint32_t id, uint32_t *rid, uint32_t heartbeat_ms,
+                     int (*fn)(void *arg), void *arg);
+
 /* Installs handler for SIGINT and SIGTERM without SA_RESTART, so that a blocking zmq_poll
  * returns EINTR and the loop can look at its stop flag. */
 void peer_catch_signals(void (*handler)(int));

@@ -177,6 +177,7 @@ static const field_t F_PROGRESS[] = {
     FF64("loss_low_sum", progress.loss_low_sum),
     FU32("correct_low", progress.correct_low, 0, WIRE_MAX_CHUNK),
     FU32("correct_aux", progress.correct_aux, 0, WIRE_MAX_CHUNK),
+    FU64("staleness", progress.staleness, 0, ANY64),
 };
 static const field_t F_HEARTBEAT[] = {
     FU32("role", heartbeat.role, WIRE_ROLE_COORD, WIRE_ROLE_NODE),
@@ -214,12 +215,32 @@ static const field_t F_ERROR[] = {
     FSTR("text", error.text, C_LINE, 0, WIRE_MAX_TEXT),
 };
 
+static const field_t F_MEMBERSHIP[] = {
+    FU32("worker", membership.worker, 0, WIRE_MAX_WORKERS - 1),
+    FU32("joined", membership.joined, 0, 1),
+    FU64("step", membership.step, 0, ANY64),
+};
+
+static const field_t F_NODE_STATS[] = {
+    FU32("node", node_stats.node, 0, WIRE_MAX_SHARDS - 1),
+    FU64("pushes", node_stats.pushes, 0, ANY64),
+    FU64("version", node_stats.version, 0, ANY64),
+    FU64("pulls", node_stats.pulls, 0, ANY64),
+    FU64("bytes_in", node_stats.bytes_in, 0, ANY64),
+    FU64("bytes_out", node_stats.bytes_out, 0, ANY64),
+    FU64("refused", node_stats.refused, 0, ANY64),
+    FU64("max_staleness", node_stats.max_staleness, 0, ANY64),
+    FU64("checkpoint_version", node_stats.checkpoint_version, 0, ANY64),
+    FU64("checkpoint_ms", node_stats.checkpoint_ms, 0, ANY64),
+};
+
 #define DEF(T) [WIRE_##T] = {#T, F_##T, (int)(sizeof F_##T / sizeof F_##T[0])}
 static const msgdef_t MSGS[WIRE_TYPE_COUNT] = {
     DEF(HELLO),    DEF(WELCOME),    DEF(NODE_READY), DEF(LEASE_REQ), DEF(LEASE),
     DEF(CHUNK_DONE), DEF(PULL),     DEF(PULL_REP),   DEF(PUSH),      DEF(PUSH_ACK),
     DEF(STATS_PUSH), DEF(PROGRESS), DEF(HEARTBEAT),  DEF(BYE),       DEF(EVAL_REQ),
-    DEF(EVAL_REP), DEF(DONE),       DEF(ERROR),
+    DEF(EVAL_REP), DEF(DONE),       DEF(ERROR),      DEF(MEMBERSHIP),
+    DEF(NODE_STATS),
 };
 
 static const msgdef_t *msgdef(uint64_t type) {

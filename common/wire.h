@@ -44,7 +44,7 @@
 #include "error.h"
 
 #define WIRE_MAGIC "AXPS"
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u
 
 /* Limits (PROTOCOL.md "Limits"). */
 #define WIRE_MAX_HEADER 65536u          /* bytes of frame 0 */
@@ -73,13 +73,13 @@
     X(PULL, 7)   X(PULL_REP, 8)  X(PUSH, 9) X(PUSH_ACK, 10)   \
     X(STATS_PUSH, 11) X(PROGRESS, 12) X(HEARTBEAT, 13)        \
     X(BYE, 14)   X(EVAL_REQ, 15) X(EVAL_REP, 16) X(DONE, 17)  \
-    X(ERROR, 18)
+    X(ERROR, 18) X(MEMBERSHIP, 19) X(NODE_STATS, 20)
 
 enum {
 #define X(name, v) WIRE_##name = v,
     WIRE_TYPE_MAP(X)
 #undef X
-    WIRE_TYPE_COUNT = 19 /* one more than the largest type */
+    WIRE_TYPE_COUNT = 21 /* one more than the largest type */
 };
 
 /* ERROR codes (PROTOCOL.md "Errors"). Receivers must accept codes they do not know. */
@@ -203,6 +203,7 @@ typedef struct {
     uint32_t samples;
     double loss_sum, loss_low_sum;
     uint32_t correct_low, correct_aux;
+    uint64_t staleness;       /* version 2: the staleness of the last push (largest over shards) */
 } wire_progress_t;
 
 typedef struct {
@@ -229,6 +230,21 @@ typedef struct {
     uint64_t step;
 } wire_done_t;
 
+/* Node -> coordinator (version 2), every heartbeat interval: the node's counters. */
+typedef struct {
+    uint32_t node;
+    uint64_t pushes, version, pulls, bytes_in, bytes_out, refused, max_staleness;
+    uint64_t checkpoint_version, checkpoint_ms; /* the newest checkpoint; 0 = none; unix ms */
+} wire_node_stats_t;
+
+/* Coordinator -> node (version 2, async runs): worker id joined the run, or left it (its id
+ * may then be given to a new worker). */
+typedef struct {
+    uint32_t worker;
+    uint32_t joined;          /* 1 joined, 0 left */
+    uint64_t step;
+} wire_membership_t;
+
 typedef struct {
     uint32_t code;                            /* WIRE_ERR_*, or a newer code */
     char text[WIRE_MAX_TEXT + 1];
@@ -236,7 +252,7 @@ typedef struct {
 
 typedef struct {
     uint32_t version;       /* decode: the header's; encode always writes WIRE_VERSION */
-    uint32_t type;          /* WIRE_HELLO .. WIRE_ERROR */
+    uint32_t type;          /* WIRE_HELLO .. WIRE_NODE_STATS */
     uint32_t rid;           /* request id: chosen by the requester, echoed by the reply */
     union {
         wire_hello_t hello;
@@ -257,6 +273,8 @@ typedef struct {
         wire_eval_rep_t eval_rep;
         wire_done_t done;
         wire_error_msg_t error;
+        wire_membership_t membership;
+        wire_node_stats_t node_stats;
     };
     const void *payload;    /* the payload frame (NULL if none); possibly unaligned */
     size_t payload_size;

@@ -9,6 +9,7 @@
 #include "export.h"
 #include "model.h"
 #include "node.h"
+#include "status_cli.h"
 #include "trainer.h"
 #include "worker.h"
 
@@ -59,6 +60,8 @@ static void usage(FILE *f) {
             "                                               the coordinator of a distributed run\n"
             "  ps --coordinator ENDPOINT [--bind ENDPOINT]  a parameter-server node\n"
             "  worker --coordinator ENDPOINT [--threads T]  a training worker\n"
+            "  status [URL] [--json]                        a run's status from its HTTP endpoint\n"
+            "                                               (default http://127.0.0.1:8080/status)\n"
             "  version\n");
 }
 
@@ -273,6 +276,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "ps") == 0) return node_main(argc - 2, argv + 2);
     if (strcmp(cmd, "worker") == 0) return worker_main(argc - 2, argv + 2);
     if (strcmp(cmd, "cluster") == 0) return cluster_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "status") == 0) return status_cli_main(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("auxps %s\n", AUXPS_VERSION);
         return 0;

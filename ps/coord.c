@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "data.h"
 #include "export.h"
+#include "httpd.h"
 #include "model.h"
 #include "optim.h"
 #include "peer.h"
@@ -14,6 +15,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +36,29 @@ enum { P_NODES = 0, P_NODES_READY, P_TRAIN, P_EVAL, P_DRAIN, P_PULL, P_BYE, P_EN
 #define MAX_BAD_PER_SENDER 16 /* PROTOCOL.md section 7: ignore a sender after this many */
 #define STRANGERS 64          /* unregistered senders whose bad messages are counted */
 #define LEASE_TTL_TIMEOUTS 6  /* a lease lasts this many peer timeouts (see CLUSTER.md) */
+#define EVAL_MAX_RANGES 64    /* an evaluation is split into at most this many ranges */
 
 typedef struct {
     int active;
     uint32_t chunk, epoch, first, count;
     int batches;
+    uint32_t trained;         /* samples of it reported by PROGRESS: trained and pushed */
     uint32_t rid;             /* of the LEASE_REQ it answered: a repeated request gets it again */
     double expires;
 } lease_t;
+
+/* A pending chunk of the epoch: positions [first, first + count) of its sample order. */
+typedef struct {
+    uint32_t first, count;
+} span_t;
+
+/* One range of the test set of an evaluation, and the worker it is given to (-1: none yet). */
+typedef struct {
+    uint32_t id, first, count;
+    int worker;
+    int done;
+    double deadline;
+} evr_t;
 
 typedef struct {
     unsigned char route[WIRE_MAX_ROUTE];
@@ -58,8 +75,14 @@ typedef struct {
     lease_t lease;
     int epoch_batches;        /* batches leased in the current epoch (ssp, bsp) */
     uint64_t clock;           /* batches pushed, from PROGRESS and CHUNK_DONE */
-    int eval_pending;
-    uint32_t eval_count;
+    int evals;                /* evaluation ranges given to it and not answered */
+    uint64_t samples;         /* trained samples it reported since it joined */
+    uint64_t staleness;       /* of its last push, from PROGRESS */
+    int has_staleness;
+    double rate, rate_t;      /* its samples/s, and when the rate was last updated */
+    uint64_t rate_base;
+    /* nodes */
+    wire_node_stats_t stats;  /* the latest NODE_STATS */
 } peer_t;
 
 typedef struct {
@@ -108,6 +131,14 @@ struct coord {
     int stopping;             /* 1 after the stop flag was seen, 2 after a second one */
     int aborted;              /* DONE says aborted */
 
+    /* Membership (CLUSTER.md "Elastic membership"): async runs take workers at any time. */
+    int elastic;              /* consistency async: join, leave, death and node restarts */
+    int live;                 /* welcomed workers that have not left */
+    int nodes_down;           /* nodes declared dead and not yet back */
+    int started;              /* the first epoch was planned */
+    long step_gone;           /* batches of workers that left */
+    long joins, departures, deaths;
+
     /* The plan: see plan_epoch. */
     long total_steps, planned_steps, step;
     int epoch;                /* current epoch, 0-based */
@@ -116,6 +147,13 @@ struct coord {
     long epoch_batches_left;  /* async: batches not yet leased this epoch */
     int per_worker;           /* ssp, bsp: batches every worker trains this epoch */
     int chunks_out, chunks_done;
+    span_t *queue;            /* async: the epoch's chunks not leased yet, in order */
+    int qhead, qlen, qcap;
+    int leased;               /* async: leases out now */
+    /* The epoch's chunk counters: a chunk returned in part or given back after a failure
+     * leaves its untrained rest as a new chunk, so at the epoch's end completed == total. */
+    long ep_total, ep_completed, ep_released, ep_returned, ep_samples;
+    long released_total;      /* leases given back over the run */
     double t_epoch, train_time;
 
     /* Progress since the last progress line. */
@@ -125,6 +163,8 @@ struct coord {
     /* Evaluation of the current epoch. */
     uint32_t eval_id;
     int evals_pending;
+    evr_t evr[EVAL_MAX_RANGES];
+    int nevr;
     double t_eval;            /* when the epoch's training ended */
     double last_progress;     /* last lease, PROGRESS, CHUNK_DONE or EVAL_REP: the stall watchdog */
     double eval_deadline;
@@ -135,6 +175,16 @@ struct coord {
     pull_t *pulls;
     int npulls, pulls_left;
     double pull_deadline;
+
+    /* The status endpoint (docs/STATUS.md): a snapshot published at most every STATUS_PERIOD
+     * and on every change of membership or epoch; a history point per progress line and per
+     * evaluation. */
+    httpd_t *httpd;
+    status_snapshot_t *snap;
+    double pub_t, started_unix, rate, rate_t;
+    long rate_base, samples_total;
+    double last_loss_low, last_loss_aux, last_acc;
+    int status_dirty;
 
     /* Counters for the closing status line. */
     long leases, waits, progress_msgs, bad_messages, errors_received;
@@ -180,6 +230,9 @@ static void fail(coord_t *c, int code, const char *fmt, ...) {
     vsnprintf(c->err.msg, sizeof c->err.msg, fmt, ap);
     va_end(ap);
 }
+
+static void assign_evals(coord_t *c);
+static void send_membership(coord_t *c, peer_t *n, uint32_t id, int joined);
 
 static const char *peer_kind(const peer_t *p) { return p->role == WIRE_ROLE_NODE ? "node" : "worker"; }
 
@@ -249,7 +302,8 @@ static void send_welcome(coord_t *c, peer_t *p) {
         .id = p->id,
         .consistency = (uint32_t)cf->cluster.consistency,
         .staleness = cf->cluster.consistency == CONS_SSP ? (uint32_t)cf->cluster.staleness : 0,
-        .num_workers = (uint32_t)c->opt.workers,
+        /* elastic: any id may come; the nodes gate nothing in async */
+        .num_workers = c->elastic ? WIRE_MAX_WORKERS : (uint32_t)c->opt.workers,
         .num_params = c->nparams,
         .num_stats = c->nstats,
         .seed = cf->train.seed,
@@ -260,8 +314,18 @@ static void send_welcome(coord_t *c, peer_t *p) {
         .nshards = (uint32_t)c->opt.nodes,
         .config = c->config_text,
     };
+    if (p->state == PEER_HELD && p->role == WIRE_ROLE_WORKER && c->elastic)
+        send_membership(c, NULL, p->id, 1); /* before the worker can reach a node */
     send_peer(c, p, &m); /* a failed send shows as silence */
-    if (p->state == PEER_HELD) p->state = PEER_WELCOMED;
+    if (p->state != PEER_HELD) return;
+    p->state = PEER_WELCOMED;
+    if (p->role != WIRE_ROLE_WORKER) return;
+    c->live++;
+    c->joins++;
+    c->last_progress = clock_now_s(); /* the stall watchdog counts from the newest worker */
+    outf(c, "member: worker %u (%s) joined; %d workers\n", p->id, p->name, c->live);
+    c->status_dirty = 1;
+    assign_evals(c);
 }
 
 /* ---- peers and bad messages -------------------------------------------------------------- */
@@ -391,6 +455,49 @@ static int make_shards(coord_t *c) {
 
 /* ---- the plan ---------------------------------------------------------------------------- */
 
+/* async: cuts the epoch's first `batches` batches into chunks of chunk_batches, in order. */
+static int fill_queue(coord_t *c, long batches) {
+    const long b = c->cfg.train.batch_size, cb = c->cfg.cluster.chunk_batches;
+    const long samples = batches * b < c->ntrain ? batches * b : c->ntrain;
+    const int n = (int)((batches + cb - 1) / cb);
+    if (n + (int)WIRE_MAX_WORKERS > c->qcap) { /* room for a returned rest per worker, and more on demand */
+        span_t *q = realloc(c->queue, (size_t)(n + (int)WIRE_MAX_WORKERS) * sizeof *q);
+        if (q == NULL) {
+            fail(c, AUXPS_ENOMEM, "out of memory for the chunk queue");
+            return -1;
+        }
+        c->queue = q;
+        c->qcap = n + (int)WIRE_MAX_WORKERS;
+    }
+    c->qhead = c->qlen = 0;
+    for (long pos = 0; pos < samples; pos += cb * b) {
+        long count = samples - pos < cb * b ? samples - pos : cb * b;
+        c->queue[c->qlen++] = (span_t){(uint32_t)pos, (uint32_t)count};
+    }
+    return 0;
+}
+
+/* Puts the untrained rest of a chunk back at the front of the queue, to be leased next. */
+static void requeue(coord_t *c, uint32_t first, uint32_t count) {
+    if (count == 0) return;
+    if (c->qhead == 0) {
+        if (c->qlen == c->qcap) {
+            span_t *q = realloc(c->queue, (size_t)(c->qcap * 2 + 1) * sizeof *q);
+            if (q == NULL) {
+                fail(c, AUXPS_ENOMEM, "out of memory for the chunk queue");
+                return;
+            }
+            c->queue = q;
+            c->qcap = c->qcap * 2 + 1;
+        }
+        memmove(c->queue + 1, c->queue, (size_t)c->qlen * sizeof *c->queue);
+        c->qhead = 1;
+    }
+    c->queue[--c->qhead] = (span_t){first, count};
+    c->qlen++;
+    c->ep_total++;
+}
+
 /* An epoch is the trainer's batches of its sample order, leased as chunks of chunk_batches.
  * async: every batch, to whoever asks. ssp and bsp: every worker trains the same number of
  * batches per epoch (floor(batches / workers)), since a node gates on the slowest clock and a
@@ -405,6 +512,7 @@ static int plan_epoch(coord_t *c) {
     if (cf->cluster.consistency == CONS_ASYNC) {
         batches = bt < budget ? bt : budget;
         c->epoch_batches_left = batches;
+        if (fill_queue(c, batches) != 0) return 0;
     } else {
         long k = bt / c->opt.workers, kb = budget / c->opt.workers;
         if (kb < k) k = kb;
@@ -416,6 +524,9 @@ static int plan_epoch(coord_t *c) {
     c->epoch_end = (uint32_t)(batches * b < c->ntrain ? batches * b : c->ntrain);
     c->next_pos = 0;
     c->chunks_out = c->chunks_done = 0;
+    c->ep_total = c->elastic ? c->qlen : 0;
+    c->ep_completed = c->ep_released = c->ep_returned = c->ep_samples = 0;
+    c->started = 1;
     for (int i = 0; i < c->nworkers; i++) c->workers[i].epoch_batches = 0;
     c->t_epoch = c->log_t = c->last_progress = clock_now_s();
     c->phase = P_TRAIN;
@@ -424,7 +535,26 @@ static int plan_epoch(coord_t *c) {
 
 /* The next chunk for worker w, or 0 if there is none now (LEASE wait). */
 static int next_chunk(coord_t *c, peer_t *w, lease_t *l) {
-    if (c->phase != P_TRAIN || c->stopping || c->next_pos >= c->epoch_end) return 0;
+    if (c->phase != P_TRAIN || c->stopping) return 0;
+    if (c->elastic) {
+        if (c->qlen == 0) return 0;
+        const long b = c->cfg.train.batch_size;
+        span_t sp = c->queue[c->qhead++];
+        c->qlen--;
+        if (c->chunks_out == 0) c->t_epoch = c->log_t = clock_now_s();
+        memset(l, 0, sizeof *l);
+        l->active = 1;
+        l->chunk = c->next_chunk++;
+        l->epoch = (uint32_t)c->epoch;
+        l->first = sp.first;
+        l->count = sp.count;
+        l->batches = (int)((sp.count + b - 1) / b);
+        l->expires = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+        c->chunks_out++;
+        c->leased++;
+        return 1;
+    }
+    if (c->next_pos >= c->epoch_end) return 0;
     const long b = c->cfg.train.batch_size, cb = c->cfg.cluster.chunk_batches;
     long batches = c->cfg.cluster.consistency == CONS_ASYNC ? c->epoch_batches_left
                                                             : c->per_worker - w->epoch_batches;
@@ -456,7 +586,7 @@ static void fmt_duration(char *buf, size_t len, double s) {
 }
 
 static void update_step(coord_t *c) {
-    long s = 0;
+    long s = c->step_gone;
     for (int i = 0; i < c->nworkers; i++) s += (long)c->workers[i].clock;
     c->step = s;
 }
@@ -474,6 +604,11 @@ static void print_progress(coord_t *c) {
     outf(c, "epoch %d/%d step %ld/%ld | %.0f img/s | loss_low %.4f loss_aux %.4f | lr %.5f | eta %s\n",
          c->epoch + 1, cf->train.epochs, c->step, c->total_steps, ips, low, aux,
          optim_lr(&c->optim, c->step > 0 ? c->step - 1 : 0), eta);
+    c->last_loss_low = low;
+    c->last_loss_aux = cf->model.aux ? aux : NAN;
+    if (c->httpd != NULL)
+        httpd_history_add(c->httpd, &(status_point_t){clock_unix_s(), (uint64_t)c->step, c->epoch + 1, low,
+                                                        c->last_loss_aux, ips, c->last_acc});
     c->log_t = now;
     c->log_samples = 0;
     c->log_loss = c->log_loss_low = 0.0;
@@ -489,30 +624,63 @@ static void maybe_progress(coord_t *c) {
 
 static void start_finish(coord_t *c);
 
-/* Splits the test set into one range per worker and sends EVAL_REQ. */
+/* The live worker with the fewest evaluation ranges, or NULL if there is none. */
+static peer_t *least_busy(coord_t *c) {
+    peer_t *best = NULL;
+    for (int i = 0; i < c->nworkers; i++) {
+        peer_t *p = &c->workers[i];
+        if (p->state == PEER_WELCOMED && (best == NULL || p->evals < best->evals)) best = p;
+    }
+    return best;
+}
+
+/* Gives every range of the evaluation that has no worker to the least busy live worker; with
+ * none alive the ranges wait for the next one to join. */
+static void assign_evals(coord_t *c) {
+    if (c->phase != P_EVAL) return;
+    for (int i = 0; i < c->nevr; i++) {
+        evr_t *r = &c->evr[i];
+        if (r->done || r->worker >= 0) continue;
+        peer_t *p = least_busy(c);
+        if (p == NULL) return;
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_EVAL_REQ;
+        m.rid = c->rid++;
+        m.eval_req = (wire_eval_req_t){r->id, (uint32_t)c->epoch, WIRE_SPLIT_TEST, r->first, r->count};
+        r->worker = (int)p->id;
+        r->deadline = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+        p->evals++;
+        send_peer(c, p, &m);
+    }
+}
+
+/* Takes back worker p's unanswered ranges (it left or died) and gives them to others. */
+static void reassign_evals(coord_t *c, peer_t *p) {
+    for (int i = 0; i < c->nevr; i++)
+        if (!c->evr[i].done && c->evr[i].worker == (int)p->id) c->evr[i].worker = -1;
+    p->evals = 0;
+    assign_evals(c);
+}
+
+/* Splits the test set into one range per live worker (at least one) and hands them out. */
 static void start_eval(coord_t *c) {
     print_progress(c);
     c->train_time += clock_now_s() - c->t_epoch;
     c->phase = P_EVAL;
     c->t_eval = clock_now_s();
-    c->eval_id++;
     c->eval_samples = c->eval_correct = c->eval_correct_aux = 0;
-    c->evals_pending = 0;
     c->eval_deadline = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
-    const int n = c->test.n, w = c->nworkers < n ? c->nworkers : n;
-    for (int i = 0; i < w; i++) {
-        peer_t *p = &c->workers[i];
-        uint32_t first = (uint32_t)((long)n * i / w), end = (uint32_t)((long)n * (i + 1) / w);
-        wire_msg_t m;
-        memset(&m, 0, sizeof m);
-        m.type = WIRE_EVAL_REQ;
-        m.rid = c->rid++;
-        m.eval_req = (wire_eval_req_t){c->eval_id, (uint32_t)c->epoch, WIRE_SPLIT_TEST, first, end - first};
-        p->eval_pending = 1;
-        p->eval_count = end - first;
-        c->evals_pending++;
-        send_peer(c, p, &m);
+    const int n = c->test.n;
+    int r = c->live > 1 ? c->live : 1;
+    if (r > n) r = n;
+    if (r > EVAL_MAX_RANGES) r = EVAL_MAX_RANGES;
+    c->nevr = c->evals_pending = r;
+    for (int i = 0; i < r; i++) {
+        uint32_t first = (uint32_t)((long)n * i / r), end = (uint32_t)((long)n * (i + 1) / r);
+        c->evr[i] = (evr_t){++c->eval_id, first, end - first, -1, 0, 0.0};
     }
+    assign_evals(c);
 }
 
 static void finish_eval(coord_t *c) {
@@ -522,17 +690,50 @@ static void finish_eval(coord_t *c) {
     c->test_total = (int)c->eval_samples;
     c->epochs_done = c->epoch + 1;
     double acc = c->test_total > 0 ? (double)c->test_correct / c->test_total : 0.0;
+    c->last_acc = acc;
+    c->status_dirty = 1;
+    if (c->httpd != NULL)
+        httpd_history_add(c->httpd, &(status_point_t){clock_unix_s(), (uint64_t)c->step, c->epoch + 1,
+                                                        c->last_loss_low, c->last_loss_aux, c->rate, acc});
     outf(c, "epoch %d/%d done in %.1f s | test_accuracy %.4f (%d/%d, low-precision)", c->epoch + 1,
          cf->train.epochs, c->t_eval - c->t_epoch, acc, c->test_correct, c->test_total);
     if (cf->model.aux)
         outf(c, " | aux head %.4f", c->test_total > 0 ? (double)c->test_correct_aux / c->test_total : 0.0);
     outf(c, "\n");
+    if (c->elastic)
+        outf(c, "epoch %d/%d chunks: %ld total, %ld completed, %ld re-leased, %ld returned | %ld/%u samples trained | "
+                "%d workers\n", c->epoch + 1, cf->train.epochs, c->ep_total, c->ep_completed, c->ep_released,
+             c->ep_returned, c->ep_samples, c->epoch_end, c->live);
     c->epoch++;
     if (c->stopping || !plan_epoch(c)) start_finish(c);
 }
 
 static void check_epoch_done(coord_t *c) {
-    if (c->phase == P_TRAIN && c->next_pos >= c->epoch_end && c->chunks_done == c->chunks_out) start_eval(c);
+    if (c->phase != P_TRAIN) return;
+    if (c->elastic ? c->qlen == 0 && c->leased == 0 : c->next_pos >= c->epoch_end && c->chunks_done == c->chunks_out)
+        start_eval(c);
+}
+
+/* async: worker p gives its lease back untrained past l->trained samples (it left, died, or
+ * its lease expired). The trained prefix counts as completed; the rest is leased next. */
+static void release_lease(coord_t *c, peer_t *p, const char *why) {
+    lease_t *l = &p->lease;
+    if (!l->active) return;
+    l->active = 0;
+    c->leased--;
+    c->ep_released++;
+    c->released_total++;
+    if (l->epoch != (uint32_t)c->epoch || c->phase != P_TRAIN) return; /* cannot happen: epochs wait for leases */
+    uint32_t done = l->trained < l->count ? l->trained : l->count;
+    if (done > 0) {
+        c->ep_completed++;
+        c->ep_samples += done;
+    } else {
+        c->ep_total--; /* the same chunk goes back, not a new one */
+    }
+    requeue(c, l->first + done, l->count - done);
+    logf_(c, "worker %u (%s): chunk %" PRIu32 " given back (%s): %" PRIu32 " of its %" PRIu32 " samples trained, "
+          "the rest is leased again", p->id, p->name, l->chunk, why, done, l->count);
 }
 
 static void finish_pull(coord_t *c);
@@ -671,6 +872,64 @@ done:
     wire_in_close(&c->in);
 }
 
+/* ---- membership ------------------------------------------------------------------------- */
+
+/* async: tells node n (NULL: every ready node) that worker id joined the run, so that it
+ * takes its pushes and pulls, or left it, so that its statistics leave the average and the id
+ * can be given to a new worker (PROTOCOL.md MEMBERSHIP). */
+static void send_membership(coord_t *c, peer_t *n, uint32_t id, int joined) {
+    for (int k = 0; k < c->nnodes; k++) {
+        peer_t *to = &c->nodes[k];
+        if (to->state != PEER_READY || (n != NULL && to != n)) continue;
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_MEMBERSHIP;
+        m.rid = c->rid++;
+        m.membership = (wire_membership_t){id, joined ? 1u : 0u, (uint64_t)c->step};
+        send_peer(c, to, &m);
+    }
+}
+
+/* async: worker p left (BYE) or died (silent for T). Its lease goes back to the queue, its
+ * evaluation ranges to other workers, its batches stay counted, and its slot is freed. */
+static void worker_gone(coord_t *c, peer_t *p, int died, const char *why) {
+    const int welcomed = p->state == PEER_WELCOMED;
+    release_lease(c, p, died ? "the worker died" : "the worker left");
+    p->state = PEER_GONE;
+    if (welcomed) {
+        c->live--;
+        reassign_evals(c, p);
+        send_membership(c, NULL, p->id, 0);
+    }
+    c->step_gone += (long)p->clock;
+    p->clock = 0;
+    update_step(c);
+    died ? c->deaths++ : c->departures++;
+    outf(c, "member: worker %u (%s) %s: %s; %d workers%s\n", p->id, p->name, died ? "died" : "left", why, c->live,
+         c->live == 0 && c->phase <= P_EVAL ? ", waiting for one to join" : "");
+    p->route_size = 0; /* the slot is free: its id goes to the next worker */
+    c->status_dirty = 1;
+    if (c->phase == P_TRAIN) check_epoch_done(c);
+}
+
+/* Node p is silent or said BYE during training. In an elastic run the workers wait and retry
+ * and the node may come back at the same endpoint from its checkpoint; otherwise the run ends. */
+static void node_gone(coord_t *c, peer_t *p, const char *why) {
+    if (!c->elastic || c->phase < P_TRAIN || c->phase > P_EVAL || c->stopping || !c->cfg.checkpoint.dir[0]) {
+        p->state = PEER_GONE;
+        fail(c, AUXPS_EIO, "node %u (%s) %s: aborting the run%s", p->id, p->name, why,
+             c->elastic && !c->cfg.checkpoint.dir[0] ? " (without checkpoint.dir its shard cannot come back)" : "");
+        return;
+    }
+    if (p->state == PEER_READY) c->nready--;
+    p->state = PEER_GONE;
+    p->route_size = 0;
+    c->nodes_down++;
+    c->status_dirty = 1;
+    outf(c, "member: node %u (%s) %s; waiting for it to come back at %s from its checkpoint\n", p->id, p->name, why,
+         p->endpoint);
+}
+
 /* ---- message handlers -------------------------------------------------------------------- */
 
 static void welcome_nodes(coord_t *c) {
@@ -699,27 +958,51 @@ static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
         send_error_to(c, c->in.route, c->in.route_size, m->rid, WIRE_ERR_SHUTTING_DOWN, "training is over");
         return;
     }
-    int node = h->role == WIRE_ROLE_NODE;
-    int have = node ? c->nnodes : c->nworkers, want = node ? c->opt.nodes : c->opt.workers;
-    if (have >= want) {
-        char why[128];
-        snprintf(why, sizeof why, "the run has its %d %s%s", want, node ? "node" : "worker", want == 1 ? "" : "s");
+    const int node = h->role == WIRE_ROLE_NODE;
+    int slot = -1;
+    char why[WIRE_MAX_TEXT + 1] = "";
+    if (node && c->nnodes < c->opt.nodes) {
+        slot = c->nnodes++;
+    } else if (node && c->nodes_down > 0) { /* a node restarted: it takes back its shard */
+        for (int k = 0; k < c->nnodes && slot < 0; k++)
+            if (c->nodes[k].state == PEER_GONE && strcmp(c->nodes[k].endpoint, h->endpoint) == 0) slot = k;
+        if (slot < 0)
+            snprintf(why, sizeof why, "%d nodes are down; a node that comes back must bind the endpoint it had",
+                     c->nodes_down);
+        else
+            c->nodes_down--;
+    } else if (!node && !c->elastic && c->nworkers < c->opt.workers) {
+        slot = c->nworkers++;
+    } else if (!node && c->elastic) { /* the lowest free id */
+        for (int i = 0; i < c->nworkers && slot < 0; i++)
+            if (c->workers[i].state == PEER_GONE && c->workers[i].route_size == 0) slot = i;
+        if (slot < 0 && c->nworkers < (int)WIRE_MAX_WORKERS) slot = c->nworkers++;
+        if (slot < 0) snprintf(why, sizeof why, "the run has %u workers, the most it takes", WIRE_MAX_WORKERS);
+    }
+    if (slot < 0) {
+        if (why[0] == '\0') {
+            int want = node ? c->opt.nodes : c->opt.workers;
+            snprintf(why, sizeof why, "the run has its %d %s%s%s", want, node ? "node" : "worker", want == 1 ? "" : "s",
+                     node ? "" : " (ssp and bsp runs have fixed membership)");
+        }
         send_error_to(c, c->in.route, c->in.route_size, m->rid, WIRE_ERR_FULL, why);
         return;
     }
-    p = node ? &c->nodes[c->nnodes++] : &c->workers[c->nworkers++];
+    p = node ? &c->nodes[slot] : &c->workers[slot];
     memset(p, 0, sizeof *p);
     memcpy(p->route, c->in.route, c->in.route_size);
     p->route_size = c->in.route_size;
     p->role = (int)h->role;
-    p->id = (uint32_t)have;
+    p->id = (uint32_t)slot;
     p->state = PEER_HELD;
     p->hello_rid = m->rid;
     p->last_recv = p->last_sent = clock_now_s();
     snprintf(p->name, sizeof p->name, "%s", h->name);
     snprintf(p->endpoint, sizeof p->endpoint, "%s", h->endpoint);
     logf_(c, "%s %u registered: %s%s%s", peer_kind(p), p->id, p->name, node ? " at " : "", node ? p->endpoint : "");
-    if (node) {
+    if (node && c->started) {
+        send_welcome(c, p); /* the shard map is unchanged: the node restores its checkpoint */
+    } else if (node) {
         c->phase_since = clock_now_s();
         if (c->nnodes == c->opt.nodes) welcome_nodes(c);
     } else if (c->phase >= P_TRAIN) {
@@ -748,7 +1031,22 @@ static void on_node_ready(coord_t *c, peer_t *p, const wire_msg_t *m) {
     }
     if (p->state != PEER_WELCOMED) return; /* a repeat */
     p->state = PEER_READY;
-    if (++c->nready < c->opt.nodes) return;
+    c->nready++;
+    if (c->started) { /* a restarted node: it learns the members anew */
+        for (int i = 0; i < c->nworkers; i++)
+            if (c->workers[i].state == PEER_WELCOMED) send_membership(c, p, c->workers[i].id, 1);
+        outf(c, "member: node %u (%s) is back at version %" PRIu64 "%s; %d of %d nodes ready\n", p->id, p->name,
+             r->version, r->version ? " (from its checkpoint)" : " (no checkpoint: initial parameters)", c->nready,
+             c->opt.nodes);
+        return;
+    }
+    if (r->version != 0) {
+        fail(c, AUXPS_EIO, "node %u (%s) restored a checkpoint at version %" PRIu64 ", but this run starts afresh: "
+             "give it an empty checkpoint.dir (a restarted coordinator does not resume a run)", p->id, p->name,
+             r->version);
+        return;
+    }
+    if (c->nready < c->opt.nodes) return;
     for (int k = 0; k < c->opt.nodes; k++) {
         const wire_shard_t *sh = &c->shards[k];
         outf(c, "shard %u: %s params %" PRIu64 "+%" PRIu64 " stats %" PRIu64 "+%" PRIu64 " (node %s)\n", sh->id,
@@ -830,9 +1128,22 @@ static void on_chunk_done(coord_t *c, peer_t *p, const wire_msg_t *m) {
         send_error_to(c, p->route, p->route_size, m->rid, WIRE_ERR_STALE, why);
         return;
     }
-    if (d->samples != p->lease.count)
+    if (c->elastic) {
+        /* A worker that leaves returns its chunk in part: the rest is leased next. */
+        uint32_t done = d->samples < p->lease.count ? d->samples : p->lease.count;
+        c->leased--;
+        c->ep_completed++;
+        c->ep_samples += done;
+        if (done < p->lease.count) {
+            c->ep_returned++;
+            requeue(c, p->lease.first + done, p->lease.count - done);
+            logf_(c, "worker %u returned chunk %" PRIu32 " with %" PRIu32 " of its %" PRIu32 " samples trained",
+                  p->id, d->chunk, done, p->lease.count);
+        }
+    } else if (d->samples != p->lease.count) {
         logf_(c, "worker %u trained %" PRIu32 " of the %" PRIu32 " samples of chunk %" PRIu32, p->id, d->samples,
               p->lease.count, d->chunk);
+    }
     p->lease.active = 0;
     c->last_progress = clock_now_s();
     if (d->clock > p->clock) p->clock = d->clock;
@@ -847,9 +1158,16 @@ static void on_progress(coord_t *c, peer_t *p, const wire_msg_t *m) {
     if (!worker_id_ok(c, p, m, r->worker)) return;
     c->progress_msgs++;
     c->last_progress = clock_now_s();
-    if (p->lease.active && p->lease.chunk == r->chunk)
+    if (p->lease.active && p->lease.chunk == r->chunk && p->lease.epoch == r->epoch) {
         p->lease.expires = clock_now_s() + LEASE_TTL_TIMEOUTS * c->timeout_s;
+        uint64_t t = (uint64_t)p->lease.trained + r->samples;
+        p->lease.trained = t < p->lease.count ? (uint32_t)t : p->lease.count;
+    }
     if (r->clock > p->clock) p->clock = r->clock;
+    p->samples += r->samples;
+    p->staleness = r->staleness;
+    p->has_staleness = 1;
+    c->samples_total += r->samples;
     c->log_samples += r->samples;
     c->log_loss += r->loss_sum;
     c->log_loss_low += r->loss_low_sum;
@@ -860,14 +1178,18 @@ static void on_progress(coord_t *c, peer_t *p, const wire_msg_t *m) {
 static void on_eval_rep(coord_t *c, peer_t *p, const wire_msg_t *m) {
     const wire_eval_rep_t *r = &m->eval_rep;
     if (!worker_id_ok(c, p, m, r->worker)) return;
-    if (c->phase != P_EVAL || r->eval != c->eval_id || !p->eval_pending) {
+    evr_t *range = NULL;
+    for (int i = 0; i < c->nevr && c->phase == P_EVAL; i++)
+        if (c->evr[i].id == r->eval && !c->evr[i].done && c->evr[i].worker == (int)p->id) range = &c->evr[i];
+    if (range == NULL) {
         c->bad_messages++;
         send_error_to(c, p->route, p->route_size, m->rid, WIRE_ERR_STALE, "no evaluation of that id is pending");
         return;
     }
-    if (r->samples != p->eval_count)
-        logf_(c, "worker %u evaluated %" PRIu32 " of the %" PRIu32 " samples asked", p->id, r->samples, p->eval_count);
-    p->eval_pending = 0;
+    if (r->samples != range->count)
+        logf_(c, "worker %u evaluated %" PRIu32 " of the %" PRIu32 " samples asked", p->id, r->samples, range->count);
+    range->done = 1;
+    p->evals--;
     c->last_progress = clock_now_s();
     c->eval_samples += r->samples;
     c->eval_correct += r->correct_low;
@@ -877,10 +1199,25 @@ static void on_eval_rep(coord_t *c, peer_t *p, const wire_msg_t *m) {
 
 static void on_bye(coord_t *c, peer_t *p, const wire_msg_t *m) {
     int expected = p->state == PEER_DONE;
+    if (!expected && c->elastic && !c->failed) {
+        char why[96];
+        snprintf(why, sizeof why, "said BYE (%s)", m->bye.reason ? wire_err_name(m->bye.reason) : "normal");
+        if (p->role == WIRE_ROLE_WORKER) worker_gone(c, p, 0, why);
+        else node_gone(c, p, why);
+        return;
+    }
     p->state = PEER_GONE;
     if (!expected && !c->failed)
         fail(c, AUXPS_EIO, "%s %u (%s) left the run (BYE %s): membership is fixed, aborting", peer_kind(p), p->id,
              p->name, m->bye.reason ? wire_err_name(m->bye.reason) : "normal");
+}
+
+static void on_node_stats(coord_t *c, peer_t *p, const wire_msg_t *m) {
+    if (p->role != WIRE_ROLE_NODE || m->node_stats.node != p->id) {
+        bad_message(c, p, m->rid, WIRE_ERR_BAD_MESSAGE, "NODE_STATS from a peer that is not that node");
+        return;
+    }
+    p->stats = m->node_stats;
 }
 
 static void on_error(coord_t *c, peer_t *p, const wire_msg_t *m) {
@@ -893,6 +1230,13 @@ static void on_error(coord_t *c, peer_t *p, const wire_msg_t *m) {
           m->error.text);
     /* Everything the coordinator sends a peer matters to the run: a refusal ends it, unless the
      * peer was already told that the run is over. */
+    if (c->elastic && p->role == WIRE_ROLE_WORKER && (p->state == PEER_WELCOMED || p->state == PEER_HELD)) {
+        char why[WIRE_MAX_TEXT + 64];
+        snprintf(why, sizeof why, "refused the coordinator's message (%s: %s)", wire_err_name(m->error.code),
+                 m->error.text);
+        worker_gone(c, p, 0, why); /* one bad worker does not end an elastic run */
+        return;
+    }
     if (p->state != PEER_DONE && p->state != PEER_GONE) {
         if (m->error.code == WIRE_ERR_CONFIG || m->error.code == WIRE_ERR_VERSION) p->state = PEER_GONE; /* it exits */
         fail(c, AUXPS_EIO, "%s %u (%s) refused the coordinator's message (%s: %s): aborting", peer_kind(p), p->id,
@@ -948,6 +1292,7 @@ static int on_router(coord_t *c) {
     case WIRE_EVAL_REP: on_eval_rep(c, p, &m); break;
     case WIRE_BYE: on_bye(c, p, &m); break;
     case WIRE_HEARTBEAT: break; /* its arrival is the point */
+    case WIRE_NODE_STATS: on_node_stats(c, p, &m); break;
     default: {
         char why[96];
         snprintf(why, sizeof why, "%s is not a message for the coordinator", wire_type_name(m.type));
@@ -960,14 +1305,135 @@ done:
     return 1;
 }
 
+/* ---- the status endpoint ----------------------------------------------------------------- */
+
+#define STATUS_PERIOD 0.5 /* seconds between snapshots when nothing changes */
+
+static const char *worker_state(const peer_t *p) {
+    if (p->state == PEER_HELD) return "joining";
+    if (p->state != PEER_WELCOMED) return "leaving";
+    if (p->evals > 0) return "evaluating";
+    return p->lease.active ? "training" : "idle";
+}
+
+/* Fills the snapshot from the run's state and hands it to the server (a copy under its lock:
+ * the server thread never reads the coordinator's memory). Also updates the throughputs. */
+static void publish_status(coord_t *c, int final) {
+    if (c->httpd == NULL) return;
+    const double now = clock_now_s(), unow = clock_unix_s();
+    if (c->rate_t == 0) c->rate_t = now;
+    if (now - c->rate_t >= 1.0 || final) { /* samples/s over the last second or more, smoothed */
+        double r = (double)(c->samples_total - c->rate_base) / (now - c->rate_t > 0 ? now - c->rate_t : 1);
+        c->rate = c->rate == 0 ? r : 0.5 * c->rate + 0.5 * r;
+        c->rate_base = c->samples_total;
+        c->rate_t = now;
+    }
+    const auxps_config_t *cf = &c->cfg;
+    const model_spec_t *sp = &cf->model;
+    status_snapshot_t *s = c->snap;
+    status_snapshot_init(s);
+    if (c->failed && c->err.code != 0) s->state = STATUS_FAILED;
+    else if (final || c->phase >= P_DRAIN) s->state = STATUS_DONE;
+    else if (c->phase < P_TRAIN || c->live == 0 || c->nodes_down > 0) s->state = STATUS_WAITING;
+    else s->state = STATUS_TRAINING;
+    if (sp->arch == ARCH_RESNET)
+        snprintf(s->model.arch, sizeof s->model.arch, "resnet%u", (unsigned)(2 + 6 * sp->blocks) % 10000u);
+    else
+        snprintf(s->model.arch, sizeof s->model.arch, "mlp");
+    s->model.weight_bits = sp->wbits;
+    s->model.act_bits = sp->abits;
+    s->model.aux = sp->aux;
+    s->model.params = c->nparams;
+    snprintf(s->consistency, sizeof s->consistency, "%s", cons_name(cf->cluster.consistency));
+    s->staleness_bound = cf->cluster.consistency == CONS_SSP ? cf->cluster.staleness
+                         : cf->cluster.consistency == CONS_BSP ? 0 : -1;
+    s->epoch = c->started ? (c->epoch < cf->train.epochs ? c->epoch + 1 : cf->train.epochs) : 0;
+    s->epochs = cf->train.epochs;
+    s->step = (uint64_t)c->step;
+    s->total_steps = (uint64_t)c->total_steps;
+    s->samples_per_s = c->started ? c->rate : NAN;
+    s->loss_low = c->last_loss_low;
+    s->loss_aux = c->last_loss_aux;
+    s->test_accuracy = c->last_acc;
+    if (c->elastic) {
+        s->chunks_total = (uint64_t)c->ep_total;
+        s->chunks_done = (uint64_t)c->ep_completed;
+        s->chunks_leased = (uint64_t)c->leased;
+    } else {
+        s->chunks_total = (uint64_t)c->chunks_out + (c->next_pos < c->epoch_end ? 1 : 0);
+        s->chunks_done = (uint64_t)c->chunks_done;
+        s->chunks_leased = (uint64_t)(c->chunks_out - c->chunks_done);
+    }
+    s->chunks_released = (uint64_t)c->released_total;
+    s->started = c->started_unix;
+    s->uptime_s = unow - c->started_unix;
+    uint64_t ck_version = UINT64_MAX, ck_ms = 0;
+    for (int k = 0; k < c->nnodes && s->num_shards < STATUS_MAX_SHARDS; k++) {
+        const peer_t *n = &c->nodes[k];
+        status_shard_t *sh = &s->shards[s->num_shards++];
+        sh->id = n->id;
+        snprintf(sh->host, sizeof sh->host, "%s", n->name);
+        sh->offset = c->shards[k].offset;
+        sh->length = c->shards[k].length;
+        sh->updates = n->stats.pushes;
+        sh->version = n->stats.version;
+        sh->bytes_in = n->stats.bytes_in;
+        sh->bytes_out = n->stats.bytes_out;
+        if (n->stats.checkpoint_version < ck_version) ck_version = n->stats.checkpoint_version;
+        if (n->stats.checkpoint_ms > ck_ms) ck_ms = n->stats.checkpoint_ms;
+    }
+    if (c->nnodes > 0 && ck_version != UINT64_MAX && ck_version > 0) { /* every node has one: the oldest */
+        s->has_checkpoint = 1;
+        s->checkpoint_step = ck_version;
+        s->checkpoint_time = (double)ck_ms / 1000.0;
+    }
+    for (int i = 0; i < c->nworkers && s->num_workers < STATUS_MAX_WORKERS; i++) {
+        peer_t *p = &c->workers[i];
+        if (p->state != PEER_HELD && p->state != PEER_WELCOMED) continue;
+        if (now - p->rate_t >= 1.0) {
+            double r = (double)(p->samples - p->rate_base) / (p->rate_t > 0 ? now - p->rate_t : 1.0);
+            p->rate = p->rate_t > 0 ? (p->rate == 0 ? r : 0.5 * p->rate + 0.5 * r) : 0.0;
+            p->rate_base = p->samples;
+            p->rate_t = now;
+        }
+        status_worker_t *w = &s->workers[s->num_workers++];
+        w->id = p->id;
+        snprintf(w->host, sizeof w->host, "%s", p->name);
+        snprintf(w->state, sizeof w->state, "%s", worker_state(p));
+        w->samples = p->samples;
+        w->samples_per_s = p->rate;
+        w->heartbeat_age_s = now - p->last_recv;
+        w->staleness = p->has_staleness ? (int64_t)p->staleness : -1;
+    }
+    httpd_publish(c->httpd, s);
+    c->pub_t = now;
+    c->status_dirty = 0;
+}
+
+/* Starts the server of cfg.status; a failure is logged and the run goes on without it. */
+static void start_status(coord_t *c) {
+    const auxps_config_t *cf = &c->cfg;
+    if (!cf->status.enabled) return;
+    auxps_error_t e = {0};
+    c->snap = malloc(sizeof *c->snap);
+    if (c->snap == NULL || (c->httpd = httpd_start(cf->status.addr, cf->status.port, &e)) == NULL) {
+        logf_(c, "no status endpoint: %s", c->snap == NULL ? "out of memory" : e.msg);
+        return;
+    }
+    if (httpd_warning(c->httpd) != NULL) logf_(c, "status endpoint: %s", httpd_warning(c->httpd));
+    logf_(c, "status endpoint at http://%s:%d/", cf->status.addr, httpd_port(c->httpd));
+    publish_status(c, 0);
+}
+
 /* ---- housekeeping ------------------------------------------------------------------------ */
 
-/* The periodic timer. Jobs: see the stop flag; send HEARTBEAT on every coordinator link that
+/* The periodic timer. Jobs: publish the status snapshot when due; see the stop flag; send HEARTBEAT on every coordinator link that
  * has been quiet for H (the default H before WELCOME); declare a peer that has been silent for T
  * dead (the default T before WELCOME), which aborts the run since membership is fixed; enforce
  * the deadlines of the phases (registration, NODE_READY, leases, evaluation, final pulls, BYEs). */
 static void cron(coord_t *c, volatile sig_atomic_t *stop) {
     const double now = clock_now_s();
+    if (c->httpd != NULL && (c->status_dirty || now - c->pub_t >= STATUS_PERIOD)) publish_status(c, 0);
     if (stop != NULL && *stop && c->stopping < 2) {
         *stop = 0;
         if (c->stopping++ == 0) {
@@ -993,13 +1459,28 @@ static void cron(coord_t *c, volatile sig_atomic_t *stop) {
             if (p->state == PEER_GONE || p->state == PEER_DONE) continue; /* the phases bound the BYE waits */
             double h = p->state == PEER_HELD ? dh : c->heartbeat_s, t = p->state == PEER_HELD ? dt : c->timeout_s;
             if (now - p->last_recv > t) {
+                char why[64];
+                snprintf(why, sizeof why, "silent for %.1f s", now - p->last_recv);
+                if (c->elastic && r == 1) {
+                    worker_gone(c, p, 1, why);
+                    continue;
+                }
+                if (r == 0) {
+                    node_gone(c, p, why);
+                    continue;
+                }
                 p->state = PEER_GONE;
-                fail(c, AUXPS_EIO, "%s %u (%s) silent for %.1f s: aborting the run", peer_kind(p), p->id, p->name,
-                     now - p->last_recv);
+                fail(c, AUXPS_EIO, "%s %u (%s) %s: aborting the run", peer_kind(p), p->id, p->name, why);
                 return;
             }
             if (now - p->last_sent >= h) send_heartbeat(c, p);
-            if (p->lease.active && now > p->lease.expires) {
+            if (p->lease.active && c->nodes_down > 0) {
+                p->lease.expires = now + LEASE_TTL_TIMEOUTS * c->timeout_s; /* the workers wait for the node */
+            } else if (p->lease.active && now > p->lease.expires && c->elastic) {
+                char why[64];
+                snprintf(why, sizeof why, "no PROGRESS for %.1f s", LEASE_TTL_TIMEOUTS * c->timeout_s);
+                release_lease(c, p, why);
+            } else if (p->lease.active && now > p->lease.expires) {
                 fail(c, AUXPS_EIO, "worker %u (%s): lease of chunk %" PRIu32 " expired with no PROGRESS for %.1f s: "
                      "aborting the run", p->id, p->name, p->lease.chunk, LEASE_TTL_TIMEOUTS * c->timeout_s);
                 return;
@@ -1013,13 +1494,32 @@ static void cron(coord_t *c, volatile sig_atomic_t *stop) {
             fail(c, AUXPS_EIO, "%d of %d nodes registered within %.1f s: aborting", c->nnodes, c->opt.nodes,
                  c->timeout_s);
         break;
-    case P_NODES_READY:
-        if (since > c->timeout_s)
+    case P_NODES_READY: /* nodes heartbeat while they load the data: this bounds a stuck one */
+        if (since > LEASE_TTL_TIMEOUTS * c->timeout_s)
             fail(c, AUXPS_EIO, "%d of %d nodes ready within %.1f s of WELCOME: aborting", c->nready, c->opt.nodes,
-                 c->timeout_s);
+                 LEASE_TTL_TIMEOUTS * c->timeout_s);
         break;
     case P_TRAIN:
     case P_EVAL:
+        if (c->elastic) { /* waiting for workers or a node is a state, not a failure */
+            if (c->nodes_down > 0 || c->live == 0) {
+                c->last_progress = now;
+                break;
+            }
+            for (int i = 0; i < c->nevr && c->phase == P_EVAL; i++) {
+                evr_t *r = &c->evr[i];
+                if (r->done || r->worker < 0 || now <= r->deadline) continue;
+                logf_(c, "worker %d did not answer evaluation range %" PRIu32 " within %.1f s: asking another",
+                      r->worker, r->id, LEASE_TTL_TIMEOUTS * c->timeout_s);
+                c->workers[r->worker].evals--;
+                r->worker = -1;
+                assign_evals(c);
+            }
+            if (now - c->last_progress > LEASE_TTL_TIMEOUTS * c->timeout_s)
+                fail(c, AUXPS_EIO, "no lease, PROGRESS, CHUNK_DONE or EVAL_REP for %.1f s although %d workers are "
+                     "alive: the run is stuck, aborting", now - c->last_progress, c->live);
+            break;
+        }
         if (c->nworkers < c->opt.workers && since > c->timeout_s)
             fail(c, AUXPS_EIO, "%d of %d workers registered within %.1f s: aborting", c->nworkers, c->opt.workers,
                  c->timeout_s);
@@ -1152,7 +1652,8 @@ coord_t *coord_new(const auxps_config_t *cfg, const coord_options_t *opt, auxps_
     c->params = calloc(c->nparams, sizeof(float));
     c->stats = calloc(c->nstats ? c->nstats : 1, sizeof(float));
     c->nodes = calloc((size_t)opt->nodes, sizeof *c->nodes);
-    c->workers = calloc((size_t)opt->workers, sizeof *c->workers);
+    c->elastic = cf->cluster.consistency == CONS_ASYNC;
+    c->workers = calloc(c->elastic ? WIRE_MAX_WORKERS : (size_t)opt->workers, sizeof *c->workers);
     if (!c->params || !c->stats || !c->nodes || !c->workers) {
         auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
         goto fail;
@@ -1231,6 +1732,9 @@ void coord_destroy(coord_t **cp) {
     free(c->nodes);
     free(c->workers);
     free(c->pulls);
+    free(c->queue);
+    httpd_destroy(&c->httpd);
+    free(c->snap);
     free(c->config_text);
     free(c);
     *cp = NULL;
@@ -1277,6 +1781,9 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
     c->phase = P_NODES;
     c->phase_since = clock_now_s();
     const double t0 = clock_now_s();
+    c->started_unix = clock_unix_s();
+    c->last_loss_low = c->last_loss_aux = c->last_acc = NAN;
+    start_status(c);
 
     while (c->phase != P_END && !c->failed) {
         zmq_pollitem_t items[1 + WIRE_MAX_SHARDS];
@@ -1307,6 +1814,7 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
     res->test_total = c->test_total;
     res->bad_messages = c->bad_messages;
     res->interrupted = c->stopping > 0;
+    publish_status(c, !c->failed);
     if (c->failed) {
         abort_all(c);
         outf(c, "coord: %ld leases, %ld waits, %ld progress reports, %ld bad messages, %ld errors received\n",

@@ -2,6 +2,7 @@
  * optimizer state, and the serving loop (node.h has the rules, docs/CLUSTER.md the why). */
 #include "node.h"
 
+#include "ckpt.h"
 #include "clock.h"
 #include "config.h"
 #include "data.h"
@@ -45,6 +46,7 @@ typedef struct {
     wire_pull_t pull;                    /* that PULL and its rid */
     uint32_t pull_rid;
     int64_t next_hb;                     /* when the waiting worker gets its next HEARTBEAT */
+    int member;                          /* async: MEMBERSHIP said it joined (and not left) */
 } wslot_t;
 
 typedef struct {
@@ -85,6 +87,11 @@ struct node {
     uint16_t *seen;                      /* ids heard from, in order of first message */
     uint32_t nseen;
     badpeer_t bad[NODE_BAD_TABLE];
+
+    /* Checkpoints (docs/CHECKPOINT.md): the version and time of the last one written or loaded. */
+    uint64_t ckpt_version;
+    int64_t ckpt_ms;
+    char ckpt_prefix[32];
 
     uint32_t coord_rid, data_rid;        /* per-socket counters for one-way messages */
     int64_t coord_sent, coord_heard;     /* ms, CLOCK_MONOTONIC */
@@ -295,6 +302,12 @@ static int gate_open(const node_t *n, uint64_t clock) {
 /* The slot of worker id for a message that came on route, binding the id to the route on its
  * first message; NULL (and ERROR NOT_REGISTERED sent) if another route holds the id. */
 static wslot_t *worker_slot(node_t *n, uint32_t id, const wire_in_t *in, uint32_t type, uint32_t rid) {
+    if (n->consistency == WIRE_CONS_ASYNC && id < n->num_workers && !n->workers[id].member) {
+        /* async membership is elastic: only the ids the coordinator announced are workers */
+        refuse(n, in, type, rid, WIRE_ERR_NOT_REGISTERED, "worker id %" PRIu32 " is not a member of the "
+               "run (yet)", id);
+        return NULL;
+    }
     if (id >= n->num_workers) {
         /* the coordinator numbers the workers 0..num_workers-1 (CLUSTER.md "Ids"); the gates
          * count those, and another id is no registered worker */
@@ -364,7 +377,7 @@ static void reply_pull(node_t *n, const unsigned char *route, size_t route_size,
     auxps_error_t e = {0};
     if (wire_send(n->data, route, route_size, &m, snap_release, s, ZMQ_DONTWAIT, &e) != 0)
         say(n, "PULL_REP not sent: %s", e.msg);
-    else n->cnt.pulls++;
+    else n->cnt.pulls++, n->cnt.bytes_out += m.payload_size;
 }
 
 /* Answers the waiting PULLs that the gate lets through now. */
@@ -416,6 +429,126 @@ static void apply_sum(node_t *n) {
     }
     n->sum_count = 0;
     n->sum_samples = n->sum_stale = 0;
+}
+
+/* MEMBERSHIP left (and before a joined: the id may have served a worker before): the id is
+ * free for a new worker. Its statistics leave the average; if they were the only ones, the
+ * values served stay as they are (recompute_stats keeps them when no worker has any), since
+ * they are the best estimate there is. */
+static void forget_worker(node_t *n, uint32_t id) {
+    wslot_t *w = &n->workers[id];
+    w->member = 0;
+    if (w->route_size == 0) return;
+    for (uint32_t i = 0; i < n->nseen; i++)
+        if (n->seen[i] == id) {
+            memmove(n->seen + i, n->seen + i + 1, (n->nseen - i - 1) * sizeof *n->seen);
+            n->nseen--;
+            break;
+        }
+    float *stats = w->stats;
+    memset(w, 0, sizeof *w);
+    w->stats = stats; /* the buffer is reused by the next worker with this id */
+    n->stats_dirty = 1;
+    n->cnt.left++;
+}
+
+/* ---- checkpoints (docs/CHECKPOINT.md "Node payload") ------------------------------------ */
+
+#define NODE_CKPT_FIXED 72 /* bytes before the floats */
+
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Writes the shard, its momentum, its statistics and its counters. A failure is logged and
+ * costs nothing but the checkpoint: the node keeps serving. */
+static void write_checkpoint(node_t *n) {
+    const size_t size = NODE_CKPT_FIXED + (2 * n->len + n->slen) * sizeof(float);
+    unsigned char *b = malloc(size);
+    n->ckpt_ms = clock_now_ms();
+    if (b == NULL) {
+        say(n, "checkpoint skipped: out of memory for %zu bytes", size);
+        return;
+    }
+    const uint64_t fixed[9] = {n->cnt.id, n->off, n->len, n->soff, n->slen, n->version, (uint64_t)n->step,
+                               n->cnt.pushes, n->cnt.stats_pushes};
+    for (int i = 0; i < 9; i++) put64(b + 8 * i, fixed[i]);
+    unsigned char *p = b + NODE_CKPT_FIXED; /* little-endian host (wire.c) */
+    memcpy(p, n->params, n->len * sizeof(float));
+    memcpy(p + n->len * sizeof(float), n->momentum, n->len * sizeof(float));
+    memcpy(p + 2 * n->len * sizeof(float), n->stats, n->slen * sizeof(float));
+    auxps_error_t e = {0};
+    if (ckpt_write(n->cfg.checkpoint.dir, n->ckpt_prefix, CKPT_KIND_NODE, n->version, b, size,
+                   n->cfg.checkpoint.keep, &e) != 0) {
+        say(n, "checkpoint at version %" PRIu64 " failed: %s", n->version, e.msg);
+    } else {
+        n->ckpt_version = n->version;
+        n->cnt.checkpoints++;
+        n->cnt.checkpoint_version = n->version;
+        n->cnt.checkpoint_unix_ms = (uint64_t)clock_unix_ms();
+    }
+    free(b);
+}
+
+static void report_bad_checkpoint(void *data, const char *path, const char *reason) {
+    say(data, "checkpoint %s is unusable (%s): trying the previous one", path, reason);
+}
+
+/* Loads the newest valid checkpoint of this node's shard, if checkpoints are on and there is
+ * one. Returns 0 (restored or none) or AUXPS_ECONFIG/AUXPS_EIO with err set (every checkpoint
+ * bad, or one that belongs to another shard or model). */
+static int load_checkpoint(node_t *n, auxps_error_t *err) {
+    ckpt_t ck;
+    int rc = ckpt_load_newest(n->cfg.checkpoint.dir, n->ckpt_prefix, CKPT_KIND_NODE, &ck,
+                              report_bad_checkpoint, n, err);
+    if (rc == CKPT_NONE) {
+        say(n, "no checkpoint of %s in %s: starting from the initial parameters", n->ckpt_prefix,
+            n->cfg.checkpoint.dir);
+        return 0;
+    }
+    if (rc != 0) return rc;
+    const unsigned char *b = ck.payload;
+    const size_t want = NODE_CKPT_FIXED + (2 * n->len + n->slen) * sizeof(float);
+    if (ck.size != want || get64(b) != n->cnt.id || get64(b + 8) != n->off || get64(b + 16) != n->len ||
+        get64(b + 24) != n->soff || get64(b + 32) != n->slen || get64(b + 40) != ck.step) {
+        rc = auxps_error_set(err, AUXPS_ECONFIG, "checkpoint %s holds another shard or model than node %"
+                             PRIu32 "'s params %" PRIu64 "+%" PRIu64 " stats %" PRIu64 "+%" PRIu64
+                             " (move it away to start this shard afresh)", ck.path, n->cnt.id, n->off,
+                             n->len, n->soff, n->slen);
+        ckpt_release(&ck);
+        return rc;
+    }
+    n->version = get64(b + 40);
+    n->step = (long)get64(b + 48);
+    n->cnt.pushes = get64(b + 56);
+    n->cnt.stats_pushes = get64(b + 64);
+    n->cnt.version = n->version;
+    const unsigned char *p = b + NODE_CKPT_FIXED;
+    memcpy(n->params, p, n->len * sizeof(float));
+    memcpy(n->momentum, p + n->len * sizeof(float), n->len * sizeof(float));
+    memcpy(n->stats, p + 2 * n->len * sizeof(float), n->slen * sizeof(float));
+    n->ckpt_version = n->version;
+    n->cnt.restored_version = n->version;
+    n->cnt.checkpoint_version = n->version;
+    n->cnt.checkpoint_unix_ms = ck.time_ms;
+    say(n, "restored checkpoint %s: version %" PRIu64 ", step %ld, %" PRIu64 " pushes applied before it",
+        ck.path, n->version, n->step, n->cnt.pushes);
+    ckpt_release(&ck);
+    return 0;
+}
+
+/* Due when every_steps updates or every_s seconds (with an update) have passed. */
+static void maybe_checkpoint(node_t *n) {
+    if (n->cfg.checkpoint.dir[0] == '\0' || n->version == n->ckpt_version) return;
+    if (n->version - n->ckpt_version >= (uint64_t)n->cfg.checkpoint.every_steps ||
+        clock_now_ms() - n->ckpt_ms >= (int64_t)n->cfg.checkpoint.every_s * 1000)
+        write_checkpoint(n);
 }
 
 static int check_shard(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t shard) {
@@ -475,7 +608,18 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     }
     wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
     if (w == NULL) return;
-    if (p->version > n->version) {
+    n->cnt.bytes_in += m->payload_size;
+    if (n->consistency == WIRE_CONS_ASYNC && p->clock < w->clock) {
+        /* A worker's clocks only grow: this batch was applied already. A worker that resent
+         * it after a timeout (PROTOCOL.md section 9) gets the ACK it missed; nothing is applied
+         * twice. */
+        n->cnt.duplicates++;
+        ack(n, in, m->rid, WIRE_VEC_PARAMS);
+        return;
+    }
+    /* Ahead of the shard is impossible, except for a push computed before this node died and
+     * restarted from a checkpoint: the versions between were lost; it counts as fresh. */
+    if (p->version > n->version && n->cnt.restored_version == 0) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "PUSH.version %" PRIu64 " is ahead "
                "of the shard's version %" PRIu64, p->version, n->version);
         return;
@@ -492,7 +636,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
         return;
     }
-    uint64_t stale = n->version - p->version;
+    uint64_t stale = p->version < n->version ? n->version - p->version : 0;
     if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
     if (n->consistency == WIRE_CONS_BSP) {
         for (uint64_t i = 0; i < n->len; i++) n->sum[i] += (double)p->samples * n->grad[i];
@@ -541,6 +685,7 @@ static void on_stats_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     }
     n->stats_gen++;
     n->cnt.stats_pushes++;
+    n->cnt.bytes_in += m->payload_size;
     ack(n, in, m->rid, WIRE_VEC_STATS);
 }
 
@@ -555,6 +700,18 @@ static int send_hello(node_t *n, auxps_error_t *err) {
     snprintf(m.hello.endpoint, sizeof m.hello.endpoint, "%s", n->endpoint);
     m.hello.encodings = 1u << WIRE_ENC_F32;
     return send_oneway(n, &m, err);
+}
+
+typedef struct {
+    node_t *n;
+    dataset_t *ds;
+    auxps_error_t *err;
+} count_job_t;
+
+/* peer_run_beating's job: the training set, to count it. */
+static int count_data(void *arg) {
+    count_job_t *j = arg;
+    return dataset_load(j->ds, j->n->cfg.data.dir, 1, j->n->cfg.data.train_limit, j->err);
 }
 
 /* Sets the node up from WELCOME m: the configuration, the model's initial slice, the schedule.
@@ -580,7 +737,9 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
         goto refused;
     }
     /* The schedule needs the number of training samples (CLUSTER.md "Steps"). */
-    if ((rc = dataset_load(&ds, n->cfg.data.dir, 1, n->cfg.data.train_limit, err)) != 0) {
+    count_job_t job = {n, &ds, err};
+    if ((rc = peer_run_beating(n->coord, WIRE_ROLE_NODE, w->id, &n->coord_rid, w->heartbeat_ms, count_data,
+                               &job)) != 0) {
         rc = AUXPS_ECONFIG;
         goto refused;
     }
@@ -616,6 +775,12 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     n->optim = (optim_t){c->train.lr, c->train.momentum, c->train.weight_decay, c->train.nesterov,
                          c->train.schedule, c->train.step_epochs, c->train.step_gamma, spe, total};
     n->cnt.id = w->id;
+    n->ckpt_ms = clock_now_ms();
+    snprintf(n->ckpt_prefix, sizeof n->ckpt_prefix, "node-%" PRIu32, w->id);
+    if (n->cfg.checkpoint.dir[0] != '\0' && (rc = load_checkpoint(n, err)) != 0) {
+        rc = AUXPS_ECONFIG;
+        goto refused;
+    }
     n->welcomed = 1;
     say(n, "params [%" PRIu64 ", %" PRIu64 ") of %" PRIu64 ", stats [%" PRIu64 ", %" PRIu64 ") of %"
         PRIu64 ", %s (staleness %" PRIu32 "), %" PRIu32 " workers, %d training samples, %ld steps, "
@@ -629,7 +794,7 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     wire_msg_t r;
     memset(&r, 0, sizeof r);
     r.type = WIRE_NODE_READY;
-    r.node_ready = (wire_node_ready_t){w->id, n->off, n->len, n->soff, n->slen, 0};
+    r.node_ready = (wire_node_ready_t){w->id, n->off, n->len, n->soff, n->slen, n->version};
     return send_oneway(n, &r, err);
 refused:
     model_destroy(&model);
@@ -744,6 +909,17 @@ static int serve_coord(node_t *n, auxps_error_t *err) {
         switch (m.type) {
         case WIRE_HEARTBEAT: break;
         case WIRE_WELCOME: break; /* the answer to a resent HELLO */
+        case WIRE_MEMBERSHIP:
+            if (n->consistency != WIRE_CONS_ASYNC) {
+                refuse(n, NULL, m.type, m.rid, WIRE_ERR_BAD_MESSAGE, "MEMBERSHIP in an ssp or bsp run");
+                break;
+            }
+            forget_worker(n, m.membership.worker);
+            if (m.membership.joined) {
+                n->workers[m.membership.worker].member = 1;
+                n->cnt.joined++;
+            }
+            break;
         case WIRE_DONE:
             say(n, "DONE (%s, epoch %" PRIu32 ", step %" PRIu64 ")",
                 m.done.reason == WIRE_DONE_FINISHED ? "finished" : "aborted", m.done.epoch, m.done.step);
@@ -815,22 +991,29 @@ static int serve_data(node_t *n, auxps_error_t *err) {
     return rc;
 }
 
-/* The periodic jobs, run before every poll: (1) HEARTBEAT to the coordinator after H of
+/* The periodic jobs, run before every poll: (1) NODE_STATS (the heartbeat) to the coordinator after H of
  * silence on that link; (2) HEARTBEAT every H to each worker whose PULL waits at the gate;
- * (3) the coordinator's timeout. Returns the ms until the next job is due, or a negative
+ * (3) the coordinator's timeout; (4) a checkpoint when one is due. Returns the ms until the next job is due, or a negative
  * error. */
 static int64_t housekeeping(node_t *n, auxps_error_t *err) {
     int64_t now = clock_now_ms(), next = now + n->heartbeat_ms;
     if (now - n->coord_heard >= n->timeout_ms)
         return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s was silent "
                                "for %" PRIu32 " ms", n->cnt.id, n->coord_ep, n->timeout_ms);
-    if (now - n->coord_sent >= n->heartbeat_ms) {
+    if (now - n->coord_sent >= n->heartbeat_ms) { /* NODE_STATS is the node's heartbeat */
+        const node_counters_t *c = &n->cnt;
         wire_msg_t m;
         memset(&m, 0, sizeof m);
-        m.type = WIRE_HEARTBEAT;
-        m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, n->cnt.id};
+        m.type = WIRE_NODE_STATS;
+        m.node_stats = (wire_node_stats_t){c->id, c->pushes, c->version, c->pulls, c->bytes_in, c->bytes_out,
+                                           c->refused, c->max_staleness, c->checkpoint_version,
+                                           c->checkpoint_unix_ms};
         if (send_oneway(n, &m, err) != 0) return err->code;
     }
+    maybe_checkpoint(n);
+    if (n->cfg.checkpoint.dir[0] != '\0' && n->version != n->ckpt_version &&
+        n->ckpt_ms + n->cfg.checkpoint.every_s * 1000 < next)
+        next = n->ckpt_ms + n->cfg.checkpoint.every_s * 1000;
     if (n->coord_sent + n->heartbeat_ms < next) next = n->coord_sent + n->heartbeat_ms;
     if (n->coord_heard + n->timeout_ms < next) next = n->coord_heard + n->timeout_ms;
     for (uint32_t i = 0; i < n->nseen; i++) {

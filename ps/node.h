@@ -56,6 +56,14 @@ typedef struct {
     uint64_t pulls;              /* PULLs answered */
     uint64_t deferred;           /* PULLs that had to wait for the ssp/bsp gate */
     uint64_t refused;            /* messages answered with ERROR or ignored as bad */
+    uint64_t left;               /* workers forgotten after MEMBERSHIP left (or a rejoin of the id) */
+    uint64_t joined;             /* MEMBERSHIP joined: workers admitted (async) */
+    uint64_t duplicates;         /* async PUSHes of a batch already applied (a resend): ACKed only */
+    uint64_t checkpoints;        /* checkpoints written */
+    uint64_t restored_version;   /* version of the checkpoint restored at start; 0 = none */
+    uint64_t checkpoint_version; /* of the newest checkpoint written; 0 = none */
+    uint64_t checkpoint_unix_ms; /* when it was written */
+    uint64_t bytes_in, bytes_out; /* payload bytes of pushes received and PULL_REPs sent */
 } node_counters_t;
 
 /* Creates a node's sockets: binds the data ROUTER at bind (NULL: NODE_DEFAULT_BIND) and

@@ -128,14 +128,15 @@ TestSuite(node, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- messages ---- */
 
-/* The next message of type `type` on sock, skipping HEARTBEATs. */
+/* The next message of type `type` on sock, skipping HEARTBEATs and NODE_STATS (a node's
+ * heartbeat). */
 static void expect(void *sock, int router, uint32_t type, wire_in_t *in, wire_msg_t *m) {
     for (;;) {
         cr_assert_eq(util_recv_within(sock, router, in, m, RECV_MS), 0, "no %s within %d ms",
                      wire_type_name(type), RECV_MS);
         if (m->type == type) return;
-        cr_assert_eq(m->type, WIRE_HEARTBEAT, "expected %s, got %s", wire_type_name(type),
-                     wire_type_name(m->type));
+        cr_assert(m->type == WIRE_HEARTBEAT || m->type == WIRE_NODE_STATS, "expected %s, got %s",
+                  wire_type_name(type), wire_type_name(m->type));
         wire_msg_clear(m);
     }
 }
@@ -190,7 +191,9 @@ static void start_node(uint32_t consistency, uint32_t staleness, uint32_t worker
     m.type = WIRE_WELCOME;
     m.rid = hello_rid;
     m.welcome = (wire_welcome_t){.role = WIRE_ROLE_NODE, .id = fx.id, .consistency = consistency,
-                                 .staleness = staleness, .num_workers = workers,
+                                 .staleness = staleness,
+                                 /* as the coordinator: async ids are announced by MEMBERSHIP */
+                                 .num_workers = consistency == WIRE_CONS_ASYNC ? WIRE_MAX_WORKERS : workers,
                                  .num_params = fx.nparams, .num_stats = fx.nstats, .seed = SEED,
                                  .stream_seed = 99, .heartbeat_ms = hb_ms, .timeout_ms = timeout_ms,
                                  .shards = fx.shards, .nshards = 2, .config = fx.config};
@@ -204,6 +207,21 @@ static void start_node(uint32_t consistency, uint32_t staleness, uint32_t worker
     cr_assert_eq(m.node_ready.version, 0);
     wire_msg_clear(&m);
     wire_in_close(&in);
+    if (consistency == WIRE_CONS_ASYNC) { /* elastic membership: the workers are announced */
+        for (uint32_t i = 0; i < workers && i < 3; i++) {
+            memset(&m, 0, sizeof m);
+            m.type = WIRE_MEMBERSHIP;
+            m.rid = 500 + i;
+            m.membership = (wire_membership_t){i, 1, 0};
+            coord_send(&m);
+        }
+        node_counters_t c = {0};
+        for (int t = 0; t < 400 && c.joined < (workers < 3 ? workers : 3); t++) {
+            usleep(5000);
+            node_get_counters(fx.node, &c);
+        }
+        cr_assert_eq(c.joined, workers < 3 ? workers : 3, "the node took in the workers");
+    }
     for (int i = 0; i < 3; i++) fx.w[i] = new_worker_socket();
 }
 
@@ -373,6 +391,64 @@ Test(node, async_measures_staleness_per_push) {
     cr_assert_eq(push(fx.w[1], 1, 1, 0, BATCH, g), 3); /* staleness 2 */
     finish();
     cr_assert_str_eq(fx.out, "node 1: applied 3 pushes, 0 stats pushes, version 3, max staleness 2\n");
+    free(g);
+}
+
+/* Elastic membership (async): only ids the coordinator announced push; an id that left is
+ * refused until it joins again, and then serves a new connection. */
+static void membership(uint32_t id, uint32_t joined) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_MEMBERSHIP;
+    m.rid = ++fx.rid;
+    m.membership = (wire_membership_t){id, joined, 0};
+    coord_send(&m);
+}
+
+/* Waits until the node's counter *field reaches want (the coordinator link is asynchronous). */
+static void wait_counter(const uint64_t *field, uint64_t want, node_counters_t *c) {
+    for (int t = 0; t < 400; t++) {
+        node_get_counters(fx.node, c);
+        if (*field >= want) return;
+        usleep(5000);
+    }
+    cr_assert_fail("a node counter stayed at %llu, expected %llu", (unsigned long long)*field,
+                   (unsigned long long)want);
+}
+
+Test(node, async_takes_pushes_only_from_workers_the_coordinator_announced) {
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000); /* announces worker 0 */
+    const size_t len = my()->length;
+    float *g = calloc(len, sizeof(float));
+    wire_msg_t m = push_msg(1, 0, 0, BATCH, g);
+    expect_error(fx.w[1], &m, WIRE_ERR_NOT_REGISTERED); /* never announced */
+    cr_assert_eq(push(fx.w[0], 0, 0, 0, BATCH, g), 1);
+    node_counters_t c;
+    membership(0, 0); /* worker 0 leaves */
+    wait_counter(&c.left, 1, &c);
+    m = push_msg(0, 1, 1, BATCH, g);
+    expect_error(fx.w[0], &m, WIRE_ERR_NOT_REGISTERED);
+    membership(0, 1); /* the id goes to a new worker, on another connection, from clock 0 */
+    wait_counter(&c.joined, 2, &c);
+    cr_assert_eq(push(fx.w[2], 0, 0, 1, BATCH, g), 2);
+    finish();
+    cr_assert_str_eq(fx.out, "node 1: applied 2 pushes, 0 stats pushes, version 2, max staleness 0\n");
+    free(g);
+}
+
+Test(node, async_acks_a_resent_push_without_applying_it_twice) {
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    const size_t len = my()->length;
+    float *g = calloc(len, sizeof(float));
+    cr_assert_eq(push(fx.w[0], 0, 0, 0, BATCH, g), 1);
+    cr_assert_eq(push(fx.w[0], 0, 1, 1, BATCH, g), 2);
+    cr_assert_eq(push(fx.w[0], 0, 1, 1, BATCH, g), 2, "clock 1 again: acknowledged, version unchanged");
+    cr_assert_eq(push(fx.w[0], 0, 2, 2, BATCH, g), 3);
+    node_counters_t c;
+    node_get_counters(fx.node, &c);
+    cr_assert_eq(c.duplicates, 1);
+    finish();
+    cr_assert_str_eq(fx.out, "node 1: applied 3 pushes, 0 stats pushes, version 3, max staleness 0\n");
     free(g);
 }
 
@@ -568,8 +644,8 @@ Test(node, malformed_and_unexpected_messages_get_error_and_the_node_keeps_servin
     size_t hsize;
     auxps_error_t e = {0};
     cr_assert_eq(wire_encode(&m, &hdr, &hsize, &e), 0);
-    cr_assert_eq(((uint8_t *)hdr)[6], 1, "version sits after the 5-byte magic");
-    ((uint8_t *)hdr)[6] = 2;
+    cr_assert_eq(((uint8_t *)hdr)[6], WIRE_VERSION, "version sits after the 5-byte magic");
+    ((uint8_t *)hdr)[6] = WIRE_VERSION + 1;
     send_raw(s, (const void *[]){hdr}, &hsize, 1);
     free(hdr);
     expect_error(s, NULL, WIRE_ERR_VERSION), refused++;
@@ -615,8 +691,8 @@ Test(node, a_worker_id_is_bound_to_its_first_connection_and_must_be_below_num_wo
     m.pull = (wire_pull_t){1, fx.id, WIRE_VEC_PARAMS, my()->offset, 1, 0, WIRE_ENC_F32};
     expect_error(fx.w[1], &m, WIRE_ERR_NOT_REGISTERED);
     m.rid = 22;
-    m.pull.worker = 2; /* not one of the run's 2 workers, even in async */
-    expect_error(fx.w[2], &m, WIRE_ERR_OUT_OF_RANGE);
+    m.pull.worker = 2; /* not one of the run's 2 announced workers */
+    expect_error(fx.w[2], &m, WIRE_ERR_NOT_REGISTERED);
     cr_assert_eq(pull(fx.w[0], 1, WIRE_VEC_PARAMS, 0, NULL), 0, "the owner is still served");
     cr_assert_eq(pull(fx.w[1], WIRE_ID_COORD, WIRE_VEC_PARAMS, 0, NULL), 0, "the coordinator id is never bound");
     cr_assert_eq(pull(fx.w[2], WIRE_ID_COORD, WIRE_VEC_PARAMS, 0, NULL), 0);
@@ -650,13 +726,12 @@ Test(node, a_sender_is_ignored_after_16_refusals_and_others_are_still_served) {
 
 Test(node, a_silent_coordinator_ends_the_node_with_an_error_after_the_timeout) {
     start_node(WIRE_CONS_ASYNC, 0, 1, 50, 400);
-    /* The node heartbeats the coordinator meanwhile. */
+    /* The node heartbeats the coordinator meanwhile, with its counters (NODE_STATS). */
     wire_in_t in = {0};
     wire_msg_t m;
     cr_assert_eq(util_recv_within(fx.coord, 1, &in, &m, 1000), 0);
-    cr_assert_eq(m.type, WIRE_HEARTBEAT);
-    cr_assert_eq(m.heartbeat.role, WIRE_ROLE_NODE);
-    cr_assert_eq(m.heartbeat.id, fx.id);
+    cr_assert_eq(m.type, WIRE_NODE_STATS);
+    cr_assert_eq(m.node_stats.node, fx.id);
     wire_in_close(&in);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -109,13 +109,17 @@ static void sample(uint32_t type, sample_t *s) {
         m->payload_size = 16 * 4;
         break;
     case WIRE_PROGRESS:
-        m->progress = (wire_progress_t){3, 77, 2, 12, 640, 1234.5, 1000.25, 500, 480};
+        m->progress = (wire_progress_t){3, 77, 2, 12, 640, 1234.5, 1000.25, 500, 480, 2};
         break;
     case WIRE_HEARTBEAT: m->heartbeat = (wire_heartbeat_t){WIRE_ROLE_COORD, WIRE_ID_COORD}; break;
     case WIRE_BYE: m->bye = (wire_bye_t){WIRE_ROLE_WORKER, 5, WIRE_ERR_SHUTTING_DOWN}; break;
     case WIRE_EVAL_REQ: m->eval_req = (wire_eval_req_t){4, 2, WIRE_SPLIT_TEST, 5000, 2500}; break;
     case WIRE_EVAL_REP: m->eval_rep = (wire_eval_rep_t){4, 3, 2500, 1500.5, 2100, 2150, 410}; break;
     case WIRE_DONE: m->done = (wire_done_t){WIRE_DONE_FINISHED, 10, 4690}; break;
+    case WIRE_MEMBERSHIP: m->membership = (wire_membership_t){3, 1, 1234}; break;
+    case WIRE_NODE_STATS:
+        m->node_stats = (wire_node_stats_t){1, 4690, 4690, 9380, 1u << 30, 3u << 29, 2, 3, 4500, 1795000000000ull};
+        break;
     case WIRE_ERROR:
         m->error.code = WIRE_ERR_OUT_OF_RANGE;
         strcpy(m->error.text, "PULL.offset 90000 is outside shard 1 [30000, 60000)");
@@ -380,7 +384,7 @@ Test(wire, a_field_of_the_wrong_type_is_a_format_error) {
             checked++;
         }
     }
-    cr_assert_eq(checked, 18 * 4 + 4 + 13 + 6 + 1 + 7 + 5 + 7 + 8 + 9 + 4 + 7 + 9 + 2 + 3 + 5 + 7 + 3 + 2);
+    cr_assert_eq(checked, 18 * 4 + 4 + 13 + 6 + 1 + 7 + 5 + 7 + 8 + 9 + 4 + 7 + 9 + 2 + 3 + 5 + 7 + 3 + 2 + 4 + 3 + 1 + 4 + 10);
     /* Inside the tables too. */
     for (int k = 0; k < 6; k++) expect_set(WIRE_WELCOME, PATH(15, 1, k), NIL(), AUXPS_EFORMAT);
     expect_set(WIRE_WELCOME, PATH(15, 1), U(3), AUXPS_EFORMAT);
@@ -406,7 +410,9 @@ static int any64(uint32_t t, uint32_t i) {
         {WIRE_WELCOME, 11}, {WIRE_WELCOME, 12}, {WIRE_NODE_READY, 9}, {WIRE_CHUNK_DONE, 8},
         {WIRE_PULL, 9}, {WIRE_PULL_REP, 8}, {WIRE_PULL_REP, 9}, {WIRE_PUSH, 8}, {WIRE_PUSH, 9},
         {WIRE_PUSH_ACK, 6}, {WIRE_PUSH_ACK, 7}, {WIRE_STATS_PUSH, 8}, {WIRE_PROGRESS, 7},
-        {WIRE_EVAL_REP, 10}, {WIRE_DONE, 6}};
+        {WIRE_EVAL_REP, 10}, {WIRE_DONE, 6}, {WIRE_MEMBERSHIP, 6}, {WIRE_PROGRESS, 13},
+        {WIRE_NODE_STATS, 5}, {WIRE_NODE_STATS, 6}, {WIRE_NODE_STATS, 7}, {WIRE_NODE_STATS, 8}, {WIRE_NODE_STATS, 9},
+        {WIRE_NODE_STATS, 10}, {WIRE_NODE_STATS, 11}, {WIRE_NODE_STATS, 12}, {WIRE_NODE_STATS, 13}};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
         if (list[k].t == t && list[k].i == i) return 1;
     return 0;
@@ -425,7 +431,9 @@ Test(wire, an_unsigned_field_above_its_limit_is_out_of_range) {
             expect_set(t, PATH((int)i), U(UINT64_MAX), ok ? 0 : AUXPS_ERANGE);
         }
     }
-    cr_assert_eq(valid, 15, "every uint64-wide field was visited");
+    cr_assert_eq(valid, 26, "every uint64-wide field was visited");
+    expect_set(WIRE_MEMBERSHIP, PATH(4), U(WIRE_MAX_WORKERS), AUXPS_ERANGE);
+    expect_set(WIRE_MEMBERSHIP, PATH(5), U(2), AUXPS_ERANGE);
     expect_set(WIRE_PULL, PATH(6), U(2), AUXPS_ERANGE);          /* vec */
     expect_set(WIRE_PULL, PATH(10), U(3), AUXPS_ERANGE);         /* encoding */
     expect_set(WIRE_PULL, PATH(4), U(WIRE_ID_COORD + 1), AUXPS_ERANGE);
@@ -463,10 +471,10 @@ Test(wire, another_protocol_version_is_refused_but_its_error_is_read) {
         sample(t, &s);
         wire_msg_t d;
         auxps_error_t e = {0};
-        edit_t ed = {PATH(1), U(2)};
+        edit_t ed = {PATH(1), U(WIRE_VERSION + 1)};
         cr_assert_eq(decode_edited(&s, EDIT_SET, &ed, 1, &d, &e), AUXPS_EVERSION, "%s: %s",
                      wire_type_name(t), e.msg);
-        cr_assert_eq(d.version, 2);
+        cr_assert_eq(d.version, WIRE_VERSION + 1);
         cr_assert_eq(d.type, t, "the refused message is still named");
         cr_assert_eq(d.rid, 1000 + t);
         expect_set(t, PATH(1), U(0), AUXPS_EVERSION);

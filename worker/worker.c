@@ -33,6 +33,10 @@ typedef struct {
     float *dst;                  /* PULL: where the values go */
     uint64_t version;            /* params version of the last PULL_REP */
     int64_t heard;               /* ms: the request's send or the node's last message */
+    wire_msg_t req;              /* the request, kept to be sent again after a timeout */
+    wire_free_fn *req_free;      /* its payload's release (zero-copy pushes), or NULL */
+    int attempts;                /* sends of the request so far */
+    char route[WIRE_MAX_ROUTE];  /* this worker's routing id on the link */
 } link_t;
 
 struct worker {
@@ -71,6 +75,8 @@ struct worker {
     int nevals, in_eval;
     int done;                    /* DONE or SHUTTING_DOWN came: stop after this batch */
     atomic_int inflight;         /* zero-copy payloads ZeroMQ has not released yet */
+
+    uint64_t staleness;          /* of the last batch's pushes, largest over the shards */
 
     /* PROGRESS since the last report. */
     uint32_t prog_samples, prog_low, prog_aux;
@@ -255,6 +261,12 @@ static int on_coord(worker_t *w, wire_in_t *in, auxps_error_t *err) {
     return rc;
 }
 
+/* How long the k-th send of a request waits for its answer: T, then 2T, 4T, at most 8T. */
+static int64_t retry_wait_ms(const worker_t *w, const link_t *l) {
+    int k = l->attempts < 4 ? l->attempts - 1 : 3;
+    return (int64_t)w->timeout_ms << k;
+}
+
 /* One message from node s. Returns 0 or a negative error. */
 static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
     link_t *l = &w->links[s];
@@ -294,6 +306,10 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
         if (l->type == WIRE_PUSH) {
             w->cnt.pushes++;
             w->cnt.shard_pushes[s]++;
+            /* staleness: the updates others applied between our pull and our push */
+            uint64_t pv = l->req.push.version, av = m.push_ack.version;
+            uint64_t st = av > pv + 1 ? av - pv - 1 : 0;
+            if (st > w->staleness) w->staleness = st;
         }
         break;
     case WIRE_ERROR:
@@ -302,6 +318,12 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
         } else if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
             l->pending = 0;
             w->done = 1;
+        } else if (m.error.code == WIRE_ERR_NOT_REGISTERED && w->consistency == WIRE_CONS_ASYNC) {
+            /* The node has not had our MEMBERSHIP yet (it was restarting, or the coordinator's
+             * message is still on its way): the request goes again after H. */
+            say(w, "node %" PRIu32 " does not know this worker yet: %s again in %" PRIu32 " ms", s,
+                wire_type_name(l->type), w->heartbeat_ms);
+            l->heard = clock_now_ms() - retry_wait_ms(w, l) + w->heartbeat_ms;
         } else {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " refused %s: "
                                  "ERROR %s: %s", w->cnt.id, s, wire_type_name(l->type),
@@ -342,9 +364,53 @@ static int drain(worker_t *w, void *sock, int node, auxps_error_t *err) {
     return rc;
 }
 
+/* A DEALER to node s's endpoint with this worker's routing id (the node hands the id over to
+ * the newest connection). */
+static void *node_socket(worker_t *w, uint32_t s, auxps_error_t *err) {
+    link_t *l = &w->links[s];
+    void *sock = zmq_socket(w->ctx, ZMQ_DEALER);
+    if (sock == NULL || peer_sockopt(sock, ZMQ_LINGER, 0) || peer_sockopt(sock, ZMQ_SNDTIMEO, (int)w->timeout_ms) ||
+        wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, l->route, strlen(l->route)) != 0) {
+        peer_zfail("worker: node socket", err);
+        if (sock != NULL) zmq_close(sock);
+        return NULL;
+    }
+    if (zmq_connect(sock, w->shards[s].endpoint) != 0) {
+        auxps_error_set(err, AUXPS_ECONFIG, "worker: cannot connect to node %" PRIu32 " at %s: %s", s,
+                        w->shards[s].endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+/* Node s did not answer in time: it may have died and be restarting from its checkpoint.
+ * The request goes again with a new rid on the same socket, which ZeroMQ reconnects by itself
+ * and which delivers it once the node listens again. The first copy may arrive too (it was
+ * still queued): a node ACKs an async PUSH of a batch it applied already without applying it
+ * again (its clock tells), and a PULL answered twice costs a reply the worker ignores. The
+ * worker never gives up on its own: the coordinator decides when a run ends (DONE). A push
+ * counts only when acknowledged. */
+static int resend(worker_t *w, uint32_t s, auxps_error_t *err) {
+    link_t *l = &w->links[s];
+    say(w, "node %" PRIu32 " at %s did not answer %s within %" PRId64 " ms: sending it again (attempt %d)", s,
+        w->shards[s].endpoint, wire_type_name(l->type), retry_wait_ms(w, l), l->attempts + 1);
+    (void)err;
+    wire_msg_t m = l->req;
+    m.rid = l->rid = w->node_rid++;
+    l->heard = clock_now_ms();
+    l->attempts++;
+    w->cnt.resends++;
+    if (l->req_free != NULL) atomic_fetch_add(&w->inflight, 1);
+    int rc = wire_send(l->sock, NULL, 0, &m, l->req_free, &w->inflight, 0, err);
+    if (rc != 0) l->heard = clock_now_ms(); /* try again after the next wait */
+    return 0;
+}
+
 /* The periodic jobs and one poll of every socket, for at most timeout_ms: (1) HEARTBEAT to the
  * coordinator after H of silence on that link; (2) the coordinator's timeout; (3) the timeout
- * of every outstanding node request. Returns 0 or a negative error. */
+ * of every outstanding node request: the request goes again (resend), or after DONE the wait
+ * ends. Returns 0, STOPPED (a request given up after DONE) or a negative error. */
 static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
     int64_t now = clock_now_ms();
     uint32_t hb = w->welcomed ? w->heartbeat_ms : WIRE_DEFAULT_HEARTBEAT_MS;
@@ -363,13 +429,20 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
     if (w->welcomed && w->coord_heard + w->timeout_ms < next) next = w->coord_heard + w->timeout_ms;
     uint32_t ns = w->welcomed ? w->cnt.nshards : 0;
     for (uint32_t s = 0; s < ns; s++) {
-        const link_t *l = &w->links[s];
+        link_t *l = &w->links[s];
         if (!l->pending) continue;
-        if (now - l->heard >= w->timeout_ms)
-            return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " at %s did "
-                                   "not answer %s within %" PRIu32 " ms", w->cnt.id, s,
-                                   w->shards[s].endpoint, wire_type_name(l->type), w->timeout_ms);
-        if (l->heard + w->timeout_ms < next) next = l->heard + w->timeout_ms;
+        const int64_t wait_ms = retry_wait_ms(w, l);
+        if (now - l->heard >= wait_ms) {
+            if (w->done) { /* the run is over: no reply is worth waiting for any more */
+                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->type));
+                l->pending = 0;
+                return STOPPED;
+            }
+            int rc = resend(w, s, err);
+            if (rc != 0) return rc;
+            continue;
+        }
+        if (l->heard + wait_ms < next) next = l->heard + wait_ms;
     }
     int64_t wait = next - now;
     if (timeout_ms >= 0 && timeout_ms < wait) wait = timeout_ms;
@@ -407,6 +480,9 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
     l->type = m->type;
     l->pending = 1;
     l->heard = clock_now_ms();
+    l->req = *m;
+    l->req_free = ffn;
+    l->attempts = 1;
     if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
     int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
     if (rc != 0) {
@@ -445,6 +521,7 @@ static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *er
 /* Pushes every shard's slice of the gradient (vec params) or of the statistics (vec stats)
  * without a copy, and waits for the acknowledgements. */
 static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *err) {
+    if (vec == WIRE_VEC_PARAMS) w->staleness = 0;
     for (uint32_t s = 0; s < w->cnt.nshards; s++) {
         const wire_shard_t *sh = &w->shards[s];
         wire_msg_t m;
@@ -542,7 +619,7 @@ static int send_progress(worker_t *w, auxps_error_t *err) {
     memset(&m, 0, sizeof m);
     m.type = WIRE_PROGRESS;
     m.progress = (wire_progress_t){w->cnt.id, w->lease.chunk, w->lease.epoch, w->cnt.clock, w->prog_samples,
-                                   w->prog_loss, w->prog_loss_low, w->prog_low, w->prog_aux};
+                                   w->prog_loss, w->prog_loss_low, w->prog_low, w->prog_aux, w->staleness};
     w->prog_samples = w->prog_low = w->prog_aux = 0;
     w->prog_loss = w->prog_loss_low = 0.0;
     return send_new(w, &m, err);
@@ -595,8 +672,10 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
         if ((rc = send_progress(w, err)) != 0) return rc;
         if ((rc = run_pending(w, err)) != 0) return rc;
     }
-    if (trained < l->count) return 0; /* stopped: the lease expires at the coordinator */
-    uint32_t weight = l->count < WIRE_MAX_BATCH ? l->count : WIRE_MAX_BATCH;
+    /* Told DONE: the chunk is dropped. Asked to stop (a leave): the trained part is returned
+     * as done and the coordinator leases the rest to another worker (async). */
+    if (trained < l->count && (w->done || trained == 0)) return 0;
+    uint32_t weight = trained < WIRE_MAX_BATCH ? trained : WIRE_MAX_BATCH;
     if ((rc = push_all(w, WIRE_VEC_STATS, weight, err)) != 0) return rc;
     wire_msg_t m;
     memset(&m, 0, sizeof m);
@@ -604,6 +683,8 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
     m.chunk_done = (wire_chunk_done_t){w->cnt.id, l->chunk, l->epoch, trained, w->cnt.clock};
     if ((rc = send_new(w, &m, err)) != 0) return rc;
     w->cnt.chunks++;
+    if (trained < l->count) say(w, "leaving: chunk %" PRIu32 " returned with %" PRIu32 " of its %" PRIu32
+                                " samples trained", l->chunk, trained, l->count);
     return 0;
 }
 
@@ -659,6 +740,20 @@ static int send_hello(worker_t *w, auxps_error_t *err) {
     return send_new(w, &m, err);
 }
 
+typedef struct {
+    worker_t *w;
+    auxps_error_t *err;
+} load_job_t;
+
+/* peer_run_beating's job: the training and test sets of the run's configuration. */
+static int load_data(void *arg) {
+    load_job_t *j = arg;
+    const auxps_config_t *c = &j->w->cfg;
+    int rc = dataset_load(&j->w->train, c->data.dir, 1, c->data.train_limit, j->err);
+    if (rc == 0) rc = dataset_load(&j->w->test, c->data.dir, 0, c->data.test_limit, j->err);
+    return rc;
+}
+
 /* Sets the worker up from WELCOME m: configuration, data, model, one DEALER per node. Answers
  * ERROR CONFIG and returns AUXPS_ECONFIG if the configuration or the data do not fit. */
 static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
@@ -682,8 +777,9 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
         goto refused;
     }
     const auxps_config_t *c = &w->cfg;
-    if ((rc = dataset_load(&w->train, c->data.dir, 1, c->data.train_limit, err)) != 0 ||
-        (rc = dataset_load(&w->test, c->data.dir, 0, c->data.test_limit, err)) != 0) {
+    load_job_t job = {w, err};
+    if ((rc = peer_run_beating(w->coord, WIRE_ROLE_WORKER, x->id, &w->coord_rid, x->heartbeat_ms, load_data,
+                               &job)) != 0) {
         rc = AUXPS_ECONFIG;
         goto refused;
     }
@@ -721,15 +817,9 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     host[sizeof host - 1] = '\0';
     snprintf(route, sizeof route, "w%" PRIu32 ":%ld:%s", x->id, (long)getpid(), host);
     for (uint32_t s = 0; s < x->nshards; s++) {
-        void *sock = w->links[s].sock = zmq_socket(w->ctx, ZMQ_DEALER);
-        if (sock == NULL || peer_sockopt(sock, ZMQ_LINGER, 0) || peer_sockopt(sock, ZMQ_SNDTIMEO, (int)x->timeout_ms) ||
-            wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, route, strlen(route)) != 0) {
-            rc = peer_zfail("worker: node socket", err);
-            goto refused;
-        }
-        if (zmq_connect(sock, x->shards[s].endpoint) != 0) {
-            rc = auxps_error_set(err, AUXPS_ECONFIG, "worker: cannot connect to node %" PRIu32 " at %s: %s",
-                                 s, x->shards[s].endpoint, zmq_strerror(zmq_errno()));
+        snprintf(w->links[s].route, sizeof w->links[s].route, "%s", route);
+        if ((w->links[s].sock = node_socket(w, s, err)) == NULL) {
+            rc = err->code == AUXPS_ECONFIG ? AUXPS_ECONFIG : AUXPS_EIO;
             goto refused;
         }
     }
@@ -836,7 +926,10 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, a
     w->stop = stop;
     w->coord_sent = w->coord_heard = clock_now_ms();
     int rc = register_worker(w, err);
-    if (rc == STOPPED) return 0;
+    if (rc == STOPPED) {
+        if (w->stop != NULL && *w->stop) send_bye(w, 0); /* the coordinator may have taken us in */
+        return 0;
+    }
     if (rc != 0) return rc;
     while (rc == 0) {
         if ((rc = run_pending(w, err)) != 0 || stopping(w)) break;

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t chunks;             /* chunks completed (CHUNK_DONE sent) */
     uint64_t samples;            /* training samples */
     uint64_t evals;              /* EVAL_REPs sent */
+    uint64_t resends;            /* requests sent again to a node that did not answer in time */
 } worker_counters_t;
 
 /* Creates the worker's context and connects a DEALER to the coordinator. threads > 0 sets the
