@@ -582,7 +582,7 @@ static int coord_on_message(bcoord_t *c) {
                              m.error.text);
     } else if (m.type == WIRE_BYE) {
         if (!c->peers[k].bye) c->peers[k].bye = 1, c->nbye++;
-    } else if (m.type != WIRE_HEARTBEAT) {
+    } else if (m.type != WIRE_HEARTBEAT && m.type != WIRE_NODE_STATS) {
         rc = auxps_error_set(&c->err, AUXPS_EIO, "coordinator: node %d sent %s", k, wire_type_name(m.type));
     }
     wire_msg_clear(&m);
@@ -756,6 +756,29 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
     /* HELLO -> WELCOME (once all have registered) -> NODE_READY, as PROTOCOL.md section 4. */
     if ((rc = coord_wait(&c, &c.npeers, nodes, BENCH_TRANSPORT_SETUP_MS, "registered")) != 0 ||
         (rc = coord_wait(&c, &c.nready, nodes, BENCH_TRANSPORT_SETUP_MS, "ready")) != 0) {
+        auxps_error_set(err, rc, "%s", c.err.msg);
+        goto done;
+    }
+    /* The workers are members of the (async) run: MEMBERSHIP joined for each, before they start. */
+    for (int k = 0; k < nodes && rc == 0; k++)
+        for (int i = 0; i < workers && rc == 0; i++) {
+            wire_msg_t m;
+            memset(&m, 0, sizeof m);
+            m.type = WIRE_MEMBERSHIP;
+            m.rid = c.rid++;
+            m.membership = (wire_membership_t){(uint32_t)i, 1, 0};
+            rc = coord_send(&c, &c.peers[k], &m);
+        }
+    for (int k = 0; k < nodes && rc == 0; k++) {
+        node_counters_t cnt = {0};
+        const double until = clock_now_s() + BENCH_TRANSPORT_SETUP_MS / 1000.0;
+        while (rc == 0 && cnt.joined < (uint64_t)workers) {
+            if (clock_now_s() > until) rc = auxps_error_set(&c.err, AUXPS_EIO, "node %d took in %" PRIu64 " of %d "
+                                                            "workers", k, cnt.joined, workers);
+            else if ((rc = coord_pump(&c, 5)) == 0) node_get_counters(bn[k].node, &cnt);
+        }
+    }
+    if (rc != 0) {
         auxps_error_set(err, rc, "%s", c.err.msg);
         goto done;
     }

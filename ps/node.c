@@ -211,6 +211,20 @@ void node_destroy(node_t **np) {
 
 const char *node_endpoint(const node_t *n) { return n->endpoint; }
 
+int node_advertise(node_t *n, const char *endpoint, auxps_error_t *err) {
+    if (n == NULL || endpoint == NULL || endpoint[0] == '\0' || strlen(endpoint) > WIRE_MAX_ENDPOINT ||
+        (strncmp(endpoint, "tcp://", 6) != 0 && strncmp(endpoint, "ipc://", 6) != 0 &&
+         strncmp(endpoint, "inproc://", 9) != 0))
+        return auxps_error_set(err, AUXPS_EINVAL, "node: --advertise '%s': expected a tcp://, ipc:// or inproc:// "
+                               "endpoint of at most %u bytes", endpoint ? endpoint : "", WIRE_MAX_ENDPOINT);
+    for (const char *p = endpoint; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return auxps_error_set(err, AUXPS_EINVAL, "node: --advertise: the endpoint has a space or a "
+                                   "non-printable byte");
+    snprintf(n->endpoint, sizeof n->endpoint, "%s", endpoint);
+    return 0;
+}
+
 void node_get_counters(const node_t *n, node_counters_t *c) { *c = n->cnt; }
 
 /* ---- sending --------------------------------------------------------------------------- */
@@ -1103,25 +1117,28 @@ static void on_signal(int sig) {
 }
 
 int node_main(int argc, char **argv) {
-    const char *coordinator = NULL, *bind = NULL;
+    const char *coordinator = NULL, *bind = NULL, *advertise = NULL;
+    static const char usage[] = "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT]\n";
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc) coordinator = argv[++i];
         else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc) bind = argv[++i];
+        else if (strcmp(argv[i], "--advertise") == 0 && i + 1 < argc) advertise = argv[++i];
         else {
             fprintf(stderr, "auxps ps: unknown argument '%s'\n", argv[i]);
-            fprintf(stderr, "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT]\n");
+            fputs(usage, stderr);
             return 2;
         }
     }
     if (coordinator == NULL) {
-        fprintf(stderr, "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT]\n");
+        fputs(usage, stderr);
         return 2;
     }
     peer_catch_signals(on_signal);
     auxps_error_t err = {0};
     node_t *n = node_new(coordinator, bind, &err);
-    if (n == NULL) {
+    if (n == NULL || (advertise != NULL && node_advertise(n, advertise, &err) != 0)) {
         fprintf(stderr, "auxps ps: %s\n", err.msg);
+        node_destroy(&n);
         return 1;
     }
     int rc = node_run(n, &node_stop, stderr, stdout, &err);

@@ -73,9 +73,15 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err);
 /* Closes the sockets and frees everything; safe on NULL and twice, clears *n. */
 void node_destroy(node_t **n);
 
-/* The endpoint the data ROUTER is bound to (read back with ZMQ_LAST_ENDPOINT), as sent in
- * HELLO. Valid until node_destroy. */
+/* The endpoint sent in HELLO, which workers connect to: the one the data ROUTER is bound to
+ * (read back with ZMQ_LAST_ENDPOINT), or the one node_advertise set. Valid until node_destroy. */
 const char *node_endpoint(const node_t *n);
+
+/* Advertises endpoint in HELLO instead of the bound one: for a node bound to a wildcard
+ * address (tcp://0.0.0.0:6000) that others reach by a name (tcp://ps0:6000, a container's).
+ * Call before node_run. Returns 0, or AUXPS_EINVAL (NULL, empty, or longer than
+ * WIRE_MAX_ENDPOINT, or no "tcp://", "ipc://" or "inproc://" endpoint). */
+int node_advertise(node_t *n, const char *endpoint, auxps_error_t *err);
 
 /* Registers and serves until DONE. stop (may be NULL): when it becomes non-zero, the node keeps
  * serving for at most the run's timeout so that the coordinator can still pull the final

@@ -493,6 +493,14 @@ Test(cli, unknown_command_exits_2_with_usage) {
     util_proc_free(&p);
 }
 
+Test(cli, ps_refuses_an_advertised_endpoint_that_is_no_endpoint) {
+    proc_t p;
+    RUN(&p, "ps", "--coordinator", "tcp://127.0.0.1:1", "--bind", "tcp://127.0.0.1:*", "--advertise", "ps0:6000");
+    util_expect_exit(&p, 1);
+    expect_stderr_has(&p, "--advertise 'ps0:6000'");
+    util_proc_free(&p);
+}
+
 Test(cli, version_prints_a_version) {
     proc_t p;
     RUN(&p, "version");

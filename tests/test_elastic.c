@@ -174,6 +174,12 @@ static proc_t *start_node(run_t *r, const char *bind) {
     return start(r, (const char *const[]){"ps", "--coordinator", r->endpoint, "--bind", bind, NULL});
 }
 
+/* A node bound to every interface and known to the others by advertise (as in a container). */
+static proc_t *start_node_as(run_t *r, const char *bind, const char *advertise) {
+    return start(r, (const char *const[]){"ps", "--coordinator", r->endpoint, "--bind", bind, "--advertise", advertise,
+                                          NULL});
+}
+
 /* The churn test compares accuracies, so it trains a problem whose accuracy is stable from
  * run to run: full-precision weights and activations (the 2-bit network's test accuracy
  * swings by tens of points between early epochs, CLUSTER.md and README "Results"), on 2,000
@@ -295,10 +301,12 @@ static void node_restart(int corrupt) {
     snprintf(ckpt, sizeof ckpt, "%s/ckpt", tmp_dir);
     run_t r = {0};
     start_coord(&r, "restart.bin", "2", "6000", 2, ckpt, NULL);
-    char bind1[64];
-    snprintf(bind1, sizeof bind1, "tcp://127.0.0.1:%d", free_port());
+    char bind1[64], any1[64];
+    const int port1 = free_port();
+    snprintf(bind1, sizeof bind1, "tcp://127.0.0.1:%d", port1);
+    snprintf(any1, sizeof any1, "tcp://0.0.0.0:%d", port1);
     start_node(&r, "tcp://127.0.0.1:*");
-    proc_t *n1 = start_node(&r, bind1);
+    proc_t *n1 = start_node_as(&r, any1, bind1);
     start_worker(&r);
     start_worker(&r);
     wait_for(&r, "epoch 1/2 step", 3, 60);
@@ -333,7 +341,7 @@ static void node_restart(int corrupt) {
         fputc(ch ^ 0x5a, f);
         fclose(f);
     }
-    proc_t *again = start_node(&r, bind1);
+    proc_t *again = start_node_as(&r, any1, bind1);
     wait_for(&r, "is back at version", 1, 60);
     finish_all(&r, RUN_TIMEOUT_S);
     for (int i = 0; i < r.n; i++) util_expect_exit(r.p[i], 0);
