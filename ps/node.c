@@ -864,6 +864,13 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
             tries++;
             deadline = now + t0;
         }
+        if (now - n->coord_sent >= WIRE_DEFAULT_HEARTBEAT_MS) { /* held back: still here */
+            wire_msg_t hb;
+            memset(&hb, 0, sizeof hb);
+            hb.type = WIRE_HEARTBEAT;
+            hb.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, 0};
+            if ((rc = send_oneway(n, &hb, err)) != 0) break;
+        }
         zmq_pollitem_t it = {n->coord, 0, ZMQ_POLLIN, 0};
         int64_t wait = deadline - now;
         if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {

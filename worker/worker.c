@@ -861,6 +861,13 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
             tries++;
             deadline = now + t0;
         }
+        if (now - w->coord_sent >= WIRE_DEFAULT_HEARTBEAT_MS) { /* held back: still here */
+            wire_msg_t hb;
+            memset(&hb, 0, sizeof hb);
+            hb.type = WIRE_HEARTBEAT;
+            hb.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, 0};
+            if ((rc = send_new(w, &hb, err)) != 0) break;
+        }
         zmq_pollitem_t it = {w->coord, 0, ZMQ_POLLIN, 0};
         int64_t wait = deadline - now;
         if (zmq_poll(&it, 1, wait > 1000 ? 1000 : (long)wait) < 0) {
