@@ -572,6 +572,17 @@ static int check_shard(node_t *n, const wire_in_t *in, uint32_t type, uint32_t r
     return -1;
 }
 
+/* A PUSH or STATS_PUSH covers its whole vector's shard [base, base + len): 0, or -1 with ERROR
+ * OUT_OF_RANGE sent. */
+static int check_whole(node_t *n, const wire_in_t *in, const wire_msg_t *m, uint64_t base, uint64_t len,
+                       uint64_t offset, uint64_t length) {
+    if (offset == base && length == len) return 0;
+    refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "a %s must cover the whole %sshard [%" PRIu64 ", %"
+           PRIu64 "), not [%" PRIu64 ", %" PRIu64 ")", wire_type_name(m->type),
+           m->type == WIRE_STATS_PUSH ? "stats " : "", base, base + len, offset, offset + length);
+    return -1;
+}
+
 static void on_pull(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     const wire_pull_t *p = &m->pull;
     if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
@@ -614,12 +625,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node takes f32 pushes only");
         return;
     }
-    if (p->offset != n->off || p->length != n->len) {
-        refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "a PUSH must cover the whole shard "
-               "[%" PRIu64 ", %" PRIu64 "), not [%" PRIu64 ", %" PRIu64 ")", n->off,
-               n->off + n->len, p->offset, p->offset + p->length);
-        return;
-    }
+    if (check_whole(n, in, m, n->off, n->len, p->offset, p->length) < 0) return;
     wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
     if (w == NULL) return;
     n->cnt.bytes_in += m->payload_size;
@@ -671,12 +677,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
 static void on_stats_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     const wire_stats_push_t *p = &m->stats_push;
     if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
-    if (p->offset != n->soff || p->length != n->slen) {
-        refuse(n, in, m->type, m->rid, WIRE_ERR_OUT_OF_RANGE, "a STATS_PUSH must cover the whole "
-               "stats shard [%" PRIu64 ", %" PRIu64 "), not [%" PRIu64 ", %" PRIu64 ")", n->soff,
-               n->soff + n->slen, p->offset, p->offset + p->length);
-        return;
-    }
+    if (check_whole(n, in, m, n->soff, n->slen, p->offset, p->length) < 0) return;
     wslot_t *w = worker_slot(n, p->worker, in, m->type, m->rid);
     if (w == NULL) return;
     auxps_error_t e = {0};

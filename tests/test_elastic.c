@@ -13,12 +13,10 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -50,17 +48,6 @@ typedef struct {
     int n;
     char endpoint[64];
 } run_t;
-
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(s, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 static proc_t *start(run_t *r, const char *const args[]) {
     cr_assert_lt(r->n, UTIL_MAX_KIDS);
@@ -153,7 +140,7 @@ static double exported_accuracy(const char *record) {
  * or NULL. */
 static void start_coord(run_t *r, const char *out, const char *epochs, const char *train_limit, int nodes,
                         const char *ckpt_dir, const char *const *extra) {
-    snprintf(r->endpoint, sizeof r->endpoint, "tcp://127.0.0.1:%d", free_port());
+    snprintf(r->endpoint, sizeof r->endpoint, "tcp://127.0.0.1:%d", util_free_port());
     char nodes_s[8], out_set[320], limit_set[64], epochs_set[64], ckpt_set[320];
     snprintf(nodes_s, sizeof nodes_s, "%d", nodes);
     snprintf(out_set, sizeof out_set, "train.output=%s/%s", tmp_dir, out);
@@ -302,7 +289,7 @@ static void node_restart(int corrupt) {
     run_t r = {0};
     start_coord(&r, "restart.bin", "2", "6000", 2, ckpt, NULL);
     char bind1[64], any1[64];
-    const int port1 = free_port();
+    const int port1 = util_free_port();
     snprintf(bind1, sizeof bind1, "tcp://127.0.0.1:%d", port1);
     snprintf(any1, sizeof any1, "tcp://0.0.0.0:%d", port1);
     start_node(&r, "tcp://127.0.0.1:*");

@@ -1253,17 +1253,6 @@ Test(status, auxps_status_reports_unreachable_servers_and_usage_errors) {
 
 /* ---- the endpoint of a real training run ---- */
 
-static int free_tcp_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(s, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static json_t *get_json_at(int port, const char *path) {
     char u[128], *body;
     snprintf(u, sizeof u, "http://127.0.0.1:%d%s", port, path);
@@ -1294,9 +1283,9 @@ static uint64_t shard_updates(const json_t *st, int shard) {
 }
 
 Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counters, .timeout = 400) {
-    const int port = free_tcp_port();
+    const int port = util_free_port();
     char ep[64], port_set[64], out_set[320];
-    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", free_tcp_port());
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", util_free_port());
     snprintf(port_set, sizeof port_set, "status.port=%d", port);
     snprintf(out_set, sizeof out_set, "train.output=%s/live.bin", tmp_dir);
     util_proc_t coord, n0, n1, w[3];

@@ -41,6 +41,9 @@ void util_fill_unif(float *p, size_t n, util_rng_t *r, double lo, double hi);
 float util_prefill_value(size_t i);
 void util_prefill(float *p, size_t n);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, closed). */
+int util_free_port(void);
+
 /* ---- messages ---- */
 
 /* Receives one message on sock (router: a ROUTER, whose routing frame goes into in) within ms;
