@@ -391,20 +391,19 @@ static void *node_socket(worker_t *w, uint32_t s, auxps_error_t *err) {
  * again (its clock tells), and a PULL answered twice costs a reply the worker ignores. The
  * worker never gives up on its own: the coordinator decides when a run ends (DONE). A push
  * counts only when acknowledged. */
-static int resend(worker_t *w, uint32_t s, auxps_error_t *err) {
+static void resend(worker_t *w, uint32_t s) {
     link_t *l = &w->links[s];
     say(w, "node %" PRIu32 " at %s did not answer %s within %" PRId64 " ms: sending it again (attempt %d)", s,
         w->shards[s].endpoint, wire_type_name(l->type), retry_wait_ms(w, l), l->attempts + 1);
-    (void)err;
     wire_msg_t m = l->req;
     m.rid = l->rid = w->node_rid++;
     l->heard = clock_now_ms();
     l->attempts++;
     w->cnt.resends++;
     if (l->req_free != NULL) atomic_fetch_add(&w->inflight, 1);
-    int rc = wire_send(l->sock, NULL, 0, &m, l->req_free, &w->inflight, 0, err);
-    if (rc != 0) l->heard = clock_now_ms(); /* try again after the next wait */
-    return 0;
+    auxps_error_t e = {0};
+    if (wire_send(l->sock, NULL, 0, &m, l->req_free, &w->inflight, 0, &e) != 0) /* tried again after the next wait */
+        say(w, "sending %s to node %" PRIu32 " again failed: %s", wire_type_name(l->type), s, e.msg);
 }
 
 /* The periodic jobs and one poll of every socket, for at most timeout_ms: (1) HEARTBEAT to the
@@ -438,8 +437,7 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
                 l->pending = 0;
                 return STOPPED;
             }
-            int rc = resend(w, s, err);
-            if (rc != 0) return rc;
+            resend(w, s);
             continue;
         }
         if (l->heard + wait_ms < next) next = l->heard + wait_ms;
