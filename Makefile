@@ -20,7 +20,7 @@ MAIN_OBJ := $(BUILD)/launch/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps clean bench build-all run-tests train
+.PHONY: all test deps clean bench build-all run-tests train test-compose
 CONFIG ?= configs/fmnist-resnet8-w2a2-aux.ini
 # The public targets first install missing Debian packages, then build in a fresh make so that
 # pkg-config sees the newly installed libraries.
@@ -62,6 +62,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UTIL) $(LIB_OBJ)
 run-tests: $(BUILD)/auxps $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; \
 	  AUXPS_BIN=$(BUILD)/auxps OPENBLAS_NUM_THREADS=1 $$t --jobs 1 $(TESTFLAGS); done
+
+# The docker-compose cluster on a real Docker engine: build, scale workers 2 -> 4 -> 1 while
+# training runs, kill a worker, crash a node, check /status, the record and the exported model
+# (tests/compose/run, docs/DOCKER.md). Needs Docker and docker-compose; no registry.
+test-compose:
+	sh tests/compose/run
 
 clean:
 	rm -rf build build-san build-*
