@@ -98,11 +98,8 @@ int peer_run_beating(void *coord, uint32_t role, uint32_t id, uint32_t *rid, uin
     int64_t next = clock_now_ms();
     while (!atomic_load(&j.done)) {
         if (clock_now_ms() >= next) {
-            wire_msg_t m;
-            memset(&m, 0, sizeof m);
-            m.type = WIRE_HEARTBEAT;
+            wire_msg_t m = wire_heartbeat(role, id);
             m.rid = (*rid)++;
-            m.heartbeat = (wire_heartbeat_t){role, id};
             auxps_error_t e = {0};
             wire_send(coord, NULL, 0, &m, NULL, NULL, ZMQ_DONTWAIT, &e); /* a lost one is the next one's job */
             next = clock_now_ms() + heartbeat_ms;

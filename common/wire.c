@@ -270,6 +270,14 @@ uint32_t wire_error_code(int rc) {
     }
 }
 
+wire_msg_t wire_heartbeat(uint32_t role, uint32_t id) {
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_HEARTBEAT;
+    m.heartbeat = (wire_heartbeat_t){role, id};
+    return m;
+}
+
 int wire_has_payload(const wire_msg_t *m) {
     switch (m->type) {
     case WIRE_LEASE: return m->lease.mode == WIRE_LEASE_LIST;

@@ -291,6 +291,9 @@ uint32_t wire_error_code(int rc);
 
 /* 1 if a message of this type (and, for LEASE, this mode) carries a payload frame. */
 int wire_has_payload(const wire_msg_t *m);
+
+/* A HEARTBEAT from role (WIRE_ROLE_*) with id, rid 0: the sender sets the rid. */
+wire_msg_t wire_heartbeat(uint32_t role, uint32_t id);
 /* Bytes of a KBIT/Q8 payload with these segments (no validation; no overflow for valid
  * tables, whose total length is at most WIRE_MAX_FLOATS). */
 size_t wire_segs_bytes(const wire_seg_t *segs, uint32_t nsegs);

@@ -263,11 +263,8 @@ static void send_error_to(coord_t *c, const unsigned char *route, size_t route_s
 }
 
 static void send_heartbeat(coord_t *c, peer_t *p) {
-    wire_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.type = WIRE_HEARTBEAT;
+    wire_msg_t m = wire_heartbeat(WIRE_ROLE_COORD, WIRE_ID_COORD);
     m.rid = c->rid++;
-    m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_COORD, WIRE_ID_COORD};
     send_peer(c, p, &m);
 }
 

@@ -866,10 +866,7 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
             deadline = now + t0;
         }
         if (now - n->coord_sent >= WIRE_DEFAULT_HEARTBEAT_MS) { /* held back: still here */
-            wire_msg_t hb;
-            memset(&hb, 0, sizeof hb);
-            hb.type = WIRE_HEARTBEAT;
-            hb.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, 0};
+            wire_msg_t hb = wire_heartbeat(WIRE_ROLE_NODE, 0);
             if ((rc = send_oneway(n, &hb, err)) != 0) break;
         }
         zmq_pollitem_t it = {n->coord, 0, ZMQ_POLLIN, 0};
@@ -1042,11 +1039,8 @@ static int64_t housekeeping(node_t *n, auxps_error_t *err) {
         wslot_t *w = &n->workers[n->seen[i]];
         if (!w->waiting) continue;
         if (now >= w->next_hb) {
-            wire_msg_t m;
-            memset(&m, 0, sizeof m);
-            m.type = WIRE_HEARTBEAT;
+            wire_msg_t m = wire_heartbeat(WIRE_ROLE_NODE, n->cnt.id);
             m.rid = n->data_rid++;
-            m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_NODE, n->cnt.id};
             auxps_error_t e = {0};
             wire_send(n->data, w->route, w->route_size, &m, NULL, NULL, ZMQ_DONTWAIT, &e);
             w->next_hb = now + n->heartbeat_ms;

@@ -417,10 +417,7 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
         return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator at %s was silent "
                                "for %" PRIu32 " ms", w->cnt.id, w->coord_ep, w->timeout_ms);
     if (w->welcomed && now - w->coord_sent >= hb) {
-        wire_msg_t m;
-        memset(&m, 0, sizeof m);
-        m.type = WIRE_HEARTBEAT;
-        m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, w->cnt.id};
+        wire_msg_t m = wire_heartbeat(WIRE_ROLE_WORKER, w->cnt.id);
         int rc = send_new(w, &m, err);
         if (rc != 0) return rc;
     }
@@ -860,10 +857,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
             deadline = now + t0;
         }
         if (now - w->coord_sent >= WIRE_DEFAULT_HEARTBEAT_MS) { /* held back: still here */
-            wire_msg_t hb;
-            memset(&hb, 0, sizeof hb);
-            hb.type = WIRE_HEARTBEAT;
-            hb.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, 0};
+            wire_msg_t hb = wire_heartbeat(WIRE_ROLE_WORKER, 0);
             if ((rc = send_new(w, &hb, err)) != 0) break;
         }
         zmq_pollitem_t it = {w->coord, 0, ZMQ_POLLIN, 0};
