@@ -553,3 +553,7 @@ void ckpt_release(ckpt_t *ck) {
     free(ck->payload);
     memset(ck, 0, sizeof *ck);
 }
+
+void ckpt_put_u64(unsigned char *p, uint64_t v) { put_u64(p, v); }
+
+uint64_t ckpt_get_u64(const unsigned char *p) { return get_u64(p); }

@@ -100,6 +100,10 @@ int ckpt_write(const char *dir, const char *prefix, uint32_t kind, uint64_t step
 int ckpt_load_newest(const char *dir, const char *prefix, uint32_t kind, ckpt_t *out,
                      ckpt_report_fn report, void *data, auxps_error_t *err);
 
+/* Little-endian u64 fields of a payload (callers lay out their payloads with these). */
+void ckpt_put_u64(unsigned char *p, uint64_t v);
+uint64_t ckpt_get_u64(const unsigned char *p);
+
 /* Frees ck->payload and zeroes *ck; safe twice and on a zeroed ckpt_t. */
 void ckpt_release(ckpt_t *ck);
 

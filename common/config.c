@@ -76,6 +76,7 @@ static const key_def keys[] = {
     INT("cluster", "chunk_batches", cluster.chunk_batches, 1, 100000),
     INT("cluster", "heartbeat_ms", cluster.heartbeat_ms, 50, 60000),
     INT("cluster", "timeout_ms", cluster.timeout_ms, 200, 3600000),
+    INT("cluster", "rejoin_s", cluster.rejoin_s, 0, 86400),
     OF("checkpoint", "dir", K_STR0, checkpoint.dir),
     INT("checkpoint", "every_steps", checkpoint.every_steps, 1, 100000000),
     INT("checkpoint", "every_s", checkpoint.every_s, 1, 86400),
@@ -114,6 +115,7 @@ void config_defaults(auxps_config_t *c) {
     c->cluster.chunk_batches = 10;
     c->cluster.heartbeat_ms = 1000;
     c->cluster.timeout_ms = 10000;
+    c->cluster.rejoin_s = 600;
     c->checkpoint.every_steps = 500;
     c->checkpoint.every_s = 60;
     c->checkpoint.keep = 3;

@@ -58,6 +58,8 @@ typedef struct {
         int chunk_batches;     /* batches per leased chunk, 1..100000, default 10 */
         int heartbeat_ms;      /* 50..60000, default 1000 */
         int timeout_ms;        /* a peer silent this long is dead; 200..3600000, default 10000 */
+        int rejoin_s;          /* async with checkpoints: how long nodes and workers wait for a lost
+                                * coordinator to come back; 0..86400, default 600, 0 = exit */
     } cluster;
     struct {
         char dir[512];         /* where nodes write checkpoints; "" (default) = none */

@@ -2,6 +2,7 @@
  * progress, evaluations and the final export (docs/CLUSTER.md, docs/PROTOCOL.md). */
 #include "coord.h"
 
+#include "ckpt.h"
 #include "clock.h"
 #include "data.h"
 #include "export.h"
@@ -79,6 +80,7 @@ typedef struct {
     uint64_t samples;         /* trained samples it reported since it joined */
     uint64_t staleness;       /* of its last push, from PROGRESS */
     int has_staleness;
+    int reserved;             /* an id the previous coordinator had given: reused last (restore_state) */
     double rate, rate_t;      /* its samples/s, and when the rate was last updated */
     uint64_t rate_base;
     /* nodes */
@@ -185,6 +187,16 @@ struct coord {
     long rate_base, samples_total;
     double last_loss_low, last_loss_aux, last_acc;
     int status_dirty;
+
+    /* Restart (the coordinator's checkpoint, below). */
+    int persist;              /* elastic with checkpoint.dir: the state is written at every change */
+    int ckpt_dirty;           /* the state changed since it was last written */
+    uint64_t ckpt_seq;        /* step of the newest coordinator checkpoint */
+    long ckpt_failures;
+    int resumed;              /* this coordinator took over a run from its checkpoint */
+    int resume_finish;        /* ... whose training was over: only the export is left */
+    lease_t *orphans;         /* the previous coordinator's leases, until their workers report */
+    int norphans;
 
     /* Counters for the closing status line. */
     long leases, waits, progress_msgs, bad_messages, errors_received;
@@ -527,6 +539,7 @@ static int plan_epoch(coord_t *c) {
     for (int i = 0; i < c->nworkers; i++) c->workers[i].epoch_batches = 0;
     c->t_epoch = c->log_t = c->last_progress = clock_now_s();
     c->phase = P_TRAIN;
+    c->ckpt_dirty = 1;
     return 1;
 }
 
@@ -702,6 +715,7 @@ static void finish_eval(coord_t *c) {
                 "%d workers\n", c->epoch + 1, cf->train.epochs, c->ep_total, c->ep_completed, c->ep_released,
              c->ep_returned, c->ep_samples, c->epoch_end, c->live);
     c->epoch++;
+    c->ckpt_dirty = 1;
     if (c->stopping || !plan_epoch(c)) start_finish(c);
 }
 
@@ -729,8 +743,314 @@ static void release_lease(coord_t *c, peer_t *p, const char *why) {
         c->ep_total--; /* the same chunk goes back, not a new one */
     }
     requeue(c, l->first + done, l->count - done);
+    c->ckpt_dirty = 1;
     logf_(c, "worker %u (%s): chunk %" PRIu32 " given back (%s): %" PRIu32 " of its %" PRIu32 " samples trained, "
           "the rest is leased again", p->id, p->name, l->chunk, why, done, l->count);
+}
+
+/* ---- the coordinator's checkpoint (docs/CHECKPOINT.md "Coordinator payload") -------------- */
+
+/* An async run with checkpoint.dir writes its state at every change of its chunks: a lease
+ * given (before the LEASE goes out), a chunk done or given back, an epoch planned. A restarted
+ * coordinator loads it, waits for the nodes (which kept their shards), and takes the leases of
+ * the previous workers back as they register again (CHUNK_DONE of the old chunk). */
+#define COORD_CKPT_PREFIX "coord"
+#define COORD_CKPT_FORMAT 1
+#define CK_ENDPOINT_BYTES (WIRE_MAX_ENDPOINT + 1)
+enum {
+    CK_FORMAT, CK_FINISHED, CK_NODES, CK_NPARAMS, CK_NSTATS, CK_NTRAIN, CK_BATCH, CK_CHUNK, CK_EPOCHS, CK_SEED,
+    CK_TOTAL_STEPS, CK_EPOCH, CK_EPOCHS_DONE, CK_PLANNED, CK_STEP, CK_EPOCH_END, CK_NEXT_CHUNK, CK_EP_TOTAL,
+    CK_EP_COMPLETED, CK_EP_RELEASED, CK_EP_RETURNED, CK_EP_SAMPLES, CK_RELEASED_TOTAL, CK_JOINS, CK_DEPARTURES,
+    CK_DEATHS, CK_TEST_CORRECT, CK_TEST_CORRECT_AUX, CK_TEST_TOTAL, CK_TRAIN_TIME_MS, CK_SAMPLES_TOTAL, CK_NSPANS,
+    CK_NLEASES, CK_NIDS, CK_FIELDS
+};
+#define CK_IDENTITY_FIRST CK_NODES /* fields [CK_NODES, CK_TOTAL_STEPS] must match the run that loads it */
+#define CK_SPAN_BYTES 16
+#define CK_LEASE_BYTES 40
+#define CK_ID_BYTES 8
+
+static const char *const ck_identity_names[] = {"nodes", "parameters", "statistics", "training images",
+                                                "train.batch_size", "cluster.chunk_batches", "train.epochs",
+                                                "train.seed", "steps"};
+
+static void ck_identity(const coord_t *c, uint64_t *f) {
+    const auxps_config_t *cf = &c->cfg;
+    f[CK_NODES] = (uint64_t)c->opt.nodes;
+    f[CK_NPARAMS] = c->nparams;
+    f[CK_NSTATS] = c->nstats;
+    f[CK_NTRAIN] = (uint64_t)c->ntrain;
+    f[CK_BATCH] = (uint64_t)cf->train.batch_size;
+    f[CK_CHUNK] = (uint64_t)cf->cluster.chunk_batches;
+    f[CK_EPOCHS] = (uint64_t)cf->train.epochs;
+    f[CK_SEED] = cf->train.seed;
+    f[CK_TOTAL_STEPS] = (uint64_t)c->total_steps;
+}
+
+/* Writes the run's state; finished marks a run that exported its model. A failure is logged
+ * (the first and every 100th) and costs only the ability to resume from this moment. */
+static void save_state(coord_t *c, int finished) {
+    if (!c->persist || !c->started) return;
+    c->ckpt_dirty = 0;
+    int nleases = 0, nids = 0;
+    for (int i = 0; i < c->nworkers; i++) nleases += c->workers[i].lease.active;
+    for (int i = 0; i < c->norphans; i++) nleases += c->orphans[i].active;
+    for (int i = 0; i < c->nworkers; i++) nids += c->workers[i].route_size > 0 || c->workers[i].reserved;
+    const size_t size = CK_FIELDS * 8 + (size_t)c->opt.nodes * CK_ENDPOINT_BYTES + (size_t)c->qlen * CK_SPAN_BYTES +
+                        (size_t)nleases * CK_LEASE_BYTES + (size_t)nids * CK_ID_BYTES;
+    unsigned char *b = calloc(1, size);
+    if (b == NULL) {
+        logf_(c, "coordinator checkpoint skipped: out of memory for %zu bytes", size);
+        return;
+    }
+    uint64_t f[CK_FIELDS] = {0};
+    ck_identity(c, f);
+    f[CK_FORMAT] = COORD_CKPT_FORMAT;
+    f[CK_FINISHED] = finished ? 1 : 0;
+    f[CK_EPOCH] = (uint64_t)c->epoch;
+    f[CK_EPOCHS_DONE] = (uint64_t)c->epochs_done;
+    f[CK_PLANNED] = (uint64_t)c->planned_steps;
+    f[CK_STEP] = (uint64_t)c->step;
+    f[CK_EPOCH_END] = c->epoch_end;
+    f[CK_NEXT_CHUNK] = c->next_chunk;
+    f[CK_EP_TOTAL] = (uint64_t)c->ep_total;
+    f[CK_EP_COMPLETED] = (uint64_t)c->ep_completed;
+    f[CK_EP_RELEASED] = (uint64_t)c->ep_released;
+    f[CK_EP_RETURNED] = (uint64_t)c->ep_returned;
+    f[CK_EP_SAMPLES] = (uint64_t)c->ep_samples;
+    f[CK_RELEASED_TOTAL] = (uint64_t)c->released_total;
+    f[CK_JOINS] = (uint64_t)c->joins;
+    f[CK_DEPARTURES] = (uint64_t)c->departures;
+    f[CK_DEATHS] = (uint64_t)c->deaths;
+    f[CK_TEST_CORRECT] = (uint64_t)c->test_correct;
+    f[CK_TEST_CORRECT_AUX] = (uint64_t)c->test_correct_aux;
+    f[CK_TEST_TOTAL] = (uint64_t)c->test_total;
+    f[CK_TRAIN_TIME_MS] = (uint64_t)(c->train_time * 1000);
+    f[CK_SAMPLES_TOTAL] = (uint64_t)c->samples_total;
+    f[CK_NSPANS] = (uint64_t)c->qlen;
+    f[CK_NLEASES] = (uint64_t)nleases;
+    f[CK_NIDS] = (uint64_t)nids;
+    for (int i = 0; i < CK_FIELDS; i++) ckpt_put_u64(b + 8 * i, f[i]);
+    unsigned char *p = b + CK_FIELDS * 8;
+    for (int k = 0; k < c->opt.nodes; k++, p += CK_ENDPOINT_BYTES)
+        memcpy(p, c->shards[k].endpoint, strlen(c->shards[k].endpoint));
+    for (int i = 0; i < c->qlen; i++, p += CK_SPAN_BYTES) {
+        ckpt_put_u64(p, c->queue[c->qhead + i].first);
+        ckpt_put_u64(p + 8, c->queue[c->qhead + i].count);
+    }
+    for (int r = 0; r < 2; r++) {
+        int n = r ? c->norphans : c->nworkers;
+        for (int i = 0; i < n; i++) {
+            const lease_t *l = r ? &c->orphans[i] : &c->workers[i].lease;
+            if (!l->active) continue;
+            const uint64_t v[5] = {l->chunk, l->epoch, l->first, l->count, l->trained};
+            for (int j = 0; j < 5; j++) ckpt_put_u64(p + 8 * j, v[j]);
+            p += CK_LEASE_BYTES;
+        }
+    }
+    for (int i = 0; i < c->nworkers; i++) /* the ids in use: a successor gives them out last */
+        if (c->workers[i].route_size > 0 || c->workers[i].reserved) {
+            ckpt_put_u64(p, (uint64_t)i);
+            p += CK_ID_BYTES;
+        }
+    auxps_error_t e = {0};
+    if (ckpt_write(c->cfg.checkpoint.dir, COORD_CKPT_PREFIX, CKPT_KIND_COORD, c->ckpt_seq + 1, b, size,
+                   c->cfg.checkpoint.keep, &e) == 0) {
+        c->ckpt_seq++;
+    } else if (c->ckpt_failures++ % 100 == 0) {
+        logf_(c, "coordinator checkpoint failed (%ld so far; the run goes on, but cannot resume from here): %s",
+              c->ckpt_failures, e.msg);
+    }
+    free(b);
+}
+
+static void report_bad_state(void *data, const char *path, const char *reason) {
+    logf_(data, "checkpoint %s is unusable (%s): trying the previous one", path, reason);
+}
+
+/* Resumes the run of the newest valid coordinator checkpoint in checkpoint.dir, if there is
+ * one: its epoch, counters, pending chunks, the leases its workers held (kept until they
+ * register again and say how far they got) and the nodes' endpoints (the nodes are awaited as
+ * restarted nodes). Returns 0 (resumed, or nothing to resume) or a negative code with err set. */
+static int restore_state(coord_t *c, auxps_error_t *err) {
+    ckpt_t ck;
+    int rc = ckpt_load_newest(c->cfg.checkpoint.dir, COORD_CKPT_PREFIX, CKPT_KIND_COORD, &ck, report_bad_state, c,
+                              err);
+    if (rc == CKPT_NONE) return 0;
+    if (rc != 0) return rc;
+    const unsigned char *b = ck.payload;
+    uint64_t f[CK_FIELDS], want[CK_FIELDS] = {0};
+    rc = AUXPS_EFORMAT;
+    if (ck.size < CK_FIELDS * 8) {
+        auxps_error_set(err, rc, "checkpoint %s: %zu bytes, fewer than the %d of its fields", ck.path, ck.size,
+                        CK_FIELDS * 8);
+        goto fail;
+    }
+    for (int i = 0; i < CK_FIELDS; i++) f[i] = ckpt_get_u64(b + 8 * i);
+    if (f[CK_FORMAT] != COORD_CKPT_FORMAT) {
+        auxps_error_set(err, AUXPS_EVERSION, "checkpoint %s: coordinator payload format %" PRIu64 ", this program "
+                        "reads %d", ck.path, f[CK_FORMAT], COORD_CKPT_FORMAT);
+        rc = AUXPS_EVERSION;
+        goto fail;
+    }
+    ck_identity(c, want);
+    for (int i = CK_IDENTITY_FIRST; i <= CK_TOTAL_STEPS; i++)
+        if (f[i] != want[i]) {
+            auxps_error_set(err, AUXPS_ECONFIG, "checkpoint %s belongs to another run (%s %" PRIu64 " there, %" PRIu64
+                            " here): give this run an empty checkpoint.dir", ck.path,
+                            ck_identity_names[i - CK_IDENTITY_FIRST], f[i], want[i]);
+            rc = AUXPS_ECONFIG;
+            goto fail;
+        }
+    if (f[CK_FINISHED]) {
+        auxps_error_set(err, AUXPS_ECONFIG, "checkpoint %s is of a run that finished and exported its model: give a "
+                        "new run an empty checkpoint.dir", ck.path);
+        rc = AUXPS_ECONFIG;
+        goto fail;
+    }
+    const uint64_t nspans = f[CK_NSPANS], nleases = f[CK_NLEASES], nids = f[CK_NIDS], S = (uint64_t)c->opt.nodes;
+    if (nspans > (uint64_t)c->ntrain || nleases > WIRE_MAX_WORKERS * 4 || nids > WIRE_MAX_WORKERS ||
+        ck.size != CK_FIELDS * 8 + S * CK_ENDPOINT_BYTES + nspans * CK_SPAN_BYTES + nleases * CK_LEASE_BYTES +
+                   nids * CK_ID_BYTES ||
+        f[CK_EPOCH_END] > (uint64_t)c->ntrain || f[CK_EPOCH] > (uint64_t)c->cfg.train.epochs ||
+        f[CK_STEP] > (uint64_t)c->total_steps * 2 || f[CK_PLANNED] > (uint64_t)c->total_steps) {
+        auxps_error_set(err, rc, "checkpoint %s: %" PRIu64 " pending chunks, %" PRIu64 " leases, epoch %" PRIu64
+                        " or its size (%zu bytes) do not fit this run", ck.path, nspans, nleases, f[CK_EPOCH], ck.size);
+        goto fail;
+    }
+    const unsigned char *p = b + CK_FIELDS * 8;
+    for (int k = 0; k < c->opt.nodes; k++, p += CK_ENDPOINT_BYTES) {
+        if (memchr(p, '\0', CK_ENDPOINT_BYTES) == NULL || p[0] == '\0') {
+            auxps_error_set(err, rc, "checkpoint %s: the endpoint of node %d is not a string", ck.path, k);
+            goto fail;
+        }
+        peer_t *n = &c->nodes[k];
+        memset(n, 0, sizeof *n);
+        n->role = WIRE_ROLE_NODE;
+        n->id = (uint32_t)k;
+        n->state = PEER_GONE;
+        snprintf(n->name, sizeof n->name, "node %d", k);
+        snprintf(n->endpoint, sizeof n->endpoint, "%s", (const char *)p);
+    }
+    const uint32_t end = (uint32_t)f[CK_EPOCH_END];
+    c->qcap = (int)nspans + (int)WIRE_MAX_WORKERS;
+    c->orphans = calloc(nleases ? nleases : 1, sizeof *c->orphans);
+    if ((c->queue = calloc((size_t)c->qcap, sizeof *c->queue)) == NULL || c->orphans == NULL) {
+        auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
+        rc = AUXPS_ENOMEM;
+        goto fail;
+    }
+    for (uint64_t i = 0; i < nspans; i++, p += CK_SPAN_BYTES) {
+        uint64_t first = ckpt_get_u64(p), count = ckpt_get_u64(p + 8);
+        if (count == 0 || first + count > end) {
+            auxps_error_set(err, rc, "checkpoint %s: pending chunk [%" PRIu64 ", +%" PRIu64 ") is outside the epoch's "
+                            "%" PRIu32 " samples", ck.path, first, count, end);
+            goto fail;
+        }
+        c->queue[c->qlen++] = (span_t){(uint32_t)first, (uint32_t)count};
+    }
+    const long bs = c->cfg.train.batch_size;
+    for (uint64_t i = 0; i < nleases; i++, p += CK_LEASE_BYTES) {
+        lease_t *l = &c->orphans[c->norphans++];
+        uint64_t v[5];
+        for (int j = 0; j < 5; j++) v[j] = ckpt_get_u64(p + 8 * j);
+        if (v[1] != f[CK_EPOCH] || v[3] == 0 || v[2] + v[3] > end || v[4] > v[3] || v[0] >= f[CK_NEXT_CHUNK]) {
+            auxps_error_set(err, rc, "checkpoint %s: lease of chunk %" PRIu64 " (epoch %" PRIu64 ", [%" PRIu64 ", +%"
+                            PRIu64 "), %" PRIu64 " trained) does not fit its run", ck.path, v[0], v[1], v[2], v[3],
+                            v[4]);
+            goto fail;
+        }
+        *l = (lease_t){.active = 1, .chunk = (uint32_t)v[0], .epoch = (uint32_t)v[1], .first = (uint32_t)v[2],
+                       .count = (uint32_t)v[3], .batches = (int)((v[3] + bs - 1) / bs), .trained = (uint32_t)v[4]};
+    }
+    /* The previous workers' ids: their last messages may still reach the nodes, so a new
+     * worker gets one of them only when no other id is free. */
+    for (uint64_t i = 0; i < nids; i++, p += CK_ID_BYTES) {
+        uint64_t id = ckpt_get_u64(p);
+        if (id >= WIRE_MAX_WORKERS) {
+            auxps_error_set(err, rc, "checkpoint %s: worker id %" PRIu64 " is out of range", ck.path, id);
+            goto fail;
+        }
+        peer_t *w = &c->workers[id];
+        w->state = PEER_GONE;
+        w->role = WIRE_ROLE_WORKER;
+        w->id = (uint32_t)id;
+        w->reserved = 1;
+        if ((int)id >= c->nworkers) c->nworkers = (int)id + 1;
+    }
+    c->epoch = (int)f[CK_EPOCH];
+    c->epochs_done = (int)f[CK_EPOCHS_DONE];
+    c->planned_steps = (long)f[CK_PLANNED];
+    c->step = c->step_gone = (long)f[CK_STEP];
+    c->logged_step = c->step;
+    c->epoch_end = end;
+    c->next_chunk = (uint32_t)f[CK_NEXT_CHUNK];
+    c->ep_total = (long)f[CK_EP_TOTAL];
+    c->ep_completed = (long)f[CK_EP_COMPLETED];
+    c->ep_released = (long)f[CK_EP_RELEASED];
+    c->ep_returned = (long)f[CK_EP_RETURNED];
+    c->ep_samples = (long)f[CK_EP_SAMPLES];
+    c->released_total = (long)f[CK_RELEASED_TOTAL];
+    c->joins = (long)f[CK_JOINS];
+    c->departures = (long)f[CK_DEPARTURES];
+    c->deaths = (long)f[CK_DEATHS];
+    c->test_correct = (int)f[CK_TEST_CORRECT];
+    c->test_correct_aux = (int)f[CK_TEST_CORRECT_AUX];
+    c->test_total = (int)f[CK_TEST_TOTAL];
+    c->train_time = (double)f[CK_TRAIN_TIME_MS] / 1000.0;
+    c->samples_total = (long)f[CK_SAMPLES_TOTAL];
+    c->leased = c->norphans;
+    c->chunks_out = 1; /* the epoch's clock is already running */
+    c->nnodes = c->opt.nodes;
+    c->nodes_down = c->opt.nodes;
+    if ((rc = make_shards(c)) != 0) {
+        *err = c->err;
+        goto fail;
+    }
+    c->ckpt_seq = ck.step;
+    c->started = c->resumed = 1;
+    c->phase = P_TRAIN;
+    c->t_epoch = c->log_t = c->last_progress = clock_now_s();
+    const double ttl = LEASE_TTL_TIMEOUTS * c->timeout_s;
+    for (int i = 0; i < c->norphans; i++) c->orphans[i].expires = c->t_epoch + ttl;
+    outf(c, "resumed from %s: epoch %d/%d, step %ld, %ld of %ld chunks of the epoch completed, %d pending, %d held "
+            "by the previous workers; waiting for the %d nodes\n", ck.path, c->epoch + 1, c->cfg.train.epochs,
+         c->step, c->ep_completed, c->ep_total, c->qlen, c->norphans, c->opt.nodes);
+    ckpt_release(&ck);
+    return 0;
+fail:
+    ckpt_release(&ck);
+    return rc;
+}
+
+/* The previous coordinator's lease of chunk (epoch), or NULL. */
+static lease_t *find_orphan(coord_t *c, uint32_t chunk, uint32_t epoch) {
+    for (int i = 0; i < c->norphans; i++)
+        if (c->orphans[i].active && c->orphans[i].chunk == chunk && c->orphans[i].epoch == epoch)
+            return &c->orphans[i];
+    return NULL;
+}
+
+/* A chunk of the previous coordinator ends: done samples of it were trained (CHUNK_DONE of a
+ * worker that registered again), or its worker did not come back (done = what the checkpoint
+ * knew). The trained prefix counts as completed; the rest is leased next. */
+static void end_orphan(coord_t *c, lease_t *l, uint32_t done, int came_back) {
+    if (done > l->count) done = l->count;
+    l->active = 0;
+    c->leased--;
+    if (done > 0) {
+        c->ep_completed++;
+        c->ep_samples += done;
+    } else {
+        c->ep_total--; /* the same chunk goes back, not a new one */
+    }
+    if (done < l->count) {
+        came_back ? c->ep_returned++ : c->ep_released++;
+        if (!came_back) c->released_total++;
+        requeue(c, l->first + done, l->count - done);
+    }
+    c->ckpt_dirty = 1;
+    logf_(c, "chunk %" PRIu32 " of the previous coordinator: %" PRIu32 " of its %" PRIu32 " samples trained%s", l->chunk,
+          done, l->count, came_back ? ", reported by its worker" : ": its worker did not come back, the rest is leased again");
 }
 
 static void finish_pull(coord_t *c);
@@ -960,7 +1280,12 @@ static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
     char why[WIRE_MAX_TEXT + 1] = "";
     if (node && c->nnodes < c->opt.nodes) {
         slot = c->nnodes++;
-    } else if (node && c->nodes_down > 0) { /* a node restarted: it takes back its shard */
+    } else if (node && c->started && c->elastic) { /* a node restarted: it takes back its shard */
+        /* One that restarted faster than its death was noticed replaces its old connection. */
+        for (int k = 0; k < c->nnodes; k++)
+            if (c->nodes[k].state != PEER_GONE && strcmp(c->nodes[k].endpoint, h->endpoint) == 0)
+                node_gone(c, &c->nodes[k], "registered again from a new connection");
+        if (c->failed) return;
         for (int k = 0; k < c->nnodes && slot < 0; k++)
             if (c->nodes[k].state == PEER_GONE && strcmp(c->nodes[k].endpoint, h->endpoint) == 0) slot = k;
         if (slot < 0)
@@ -970,10 +1295,12 @@ static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
             c->nodes_down--;
     } else if (!node && !c->elastic && c->nworkers < c->opt.workers) {
         slot = c->nworkers++;
-    } else if (!node && c->elastic) { /* the lowest free id */
+    } else if (!node && c->elastic) { /* the lowest free id, one of the previous coordinator's last */
+        for (int i = 0; i < c->nworkers && slot < 0; i++)
+            if (c->workers[i].state == PEER_GONE && c->workers[i].route_size == 0 && !c->workers[i].reserved) slot = i;
+        if (slot < 0 && c->nworkers < (int)WIRE_MAX_WORKERS) slot = c->nworkers++;
         for (int i = 0; i < c->nworkers && slot < 0; i++)
             if (c->workers[i].state == PEER_GONE && c->workers[i].route_size == 0) slot = i;
-        if (slot < 0 && c->nworkers < (int)WIRE_MAX_WORKERS) slot = c->nworkers++;
         if (slot < 0) snprintf(why, sizeof why, "the run has %u workers, the most it takes", WIRE_MAX_WORKERS);
     }
     if (slot < 0) {
@@ -1002,10 +1329,10 @@ static void on_hello(coord_t *c, peer_t *p, const wire_msg_t *m) {
     } else if (node) {
         c->phase_since = clock_now_s();
         if (c->nnodes == c->opt.nodes) welcome_nodes(c);
-    } else if (c->phase >= P_TRAIN) {
+    } else if (c->phase >= P_TRAIN && !(c->resumed && c->nready < c->opt.nodes)) {
         c->phase_since = clock_now_s();
         send_welcome(c, p);
-    }
+    } /* else held: a resumed run welcomes workers once every node has forgotten the old ids */
 }
 
 static void on_node_ready(coord_t *c, peer_t *p, const wire_msg_t *m) {
@@ -1033,8 +1360,14 @@ static void on_node_ready(coord_t *c, peer_t *p, const wire_msg_t *m) {
         for (int i = 0; i < c->nworkers; i++)
             if (c->workers[i].state == PEER_WELCOMED) send_membership(c, p, c->workers[i].id, 1);
         outf(c, "member: node %u (%s) is back at version %" PRIu64 "%s; %d of %d nodes ready\n", p->id, p->name,
-             r->version, r->version ? " (from its checkpoint)" : " (no checkpoint: initial parameters)", c->nready,
+             r->version, r->version == 0 ? " (no checkpoint: initial parameters)" : c->resumed ? "" : " (from its checkpoint)", c->nready,
              c->opt.nodes);
+        if (c->resumed && c->nready == c->opt.nodes && c->phase == P_TRAIN) {
+            for (int i = 0; i < c->nworkers; i++)
+                if (c->workers[i].state == PEER_HELD) send_welcome(c, &c->workers[i]);
+            if (c->resume_finish) start_finish(c); /* training was over: export */
+            else check_epoch_done(c);              /* the epoch may have ended just before the restart */
+        }
         return;
     }
     if (r->version != 0) {
@@ -1108,6 +1441,7 @@ static void on_lease_req(coord_t *c, peer_t *p, const wire_msg_t *m) {
         p->lease.rid = m->rid;
         c->leases++;
         c->last_progress = clock_now_s();
+        save_state(c, 0); /* before the worker can train it: a restart knows who holds it */
         send_lease(c, p, m->rid, &p->lease);
     } else {
         send_lease(c, p, m->rid, NULL);
@@ -1117,6 +1451,14 @@ static void on_lease_req(coord_t *c, peer_t *p, const wire_msg_t *m) {
 static void on_chunk_done(coord_t *c, peer_t *p, const wire_msg_t *m) {
     const wire_chunk_done_t *d = &m->chunk_done;
     if (!worker_id_ok(c, p, m, d->worker)) return;
+    lease_t *orphan = NULL;
+    if ((!p->lease.active || p->lease.chunk != d->chunk || p->lease.epoch != d->epoch) && c->phase == P_TRAIN &&
+        (orphan = find_orphan(c, d->chunk, d->epoch)) != NULL) { /* from before a restart */
+        end_orphan(c, orphan, d->samples, 1);
+        c->last_progress = clock_now_s();
+        check_epoch_done(c);
+        return;
+    }
     if (!p->lease.active || p->lease.chunk != d->chunk || p->lease.epoch != d->epoch) {
         char why[128];
         snprintf(why, sizeof why, "chunk %" PRIu32 " of epoch %" PRIu32 " is not leased to worker %" PRIu32, d->chunk,
@@ -1142,6 +1484,7 @@ static void on_chunk_done(coord_t *c, peer_t *p, const wire_msg_t *m) {
               p->lease.count, d->chunk);
     }
     p->lease.active = 0;
+    c->ckpt_dirty = 1;
     c->last_progress = clock_now_s();
     if (d->clock > p->clock) p->clock = d->clock;
     c->chunks_done++;
@@ -1299,6 +1642,7 @@ static int on_router(coord_t *c) {
 done:
     wire_msg_clear(&m);
     wire_in_close(&c->in);
+    if (c->ckpt_dirty) save_state(c, 0);
     return 1;
 }
 
@@ -1484,6 +1828,16 @@ static void cron(coord_t *c, volatile sig_atomic_t *stop) {
             }
         }
     }
+    for (int i = 0; i < c->norphans && !c->failed; i++) { /* the previous workers' leases */
+        lease_t *l = &c->orphans[i];
+        if (!l->active) continue;
+        if (c->nodes_down > 0) l->expires = now + LEASE_TTL_TIMEOUTS * c->timeout_s;
+        else if (now > l->expires && c->phase == P_TRAIN) {
+            end_orphan(c, l, l->trained, 0);
+            check_epoch_done(c);
+        }
+    }
+    if (c->ckpt_dirty) save_state(c, 0);
     const double since = now - c->phase_since;
     switch (c->phase) {
     case P_NODES:
@@ -1510,6 +1864,7 @@ static void cron(coord_t *c, volatile sig_atomic_t *stop) {
                       r->worker, r->id, LEASE_TTL_TIMEOUTS * c->timeout_s);
                 c->workers[r->worker].evals--;
                 r->worker = -1;
+                c->last_progress = now; /* the range starts again with another worker */
                 assign_evals(c);
             }
             if (now - c->last_progress > LEASE_TTL_TIMEOUTS * c->timeout_s)
@@ -1730,6 +2085,7 @@ void coord_destroy(coord_t **cp) {
     free(c->workers);
     free(c->pulls);
     free(c->queue);
+    free(c->orphans);
     httpd_destroy(&c->httpd);
     free(c->snap);
     free(c->config_text);
@@ -1765,18 +2121,23 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
     const model_spec_t *sp = &cf->model;
     c->out = out;
     memset(res, 0, sizeof *res);
-    char cons[32];
+    char cons[32], workers[48];
+    if (c->elastic) snprintf(workers, sizeof workers, "workers joining and leaving at any time");
+    else snprintf(workers, sizeof workers, "%d workers", c->opt.workers);
     if (cf->cluster.consistency == CONS_SSP) snprintf(cons, sizeof cons, "ssp (staleness %d)", cf->cluster.staleness);
     else snprintf(cons, sizeof cons, "%s", cons_name(cf->cluster.consistency));
     outf(c, "auxps: %s, %s W%dA%d%s, %zu parameters (%zu at inference), %d train / %d test images, batch %d, "
-            "%d epochs, %ld steps, %d nodes, %d workers, %s, chunks of %d batches\n",
+            "%d epochs, %ld steps, %d nodes, %s, %s, chunks of %d batches\n",
          cf->path[0] ? cf->path : "(defaults)", sp->arch == ARCH_RESNET ? "resnet" : "mlp", sp->wbits, sp->abits,
          sp->aux ? " + auxiliary module" : "", c->nparams, model_num_inference_params(c->model), c->ntrain, c->test.n,
-         cf->train.batch_size, cf->train.epochs, c->total_steps, c->opt.nodes, c->opt.workers, cons,
+         cf->train.batch_size, cf->train.epochs, c->total_steps, c->opt.nodes, workers, cons,
          cf->cluster.chunk_batches);
     logf_(c, "listening on %s for %d nodes and %d workers", c->endpoint, c->opt.nodes, c->opt.workers);
     c->phase = P_NODES;
     c->phase_since = clock_now_s();
+    c->persist = c->elastic && cf->checkpoint.dir[0] != '\0';
+    if (c->persist && restore_state(c, err) != 0) return err->code;
+    if (c->resumed && c->epoch >= cf->train.epochs) c->resume_finish = 1;
     const double t0 = clock_now_s();
     c->started_unix = clock_unix_s();
     c->last_loss_low = c->last_loss_aux = c->last_acc = NAN;
@@ -1805,6 +2166,7 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
                     }
         if (!c->failed) cron(c, stop);
     }
+    if (!c->failed && !c->stopping) save_state(c, 1); /* a finished run is not resumed; an interrupted one can be */
     res->epochs_done = c->epochs_done;
     res->steps = c->step;
     res->test_correct = c->test_correct;

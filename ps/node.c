@@ -95,6 +95,8 @@ struct node {
 
     uint32_t coord_rid, data_rid;        /* per-socket counters for one-way messages */
     int64_t coord_sent, coord_heard;     /* ms, CLOCK_MONOTONIC */
+    int coord_lost;                      /* registering again with a restarted coordinator */
+    int64_t lost_since, hello_sent;
     node_counters_t cnt;
 };
 
@@ -470,16 +472,6 @@ static void forget_worker(node_t *n, uint32_t id) {
 
 #define NODE_CKPT_FIXED 72 /* bytes before the floats */
 
-static void put64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* Writes the shard, its momentum, its statistics and its counters. A failure is logged and
  * costs nothing but the checkpoint: the node keeps serving. */
 static void write_checkpoint(node_t *n) {
@@ -492,7 +484,7 @@ static void write_checkpoint(node_t *n) {
     }
     const uint64_t fixed[9] = {n->cnt.id, n->off, n->len, n->soff, n->slen, n->version, (uint64_t)n->step,
                                n->cnt.pushes, n->cnt.stats_pushes};
-    for (int i = 0; i < 9; i++) put64(b + 8 * i, fixed[i]);
+    for (int i = 0; i < 9; i++) ckpt_put_u64(b + 8 * i, fixed[i]);
     unsigned char *p = b + NODE_CKPT_FIXED; /* little-endian host (wire.c) */
     memcpy(p, n->params, n->len * sizeof(float));
     memcpy(p + n->len * sizeof(float), n->momentum, n->len * sizeof(float));
@@ -529,8 +521,8 @@ static int load_checkpoint(node_t *n, auxps_error_t *err) {
     if (rc != 0) return rc;
     const unsigned char *b = ck.payload;
     const size_t want = NODE_CKPT_FIXED + (2 * n->len + n->slen) * sizeof(float);
-    if (ck.size != want || get64(b) != n->cnt.id || get64(b + 8) != n->off || get64(b + 16) != n->len ||
-        get64(b + 24) != n->soff || get64(b + 32) != n->slen || get64(b + 40) != ck.step) {
+    if (ck.size != want || ckpt_get_u64(b) != n->cnt.id || ckpt_get_u64(b + 8) != n->off || ckpt_get_u64(b + 16) != n->len ||
+        ckpt_get_u64(b + 24) != n->soff || ckpt_get_u64(b + 32) != n->slen || ckpt_get_u64(b + 40) != ck.step) {
         rc = auxps_error_set(err, AUXPS_ECONFIG, "checkpoint %s holds another shard or model than node %"
                              PRIu32 "'s params %" PRIu64 "+%" PRIu64 " stats %" PRIu64 "+%" PRIu64
                              " (move it away to start this shard afresh)", ck.path, n->cnt.id, n->off,
@@ -538,10 +530,10 @@ static int load_checkpoint(node_t *n, auxps_error_t *err) {
         ckpt_release(&ck);
         return rc;
     }
-    n->version = get64(b + 40);
-    n->step = (long)get64(b + 48);
-    n->cnt.pushes = get64(b + 56);
-    n->cnt.stats_pushes = get64(b + 64);
+    n->version = ckpt_get_u64(b + 40);
+    n->step = (long)ckpt_get_u64(b + 48);
+    n->cnt.pushes = ckpt_get_u64(b + 56);
+    n->cnt.stats_pushes = ckpt_get_u64(b + 64);
     n->cnt.version = n->version;
     const unsigned char *p = b + NODE_CKPT_FIXED;
     memcpy(n->params, p, n->len * sizeof(float));
@@ -910,6 +902,58 @@ static int register_node(node_t *n, volatile sig_atomic_t *stop, auxps_error_t *
     return rc;
 }
 
+/* ---- a lost coordinator (docs/CHECKPOINT.md "Coordinator restart") ------------------------ */
+
+/* The coordinator fell silent for T, or a restarted one does not know this node. In an async
+ * run with checkpoints the node goes on serving its workers and registers again for at most
+ * cluster.rejoin_s; otherwise the run is over for it. */
+static int lose_coord(node_t *n, const char *why, auxps_error_t *err) {
+    if (n->consistency != WIRE_CONS_ASYNC || n->cfg.checkpoint.dir[0] == '\0' || n->cfg.cluster.rejoin_s == 0)
+        return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s %s", n->cnt.id, n->coord_ep,
+                               why);
+    say(n, "the coordinator at %s %s: serving the workers and registering again for at most %d s", n->coord_ep, why,
+        n->cfg.cluster.rejoin_s);
+    /* A new socket: what was queued for the old coordinator is dropped, not delivered to the new one. */
+    void *s = peer_coord_socket(n->ctx, n->coord_ep, "node", err);
+    if (s == NULL) return err->code;
+    zmq_close(n->coord);
+    n->coord = s;
+    n->coord_lost = 1;
+    n->lost_since = n->hello_sent = clock_now_ms();
+    return send_hello(n, err);
+}
+
+/* WELCOME from the coordinator that came back: it must give this node the shard it holds.
+ * The new coordinator numbers its workers afresh, so every worker id is forgotten (its workers
+ * register again and are announced by MEMBERSHIP); the parameters stay as they are. */
+static int rewelcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_welcome_t *w = &m->welcome;
+    const wire_shard_t *s = w->id < w->nshards ? &w->shards[w->id] : NULL;
+    if (w->role != WIRE_ROLE_NODE || w->id != n->cnt.id || s == NULL || s->offset != n->off || s->length != n->len ||
+        s->stats_offset != n->soff || s->stats_length != n->slen || w->consistency != n->consistency) {
+        auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator came back with another run (node %" PRIu32
+                        " of %" PRIu32 "), not this node's shard params %" PRIu64 "+%" PRIu64 " stats %" PRIu64 "+%"
+                        PRIu64, n->cnt.id, w->id, w->nshards, n->off, n->len, n->soff, n->slen);
+        auxps_error_t e = {0};
+        if (wire_send_error(n->coord, NULL, 0, m->rid, WIRE_ERR_CONFIG, err->msg, &e) == 0) n->coord_sent = clock_now_ms();
+        return err->code;
+    }
+    for (uint32_t id = 0; id < WIRE_MAX_WORKERS; id++)
+        if (n->workers[id].member || n->workers[id].route_size > 0) forget_worker(n, id);
+    n->heartbeat_ms = w->heartbeat_ms;
+    n->timeout_ms = w->timeout_ms;
+    n->coord_lost = 0;
+    n->coord_heard = clock_now_ms();
+    n->cnt.rejoins++;
+    say(n, "registered again with the coordinator after %.1f s, at version %" PRIu64,
+        (clock_now_ms() - n->lost_since) / 1000.0, n->version);
+    wire_msg_t r;
+    memset(&r, 0, sizeof r);
+    r.type = WIRE_NODE_READY;
+    r.node_ready = (wire_node_ready_t){n->cnt.id, n->off, n->len, n->soff, n->slen, n->version};
+    return send_oneway(n, &r, err);
+}
+
 /* ---- serving --------------------------------------------------------------------------- */
 
 enum { RUN_ON = 0, RUN_DONE = 1 };
@@ -927,7 +971,9 @@ static int serve_coord(node_t *n, auxps_error_t *err) {
         }
         switch (m.type) {
         case WIRE_HEARTBEAT: break;
-        case WIRE_WELCOME: break; /* the answer to a resent HELLO */
+        case WIRE_WELCOME: /* the answer to a resent HELLO, or to the HELLO after a lost coordinator */
+            if (n->coord_lost && (rc = rewelcome(n, &m, err)) != 0) result = rc;
+            break;
         case WIRE_MEMBERSHIP:
             if (n->consistency != WIRE_CONS_ASYNC) {
                 refuse(n, NULL, m.type, m.rid, WIRE_ERR_BAD_MESSAGE, "MEMBERSHIP in an ssp or bsp run");
@@ -950,6 +996,9 @@ static int serve_coord(node_t *n, auxps_error_t *err) {
                 say(n, "the coordinator is shutting down: %s", m.error.text);
                 send_bye(n, 0);
                 result = RUN_DONE;
+            } else if (m.error.code == WIRE_ERR_NOT_REGISTERED) { /* a restarted coordinator */
+                if (!n->coord_lost && (rc = lose_coord(n, "does not know this node (it restarted)", err)) != 0)
+                    result = rc;
             } else {
                 result = auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator sent "
                                          "ERROR %s: %s", n->cnt.id, wire_err_name(m.error.code),
@@ -1016,10 +1065,24 @@ static int serve_data(node_t *n, auxps_error_t *err) {
  * error. */
 static int64_t housekeeping(node_t *n, auxps_error_t *err) {
     int64_t now = clock_now_ms(), next = now + n->heartbeat_ms;
-    if (now - n->coord_heard >= n->timeout_ms)
-        return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s was silent "
-                               "for %" PRIu32 " ms", n->cnt.id, n->coord_ep, n->timeout_ms);
-    if (now - n->coord_sent >= n->heartbeat_ms) { /* NODE_STATS is the node's heartbeat */
+    if (!n->coord_lost && now - n->coord_heard >= n->timeout_ms) {
+        char why[64];
+        snprintf(why, sizeof why, "was silent for %" PRIu32 " ms", n->timeout_ms);
+        int rc = lose_coord(n, why, err);
+        if (rc != 0) return rc;
+    }
+    if (n->coord_lost) { /* HELLO every T, HEARTBEAT every H, until WELCOME */
+        if (now - n->lost_since >= (int64_t)n->cfg.cluster.rejoin_s * 1000)
+            return auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": the coordinator at %s did not come back "
+                                   "within cluster.rejoin_s = %d s", n->cnt.id, n->coord_ep, n->cfg.cluster.rejoin_s);
+        if (now - n->hello_sent >= n->timeout_ms) {
+            n->hello_sent = now;
+            if (send_hello(n, err) != 0) return err->code;
+        } else if (now - n->coord_sent >= n->heartbeat_ms) {
+            wire_msg_t hb = wire_heartbeat(WIRE_ROLE_NODE, 0);
+            if (send_oneway(n, &hb, err) != 0) return err->code;
+        }
+    } else if (now - n->coord_sent >= n->heartbeat_ms) { /* NODE_STATS is the node's heartbeat */
         const node_counters_t *c = &n->cnt;
         wire_msg_t m;
         memset(&m, 0, sizeof m);
@@ -1034,7 +1097,7 @@ static int64_t housekeeping(node_t *n, auxps_error_t *err) {
         n->ckpt_ms + n->cfg.checkpoint.every_s * 1000 < next)
         next = n->ckpt_ms + n->cfg.checkpoint.every_s * 1000;
     if (n->coord_sent + n->heartbeat_ms < next) next = n->coord_sent + n->heartbeat_ms;
-    if (n->coord_heard + n->timeout_ms < next) next = n->coord_heard + n->timeout_ms;
+    if (!n->coord_lost && n->coord_heard + n->timeout_ms < next) next = n->coord_heard + n->timeout_ms;
     for (uint32_t i = 0; i < n->nseen; i++) {
         wslot_t *w = &n->workers[n->seen[i]];
         if (!w->waiting) continue;

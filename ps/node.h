@@ -61,6 +61,7 @@ typedef struct {
     uint64_t duplicates;         /* async PUSHes of a batch already applied (a resend): ACKed only */
     uint64_t checkpoints;        /* checkpoints written */
     uint64_t restored_version;   /* version of the checkpoint restored at start; 0 = none */
+    uint64_t rejoins;            /* registrations with a coordinator that came back */
     uint64_t checkpoint_version; /* of the newest checkpoint written; 0 = none */
     uint64_t checkpoint_unix_ms; /* when it was written */
     uint64_t bytes_in, bytes_out; /* payload bytes of pushes received and PULL_REPs sent */

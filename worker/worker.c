@@ -36,6 +36,7 @@ typedef struct {
     wire_msg_t req;              /* the request, kept to be sent again after a timeout */
     wire_free_fn *req_free;      /* its payload's release (zero-copy pushes), or NULL */
     int attempts;                /* sends of the request so far */
+    int refused;                 /* the node answered NOT_REGISTERED */
     char route[WIRE_MAX_ROUTE];  /* this worker's routing id on the link */
 } link_t;
 
@@ -74,6 +75,12 @@ struct worker {
     uint32_t eval_rids[WORKER_MAX_EVALS];
     int nevals, in_eval;
     int done;                    /* DONE or SHUTTING_DOWN came: stop after this batch */
+    int coord_lost;              /* the coordinator is gone: stop after this batch and register again */
+    int64_t lost_since;
+    struct {
+        int active;
+        uint32_t chunk, epoch, trained;
+    } orphan;                    /* the lease held when the coordinator was lost */
     atomic_int inflight;         /* zero-copy payloads ZeroMQ has not released yet */
 
     uint64_t staleness;          /* of the last batch's pushes, largest over the shards */
@@ -193,6 +200,21 @@ static int wait_released(worker_t *w, auxps_error_t *err) {
 
 /* ---- receiving ------------------------------------------------------------------------- */
 
+/* The coordinator fell silent for T, or a restarted one does not know this worker. In an async
+ * run with checkpoints the worker finishes its batch and registers again for at most
+ * cluster.rejoin_s (docs/CHECKPOINT.md "Coordinator restart"); otherwise it is an error. */
+static int lose_coord(worker_t *w, const char *why, auxps_error_t *err) {
+    if (w->consistency != WIRE_CONS_ASYNC || w->cfg.checkpoint.dir[0] == '\0' || w->cfg.cluster.rejoin_s == 0)
+        return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator at %s %s", w->cnt.id, w->coord_ep,
+                               why);
+    if (w->coord_lost) return 0;
+    say(w, "the coordinator at %s %s: finishing this batch, then registering again for at most %d s", w->coord_ep,
+        why, w->cfg.cluster.rejoin_s);
+    w->coord_lost = 1;
+    w->lost_since = clock_now_ms();
+    return 0;
+}
+
 /* One message from the coordinator. Returns 0 or a negative error. */
 static int on_coord(worker_t *w, wire_in_t *in, auxps_error_t *err) {
     auxps_error_t e = {0};
@@ -209,6 +231,7 @@ static int on_coord(worker_t *w, wire_in_t *in, auxps_error_t *err) {
         break;
     case WIRE_LEASE:
         if (!w->lease_wait || m.rid != w->lease_rid || m.lease.worker != w->cnt.id) break;
+        w->orphan.active = 0; /* the coordinator handled the CHUNK_DONE sent before the request */
         if (m.lease.mode == WIRE_LEASE_LIST) {
             uint32_t *list = realloc(w->list, (size_t)m.lease.count * sizeof *list);
             if (list == NULL) {
@@ -247,6 +270,8 @@ static int on_coord(worker_t *w, wire_in_t *in, auxps_error_t *err) {
             w->lease_retry = 1;
         } else if (code == WIRE_ERR_BAD_MESSAGE && !ours) {
             say(w, "the coordinator refused a message: %s", m.error.text);
+        } else if (code == WIRE_ERR_NOT_REGISTERED) { /* a restarted coordinator */
+            rc = lose_coord(w, "does not know this worker (it restarted)", err);
         } else {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator sent ERROR "
                                  "%s: %s", w->cnt.id, wire_err_name(code), m.error.text);
@@ -321,6 +346,11 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
         } else if (m.error.code == WIRE_ERR_NOT_REGISTERED && w->consistency == WIRE_CONS_ASYNC) {
             /* The node has not had our MEMBERSHIP yet (it was restarting, or the coordinator's
              * message is still on its way): the request goes again after H. */
+            l->refused = 1;
+            if (w->coord_lost) { /* it forgot this worker's id: the request is dropped, not applied */
+                l->pending = 0;
+                break;
+            }
             say(w, "node %" PRIu32 " does not know this worker yet: %s again in %" PRIu32 " ms", s,
                 wire_type_name(l->type), w->heartbeat_ms);
             l->heard = clock_now_ms() - retry_wait_ms(w, l) + w->heartbeat_ms;
@@ -413,21 +443,34 @@ static void resend(worker_t *w, uint32_t s) {
 static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
     int64_t now = clock_now_ms();
     uint32_t hb = w->welcomed ? w->heartbeat_ms : WIRE_DEFAULT_HEARTBEAT_MS;
-    if (w->welcomed && now - w->coord_heard >= w->timeout_ms)
-        return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": the coordinator at %s was silent "
-                               "for %" PRIu32 " ms", w->cnt.id, w->coord_ep, w->timeout_ms);
-    if (w->welcomed && now - w->coord_sent >= hb) {
+    if (w->welcomed && !w->coord_lost && now - w->coord_heard >= w->timeout_ms) {
+        char why[64];
+        snprintf(why, sizeof why, "was silent for %" PRIu32 " ms", w->timeout_ms);
+        int rc = lose_coord(w, why, err);
+        if (rc != 0) return rc;
+    }
+    if (w->welcomed && !w->coord_lost && now - w->coord_sent >= hb) {
         wire_msg_t m = wire_heartbeat(WIRE_ROLE_WORKER, w->cnt.id);
         int rc = send_new(w, &m, err);
         if (rc != 0) return rc;
     }
     int64_t next = w->coord_sent + hb;
-    if (w->welcomed && w->coord_heard + w->timeout_ms < next) next = w->coord_heard + w->timeout_ms;
+    if (w->welcomed && !w->coord_lost && w->coord_heard + w->timeout_ms < next) next = w->coord_heard + w->timeout_ms;
     uint32_t ns = w->welcomed ? w->cnt.nshards : 0;
     for (uint32_t s = 0; s < ns; s++) {
         link_t *l = &w->links[s];
         if (!l->pending) continue;
+        if (w->coord_lost && l->refused) { /* the node forgot this worker's id: dropped */
+            l->pending = 0;
+            continue;
+        }
         const int64_t wait_ms = retry_wait_ms(w, l);
+        if (now - l->heard >= wait_ms && w->coord_lost) { /* registering again comes first */
+            say(w, "node %" PRIu32 " did not answer %s while the coordinator is lost: dropped", s,
+                wire_type_name(l->type));
+            l->pending = 0;
+            continue;
+        }
         if (now - l->heard >= wait_ms) {
             if (w->done) { /* the run is over: no reply is worth waiting for any more */
                 say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->type));
@@ -478,6 +521,7 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
     l->req = *m;
     l->req_free = ffn;
     l->attempts = 1;
+    l->refused = 0;
     if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
     int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
     if (rc != 0) {
@@ -593,7 +637,7 @@ static int run_pending(worker_t *w, auxps_error_t *err) {
     if (w->in_eval) return 0;
     w->in_eval = 1;
     int rc = 0;
-    while (rc == 0 && w->nevals > 0 && !w->done) {
+    while (rc == 0 && w->nevals > 0 && !w->done && !w->coord_lost) {
         wire_eval_req_t q = w->evals[0];
         uint32_t rid = w->eval_rids[0];
         w->nevals--;
@@ -605,7 +649,7 @@ static int run_pending(worker_t *w, auxps_error_t *err) {
     return rc;
 }
 
-static int stopping(const worker_t *w) { return w->done || (w->stop != NULL && *w->stop); }
+static int stopping(const worker_t *w) { return w->done || w->coord_lost || (w->stop != NULL && *w->stop); }
 
 /* ---- training -------------------------------------------------------------------------- */
 
@@ -668,7 +712,19 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
         if ((rc = run_pending(w, err)) != 0) return rc;
     }
     /* Told DONE: the chunk is dropped. Asked to stop (a leave): the trained part is returned
-     * as done and the coordinator leases the rest to another worker (async). */
+     * as done and the coordinator leases the rest to another worker (async). The coordinator
+     * lost: the nodes still get the statistics, and the coordinator that comes back hears how
+     * far the chunk got once this worker has registered again. */
+    if (w->coord_lost && !w->done) {
+        if (trained > 0 && (rc = push_all(w, WIRE_VEC_STATS, trained < WIRE_MAX_BATCH ? trained : WIRE_MAX_BATCH,
+                                          err)) != 0)
+            return rc;
+        w->orphan.active = 1;
+        w->orphan.chunk = l->chunk;
+        w->orphan.epoch = l->epoch;
+        w->orphan.trained = trained;
+        return 0;
+    }
     if (trained < l->count && (w->done || trained == 0)) return 0;
     uint32_t weight = trained < WIRE_MAX_BATCH ? trained : WIRE_MAX_BATCH;
     if ((rc = push_all(w, WIRE_VEC_STATS, weight, err)) != 0) return rc;
@@ -678,6 +734,11 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
     m.chunk_done = (wire_chunk_done_t){w->cnt.id, l->chunk, l->epoch, trained, w->cnt.clock};
     if ((rc = send_new(w, &m, err)) != 0) return rc;
     w->cnt.chunks++;
+    /* Until a LEASE answers (the coordinator has it then), a restarted coordinator is told again. */
+    w->orphan.active = 1;
+    w->orphan.chunk = l->chunk;
+    w->orphan.epoch = l->epoch;
+    w->orphan.trained = trained;
     if (trained < l->count) say(w, "leaving: chunk %" PRIu32 " returned with %" PRIu32 " of its %" PRIu32
                                 " samples trained", l->chunk, trained, l->count);
     return 0;
@@ -749,11 +810,73 @@ static int load_data(void *arg) {
     return rc;
 }
 
+/* One DEALER per node, with a routing id of our own (worker id, pid, host, registration), so
+ * that a node can tie this worker id to this connection. Closes the previous ones (a rejoin):
+ * the new routing id differs from theirs, so the node never confuses the two connections. */
+static int connect_nodes(worker_t *w, auxps_error_t *err) {
+    char route[WIRE_MAX_ROUTE], host[64] = "";
+    if (gethostname(host, sizeof host) != 0) host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    snprintf(route, sizeof route, "w%" PRIu32 ":%ld:%" PRIu64 ":%s", w->cnt.id, (long)getpid(), w->cnt.rejoins, host);
+    for (uint32_t s = 0; s < w->cnt.nshards; s++) {
+        link_t *l = &w->links[s];
+        if (l->sock != NULL) zmq_close(l->sock);
+        memset(l, 0, sizeof *l);
+        snprintf(l->route, sizeof l->route, "%s", route);
+        if ((l->sock = node_socket(w, s, err)) == NULL) return err->code == AUXPS_ECONFIG ? AUXPS_ECONFIG : AUXPS_EIO;
+    }
+    return 0;
+}
+
+/* WELCOME from the coordinator that came back: the same run (model, shards, consistency) under
+ * a new worker id. New node connections for the new id; the batch clock starts again at 0
+ * (the coordinator counts the steps before its restart from its checkpoint); the chunk held
+ * when the coordinator was lost is reported done as far as it got. */
+static int rewelcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_welcome_t *x = &m->welcome;
+    int same = x->role == WIRE_ROLE_WORKER && x->consistency == w->consistency && x->seed == w->seed &&
+               x->num_params == model_num_params(w->model) && x->num_stats == model_num_stats(w->model) &&
+               x->nshards == w->cnt.nshards;
+    for (uint32_t s = 0; same && s < x->nshards; s++)
+        same = x->shards[s].offset == w->shards[s].offset && x->shards[s].length == w->shards[s].length &&
+               x->shards[s].stats_offset == w->shards[s].stats_offset &&
+               x->shards[s].stats_length == w->shards[s].stats_length &&
+               strcmp(x->shards[s].endpoint, w->shards[s].endpoint) == 0;
+    if (!same) {
+        auxps_error_set(err, AUXPS_ECONFIG, "worker %" PRIu32 ": the coordinator came back with another run "
+                        "(model, shards or consistency differ)", w->cnt.id);
+        error_to_coord(w, m->rid, WIRE_ERR_CONFIG, err->msg);
+        return AUXPS_ECONFIG;
+    }
+    const uint32_t old = w->cnt.id;
+    w->cnt.id = x->id;
+    w->heartbeat_ms = x->heartbeat_ms;
+    w->timeout_ms = x->timeout_ms;
+    int rc = connect_nodes(w, err);
+    if (rc != 0) return rc;
+    w->cnt.clock_before += w->cnt.clock;
+    w->cnt.clock = 0;
+    w->cnt.rejoins++;
+    w->coord_lost = 0;
+    w->coord_heard = w->coord_sent = clock_now_ms();
+    say(w, "registered again after %.1f s (was worker %" PRIu32 ")", (clock_now_ms() - w->lost_since) / 1000.0, old);
+    if (!w->orphan.active) return 0;
+    w->orphan.active = 0;
+    wire_msg_t d;
+    memset(&d, 0, sizeof d);
+    d.type = WIRE_CHUNK_DONE;
+    d.chunk_done = (wire_chunk_done_t){w->cnt.id, w->orphan.chunk, w->orphan.epoch, w->orphan.trained, 0};
+    say(w, "chunk %" PRIu32 " of epoch %" PRIu32 " reported with %" PRIu32 " samples trained", w->orphan.chunk,
+        w->orphan.epoch, w->orphan.trained);
+    return send_new(w, &d, err);
+}
+
 /* Sets the worker up from WELCOME m: configuration, data, model, one DEALER per node. Answers
  * ERROR CONFIG and returns AUXPS_ECONFIG if the configuration or the data do not fit. */
 static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     const wire_welcome_t *x = &m->welcome;
     int rc;
+    if (w->model != NULL) return rewelcome(w, m, err);
     if (x->role != WIRE_ROLE_WORKER) {
         rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME for role %" PRIu32 ", not a worker", x->role);
         goto refused;
@@ -800,24 +923,14 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     memcpy(w->shards, x->shards, sizeof *w->shards * x->nshards);
     w->cnt.nshards = x->nshards;
     w->cnt.id = x->id;
+    w->timeout_ms = x->timeout_ms;
     w->consistency = x->consistency;
     w->heartbeat_ms = x->heartbeat_ms;
     w->timeout_ms = x->timeout_ms;
     w->seed = x->seed;
     rng_seed(&w->rng, x->stream_seed);
     w->tf = (data_transform_t){c->data.mean, c->data.std, c->data.crop_pad, c->data.flip};
-    /* A routing id of our own, so that a node can tie this worker id to this connection. */
-    char route[WIRE_MAX_ROUTE], host[64] = "";
-    if (gethostname(host, sizeof host) != 0) host[0] = '\0';
-    host[sizeof host - 1] = '\0';
-    snprintf(route, sizeof route, "w%" PRIu32 ":%ld:%s", x->id, (long)getpid(), host);
-    for (uint32_t s = 0; s < x->nshards; s++) {
-        snprintf(w->links[s].route, sizeof w->links[s].route, "%s", route);
-        if ((w->links[s].sock = node_socket(w, s, err)) == NULL) {
-            rc = err->code == AUXPS_ECONFIG ? AUXPS_ECONFIG : AUXPS_EIO;
-            goto refused;
-        }
-    }
+    if ((rc = connect_nodes(w, err)) != 0) goto refused;
     int threads = w->threads > 0 ? w->threads : c->train.threads;
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     openblas_set_num_threads(threads > 0 ? threads : 1);
@@ -832,7 +945,8 @@ refused:
     return rc;
 }
 
-static int register_worker(worker_t *w, auxps_error_t *err) {
+/* HELLO until WELCOME: WORKER_HELLO_TRIES times, or until give_up_at (ms) if it is not 0. */
+static int register_worker(worker_t *w, int64_t give_up_at, auxps_error_t *err) {
     const int64_t t0 = WIRE_DEFAULT_TIMEOUT_MS;
     int tries = 1, rc;
     if ((rc = send_hello(w, err)) != 0) return rc;
@@ -846,7 +960,7 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
         }
         int64_t now = clock_now_ms();
         if (now >= deadline) {
-            if (tries >= WORKER_HELLO_TRIES) {
+            if (give_up_at ? now >= give_up_at : tries >= WORKER_HELLO_TRIES) {
                 rc = auxps_error_set(err, AUXPS_EIO, "worker: no answer from the coordinator at %s "
                                      "after %d HELLOs, %" PRId64 " s each", w->coord_ep, tries, t0 / 1000);
                 break;
@@ -887,8 +1001,9 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
             break;
         }
         if (m.type == WIRE_HEARTBEAT) continue;
+        if (m.type == WIRE_ERROR && m.error.code == WIRE_ERR_NOT_REGISTERED) continue; /* to the old socket's messages */
         if (m.type == WIRE_ERROR) {
-            if (m.error.code == WIRE_ERR_FULL && tries < WORKER_HELLO_TRIES) {
+            if (m.error.code == WIRE_ERR_FULL && (give_up_at ? clock_now_ms() < give_up_at : tries < WORKER_HELLO_TRIES)) {
                 say(w, "the coordinator is full (%s): HELLO again in 1 s", m.error.text);
                 nanosleep(&(struct timespec){1, 0}, NULL);
                 if ((rc = send_hello(w, err)) != 0) break;
@@ -915,6 +1030,20 @@ static int register_worker(worker_t *w, auxps_error_t *err) {
     return rc;
 }
 
+/* The coordinator was lost (see lose_coord): a fresh socket (what was queued for the old one is
+ * dropped), HELLO until a coordinator welcomes this worker again, or cluster.rejoin_s passes. */
+static int rejoin(worker_t *w, auxps_error_t *err) {
+    int rc = wait_released(w, err); /* the node sockets are replaced after WELCOME */
+    if (rc != 0) return rc;
+    void *s = peer_coord_socket(w->ctx, w->coord_ep, "worker", err);
+    if (s == NULL) return err->code;
+    zmq_close(w->coord);
+    w->coord = s;
+    w->nevals = 0; /* a new coordinator evaluates anew */
+    w->lease_wait = 0;
+    return register_worker(w, w->lost_since + (int64_t)w->cfg.cluster.rejoin_s * 1000, err);
+}
+
 /* ---- the run --------------------------------------------------------------------------- */
 
 int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps_error_t *err) {
@@ -924,15 +1053,25 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, a
     w->log = log;
     w->stop = stop;
     w->coord_sent = w->coord_heard = clock_now_ms();
-    int rc = register_worker(w, err);
+    int rc = register_worker(w, 0, err);
     if (rc == STOPPED) {
         if (w->stop != NULL && *w->stop) send_bye(w, 0); /* the coordinator may have taken us in */
         return 0;
     }
     if (rc != 0) return rc;
     while (rc == 0) {
-        if ((rc = run_pending(w, err)) != 0 || stopping(w)) break;
-        if ((rc = get_lease(w, err)) != 0) break;
+        if (w->coord_lost) {
+            rc = rejoin(w, err);
+            continue;
+        }
+        if ((rc = run_pending(w, err)) != 0) break;
+        if (w->coord_lost) continue;
+        if (stopping(w)) break;
+        if ((rc = get_lease(w, err)) == STOPPED && w->coord_lost) {
+            rc = 0;
+            continue;
+        }
+        if (rc != 0) break;
         if (w->lease.mode == WIRE_LEASE_WAIT)
             rc = idle(w, w->lease.ttl_ms > WAIT_FLOOR_MS ? w->lease.ttl_ms : WAIT_FLOOR_MS, err);
         else rc = run_chunk(w, err);
@@ -948,7 +1087,7 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, a
         fflush(out);
     }
     say(w, "%" PRIu64 " batches, %" PRIu64 " samples, %" PRIu64 " chunks, %" PRIu64 " evaluations",
-        w->cnt.clock, w->cnt.samples, w->cnt.chunks, w->cnt.evals);
+        w->cnt.clock_before + w->cnt.clock, w->cnt.samples, w->cnt.chunks, w->cnt.evals);
     return rc;
 }
 

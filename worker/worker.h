@@ -45,6 +45,8 @@ typedef struct {
     uint64_t samples;            /* training samples */
     uint64_t evals;              /* EVAL_REPs sent */
     uint64_t resends;            /* requests sent again to a node that did not answer in time */
+    uint64_t rejoins;            /* registrations with a coordinator that came back */
+    uint64_t clock_before;       /* batches trained under earlier ids (before rejoins) */
 } worker_counters_t;
 
 /* Creates the worker's context and connects a DEALER to the coordinator. threads > 0 sets the
