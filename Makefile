@@ -20,7 +20,7 @@ MAIN_OBJ := $(BUILD)/launch/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps clean bench build-all run-tests train test-compose
+.PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm
 CONFIG ?= configs/fmnist-resnet8-w2a2-aux.ini
 # The public targets first install missing Debian packages, then build in a fresh make so that
 # pkg-config sees the newly installed libraries.
@@ -68,6 +68,11 @@ run-tests: $(BUILD)/auxps $(TEST_BIN)
 # (tests/compose/run, docs/DOCKER.md). Needs Docker and docker-compose; no registry.
 test-compose:
 	sh tests/compose/run
+
+# The same compose file as a Docker Swarm stack on a single-node swarm made from this engine
+# (tests/compose/swarm, docs/DOCKER.md "Docker Swarm"); refuses an engine already in a swarm.
+test-swarm:
+	sh tests/compose/swarm
 
 clean:
 	rm -rf build build-san build-*

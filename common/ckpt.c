@@ -213,18 +213,28 @@ static int sync_dir(const char *dir) {
     return e;
 }
 
-/* Creates dir (one level) if missing. A newly created dir is made durable in its parent, best
- * effort: the checkpoint's own sync of dir follows, and a parent that cannot be opened must not
- * stop a node from saving. */
+/* The directory that holds dir ("." for a relative name of one component). */
+static void parent_of(const char *dir, char *parent, size_t len) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;           /* "a/b/" is "a/b" */
+    while (n > 0 && dir[n - 1] != '/') n--;           /* drop the last component */
+    while (n > 1 && dir[n - 1] == '/') n--;           /* "a//b" has parent "a" */
+    if (n == 0) snprintf(parent, len, ".");
+    else snprintf(parent, len, "%.*s", (int)n, dir);
+}
+
+/* Creates dir and its missing parents (as mkdir -p). A newly created dir is made durable in its
+ * parent, best effort: the checkpoint's own sync of dir follows, and a parent that cannot be
+ * opened must not stop a node from saving. */
 static int ensure_dir(const char *dir, auxps_error_t *err) {
-    if (mkdir(dir, 0755) == 0) {
-        char parent[CKPT_PATH_MAX];
-        size_t n = strlen(dir);
-        while (n > 1 && dir[n - 1] == '/') n--;           /* "a/b/" is "a/b" */
-        while (n > 0 && dir[n - 1] != '/') n--;           /* drop the last component */
-        while (n > 1 && dir[n - 1] == '/') n--;           /* "a//b" has parent "a" */
-        if (n == 0) snprintf(parent, sizeof parent, ".");
-        else snprintf(parent, sizeof parent, "%.*s", (int)n, dir);
+    char parent[CKPT_PATH_MAX];
+    parent_of(dir, parent, sizeof parent);
+    int made = mkdir(dir, 0755) == 0;
+    if (!made && errno == ENOENT && strcmp(parent, dir) != 0 && strcmp(parent, ".") != 0) {
+        if (ensure_dir(parent, err) != 0) return err->code;
+        made = mkdir(dir, 0755) == 0;
+    }
+    if (made) {
         (void)sync_dir(parent);
         return 0;
     }

@@ -54,7 +54,7 @@ typedef void (*ckpt_report_fn)(void *data, const char *path, const char *reason)
 
 /* Writes a checkpoint of step with kind and payload (size bytes; payload may be NULL only when
  * size is 0) as <dir>/<prefix>-<step>.ckpt, then rotates the prefix. prefix is 1..63 bytes of
- * [A-Za-z0-9._-]. dir is created (one level, mode 0755) if missing; its parent must exist.
+ * [A-Za-z0-9._-]. dir is created with its missing parents (mode 0755) if missing.
  *
  * The bytes go to <dir>/<prefix>-<step>.ckpt.tmp, which is written, fsync'ed and renamed onto
  * the final name; then the directory is fsync'ed. The rename is the commit point: a reader sees

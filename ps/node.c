@@ -92,6 +92,7 @@ struct node {
     uint64_t ckpt_version;
     int64_t ckpt_ms;
     char ckpt_prefix[32];
+    uint64_t ckpt_failures;
 
     uint32_t coord_rid, data_rid;        /* per-socket counters for one-way messages */
     int64_t coord_sent, coord_heard;     /* ms, CLOCK_MONOTONIC */
@@ -492,7 +493,12 @@ static void write_checkpoint(node_t *n) {
     auxps_error_t e = {0};
     if (ckpt_write(n->cfg.checkpoint.dir, n->ckpt_prefix, CKPT_KIND_NODE, n->version, b, size,
                    n->cfg.checkpoint.keep, &e) != 0) {
-        say(n, "checkpoint at version %" PRIu64 " failed: %s", n->version, e.msg);
+        /* Tried again after the next interval, not at every update; logged the first time and
+         * every 100th, so that a full disk does not flood the log. */
+        n->ckpt_version = n->version;
+        if (n->ckpt_failures++ % 100 == 0)
+            say(n, "checkpoint at version %" PRIu64 " failed (%" PRIu64 " failures so far; serving goes on): %s",
+                n->version, n->ckpt_failures, e.msg);
     } else {
         n->ckpt_version = n->version;
         n->cnt.checkpoints++;

@@ -470,18 +470,26 @@ Test(ckpt, failed_write_leaves_previous_checkpoints_untouched) {
     free(after);
 }
 
-Test(ckpt, write_creates_one_missing_directory_level) {
-    char dir[256], deep[256];
+Test(ckpt, write_creates_the_directory_and_its_missing_parents) {
+    char dir[256], deep[256], file[256], under_file[256];
     snprintf(dir, sizeof dir, "%s/ckpts", tmp_dir);
-    snprintf(deep, sizeof deep, "%s/a/b", tmp_dir);
+    snprintf(deep, sizeof deep, "%s/a/b/c/", tmp_dir);
     auxps_error_t err = {0};
     cr_assert_eq(ckpt_write(dir, "coord", CKPT_KIND_COORD, 1, "x", 1, 1, &err), 0, "%s", err.msg);
     struct stat st;
     cr_assert_eq(stat(dir, &st), 0);
     cr_assert(S_ISDIR(st.st_mode));
     cr_assert_eq(st.st_mode & 0777 & ~0755, 0);
-    cr_assert_eq(ckpt_write(deep, "coord", CKPT_KIND_COORD, 1, "x", 1, 1, &err), AUXPS_EIO);
-    cr_assert_not_null(strstr(err.msg, deep), "%s", err.msg);
+    cr_assert_eq(ckpt_write(deep, "coord", CKPT_KIND_COORD, 1, "x", 1, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(ckpt_list(deep, "coord", NULL, 0, &err), 1);
+    /* A regular file in the way is an error that names the directory. */
+    snprintf(file, sizeof file, "%s/plain", tmp_dir);
+    snprintf(under_file, sizeof under_file, "%s/plain/x/y", tmp_dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    cr_assert_eq(ckpt_write(under_file, "coord", CKPT_KIND_COORD, 1, "x", 1, 1, &err), AUXPS_EIO);
+    cr_assert_not_null(strstr(err.msg, "/plain"), "%s", err.msg);
 }
 
 /* ---- arguments ---- */

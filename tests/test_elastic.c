@@ -144,11 +144,11 @@ static double exported_accuracy(const char *record) {
     return acc;
 }
 
-/* A coordinator of the SMALL problem on a free port; extra: more "--set" arguments (NULL-ended)
- * or NULL. */
+/* A coordinator of the SMALL problem on a free port (on r->endpoint if it is set already: a
+ * restart); extra: more "--set" arguments (NULL-ended) or NULL. */
 static void start_coord(run_t *r, const char *out, const char *epochs, const char *train_limit, int nodes,
                         const char *ckpt_dir, const char *const *extra) {
-    snprintf(r->endpoint, sizeof r->endpoint, "tcp://127.0.0.1:%d", util_free_port());
+    if (r->endpoint[0] == '\0') snprintf(r->endpoint, sizeof r->endpoint, "tcp://127.0.0.1:%d", util_free_port());
     char nodes_s[8], out_set[320], limit_set[64], epochs_set[64], ckpt_set[320];
     snprintf(nodes_s, sizeof nodes_s, "%d", nodes);
     snprintf(out_set, sizeof out_set, "train.output=%s/%s", tmp_dir, out);
@@ -422,5 +422,69 @@ Test(elastic, a_hundred_workers_joining_and_leaving_leave_memory_and_descriptors
     kill(r.p[0]->pid, SIGINT); /* the run is far from over: end it, exporting what there is */
     finish_all(&r, 60);
     util_expect_exit(r.p[0], 130);
+    free_run(&r);
+}
+
+/* The sum over the processes' stdout of the numbers after `key` ("applied " for the nodes'
+ * applied pushes, "per shard: " for the workers' acknowledged pushes, summed over shards). */
+static unsigned long long sum_after(run_t *r, const char *key) {
+    unsigned long long total = 0;
+    for (int i = 0; i < r->n; i++)
+        for (const char *s = strstr(r->p[i]->out.buf, key); s != NULL; s = strstr(s + 1, key)) {
+            const char *q = s + strlen(key);
+            for (;;) {
+                char *end;
+                unsigned long long v = strtoull(q, &end, 10);
+                if (end == q) break;
+                total += v;
+                if (*end != ',') break;
+                q = end + 1;
+            }
+        }
+    return total;
+}
+
+/* kill -9 of the coordinator mid-epoch, and the same command again on the same endpoint: it
+ * resumes from its checkpoint, the nodes (which kept serving) and the workers register again,
+ * the workers report the chunks they held, and the run completes with every chunk of every
+ * epoch completed exactly once and every acknowledged push applied once. */
+Test(elastic, a_killed_coordinator_resumes_from_its_checkpoint_and_every_chunk_completes_once) {
+    char ckpt[128];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", tmp_dir);
+    run_t r = {0};
+    start_coord(&r, "resume.bin", "2", "6000", 2, ckpt, NULL);
+    start_node(&r, "tcp://127.0.0.1:*");
+    start_node(&r, "tcp://127.0.0.1:*");
+    start_worker(&r);
+    start_worker(&r);
+    wait_for(&r, "epoch 1/2 step", 2, 60);
+    proc_t *old = r.p[0];
+    cr_assert_eq(kill(old->pid, SIGKILL), 0);
+    finish_one(&r, old, 10);
+    start_coord(&r, "resume.bin", "2", "6000", 2, ckpt, NULL);
+    proc_t *tmp = r.p[0]; /* the new coordinator's record is the one the helpers read */
+    r.p[0] = r.p[r.n - 1];
+    r.p[r.n - 1] = tmp;
+    wait_for(&r, "resumed from ", 1, 60);
+    finish_all(&r, RUN_TIMEOUT_S);
+    for (int i = 0; i < r.n; i++) util_expect_exit(r.p[i], 0);
+    const char *rec = r.p[0]->out.buf;
+    cr_assert(strstr(rec, "epoch 1/2, step ") != NULL, "resumed in the first epoch:\n%s", rec);
+    cr_assert_eq(count(rec, "is back at version "), 2, "%s", rec);
+    long released, returned;
+    check_chunks(rec, 2, &released, &returned);
+    unsigned long long applied = sum_after(&r, "applied "), acked = sum_after(&r, "per shard: ");
+    cr_assert_gt(applied, 0);
+    cr_assert_eq(applied, acked, "the nodes applied %llu pushes, the workers had %llu acknowledged", applied, acked);
+    int rejoined = 0;
+    for (int i = 0; i < r.n; i++) rejoined += strstr(r.p[i]->err.buf, "registered again") != NULL;
+    cr_assert_eq(rejoined, 4, "both nodes and both workers registered again");
+    /* A finished run is not resumed: a coordinator started again on its checkpoints refuses. */
+    run_t again = {0};
+    start_coord(&again, "again.bin", "2", "6000", 2, ckpt, NULL);
+    finish_all(&again, 60);
+    util_expect_exit(again.p[0], 1);
+    cr_assert(strstr(again.p[0]->err.buf, "is of a run that finished") != NULL, "%s", again.p[0]->err.buf);
+    free_run(&again);
     free_run(&r);
 }
