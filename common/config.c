@@ -84,9 +84,16 @@ static const key_def keys[] = {
     OF("status", "enabled", K_BOOL, status.enabled),
     OF("status", "addr", K_STR, status.addr),
     INT("status", "port", status.port, 0, 65535),
+    OF("security", "curve", K_BOOL, security.curve),
+    OF("security", "server_public", K_STR0, security.server_public),
+    OF("security", "server_secret", K_STR0, security.server_secret),
+    OF("security", "client_public", K_STR0, security.client_public),
+    OF("security", "client_secret", K_STR0, security.client_secret),
+    OF("security", "authorized_keys", K_STR0, security.authorized_keys),
 };
 enum { NKEYS = sizeof keys / sizeof keys[0] };
 
+#define SECTIONS "[model], [train], [data], [cluster], [checkpoint], [status], [security]"
 #define MAX_INPUT (1L << 24) /* values per input image: keeps C*H*W and its products in range */
 
 void config_defaults(auxps_config_t *c) {
@@ -122,6 +129,7 @@ void config_defaults(auxps_config_t *c) {
     c->status.enabled = 1;
     strcpy(c->status.addr, "127.0.0.1");
     c->status.port = 8080;
+    /* security: curve off, no key files */
 }
 
 const char *config_schedule_name(int schedule) {
@@ -141,7 +149,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
     if (i >= 0) return i;
     if (section[0] == '\0')
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s: key outside any section "
-                               "(sections: [model], [train], [data], [cluster], [checkpoint], [status])", where, name);
+                               "(sections: " SECTIONS ")", where, name);
     char list[400] = "";
     size_t len = 0;
     for (int j = 0; j < NKEYS && len < sizeof list; j++)
@@ -150,7 +158,7 @@ static int lookup(const char *where, const char *section, const char *name, auxp
                                     keys[j].name);
     if (len == 0)
         return auxps_error_set(e, AUXPS_ECONFIG, "%s %.60s.%.60s: unknown section [%.60s] "
-                               "(sections: [model], [train], [data], [cluster], [checkpoint], [status])", where, section, name,
+                               "(sections: " SECTIONS ")", where, section, name,
                                section);
     return auxps_error_set(e, AUXPS_ECONFIG, "%s %s.%.60s: unknown key (keys of [%s]: %s)",
                            where, section, name, section, list);
@@ -322,12 +330,12 @@ static void format_value(const key_def *k, const auxps_config_t *c, char *buf, s
     }
 }
 
-/* Points a cross-field error at the later of the lines that set keys a and b (key_line, which
- * may be NULL, maps each key to the line of path that set it). */
-static void locate(char *where, size_t len, const char *path, const int *key_line, const char *a,
-                   const char *b) {
-    int la = key_line ? key_line[find_key("model", a)] : 0;
-    int lb = key_line ? key_line[find_key("model", b)] : 0;
+/* Points a cross-field error at the later of the lines that set keys section.a and section.b
+ * (key_line, which may be NULL, maps each key to the line of path that set it). */
+static void locate(char *where, size_t len, const char *path, const int *key_line, const char *section,
+                   const char *a, const char *b) {
+    int la = key_line ? key_line[find_key(section, a)] : 0;
+    int lb = key_line ? key_line[find_key(section, b)] : 0;
     if (path && (la > 0 || lb > 0)) snprintf(where, len, "%s:%d:", path, la > lb ? la : lb);
     else snprintf(where, len, "%s:", path ? path : "config");
 }
@@ -337,16 +345,22 @@ static int cross_check(const auxps_config_t *c, const char *path, const int *key
                        auxps_error_t *e) {
     char where[600];
     if (c->model.aux && c->model.arch == ARCH_MLP) {
-        locate(where, sizeof where, path, key_line, "aux", "arch");
+        locate(where, sizeof where, path, key_line, "model", "aux", "arch");
         return auxps_error_set(e, AUXPS_ECONFIG, "%s model.aux = true needs model.arch = "
                                "resnet (the MLP has no auxiliary module): set model.aux = false",
                                where);
     }
     long long in = (long long)c->model.in_c * c->model.in_h * c->model.in_w;
     if (in > MAX_INPUT) {
-        locate(where, sizeof where, path, key_line, "in_height", "in_width");
+        locate(where, sizeof where, path, key_line, "model", "in_height", "in_width");
         return auxps_error_set(e, AUXPS_ECONFIG, "%s model.in_channels * in_height * in_width "
                                "= %lld: expected at most %ld", where, in, MAX_INPUT);
+    }
+    /* Every role needs the server's public key to connect; the rest depends on the role. */
+    if (c->security.curve && c->security.server_public[0] == '\0') {
+        locate(where, sizeof where, path, key_line, "security", "curve", "server_public");
+        return auxps_error_set(e, AUXPS_ECONFIG, "%s security.curve = true needs security.server_public "
+                               "(the cluster's public key file, made by auxps keygen)", where);
     }
     return 0;
 }

@@ -74,6 +74,16 @@ typedef struct {
         char addr[CONFIG_MAX_STRING + 1]; /* IPv4 address to bind, default "127.0.0.1" */
         int port;              /* 0..65535, default 8080; 0 = any free port (logged) */
     } status;
+    struct {                   /* ZeroMQ CURVE (docs/CONFIG.md [security], common/curve.h) */
+        int curve;             /* bool, default false: plain, unauthenticated ZeroMQ */
+        /* Paths of Z85 key files (auxps keygen); "" = not given. Which role needs which is
+         * curve.h's business: the config checks only that curve = true names server_public. */
+        char server_public[CONFIG_MAX_STRING + 1];
+        char server_secret[CONFIG_MAX_STRING + 1];
+        char client_public[CONFIG_MAX_STRING + 1];
+        char client_secret[CONFIG_MAX_STRING + 1];
+        char authorized_keys[CONFIG_MAX_STRING + 1];
+    } security;
     char path[512];            /* the file it was loaded from; "" if none */
 } auxps_config_t;
 
@@ -96,7 +106,8 @@ int config_load_text(auxps_config_t *c, const char *text, const char *name, auxp
 int config_set(auxps_config_t *c, const char *assignment, auxps_error_t *err);
 
 /* Returns 0 if every field of c is in range and the fields agree with each other (the
- * auxiliary module needs arch = resnet; the input has at most 2^24 values), else AUXPS_ECONFIG
+ * auxiliary module needs arch = resnet; the input has at most 2^24 values; security.curve =
+ * true needs security.server_public), else AUXPS_ECONFIG
  * with a sentence in err. */
 int config_check(const auxps_config_t *c, auxps_error_t *err);
 

@@ -3,6 +3,7 @@
 #include "peer.h"
 
 #include "clock.h"
+#include "config.h"
 #include "wire.h"
 
 #include <inttypes.h>
@@ -22,7 +23,8 @@ int peer_sockopt(void *sock, int opt, int value) {
     return zmq_setsockopt(sock, opt, &value, sizeof value);
 }
 
-void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, auxps_error_t *err) {
+void *peer_coord_socket(void *ctx, const char *coordinator, const curve_t *cv, const char *who,
+                        auxps_error_t *err) {
     char what[64];
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     if (s == NULL) {
@@ -37,6 +39,7 @@ void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, aux
         peer_zfail(what, err);
         goto fail;
     }
+    if (curve_connect(cv, s, err) != 0) goto fail;
     if (zmq_connect(s, coordinator) != 0) {
         auxps_error_set(err, AUXPS_EINVAL, "%s: cannot connect to the coordinator at %s: %s", who,
                         coordinator, zmq_strerror(zmq_errno()));
@@ -46,6 +49,24 @@ void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, aux
 fail:
     zmq_close(s);
     return NULL;
+}
+
+int peer_load_curve(const char *path, const char *const *sets, int nsets, int role, curve_t **cv,
+                    auxps_error_t *err) {
+    *cv = NULL;
+    auxps_config_t cfg;
+    config_defaults(&cfg);
+    int rc = path != NULL ? config_load(&cfg, path, err) : 0;
+    for (int i = 0; rc == 0 && i < nsets; i++) {
+        const char *s = sets[i] + strspn(sets[i], " \t");
+        if (strncmp(s, "security.", 9) != 0)
+            return auxps_error_set(err, AUXPS_ECONFIG, "--set %s: only security.* applies here; the run's "
+                                   "other settings come from the coordinator", sets[i]);
+        rc = config_set(&cfg, s, err);
+    }
+    if (rc == 0) rc = config_check(&cfg, err);
+    if (rc == 0) rc = curve_load(&cfg, role, cv, err);
+    return rc;
 }
 
 void peer_hello_name(char *name, size_t size, const char *fallback) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "curve.h"
 #include "error.h"
 
 /* Sets err to AUXPS_EIO, "what: <zmq_strerror of the last ZeroMQ error>", and returns
@@ -20,10 +21,23 @@ int peer_zfail(const char *what, auxps_error_t *err);
 int peer_sockopt(void *sock, int opt, int value);
 
 /* Creates a DEALER in ctx, sets the options of a coordinator link (linger 1 s, send timeout
- * 1 s, wire_socket_limits) and connects it to coordinator. who ("node", "worker") prefixes the
- * error messages. Returns the socket, which the caller closes, or NULL with err set: AUXPS_EIO
- * (ZeroMQ failed) or AUXPS_EINVAL (coordinator is no endpoint ZeroMQ can connect to). */
-void *peer_coord_socket(void *ctx, const char *coordinator, const char *who, auxps_error_t *err);
+ * 1 s, wire_socket_limits; CURVE client keys when cv is not NULL, curve.h) and connects it to
+ * coordinator. who ("node", "worker") prefixes the error messages. Returns the socket, which
+ * the caller closes, or NULL with err set: AUXPS_EIO (ZeroMQ failed) or AUXPS_EINVAL
+ * (coordinator is no endpoint ZeroMQ can connect to). */
+void *peer_coord_socket(void *ctx, const char *coordinator, const curve_t *cv, const char *who,
+                        auxps_error_t *err);
+
+#define PEER_MAX_SETS 64 /* --set options of auxps ps and auxps worker */
+
+/* The CURVE keys of a node or a worker, whose run settings come from the coordinator but whose
+ * keys cannot: reads the config file at path (NULL: the defaults, curve off) with config_load,
+ * applies the nsets assignments sets[] (each "security.KEY=VALUE"; another section is refused
+ * with AUXPS_ECONFIG, as it would be ignored), checks it, and loads role's keys (curve_load).
+ * Returns 0 with *cv NULL (curve off) or a handle the caller destroys after the sockets, or a
+ * negative code with err set (config_load's, config_set's and curve_load's codes). */
+int peer_load_curve(const char *path, const char *const *sets, int nsets, int role, curve_t **cv,
+                    auxps_error_t *err);
 
 /* Writes "HOST:PID" into name (size bytes, at least 1): the host name cut to 40 bytes, with
  * every byte that is not printable ASCII or is a space replaced by '_', or fallback if the

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "config.h"
 #include "coord.h"
+#include "curve.h"
 #include "error.h"
 #include "model.h"
 #include "node.h"
@@ -51,6 +52,7 @@ typedef struct {
     size_t push_hdr[BT_MAX_NODES];         /* ... PUSH header ... */
     size_t ack_hdr[BT_MAX_NODES];          /* ... and PUSH_ACK header (the bare frames) */
     uint32_t samples, timeout_ms;
+    const curve_t *curve;                  /* --curve: every link is a CURVE link; NULL = plain */
     double t_warm, t_end;                  /* CLOCK_MONOTONIC s: the warm-up ends, time is up */
     atomic_int finished;                   /* workers that have stopped */
     atomic_int abort;                      /* the coordinator failed: stop now */
@@ -65,6 +67,7 @@ typedef struct {
     size_t nparams, nstats;
     wire_shard_t map[BT_MAX_NODES + 1][BT_MAX_NODES]; /* map[S]: S shards, no endpoints yet */
     float *grad;                           /* (nparams) the gradient every worker pushes */
+    curve_t *curve;                        /* --curve: keys made for this run only; NULL = plain */
 } bench_t;
 
 /* Bytes of m's header as wire_encode packs it. */
@@ -161,6 +164,7 @@ static int worker_connect(bworker_t *w) {
         if (sock == NULL || peer_sockopt(sock, ZMQ_LINGER, 0) || peer_sockopt(sock, ZMQ_SNDTIMEO, (int)p->timeout_ms) ||
             wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, route, strlen(route)) != 0)
             return peer_zfail("worker: node socket", &w->err);
+        if (curve_connect(p->curve, sock, &w->err) != 0) return w->err.code;
         if (zmq_connect(sock, p->shards[s].endpoint) != 0)
             return auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": cannot connect to %s: %s", w->id,
                                    p->shards[s].endpoint, zmq_strerror(zmq_errno()));
@@ -354,6 +358,7 @@ typedef struct {
     const plan_t *plan;
     int shard;
     void *ctx, *sock;
+    curve_zap_t *zap;                      /* --curve: the ZAP handler of ctx */
     char endpoint[WIRE_MAX_ENDPOINT + 1];
     float *slice;                          /* (shard length) the reply, sent without a copy */
     atomic_int stop;
@@ -434,9 +439,13 @@ static int bare_start(bare_t *b, plan_t *p, int shard) {
     size_t len = sizeof b->endpoint;
     if ((b->slice = calloc(p->shards[shard].length, sizeof(float))) == NULL)
         return auxps_error_set(&b->err, AUXPS_ENOMEM, "out of memory");
-    if ((b->ctx = zmq_ctx_new()) == NULL || (b->sock = zmq_socket(b->ctx, ZMQ_ROUTER)) == NULL ||
+    if ((b->ctx = zmq_ctx_new()) == NULL) return peer_zfail("bare server: zmq_ctx_new", &b->err);
+    if (p->curve != NULL && (b->zap = curve_zap_start(p->curve, b->ctx, "bare", NULL, &b->err)) == NULL)
+        return b->err.code;
+    if ((b->sock = zmq_socket(b->ctx, ZMQ_ROUTER)) == NULL ||
         peer_sockopt(b->sock, ZMQ_LINGER, 0) || peer_sockopt(b->sock, ZMQ_SNDHWM, BT_HWM) ||
         peer_sockopt(b->sock, ZMQ_RCVHWM, BT_HWM) || wire_socket_limits(b->sock) != 0 ||
+        curve_serve(p->curve, b->sock, &b->err) != 0 ||
         zmq_bind(b->sock, BT_BIND) != 0 || zmq_getsockopt(b->sock, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0)
         return peer_zfail("bare server: socket", &b->err);
     b->endpoint[sizeof b->endpoint - 1] = '\0';
@@ -452,6 +461,7 @@ static void bare_stop(bare_t *b) {
     if (b->started) pthread_join(b->thread, NULL);
     b->started = 0;
     if (b->sock != NULL) zmq_close(b->sock);
+    curve_zap_stop(&b->zap);
     if (b->ctx != NULL) zmq_ctx_term(b->ctx); /* every reply is released by now */
     b->sock = b->ctx = NULL;
     free(b->slice);
@@ -696,6 +706,7 @@ static void plan_init(const bench_t *b, plan_t *p, int path, int workers, int no
     memcpy(p->shards, b->map[nodes], sizeof p->shards[0] * (size_t)nodes);
     p->samples = (uint32_t)b->cfg.train.batch_size;
     p->timeout_ms = (uint32_t)b->cfg.cluster.timeout_ms;
+    p->curve = b->curve;
     atomic_init(&p->finished, 0);
     atomic_init(&p->abort, 0);
 }
@@ -730,8 +741,18 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
     c.plan = &p;
     size_t len = sizeof c.endpoint;
     int rc = 0;
-    if ((c.ctx = zmq_ctx_new()) == NULL || (c.router = zmq_socket(c.ctx, ZMQ_ROUTER)) == NULL ||
-        peer_sockopt(c.router, ZMQ_LINGER, 0) || wire_socket_limits(c.router) != 0 || zmq_bind(c.router, BT_BIND) != 0 ||
+    curve_zap_t *zap = NULL;
+    if ((c.ctx = zmq_ctx_new()) == NULL) {
+        rc = peer_zfail("coordinator: zmq_ctx_new", err);
+        goto done;
+    }
+    if (b->curve != NULL && (zap = curve_zap_start(b->curve, c.ctx, "coord", NULL, err)) == NULL) {
+        rc = err->code;
+        goto done;
+    }
+    if ((c.router = zmq_socket(c.ctx, ZMQ_ROUTER)) == NULL ||
+        peer_sockopt(c.router, ZMQ_LINGER, 0) || wire_socket_limits(c.router) != 0 ||
+        curve_serve(b->curve, c.router, err) != 0 || zmq_bind(c.router, BT_BIND) != 0 ||
         zmq_getsockopt(c.router, ZMQ_LAST_ENDPOINT, c.endpoint, &len) != 0) {
         rc = peer_zfail("coordinator: socket", err);
         goto done;
@@ -743,7 +764,7 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
             rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
             goto done;
         }
-        if ((n->node = node_new(c.endpoint, BT_BIND, err)) == NULL) {
+        if ((n->node = node_new_curve(c.endpoint, BT_BIND, b->curve, err)) == NULL) {
             rc = err->code;
             goto done;
         }
@@ -821,6 +842,7 @@ done:
     }
     wire_in_close(&c.in);
     if (c.router != NULL) zmq_close(c.router);
+    curve_zap_stop(&zap);
     if (c.ctx != NULL) zmq_ctx_term(c.ctx);
     return rc;
 }
@@ -836,15 +858,15 @@ static void print_json(const bench_t *b, const result_t *r, const result_t *bare
            path_names[r->path], sp->wbits, sp->abits, sp->aux ? "true" : "false", b->nparams, bytes, r->workers,
            r->nodes, r->seconds, r->rounds, r->rate, r->rate * 2.0 * (double)bytes / 1e6, 1000.0 * r->workers / r->rate);
     if (bare != NULL) printf(",\"ratio_to_bare\":%.3f", r->rate / bare->rate);
-    printf("}\n");
+    printf(",\"curve\":%s}\n", b->curve != NULL ? "true" : "false");
     fflush(stdout);
 }
 
 static void print_table(const bench_t *b, const result_t (*res)[2], int n) {
     const double mb = 2.0 * (double)b->nparams * sizeof(float) / 1e6;
     fprintf(stderr, "transport: ResNet-8 W2A2 + aux, %zu float32 (%zu bytes) pulled and pushed per round, "
-            "%.2f s per configuration after %.1f s warm-up\n", b->nparams, b->nparams * sizeof(float), b->seconds,
-            BENCH_TRANSPORT_WARMUP_S);
+            "%.2f s per configuration after %.1f s warm-up%s\n", b->nparams, b->nparams * sizeof(float), b->seconds,
+            BENCH_TRANSPORT_WARMUP_S, b->curve != NULL ? ", every link CURVE (both paths)" : "");
     fprintf(stderr, "workers  nodes  auxps rounds/s     MB/s  bare rounds/s     MB/s  auxps/bare\n");
     for (int i = 0; i < n; i++) {
         const result_t *bare = &res[i][PATH_BARE], *real = &res[i][PATH_AUXPS];
@@ -887,12 +909,13 @@ static void bench_free(bench_t *b) {
     free(b->config_text);
     free(b->grad);
     model_destroy(&b->model);
+    curve_destroy(&b->curve);
 }
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "auxps bench: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S]\n");
+    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S] [--curve]\n");
     return 2;
 }
 
@@ -900,8 +923,13 @@ int bench_transport(int argc, char **argv) {
     bench_t b;
     memset(&b, 0, sizeof b);
     b.seconds = BENCH_TRANSPORT_SECONDS;
+    int curve = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--transport") == 0) continue;
+        if (strcmp(argv[i], "--curve") == 0) {
+            curve = 1;
+            continue;
+        }
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
             char *end;
             errno = 0;
@@ -917,6 +945,7 @@ int bench_transport(int argc, char **argv) {
     static const int node_counts[] = {1, 2}, worker_counts[] = {1, BT_MAX_WORKERS};
     result_t res[4][2];
     int n = 0, rc = bench_init(&b, &err);
+    if (rc == 0 && curve) rc = curve_ephemeral(&b.curve, &err);
     for (int i = 0; i < 2 && rc == 0; i++)
         for (int j = 0; j < 2 && rc == 0; j++, n++) {
             /* The bare exchange first, then the real path, so that both see the same load. */

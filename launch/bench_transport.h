@@ -1,6 +1,8 @@
-/* bench_transport.h - `auxps bench --transport [--seconds S]`: how many training rounds per
- * second the parameter-server transport sustains, beside a bare ZeroMQ exchange of the same
- * bytes measured in the same run.
+/* bench_transport.h - `auxps bench --transport [--seconds S] [--curve]`: how many training
+ * rounds per second the parameter-server transport sustains, beside a bare ZeroMQ exchange of
+ * the same bytes measured in the same run. With --curve every socket of both paths is a ZeroMQ
+ * CURVE socket (keys made for the run, curve_ephemeral; a ZAP handler in every server's
+ * context), to measure what encryption costs.
  *
  * A round is what a worker does per batch minus the compute (and minus its PROGRESS to the
  * coordinator): PULL the whole parameter vector from every shard with all requests in flight at
@@ -32,7 +34,7 @@
  * Output, stdout: one JSON line per configuration, the bare one before the auxps one:
  *   {"bench":"transport","path":"bare"|"auxps","model":"resnet8","wbits":2,"abits":2,
  *    "aux":true,"params":87044,"bytes":348176,"workers":W,"nodes":S,"seconds":T,"rounds":R,
- *    "rounds_per_s":X,"mb_per_s":Y,"ms_per_round":Z[,"ratio_to_bare":Q]}
+ *    "rounds_per_s":X,"mb_per_s":Y,"ms_per_round":Z[,"ratio_to_bare":Q],"curve":C}
  * mb_per_s counts the payload of both directions (2 * bytes per round; 1 MB = 10^6 bytes),
  * ms_per_round is one worker's mean round (W / X), and ratio_to_bare (auxps lines only) is X
  * over the bare rate of the same W and S. Stderr: a table of the same numbers at the end, and

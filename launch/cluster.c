@@ -399,9 +399,20 @@ int cluster_main(int argc, char **argv) {
         c->pid = -1;
         if (i > 0) {
             int node = i <= nodes;
-            char *const nargs[] = {"auxps", "ps", "--coordinator", endpoint, NULL};
-            char *const wargs[] = {"auxps", "worker", "--coordinator", endpoint, "--threads", sthreads, NULL};
-            memcpy(args, node ? nargs : wargs, sizeof(char *) * (node ? 5 : 7));
+            na = 0;
+            args[na++] = "auxps";
+            args[na++] = node ? "ps" : "worker";
+            args[na++] = "--coordinator", args[na++] = endpoint;
+            if (!node) args[na++] = "--threads", args[na++] = sthreads;
+            /* Nodes and workers take their keys from the same config (curve.h: each reads
+             * what its role needs), and the --set of security keys with it. */
+            if (cfg.security.curve) {
+                args[na++] = "--security", args[na++] = (char *)config;
+                for (int j = 0; j < nsets; j++)
+                    if (strncmp(sets[j] + strspn(sets[j], " \t"), "security.", 9) == 0)
+                        args[na++] = "--set", args[na++] = (char *)sets[j];
+            }
+            args[na] = NULL;
         }
         if (start_child(c, args) != 0) {
             fprintf(stderr, "auxps cluster: cannot start process %d of %d: %s\n", i + 1, 1 + nodes + workers,

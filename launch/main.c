@@ -4,6 +4,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "coord.h"
+#include "curve.h"
 #include "data.h"
 #include "error.h"
 #include "export.h"
@@ -58,9 +59,13 @@ static void usage(FILE *f) {
             "  cluster CONFIG --ps S --workers N [--set ...] a coordinator, S nodes and N workers on this machine\n"
             "  coord CONFIG --nodes S [--workers N] [--bind ENDPOINT] [--dump-params FILE] [--set ...]\n"
             "                                               the coordinator of a distributed run\n"
-            "  ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT]\n"
+            "  ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT] [--security CONFIG]\n"
             "                                               a parameter-server node\n"
-            "  worker --coordinator ENDPOINT [--threads T]  a training worker\n"
+            "  worker --coordinator ENDPOINT [--threads T] [--security CONFIG]\n"
+            "                                               a training worker\n"
+            "  keygen DIR [--clients N]                     CURVE keys: a server pair, N client pairs (default 1)\n"
+            "                                               and authorized_keys (docs/CONFIG.md [security])\n"
+            "  keygen DIR --client NAME                     one more client pair, added to DIR/authorized_keys\n"
             "  status [URL] [--json]                        a run's status from its HTTP endpoint\n"
             "                                               (default http://127.0.0.1:8080/status)\n"
             "  version\n");
@@ -263,6 +268,32 @@ static int cmd_bench(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_keygen(int argc, char **argv) {
+    if (argc < 1 || argv[0][0] == '-') {
+        usage(stderr);
+        return 2;
+    }
+    int clients = 1;
+    const char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
+            if (parse_int(argv[++i], 1, CURVE_MAX_CLIENTS, &clients) != 0)
+                return bad_value("--clients", argv[i], 1, CURVE_MAX_CLIENTS);
+        } else if (strcmp(argv[i], "--client") == 0 && i + 1 < argc) {
+            name = argv[++i];
+        } else {
+            fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    auxps_error_t err = {0};
+    if (curve_keygen(argv[0], clients, name, stdout, &err) != 0) {
+        fprintf(stderr, "auxps keygen: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -278,6 +309,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "worker") == 0) return worker_main(argc - 2, argv + 2);
     if (strcmp(cmd, "cluster") == 0) return cluster_main(argc - 2, argv + 2);
     if (strcmp(cmd, "status") == 0) return status_cli_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("auxps %s\n", AUXPS_VERSION);
         return 0;

@@ -107,6 +107,7 @@ struct coord {
     char endpoint[WIRE_MAX_ENDPOINT + 1];
     char dump_path[512];
     void *ctx, *router;
+    curve_zap_t *zap;         /* CURVE: the ZAP handler of ctx; NULL = plain */
     void *dealers[WIRE_MAX_SHARDS];
     wire_in_t in;
     FILE *out;
@@ -1077,8 +1078,9 @@ static void start_pull(coord_t *c) {
     const int linger = 0;
     for (int k = 0; k < S; k++) {
         void *d = zmq_socket(c->ctx, ZMQ_DEALER);
+        auxps_error_t e = {0};
         if (d == NULL || wire_socket_limits(d) != 0 || zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-            zmq_connect(d, c->shards[k].endpoint) != 0) {
+            curve_connect(c->opt.curve, d, &e) != 0 || zmq_connect(d, c->shards[k].endpoint) != 0) {
             if (d != NULL) zmq_close(d);
             fail(c, AUXPS_EIO, "cannot connect to node %d at %s: %s", k, c->shards[k].endpoint,
                  zmq_strerror(zmq_errno()));
@@ -1708,6 +1710,8 @@ static void publish_status(coord_t *c, int final) {
     s->chunks_released = (uint64_t)c->released_total;
     s->started = c->started_unix;
     s->uptime_s = unow - c->started_unix;
+    s->security.curve = c->opt.curve != NULL;
+    s->security.auth_refused = curve_zap_refused(c->zap);
     uint64_t ck_version = UINT64_MAX, ck_ms = 0;
     for (int k = 0; k < c->nnodes && s->num_shards < STATUS_MAX_SHARDS; k++) {
         const peer_t *n = &c->nodes[k];
@@ -1934,7 +1938,10 @@ static int make_config_text(coord_t *c, auxps_error_t *err) {
     size_t size = 0;
     FILE *f = open_memstream(&c->config_text, &size);
     if (f == NULL) return auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
-    int rc = config_write(&c->cfg, f);
+    /* Peers use their own keys (auxps ps/worker --security): the paths stay here. */
+    auxps_config_t sent = c->cfg;
+    memset(&sent.security, 0, sizeof sent.security);
+    int rc = config_write(&sent, f);
     if (fclose(f) != 0 || rc != 0) return auxps_error_set(err, AUXPS_ENOMEM, "cannot write the config text");
     if (size < 1 || size > WIRE_MAX_CONFIG)
         return auxps_error_set(err, AUXPS_EINVAL, "the config is %zu bytes as text: WELCOME carries 1..%u", size,
@@ -2046,6 +2053,8 @@ coord_t *coord_new(const auxps_config_t *cfg, const coord_options_t *opt, auxps_
         auxps_error_set(err, AUXPS_EIO, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    /* The ZAP handler must be up before the bind: a CURVE server without one admits any key. */
+    if (opt->curve != NULL && (c->zap = curve_zap_start(opt->curve, c->ctx, "coord", NULL, err)) == NULL) goto fail;
     c->router = zmq_socket(c->ctx, ZMQ_ROUTER);
     const int one = 1, linger = 1000, sndtimeo = cf->cluster.timeout_ms;
     if (c->router == NULL || wire_socket_limits(c->router) != 0 ||
@@ -2055,6 +2064,7 @@ coord_t *coord_new(const auxps_config_t *cfg, const coord_options_t *opt, auxps_
         auxps_error_set(err, AUXPS_EIO, "cannot create the ROUTER socket: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (curve_serve(opt->curve, c->router, err) != 0) goto fail;
     if (zmq_bind(c->router, c->bind) != 0) {
         auxps_error_set(err, AUXPS_EIO, "cannot bind %s: %s", c->bind, zmq_strerror(zmq_errno()));
         goto fail;
@@ -2076,6 +2086,7 @@ void coord_destroy(coord_t **cp) {
     for (int k = 0; k < (int)WIRE_MAX_SHARDS; k++)
         if (c->dealers[k] != NULL) zmq_close(c->dealers[k]);
     if (c->router != NULL) zmq_close(c->router);
+    curve_zap_stop(&c->zap);
     if (c->ctx != NULL) zmq_ctx_term(c->ctx);
     dataset_free(&c->test);
     model_destroy(&c->model);
@@ -2240,7 +2251,7 @@ int coord_main(int argc, char **argv) {
     }
     auxps_config_t cfg;
     auxps_error_t err = {0};
-    coord_options_t opt = {0, 1, NULL, NULL};
+    coord_options_t opt = {0, 1, NULL, NULL, NULL};
     if (config_load(&cfg, argv[0], &err) != 0) {
         fprintf(stderr, "auxps coord: %s\n", err.msg);
         return 1;
@@ -2278,6 +2289,12 @@ int coord_main(int argc, char **argv) {
         fprintf(stderr, "auxps coord: %s\n", err.msg);
         return 1;
     }
+    curve_t *cv = NULL;
+    if (curve_load(&cfg, CURVE_ROLE_SERVER, &cv, &err) != 0) {
+        fprintf(stderr, "auxps coord: %s\n", err.msg);
+        return 1;
+    }
+    opt.curve = cv;
     peer_catch_signals(on_signal);
     int threads = cfg.train.threads > 0 ? cfg.train.threads : 1; /* the file check only */
     openblas_set_num_threads(threads);
@@ -2285,11 +2302,13 @@ int coord_main(int argc, char **argv) {
     coord_t *c = coord_new(&cfg, &opt, &err);
     if (c == NULL) {
         fprintf(stderr, "auxps coord: %s\n", err.msg);
+        curve_destroy(&cv);
         return 1;
     }
     coord_result_t res;
     int rc = coord_run(c, stdout, &g_coord_stop, &res, &err);
     coord_destroy(&c);
+    curve_destroy(&cv); /* after the coordinator: its ZAP handler reads the keys */
     if (rc != 0) {
         fprintf(stderr, "auxps coord: %s\n", err.msg);
         return 1;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "curve.h"
 #include "error.h"
 #include "model.h"
 #include "wire.h"
@@ -26,6 +27,8 @@ typedef struct {
     int workers;              /* workers the run waits for, 1..WIRE_MAX_WORKERS */
     const char *bind;         /* ROUTER endpoint; NULL = COORD_DEFAULT_BIND */
     const char *dump_params;  /* NULL, or a file for the final parameters as raw f32 (tests) */
+    const curve_t *curve;     /* NULL (plain), or CURVE server keys (curve.h), borrowed: they
+                                 must outlive the coordinator */
 } coord_options_t;
 
 /* What a finished run reports (coord_run). */
@@ -69,7 +72,8 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
 int coord_shard_map(const model_t *m, int S, wire_shard_t *out, auxps_error_t *err);
 
 /* `auxps coord CONFIG --nodes S [--workers N] [--bind ENDPOINT] [--dump-params FILE]
- * [--set section.key=value ...]`; argv excludes the program name and "coord". Returns the
+ * [--set section.key=value ...]`; argv excludes the program name and "coord". CONFIG's
+ * [security] section turns CURVE on (curve_load). Returns the
  * exit status: 0 done, 1 error, 2 usage, 130 interrupted (SIGINT, SIGTERM). */
 int coord_main(int argc, char **argv);
 

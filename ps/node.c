@@ -5,6 +5,7 @@
 #include "ckpt.h"
 #include "clock.h"
 #include "config.h"
+#include "curve.h"
 #include "data.h"
 #include "model.h"
 #include "optim.h"
@@ -57,6 +58,7 @@ typedef struct {
 
 struct node {
     void *ctx, *coord, *data;
+    curve_zap_t *zap;                    /* CURVE: the ZAP handler of ctx; NULL = plain */
     char endpoint[WIRE_MAX_ENDPOINT + 1];
     char coord_ep[WIRE_MAX_ENDPOINT + 1];
     FILE *log;
@@ -133,6 +135,10 @@ static void snap_release(void *data, void *hint) {
 /* ---- sockets --------------------------------------------------------------------------- */
 
 node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) {
+    return node_new_curve(coordinator, bind, NULL, err);
+}
+
+node_t *node_new_curve(const char *coordinator, const char *bind, const curve_t *cv, auxps_error_t *err) {
     if (bind == NULL) bind = NODE_DEFAULT_BIND;
     if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
         strlen(bind) > WIRE_MAX_ENDPOINT) {
@@ -152,6 +158,8 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) 
         peer_zfail("node: zmq_ctx_new", err);
         goto fail;
     }
+    /* The ZAP handler must be up before the bind: a CURVE server without one admits any key. */
+    if (cv != NULL && (n->zap = curve_zap_start(cv, n->ctx, "node", NULL, err)) == NULL) goto fail;
     n->data = zmq_socket(n->ctx, ZMQ_ROUTER);
     if (n->data == NULL) {
         peer_zfail("node: zmq_socket", err);
@@ -164,6 +172,7 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) 
         peer_zfail("node: zmq_setsockopt", err);
         goto fail;
     }
+    if (curve_serve(cv, n->data, err) != 0) goto fail;
     if (zmq_bind(n->data, bind) != 0) {
         auxps_error_set(err, AUXPS_EIO, "node: cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
         goto fail;
@@ -174,7 +183,7 @@ node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err) 
         goto fail;
     }
     n->endpoint[sizeof n->endpoint - 1] = '\0';
-    if ((n->coord = peer_coord_socket(n->ctx, coordinator, "node", err)) == NULL) goto fail;
+    if ((n->coord = peer_coord_socket(n->ctx, coordinator, cv, "node", err)) == NULL) goto fail;
     return n;
 fail:
     node_destroy(&n);
@@ -206,6 +215,7 @@ void node_destroy(node_t **np) {
     node_t *n = *np;
     if (n->data != NULL) zmq_close(n->data);
     if (n->coord != NULL) zmq_close(n->coord);
+    curve_zap_stop(&n->zap);
     if (n->ctx != NULL) zmq_ctx_term(n->ctx); /* every zero-copy payload is released by now */
     free_run(n);
     free(n);
@@ -228,7 +238,10 @@ int node_advertise(node_t *n, const char *endpoint, auxps_error_t *err) {
     return 0;
 }
 
-void node_get_counters(const node_t *n, node_counters_t *c) { *c = n->cnt; }
+void node_get_counters(const node_t *n, node_counters_t *c) {
+    *c = n->cnt;
+    c->auth_refused = curve_zap_refused(n->zap);
+}
 
 /* ---- sending --------------------------------------------------------------------------- */
 
@@ -1175,6 +1188,8 @@ done:
         say(n, "answered %" PRIu64 " pulls (%" PRIu64 " waited at the gate), refused %" PRIu64
             " messages", n->cnt.pulls, n->cnt.deferred, n->cnt.refused);
     }
+    if (n->zap != NULL)
+        say(n, "CURVE: refused %" PRIu64 " connection attempts of unauthorised keys", curve_zap_refused(n->zap));
     return rc;
 }
 
@@ -1188,14 +1203,18 @@ static void on_signal(int sig) {
 }
 
 int node_main(int argc, char **argv) {
-    const char *coordinator = NULL, *bind = NULL, *advertise = NULL;
-    static const char usage[] = "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT]\n";
+    const char *coordinator = NULL, *bind = NULL, *advertise = NULL, *security = NULL, *sets[PEER_MAX_SETS];
+    int nsets = 0;
+    static const char usage[] = "usage: auxps ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT]\n"
+                                "                [--security CONFIG] [--set security.KEY=VALUE ...]\n";
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc) coordinator = argv[++i];
         else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc) bind = argv[++i];
         else if (strcmp(argv[i], "--advertise") == 0 && i + 1 < argc) advertise = argv[++i];
+        else if (strcmp(argv[i], "--security") == 0 && i + 1 < argc) security = argv[++i];
+        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && nsets < PEER_MAX_SETS) sets[nsets++] = argv[++i];
         else {
-            fprintf(stderr, "auxps ps: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "auxps ps: unknown or incomplete argument '%s'\n", argv[i]);
             fputs(usage, stderr);
             return 2;
         }
@@ -1206,14 +1225,21 @@ int node_main(int argc, char **argv) {
     }
     peer_catch_signals(on_signal);
     auxps_error_t err = {0};
-    node_t *n = node_new(coordinator, bind, &err);
+    curve_t *cv = NULL;
+    if (peer_load_curve(security, sets, nsets, CURVE_ROLE_SERVER, &cv, &err) != 0) {
+        fprintf(stderr, "auxps ps: %s\n", err.msg);
+        return 1;
+    }
+    node_t *n = node_new_curve(coordinator, bind, cv, &err);
     if (n == NULL || (advertise != NULL && node_advertise(n, advertise, &err) != 0)) {
         fprintf(stderr, "auxps ps: %s\n", err.msg);
         node_destroy(&n);
+        curve_destroy(&cv);
         return 1;
     }
     int rc = node_run(n, &node_stop, stderr, stdout, &err);
     if (rc != 0) fprintf(stderr, "auxps ps: %s\n", err.msg);
     node_destroy(&n);
+    curve_destroy(&cv); /* after the node: its ZAP handler reads the keys */
     return rc != 0 ? 1 : 0;
 }

@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "curve.h"
 #include "error.h"
 
 #define NODE_DEFAULT_BIND "tcp://127.0.0.1:*"
@@ -65,12 +66,18 @@ typedef struct {
     uint64_t checkpoint_version; /* of the newest checkpoint written; 0 = none */
     uint64_t checkpoint_unix_ms; /* when it was written */
     uint64_t bytes_in, bytes_out; /* payload bytes of pushes received and PULL_REPs sent */
+    uint64_t auth_refused;       /* CURVE: connection attempts with a key not admitted (curve.h) */
 } node_counters_t;
 
 /* Creates a node's sockets: binds the data ROUTER at bind (NULL: NODE_DEFAULT_BIND) and
  * connects a DEALER to coordinator. Returns NULL with err set (AUXPS_EINVAL: bad argument or
  * endpoint; AUXPS_EIO: ZeroMQ failed, e.g. the address is in use; AUXPS_ENOMEM). */
 node_t *node_new(const char *coordinator, const char *bind, auxps_error_t *err);
+/* As node_new, with ZeroMQ CURVE when cv is not NULL (a CURVE_ROLE_SERVER handle, curve.h):
+ * a ZAP handler in the node's context admits only cv's keys, the data ROUTER serves with the
+ * server key and the coordinator link connects with it. cv is borrowed and must outlive the
+ * node. */
+node_t *node_new_curve(const char *coordinator, const char *bind, const curve_t *cv, auxps_error_t *err);
 /* Closes the sockets and frees everything; safe on NULL and twice, clears *n. */
 void node_destroy(node_t **n);
 
@@ -97,9 +104,11 @@ int node_run(node_t *n, volatile sig_atomic_t *stop, FILE *log, FILE *out, auxps
 /* Copies the counters; safe at any time from the thread that runs the node. */
 void node_get_counters(const node_t *n, node_counters_t *c);
 
-/* `auxps ps --coordinator ENDPOINT [--bind ENDPOINT]`: argv excludes the program name and "ps".
- * Installs SIGINT/SIGTERM handlers, runs a node, prints its counters line to stdout. Returns
- * the exit status: 0 after DONE, 1 on an error, 2 on a usage error. */
+/* `auxps ps --coordinator ENDPOINT [--bind ENDPOINT] [--advertise ENDPOINT] [--security CONFIG]
+ * [--set security.KEY=VALUE ...]`: argv excludes the program name and "ps". The [security]
+ * section of CONFIG (peer_load_curve) turns CURVE on. Installs SIGINT/SIGTERM handlers, runs a
+ * node, prints its counters line to stdout. Returns the exit status: 0 after DONE, 1 on an
+ * error, 2 on a usage error. */
 int node_main(int argc, char **argv);
 
 #endif

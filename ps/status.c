@@ -155,6 +155,12 @@ int status_json(const status_snapshot_t *s, double age_s, double now_unix, char 
     jset(&c, root, "chunks_done", juint(s->chunks_done));
     jset(&c, root, "chunks_leased", juint(s->chunks_leased));
     jset(&c, root, "chunks_released", juint(s->chunks_released));
+    json_t *sec = json_object();
+    if (sec != NULL) {
+        jset(&c, sec, "curve", json_boolean(s->security.curve));
+        jset(&c, sec, "auth_refused", juint(s->security.auth_refused));
+    }
+    jset(&c, root, "security", sec);
     if (s->has_checkpoint) {
         json_t *ck = json_object();
         if (ck != NULL) {
@@ -306,6 +312,9 @@ int status_metrics(const status_snapshot_t *s, double age_s, char **out, size_t 
     bprintf(&b, "auxps_epoch_chunks{state=\"leased\"} %llu\n", (unsigned long long)s->chunks_leased);
     family(&b, "chunks_released_total", "counter", "Leases given back after a failure or a leave.");
     bprintf(&b, "auxps_chunks_released_total %llu\n", (unsigned long long)s->chunks_released);
+    gauge(&b, "curve_enabled", "1 if the cluster's links use ZeroMQ CURVE.", s->security.curve ? 1 : 0);
+    family(&b, "auth_refused_total", "counter", "Connection attempts the coordinator refused: key not authorised.");
+    bprintf(&b, "auxps_auth_refused_total %llu\n", (unsigned long long)s->security.auth_refused);
     if (s->has_checkpoint) {
         gauge(&b, "last_checkpoint_step", "Step of the last checkpoint.", (double)s->checkpoint_step);
         gauge(&b, "last_checkpoint_timestamp_seconds", "Unix time of the last checkpoint.", s->checkpoint_time);

@@ -76,6 +76,10 @@ typedef struct {
     double checkpoint_time;        /* unix time, seconds */
     double started;                /* unix time the run started, seconds */
     double uptime_s;               /* seconds since started, when the snapshot was taken */
+    struct {
+        int curve;                 /* 1: the cluster's links use ZeroMQ CURVE */
+        uint64_t auth_refused;     /* the coordinator's refused connection attempts (curve.h) */
+    } security;                    /* never any key: the status endpoint is unauthenticated */
     int num_shards;                /* 0..STATUS_MAX_SHARDS */
     int num_workers;               /* 0..STATUS_MAX_WORKERS; workers stay last (see below) */
     status_shard_t shards[STATUS_MAX_SHARDS];

@@ -77,6 +77,7 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
         cr_assert_not_null(eol, "unterminated line: %s", l);
         cr_assert(l[0] == '{' && eol[-1] == '}', "not a JSON object: %.*s", (int)(eol - l), l);
         cr_assert(has(l, eol, "\"bench\":\"transport\""), "%.*s", (int)(eol - l), l);
+        cr_assert(has(l, eol, "\"curve\":false}"), "%.*s", (int)(eol - l), l);
         const int auxps = has(l, eol, "\"path\":\"auxps\"");
         cr_assert(auxps || has(l, eol, "\"path\":\"bare\""), "no path: %.*s", (int)(eol - l), l);
         const int w = (int)num(l, eol, "workers"), s = (int)num(l, eol, "nodes");
@@ -109,6 +110,26 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
                 cr_assert_eq(seen[a][w][s], 1, "%s, %d workers, %d nodes: %d lines", a ? "auxps" : "bare", w, s,
                              seen[a][w][s]);
     cr_assert_not_null(strstr(p.err.buf, "auxps/bare"), "no table on stderr:\n%s", p.err.buf);
+    util_proc_free(&p);
+}
+
+/* --curve: the same eight lines, every one marked CURVE, and the nodes still applied exactly
+ * the pushes they acknowledged (the bench checks that itself, else it exits 1). Without the
+ * flag every line says false (the test above ran it). */
+Test(bench, transport_with_curve_measures_every_configuration_over_curve) {
+    proc_t p;
+    RUN(&p, "bench", "--transport", "--seconds", "0.2", "--curve");
+    util_expect_exit(&p, 0);
+    int lines = 0;
+    for (const char *l = p.out.buf; *l; lines++) {
+        const char *eol = strchr(l, '\n');
+        cr_assert_not_null(eol);
+        cr_assert(has(l, eol, "\"curve\":true}"), "%.*s", (int)(eol - l), l);
+        cr_assert_gt(num(l, eol, "rounds_per_s"), 0);
+        l = eol + 1;
+    }
+    cr_assert_eq(lines, 8, "%s", p.out.buf);
+    cr_assert_not_null(strstr(p.err.buf, "every link CURVE"), "%s", p.err.buf);
     util_proc_free(&p);
 }
 

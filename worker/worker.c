@@ -42,6 +42,7 @@ typedef struct {
 
 struct worker {
     void *ctx, *coord;
+    const curve_t *curve;        /* CURVE client keys (borrowed); NULL = plain */
     char coord_ep[WIRE_MAX_ENDPOINT + 1];
     int threads;
     FILE *log;
@@ -100,6 +101,10 @@ static void say(worker_t *w, const char *fmt, ...) {
 }
 
 worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
+    return worker_new_curve(coordinator, threads, NULL, err);
+}
+
+worker_t *worker_new_curve(const char *coordinator, int threads, const curve_t *cv, auxps_error_t *err) {
     if (coordinator == NULL || coordinator[0] == '\0' || strlen(coordinator) > WIRE_MAX_ENDPOINT ||
         threads < 0 || threads > 256) {
         auxps_error_set(err, AUXPS_EINVAL, "worker: a coordinator endpoint of at most %u bytes and "
@@ -113,6 +118,7 @@ worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
     }
     w->cnt.id = UINT32_MAX;
     w->threads = threads;
+    w->curve = cv;
     w->order_epoch = -1;
     atomic_init(&w->inflight, 0);
     snprintf(w->coord_ep, sizeof w->coord_ep, "%s", coordinator);
@@ -120,7 +126,7 @@ worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err) {
         peer_zfail("worker: zmq", err);
         goto fail;
     }
-    if ((w->coord = peer_coord_socket(w->ctx, coordinator, "worker", err)) == NULL) goto fail;
+    if ((w->coord = peer_coord_socket(w->ctx, coordinator, cv, "worker", err)) == NULL) goto fail;
     return w;
 fail:
     worker_destroy(&w);
@@ -403,6 +409,10 @@ static void *node_socket(worker_t *w, uint32_t s, auxps_error_t *err) {
         wire_socket_limits(sock) != 0 || zmq_setsockopt(sock, ZMQ_ROUTING_ID, l->route, strlen(l->route)) != 0) {
         peer_zfail("worker: node socket", err);
         if (sock != NULL) zmq_close(sock);
+        return NULL;
+    }
+    if (curve_connect(w->curve, sock, err) != 0) {
+        zmq_close(sock);
         return NULL;
     }
     if (zmq_connect(sock, w->shards[s].endpoint) != 0) {
@@ -1101,11 +1111,15 @@ static void on_signal(int sig) {
 }
 
 int worker_main(int argc, char **argv) {
-    const char *coordinator = NULL;
-    int threads = 0;
+    const char *coordinator = NULL, *security = NULL, *sets[PEER_MAX_SETS];
+    int threads = 0, nsets = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc) {
             coordinator = argv[++i];
+        } else if (strcmp(argv[i], "--security") == 0 && i + 1 < argc) {
+            security = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && nsets < PEER_MAX_SETS) {
+            sets[nsets++] = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             char *end;
             errno = 0;
@@ -1116,24 +1130,32 @@ int worker_main(int argc, char **argv) {
             }
             threads = (int)v;
         } else {
-            fprintf(stderr, "auxps worker: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "auxps worker: unknown or incomplete argument '%s'\n", argv[i]);
             coordinator = NULL;
             break;
         }
     }
     if (coordinator == NULL) {
-        fprintf(stderr, "usage: auxps worker --coordinator ENDPOINT [--threads T]\n");
+        fprintf(stderr, "usage: auxps worker --coordinator ENDPOINT [--threads T] [--security CONFIG] "
+                        "[--set security.KEY=VALUE ...]\n");
         return 2;
     }
     peer_catch_signals(on_signal);
     auxps_error_t err = {0};
-    worker_t *w = worker_new(coordinator, threads, &err);
+    curve_t *cv = NULL;
+    if (peer_load_curve(security, sets, nsets, CURVE_ROLE_CLIENT, &cv, &err) != 0) {
+        fprintf(stderr, "auxps worker: %s\n", err.msg);
+        return 1;
+    }
+    worker_t *w = worker_new_curve(coordinator, threads, cv, &err);
     if (w == NULL) {
         fprintf(stderr, "auxps worker: %s\n", err.msg);
+        curve_destroy(&cv);
         return 1;
     }
     int rc = worker_run(w, &worker_stop, stderr, stdout, &err);
     if (rc != 0) fprintf(stderr, "auxps worker: %s\n", err.msg);
     worker_destroy(&w);
+    curve_destroy(&cv);
     return rc != 0 ? 1 : 0;
 }

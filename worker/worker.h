@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "curve.h"
 #include "error.h"
 #include "wire.h"
 
@@ -53,6 +54,10 @@ typedef struct {
  * BLAS threads; 0 takes the configuration's train.threads (0 there: all cores). Returns NULL
  * with err set (AUXPS_EINVAL: bad argument or endpoint; AUXPS_EIO; AUXPS_ENOMEM). */
 worker_t *worker_new(const char *coordinator, int threads, auxps_error_t *err);
+/* As worker_new, with ZeroMQ CURVE when cv is not NULL (curve.h; a CURVE_ROLE_CLIENT handle):
+ * the links to the coordinator and to the nodes connect with cv's client keys to the cluster's
+ * server key. cv is borrowed and must outlive the worker. */
+worker_t *worker_new_curve(const char *coordinator, int threads, const curve_t *cv, auxps_error_t *err);
 /* Closes the sockets and frees everything; safe on NULL and twice, clears *w. */
 void worker_destroy(worker_t **w);
 
@@ -68,8 +73,9 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop, FILE *log, FILE *out, a
 /* Copies the counters. */
 void worker_get_counters(const worker_t *w, worker_counters_t *c);
 
-/* `auxps worker --coordinator ENDPOINT [--threads T]`: argv excludes the program name and
- * "worker". Installs SIGINT/SIGTERM handlers, runs a worker, prints its counters line to
+/* `auxps worker --coordinator ENDPOINT [--threads T] [--security CONFIG] [--set
+ * security.KEY=VALUE ...]`: argv excludes the program name and "worker"; the [security] section
+ * of CONFIG (peer_load_curve) turns CURVE on. Installs SIGINT/SIGTERM handlers, runs a worker, prints its counters line to
  * stdout. Returns the exit status: 0 after DONE or a signal, 1 on an error, 2 on a usage
  * error. */
 int worker_main(int argc, char **argv);
