@@ -59,6 +59,7 @@ typedef struct {
 struct node {
     void *ctx, *coord, *data;
     curve_zap_t *zap;                    /* CURVE: the ZAP handler of ctx; NULL = plain */
+    const curve_t *curve;                /* its keys (borrowed: they outlive the node); NULL = plain */
     char endpoint[WIRE_MAX_ENDPOINT + 1];
     char coord_ep[WIRE_MAX_ENDPOINT + 1];
     FILE *log;
@@ -152,6 +153,7 @@ node_t *node_new_curve(const char *coordinator, const char *bind, const curve_t 
         return NULL;
     }
     n->cnt.id = UINT32_MAX;
+    n->curve = cv;
     snprintf(n->coord_ep, sizeof n->coord_ep, "%s", coordinator);
     n->ctx = zmq_ctx_new();
     if (n->ctx == NULL) {
@@ -933,7 +935,7 @@ static int lose_coord(node_t *n, const char *why, auxps_error_t *err) {
     say(n, "the coordinator at %s %s: serving the workers and registering again for at most %d s", n->coord_ep, why,
         n->cfg.cluster.rejoin_s);
     /* A new socket: what was queued for the old coordinator is dropped, not delivered to the new one. */
-    void *s = peer_coord_socket(n->ctx, n->coord_ep, "node", err);
+    void *s = peer_coord_socket(n->ctx, n->coord_ep, n->curve, "node", err);
     if (s == NULL) return err->code;
     zmq_close(n->coord);
     n->coord = s;

@@ -1045,7 +1045,7 @@ static int register_worker(worker_t *w, int64_t give_up_at, auxps_error_t *err) 
 static int rejoin(worker_t *w, auxps_error_t *err) {
     int rc = wait_released(w, err); /* the node sockets are replaced after WELCOME */
     if (rc != 0) return rc;
-    void *s = peer_coord_socket(w->ctx, w->coord_ep, "worker", err);
+    void *s = peer_coord_socket(w->ctx, w->coord_ep, w->curve, "worker", err);
     if (s == NULL) return err->code;
     zmq_close(w->coord);
     w->coord = s;
