@@ -771,11 +771,13 @@ static void start_pull(coord_t *c) {
         fail(c, AUXPS_ENOMEM, "out of memory");
         return;
     }
-    const int linger = 0;
+    /* A send waits at most the timeout (a full queue must not hang the coordinator; the pull
+     * deadline then ends the run). */
+    const int linger = 0, sndtimeo = c->cfg.cluster.timeout_ms;
     for (int k = 0; k < S; k++) {
         void *d = zmq_socket(c->ctx, ZMQ_DEALER);
         if (d == NULL || wire_socket_limits(d) != 0 || zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-            zmq_connect(d, c->shards[k].endpoint) != 0) {
+            zmq_setsockopt(d, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) != 0 || zmq_connect(d, c->shards[k].endpoint) != 0) {
             if (d != NULL) zmq_close(d);
             fail(c, AUXPS_EIO, "cannot connect to node %d at %s: %s", k, c->shards[k].endpoint,
                  zmq_strerror(zmq_errno()));
