@@ -20,7 +20,7 @@ MAIN_OBJ := $(BUILD)/launch/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm
+.PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm test-load
 CONFIG ?= configs/fmnist-resnet8-w2a2-aux.ini
 # The public targets first install missing Debian packages, then build in a fresh make so that
 # pkg-config sees the newly installed libraries.
@@ -62,6 +62,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_UTIL) $(LIB_OBJ)
 run-tests: $(BUILD)/auxps $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; \
 	  AUXPS_BIN=$(BUILD)/auxps OPENBLAS_NUM_THREADS=1 $$t --jobs 1 $(TESTFLAGS); done
+
+# Load: 32 workers push to 2 nodes for LOAD_SECONDS (tests/test_load.c); no update may be lost and
+# the nodes' resident memory must stay flat. `make test` runs the same test for 15 s.
+LOAD_SECONDS ?= 120
+test-load: $(BUILD)/auxps $(BUILD)/tests/test_load
+	AUXPS_BIN=$(BUILD)/auxps OPENBLAS_NUM_THREADS=1 LOAD_SECONDS=$(LOAD_SECONDS) $(BUILD)/tests/test_load --jobs 1 --verbose
 
 # The docker-compose cluster on a real Docker engine: build, scale workers 2 -> 4 -> 1 while
 # training runs, kill a worker, crash a node, check /status, the record and the exported model

@@ -232,6 +232,12 @@ static const field_t F_NODE_STATS[] = {
     FU64("max_staleness", node_stats.max_staleness, 0, ANY64),
     FU64("checkpoint_version", node_stats.checkpoint_version, 0, ANY64),
     FU64("checkpoint_ms", node_stats.checkpoint_ms, 0, ANY64),
+    FU64("malformed", node_stats.rejected[WIRE_REJECT_MALFORMED], 0, ANY64),
+    FU64("bad_version", node_stats.rejected[WIRE_REJECT_BAD_VERSION], 0, ANY64),
+    FU64("too_large", node_stats.rejected[WIRE_REJECT_TOO_LARGE], 0, ANY64),
+    FU64("out_of_range", node_stats.rejected[WIRE_REJECT_OUT_OF_RANGE], 0, ANY64),
+    FU64("unregistered", node_stats.rejected[WIRE_REJECT_UNREGISTERED], 0, ANY64),
+    FU64("non_finite", node_stats.rejected[WIRE_REJECT_NON_FINITE], 0, ANY64),
 };
 
 #define DEF(T) [WIRE_##T] = {#T, F_##T, (int)(sizeof F_##T / sizeof F_##T[0])}
@@ -267,6 +273,32 @@ uint32_t wire_error_code(int rc) {
     case AUXPS_ENOMEM:
     case AUXPS_EIO: return WIRE_ERR_INTERNAL;
     default: return WIRE_ERR_BAD_MESSAGE;
+    }
+}
+
+const char *wire_reject_name(uint32_t kind) {
+    switch (kind) {
+#define X(name, v, text) case v: return text;
+        WIRE_REJECT_MAP(X)
+#undef X
+    default: return "?";
+    }
+}
+
+uint32_t wire_reject_kind(int rc, const wire_msg_t *m) {
+    if (m == NULL) return rc == AUXPS_ERANGE ? WIRE_REJECT_TOO_LARGE : WIRE_REJECT_MALFORMED;
+    if (m->reject != WIRE_REJECT_MALFORMED) return m->reject; /* decided where it failed */
+    if (rc == AUXPS_EVERSION) return WIRE_REJECT_BAD_VERSION;
+    return rc == AUXPS_ERANGE ? WIRE_REJECT_OUT_OF_RANGE : WIRE_REJECT_MALFORMED;
+}
+
+uint32_t wire_reject_of_code(uint32_t code) {
+    switch (code) {
+    case WIRE_ERR_VERSION: return WIRE_REJECT_BAD_VERSION;
+    case WIRE_ERR_NOT_REGISTERED: return WIRE_REJECT_UNREGISTERED;
+    case WIRE_ERR_OUT_OF_RANGE: return WIRE_REJECT_OUT_OF_RANGE;
+    case WIRE_ERR_NON_FINITE: return WIRE_REJECT_NON_FINITE;
+    default: return WIRE_REJECT_MALFORMED;
     }
 }
 
@@ -394,6 +426,10 @@ static uint64_t read_be(const uint8_t *p, int width) {
  * declared length and element count fits in the bytes actually present and nesting stays
  * within MAX_DEPTH. msgpack-c sizes an array by its declared count before reading it, so
  * without this a 5-byte frame asks it for 128 GiB. */
+/* scan_value's reason for a declared count or length that no header frame can hold: the
+ * decoder counts it as too large rather than truncated. */
+static const char WHY_HUGE[] = "it declares more than a header frame can hold";
+
 static int scan_value(const uint8_t *p, size_t n, size_t *pos, int depth, const char **why) {
     if (*pos >= n) { *why = "it is truncated"; return -1; }
     uint8_t b = p[(*pos)++];
@@ -434,12 +470,14 @@ static int scan_value(const uint8_t *p, size_t n, size_t *pos, int depth, const 
     }
     if (container) {
         if (depth >= MAX_DEPTH) { *why = "it is nested too deep"; return -1; }
+        if (count > WIRE_MAX_HEADER) { *why = WHY_HUGE; return -1; }
         if (count > n - *pos) { *why = "it declares more elements than it has bytes"; return -1; }
         for (uint64_t i = 0; i < count; i++)
             if (scan_value(p, n, pos, depth + 1, why) < 0) return -1;
         return 0;
     }
     uint64_t body = fixed >= 0 ? (uint64_t)fixed : count;
+    if (body > WIRE_MAX_HEADER) { *why = WHY_HUGE; return -1; }
     if (body > n - *pos) { *why = "it is truncated"; return -1; }
     *pos += body;
     return 0;
@@ -447,6 +485,13 @@ static int scan_value(const uint8_t *p, size_t n, size_t *pos, int depth, const 
 
 static int decode_table(const msgpack_object *o, const field_t *f, const char *where,
                         void *base, wire_msg_t *m, auxps_error_t *err);
+
+/* A field that declares a size (a length or a count of values or samples): over its limit,
+ * the message is too large rather than out of range. */
+static int is_size(const field_t *f) {
+    return strcmp(f->name, "length") == 0 || strcmp(f->name, "stats_length") == 0 ||
+           strcmp(f->name, "count") == 0 || strcmp(f->name, "samples") == 0;
+}
 
 /* Decodes the fields of one record (a message body, a shard, a segment) from items. */
 static int decode_record(const msgpack_object *items, const field_t *f, int n, const char *where,
@@ -460,7 +505,10 @@ static int decode_record(const msgpack_object *items, const field_t *f, int n, c
         case K_U32:
         case K_U64:
             if ((rc = get_uint(where, f[i].name, o, &u, err)) < 0) return rc;
-            if ((rc = check_uint(where, &f[i], u, err)) < 0) return rc;
+            if ((rc = check_uint(where, &f[i], u, err)) < 0) {
+                if (u > f[i].max && is_size(&f[i])) m->reject = WIRE_REJECT_TOO_LARGE;
+                return rc;
+            }
             if (f[i].kind == K_U32) *(uint32_t *)dst = (uint32_t)u;
             else *(uint64_t *)dst = u;
             break;
@@ -468,15 +516,20 @@ static int decode_record(const msgpack_object *items, const field_t *f, int n, c
         case K_F64:
             if (o->type != MSGPACK_OBJECT_FLOAT32 && o->type != MSGPACK_OBJECT_FLOAT64)
                 return wrong_type(where, f[i].name, "a float", o, err);
-            if ((rc = check_float(where, &f[i], o->via.f64, err)) < 0) return rc;
+            if ((rc = check_float(where, &f[i], o->via.f64, err)) < 0) {
+                if (!isfinite(o->via.f64)) m->reject = WIRE_REJECT_NON_FINITE;
+                return rc;
+            }
             if (f[i].kind == K_F32) *(float *)dst = (float)o->via.f64;
             else *(double *)dst = o->via.f64;
             break;
         case K_STR:
         case K_CONFIG:
             if (o->type != MSGPACK_OBJECT_STR) return wrong_type(where, f[i].name, "a string", o, err);
-            if ((rc = check_string(where, &f[i], o->via.str.ptr, o->via.str.size, err)) < 0)
+            if ((rc = check_string(where, &f[i], o->via.str.ptr, o->via.str.size, err)) < 0) {
+                if (o->via.str.size > f[i].max) m->reject = WIRE_REJECT_TOO_LARGE;
                 return rc;
+            }
             if (f[i].kind == K_STR) {
                 memcpy(dst, o->via.str.ptr, o->via.str.size);
                 dst[o->via.str.size] = '\0';
@@ -505,6 +558,7 @@ static int decode_table(const msgpack_object *o, const field_t *f, const char *w
     size_t esize = shards ? sizeof(wire_shard_t) : sizeof(wire_seg_t);
     if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(where, f->name, "an array", o, err);
     uint32_t count = o->via.array.size;
+    if (count > f->max) m->reject = WIRE_REJECT_TOO_LARGE;
     if (count < f->min || count > f->max)
         return auxps_error_set(err, AUXPS_ERANGE, "%s.%s has %" PRIu32 " entries: expected %"
                                PRIu64 "..%" PRIu64, where, f->name, count, f->min, f->max);
@@ -718,13 +772,17 @@ static int decode_header(wire_msg_t *m, const void *hdr, size_t hdr_size, const 
                          auxps_error_t *err) {
     if (hdr == NULL || hdr_size == 0)
         return auxps_error_set(err, AUXPS_EFORMAT, "header frame is empty");
-    if (hdr_size > WIRE_MAX_HEADER)
+    if (hdr_size > WIRE_MAX_HEADER) {
+        m->reject = WIRE_REJECT_TOO_LARGE;
         return auxps_error_set(err, AUXPS_ERANGE, "header frame is %zu bytes: at most %u",
                                hdr_size, WIRE_MAX_HEADER);
+    }
     size_t pos = 0;
     const char *why = NULL;
-    if (scan_value(hdr, hdr_size, &pos, 0, &why) < 0)
+    if (scan_value(hdr, hdr_size, &pos, 0, &why) < 0) {
+        if (why == WHY_HUGE) m->reject = WIRE_REJECT_TOO_LARGE;
         return auxps_error_set(err, AUXPS_EFORMAT, "header is not MessagePack: %s", why);
+    }
     if (pos != hdr_size)
         return auxps_error_set(err, AUXPS_EFORMAT, "header has %zu bytes after its value",
                                hdr_size - pos);
@@ -795,11 +853,12 @@ int wire_decode(wire_msg_t *m, const void *hdr, size_t hdr_size, const void *pay
     int rc = decode_header(m, hdr, hdr_size, payload, payload_size, npayload, &u, err);
     msgpack_unpacked_destroy(&u);
     if (rc < 0) {
-        uint32_t version = m->version, type = m->type, rid = m->rid;
+        uint32_t version = m->version, type = m->type, rid = m->rid, reject = m->reject;
         wire_msg_clear(m);
         m->version = version;
         m->type = type;
         m->rid = rid;
+        m->reject = reject;
     }
     return rc;
 }

@@ -44,7 +44,7 @@
 #include "error.h"
 
 #define WIRE_MAGIC "AXPS"
-#define WIRE_VERSION 2u
+#define WIRE_VERSION 3u
 
 /* Limits (PROTOCOL.md "Limits"). */
 #define WIRE_MAX_HEADER 65536u          /* bytes of frame 0 */
@@ -93,12 +93,30 @@ enum {
     X(FULL, 7, "no room for another peer")                                           \
     X(CONFIG, 8, "configuration rejected")                                           \
     X(INTERNAL, 9, "internal error")                                                 \
-    X(SHUTTING_DOWN, 10, "training is over")
+    X(SHUTTING_DOWN, 10, "training is over")                                         \
+    X(NON_FINITE, 11, "a value is NaN or infinite")
 
 enum {
 #define X(name, v, text) WIRE_ERR_##name = v,
     WIRE_ERR_MAP(X)
 #undef X
+};
+
+/* Kinds of refused messages, which nodes and the coordinator count (PROTOCOL.md "Rejected
+ * messages"; NODE_STATS carries a node's counts in this order). Values only grow at the end. */
+#define WIRE_REJECT_MAP(X)                                                                   \
+    X(MALFORMED, 0, "malformed")       /* no message of this protocol, or not for this peer */ \
+    X(BAD_VERSION, 1, "bad_version")   /* another protocol version */                         \
+    X(TOO_LARGE, 2, "too_large")       /* a frame or a declared length over its limit */      \
+    X(OUT_OF_RANGE, 3, "out_of_range") /* a value over its limit, or not the receiver's */    \
+    X(UNREGISTERED, 4, "unregistered") /* from a sender the receiver does not know */         \
+    X(NON_FINITE, 5, "non_finite")     /* NaN or infinity in a float field or payload */
+
+enum {
+#define X(name, v, text) WIRE_REJECT_##name = v,
+    WIRE_REJECT_MAP(X)
+#undef X
+    WIRE_REJECT_COUNT = 6
 };
 
 enum { WIRE_ROLE_COORD = 0, WIRE_ROLE_WORKER = 1, WIRE_ROLE_NODE = 2 };
@@ -235,6 +253,7 @@ typedef struct {
     uint32_t node;
     uint64_t pushes, version, pulls, bytes_in, bytes_out, refused, max_staleness;
     uint64_t checkpoint_version, checkpoint_ms; /* the newest checkpoint; 0 = none; unix ms */
+    uint64_t rejected[WIRE_REJECT_COUNT];       /* version 3: refusals by kind, WIRE_REJECT_* */
 } wire_node_stats_t;
 
 /* Coordinator -> node (version 2, async runs): worker id joined the run, or left it (its id
@@ -279,6 +298,7 @@ typedef struct {
     const void *payload;    /* the payload frame (NULL if none); possibly unaligned */
     size_t payload_size;
     void *mem_[2];          /* private: what decode allocated */
+    uint32_t reject;        /* after a failed decode: its WIRE_REJECT_* kind (wire_reject_kind) */
 } wire_msg_t;
 
 /* "HELLO", ..., or "?" for an unknown type. */
@@ -288,6 +308,18 @@ const char *wire_err_name(uint32_t code);
 /* The ERROR code to answer a message that failed with AUXPS_E* rc: VERSION for
  * AUXPS_EVERSION, INTERNAL for AUXPS_ENOMEM and AUXPS_EIO, BAD_MESSAGE otherwise. */
 uint32_t wire_error_code(int rc);
+
+/* "malformed", ..., or "?": the kind's name in logs, /status and /metrics. */
+const char *wire_reject_name(uint32_t kind);
+/* The WIRE_REJECT_* kind of a refused message: of a wire_recv failure (m NULL: AUXPS_ERANGE is
+ * a frame over its limit, anything else malformed), or of a wire_decode failure (m the message
+ * it failed on: version, a header or declared length over its limit, a length or count field
+ * over its limit, a non-finite float, another value out of range, or malformed). */
+uint32_t wire_reject_kind(int rc, const wire_msg_t *m);
+/* The kind of a refusal the receiver decided itself, from the ERROR code it answers:
+ * NOT_REGISTERED, OUT_OF_RANGE, NON_FINITE and VERSION have their own kinds; every other code
+ * counts as malformed. */
+uint32_t wire_reject_of_code(uint32_t code);
 
 /* 1 if a message of this type (and, for LEASE, this mode) carries a payload frame. */
 int wire_has_payload(const wire_msg_t *m);

@@ -201,6 +201,7 @@ struct coord {
 
     /* Counters for the closing status line. */
     long leases, waits, progress_msgs, bad_messages, errors_received;
+    uint64_t rejected[WIRE_REJECT_COUNT]; /* bad messages by kind (STALE answers have none) */
 
     int failed;
     auxps_error_t err;
@@ -352,9 +353,11 @@ static peer_t *find_peer(coord_t *c, const unsigned char *route, size_t n) {
     return NULL;
 }
 
-/* Counts a bad message and answers it with ERROR, unless the sender has sent too many. */
-static void bad_message(coord_t *c, peer_t *p, uint32_t rid, uint32_t code, const char *why) {
+/* Counts a bad message, in total and as kind (WIRE_REJECT_*), and answers it with ERROR, unless
+ * the sender has sent too many. */
+static void bad_message_kind(coord_t *c, peer_t *p, uint32_t rid, uint32_t code, uint32_t kind, const char *why) {
     c->bad_messages++;
+    if (kind < WIRE_REJECT_COUNT) c->rejected[kind]++;
     int *count = NULL;
     if (p != NULL) count = &p->bad;
     else {
@@ -377,6 +380,20 @@ static void bad_message(coord_t *c, peer_t *p, uint32_t rid, uint32_t code, cons
         logf_(c, "bad message from an unregistered sender: %s", why);
     if (*count == MAX_BAD_PER_SENDER) logf_(c, "ignoring that sender's bad messages from now on");
     send_error_to(c, c->in.route, c->in.route_size, rid, code, why);
+}
+
+/* A bad message whose kind follows from the ERROR code it gets. */
+static void bad_message(coord_t *c, peer_t *p, uint32_t rid, uint32_t code, const char *why) {
+    bad_message_kind(c, p, rid, code, wire_reject_of_code(code), why);
+}
+
+/* The closing counters line (CLUSTER.md "Counters"). */
+static void print_counters(coord_t *c) {
+    outf(c, "coord: %ld leases, %ld waits, %ld progress reports, %ld bad messages, %ld errors received (rejected:",
+         c->leases, c->waits, c->progress_msgs, c->bad_messages, c->errors_received);
+    for (uint32_t k = 0; k < WIRE_REJECT_COUNT; k++)
+        outf(c, "%s %s %" PRIu64, k ? "," : "", wire_reject_name(k), c->rejected[k]);
+    outf(c, ")\n");
 }
 
 /* ---- the shard map ----------------------------------------------------------------------- */
@@ -1075,12 +1092,15 @@ static void start_pull(coord_t *c) {
         fail(c, AUXPS_ENOMEM, "out of memory");
         return;
     }
-    const int linger = 0;
+    /* A send waits at most the timeout (a full queue must not hang the coordinator; the pull
+     * deadline then ends the run). */
+    const int linger = 0, sndtimeo = c->cfg.cluster.timeout_ms;
     for (int k = 0; k < S; k++) {
         void *d = zmq_socket(c->ctx, ZMQ_DEALER);
         auxps_error_t e = {0};
         if (d == NULL || wire_socket_limits(d) != 0 || zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-            curve_connect(c->opt.curve, d, &e) != 0 || zmq_connect(d, c->shards[k].endpoint) != 0) {
+            curve_connect(c->opt.curve, d, &e) != 0 ||
+            zmq_setsockopt(d, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) != 0 || zmq_connect(d, c->shards[k].endpoint) != 0) {
             if (d != NULL) zmq_close(d);
             fail(c, AUXPS_EIO, "cannot connect to node %d at %s: %s", k, c->shards[k].endpoint,
                  zmq_strerror(zmq_errno()));
@@ -1599,12 +1619,12 @@ static int on_router(coord_t *c) {
     peer_t *p = find_peer(c, c->in.route, c->in.route_size);
     if (p != NULL) p->last_recv = clock_now_s();
     if (rc != 0) { /* frame limits broken */
-        if (c->in.route_size > 0) bad_message(c, p, 0, wire_error_code(rc), e.msg);
+        if (c->in.route_size > 0) bad_message_kind(c, p, 0, wire_error_code(rc), wire_reject_kind(rc, NULL), e.msg);
         goto done;
     }
     rc = wire_decode_in(&c->in, &m, &e);
     if (rc != 0) {
-        if (m.type != WIRE_ERROR) bad_message(c, p, m.rid, wire_error_code(rc), e.msg);
+        if (m.type != WIRE_ERROR) bad_message_kind(c, p, m.rid, wire_error_code(rc), wire_reject_kind(rc, &m), e.msg);
         goto done;
     }
     if (p != NULL && p->bad > MAX_BAD_PER_SENDER && m.type != WIRE_BYE) goto done; /* ignored sender */
@@ -1661,6 +1681,8 @@ static const char *worker_state(const peer_t *p) {
 
 /* Fills the snapshot from the run's state and hands it to the server (a copy under its lock:
  * the server thread never reads the coordinator's memory). Also updates the throughputs. */
+_Static_assert(STATUS_REJECT_KINDS == WIRE_REJECT_COUNT, "status and wire count the same kinds of refusal");
+
 static void publish_status(coord_t *c, int final) {
     if (c->httpd == NULL) return;
     const double now = clock_now_s(), unow = clock_unix_s();
@@ -1712,6 +1734,7 @@ static void publish_status(coord_t *c, int final) {
     s->uptime_s = unow - c->started_unix;
     s->security.curve = c->opt.curve != NULL;
     s->security.auth_refused = curve_zap_refused(c->zap);
+    memcpy(s->rejected, c->rejected, sizeof s->rejected);
     uint64_t ck_version = UINT64_MAX, ck_ms = 0;
     for (int k = 0; k < c->nnodes && s->num_shards < STATUS_MAX_SHARDS; k++) {
         const peer_t *n = &c->nodes[k];
@@ -1724,6 +1747,7 @@ static void publish_status(coord_t *c, int final) {
         sh->version = n->stats.version;
         sh->bytes_in = n->stats.bytes_in;
         sh->bytes_out = n->stats.bytes_out;
+        memcpy(sh->rejected, n->stats.rejected, sizeof sh->rejected);
         if (n->stats.checkpoint_version < ck_version) ck_version = n->stats.checkpoint_version;
         if (n->stats.checkpoint_ms > ck_ms) ck_ms = n->stats.checkpoint_ms;
     }
@@ -2187,8 +2211,7 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
     publish_status(c, !c->failed);
     if (c->failed) {
         abort_all(c);
-        outf(c, "coord: %ld leases, %ld waits, %ld progress reports, %ld bad messages, %ld errors received\n",
-             c->leases, c->waits, c->progress_msgs, c->bad_messages, c->errors_received);
+        print_counters(c);
         if (c->err.code == 0) return 0; /* interrupted before anything could be exported */
         *err = c->err;
         return err->code;
@@ -2215,8 +2238,7 @@ int coord_run(coord_t *c, FILE *out, volatile sig_atomic_t *stop, coord_result_t
     } else {
         outf(c, "done: %ld steps in %.1f s, interrupted twice: no model written\n", c->step, elapsed);
     }
-    outf(c, "coord: %ld leases, %ld waits, %ld progress reports, %ld bad messages, %ld errors received\n", c->leases,
-         c->waits, c->progress_msgs, c->bad_messages, c->errors_received);
+    print_counters(c);
     return 0;
 }
 

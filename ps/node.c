@@ -287,18 +287,15 @@ static int ignored(node_t *n, const wire_in_t *in) {
     return b != NULL && b->bad >= NODE_MAX_BAD;
 }
 
-/* Answers a refused message with ERROR (unless it was an ERROR itself), counts it against its
- * sender and logs it while the sender is not yet ignored. route NULL: the coordinator. */
-static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
-                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
-                   const char *fmt, ...) {
+/* Answers a refused message with ERROR (unless it was an ERROR itself), counts it in total and
+ * as kind (WIRE_REJECT_*, or -1: the node's own failure, no kind) and against its sender, and
+ * logs it while the sender is not yet ignored. in NULL: the coordinator. */
+static void vrefuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code, int kind,
+                    const char *fmt, va_list ap) {
     char text[WIRE_MAX_TEXT + 1];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
     n->cnt.refused++;
+    if (kind >= 0 && kind < WIRE_REJECT_COUNT) n->cnt.rejected[kind]++;
     uint32_t bad = 0;
     if (in != NULL && in->route_size > 0) {
         badpeer_t *b = badpeer(n, in->route, in->route_size, 1);
@@ -312,6 +309,33 @@ static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, 
     auxps_error_t e = {0};
     if (in != NULL) wire_send_error(n->data, in->route, in->route_size, rid, code, text, &e);
     else if (wire_send_error(n->coord, NULL, 0, rid, code, text, &e) == 0) n->coord_sent = clock_now_ms();
+}
+
+/* A refusal the node decided: its kind follows from the ERROR code. */
+static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void refuse(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code,
+                   const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(n, in, type, rid, code, code == WIRE_ERR_INTERNAL ? -1 : (int)wire_reject_of_code(code), fmt, ap);
+    va_end(ap);
+}
+
+static void refuse_kind(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code, int kind,
+                        const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void refuse_kind(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t code, int kind,
+                        const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(n, in, type, rid, code, kind, fmt, ap);
+    va_end(ap);
+}
+
+/* A message that failed wire_recv (m NULL) or wire_decode with rc: its kind is the wire's. */
+static void refuse_bad(node_t *n, const wire_in_t *in, const wire_msg_t *m, int rc, const char *why) {
+    refuse_kind(n, in, m ? m->type : 0, m ? m->rid : 0, wire_error_code(rc), (int)wire_reject_kind(rc, m),
+                "%s", why);
 }
 
 /* ---- the shard ------------------------------------------------------------------------- */
@@ -578,6 +602,25 @@ static void maybe_checkpoint(node_t *n) {
         write_checkpoint(n);
 }
 
+/* The index of the first NaN or infinity in v[0..len), or len if all are finite. The common
+ * case, all finite, costs one pass that the compiler vectorises: the exponent bits of every value
+ * are ORed into one flag with no branch; only a bad push is scanned again to name the value. */
+static uint64_t first_non_finite(const float *v, uint64_t len) {
+    uint32_t any = 0;
+    for (uint64_t i = 0; i < len; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u); /* exponent all ones: Inf or NaN */
+    }
+    if (!any) return len;
+    for (uint64_t i = 0; i < len; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        if ((u & 0x7f800000u) == 0x7f800000u) return i;
+    }
+    return len;
+}
+
 static int check_shard(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t shard) {
     if (shard == n->cnt.id) return 0;
     refuse(n, in, type, rid, WIRE_ERR_OUT_OF_RANGE, "shard %" PRIu32 " is not node %" PRIu32 "'s",
@@ -669,6 +712,12 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
         return;
     }
+    uint64_t bad = first_non_finite(n->grad, n->len);
+    if (bad < n->len) { /* nothing of it is applied: a NaN would spread to every parameter */
+        refuse(n, in, m->type, m->rid, WIRE_ERR_NON_FINITE, "PUSH from worker %" PRIu32 ": gradient value %"
+               PRIu64 " is %g", p->worker, n->off + bad, (double)n->grad[bad]);
+        return;
+    }
     uint64_t stale = p->version < n->version ? n->version - p->version : 0;
     if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
     if (n->consistency == WIRE_CONS_BSP) {
@@ -696,6 +745,12 @@ static void on_stats_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     auxps_error_t e = {0};
     if (wire_payload_f32(m, n->sbuf, &e) != 0) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
+        return;
+    }
+    uint64_t bad = first_non_finite(n->sbuf, n->slen);
+    if (bad < n->slen) {
+        refuse(n, in, m->type, m->rid, WIRE_ERR_NON_FINITE, "STATS_PUSH from worker %" PRIu32 ": statistic %"
+               PRIu64 " is %g", p->worker, n->soff + bad, (double)n->sbuf[bad]);
         return;
     }
     if (p->mode == WIRE_STATS_REPLACE) {
@@ -844,11 +899,11 @@ static int recv_coord(node_t *n, wire_in_t *in, wire_msg_t *m, auxps_error_t *er
     }
     n->coord_heard = clock_now_ms(); /* any message is a sign of life */
     if (rc < 0) {
-        refuse(n, NULL, 0, 0, wire_error_code(rc), "%s", e.msg);
+        refuse_bad(n, NULL, NULL, rc, e.msg);
         return 0;
     }
     if ((rc = wire_decode_in(in, m, &e)) < 0) {
-        refuse(n, NULL, m->type, m->rid, wire_error_code(rc), "%s", e.msg);
+        refuse_bad(n, NULL, m, rc, e.msg);
         return 0;
     }
     return 1;
@@ -1051,12 +1106,12 @@ static int serve_data(node_t *n, auxps_error_t *err) {
         }
         if (ignored(n, &in)) continue;
         if (r < 0) {
-            if (in.route_size > 0) refuse(n, &in, 0, 0, wire_error_code(r), "%s", e.msg);
-            else n->cnt.refused++;
+            if (in.route_size > 0) refuse_bad(n, &in, NULL, r, e.msg);
+            else n->cnt.refused++, n->cnt.rejected[wire_reject_kind(r, NULL)]++;
             continue;
         }
         if ((r = wire_decode_in(&in, &m, &e)) < 0) {
-            refuse(n, &in, m.type, m.rid, wire_error_code(r), "%s", e.msg);
+            refuse_bad(n, &in, &m, r, e.msg);
             continue;
         }
         switch (m.type) {
@@ -1065,8 +1120,9 @@ static int serve_data(node_t *n, auxps_error_t *err) {
         case WIRE_STATS_PUSH: on_stats_push(n, &in, &m); break;
         case WIRE_HEARTBEAT: break;
         case WIRE_BYE: break;
-        case WIRE_ERROR:
+        case WIRE_ERROR: /* no worker has a reason to refuse what a node sends */
             n->cnt.refused++;
+            n->cnt.rejected[WIRE_REJECT_MALFORMED]++;
             say(n, "a peer sent ERROR %s: %s", wire_err_name(m.error.code), m.error.text);
             break;
         default:
@@ -1110,7 +1166,8 @@ static int64_t housekeeping(node_t *n, auxps_error_t *err) {
         m.type = WIRE_NODE_STATS;
         m.node_stats = (wire_node_stats_t){c->id, c->pushes, c->version, c->pulls, c->bytes_in, c->bytes_out,
                                            c->refused, c->max_staleness, c->checkpoint_version,
-                                           c->checkpoint_unix_ms};
+                                           c->checkpoint_unix_ms, {0}};
+        memcpy(m.node_stats.rejected, c->rejected, sizeof c->rejected);
         if (send_oneway(n, &m, err) != 0) return err->code;
     }
     maybe_checkpoint(n);
@@ -1187,8 +1244,13 @@ done:
                     n->cnt.stats_pushes, n->cnt.version, n->cnt.max_staleness);
             fflush(out);
         }
+        char kinds[256];
+        size_t k = 0;
+        for (uint32_t i = 0; i < WIRE_REJECT_COUNT && k < sizeof kinds; i++)
+            k += (size_t)snprintf(kinds + k, sizeof kinds - k, "%s%s %" PRIu64, i ? ", " : "", wire_reject_name(i),
+                                  n->cnt.rejected[i]);
         say(n, "answered %" PRIu64 " pulls (%" PRIu64 " waited at the gate), refused %" PRIu64
-            " messages", n->cnt.pulls, n->cnt.deferred, n->cnt.refused);
+            " messages (%s)", n->cnt.pulls, n->cnt.deferred, n->cnt.refused, kinds);
     }
     if (n->zap != NULL)
         say(n, "CURVE: refused %" PRIu64 " connection attempts of unauthorised keys", curve_zap_refused(n->zap));

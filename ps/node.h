@@ -25,8 +25,11 @@
  *     with cluster.staleness_lr; staleness is the node's version minus PUSH.version.
  *   - Stats: mode average serves the sample-weighted mean of every worker's latest slice,
  *     mode replace the latest slice; before any push the initial statistics.
+ *   - A gradient or statistics push with a NaN or an infinity is refused whole with ERROR
+ *     NON_FINITE: one pass over the decoded values before anything is applied.
  *   - A malformed, unexpected or refused message gets ERROR (never an ERROR in answer to an
- *     ERROR) and is counted; a sender with 16 refusals is ignored from then on. A worker id
+ *     ERROR) and is counted, in total and by kind (WIRE_REJECT_*); a sender with 16 refusals
+ *     is ignored from then on. A worker id
  *     is bound to the routing id that first used it. Nothing a peer sends can crash the node.
  *
  * Everything the node owns is freed by node_destroy; node_run allocates per run. */
@@ -39,6 +42,7 @@
 
 #include "curve.h"
 #include "error.h"
+#include "wire.h"
 
 #define NODE_DEFAULT_BIND "tcp://127.0.0.1:*"
 #define NODE_MAX_BAD 16          /* refusals after which a sender is ignored */
@@ -67,6 +71,8 @@ typedef struct {
     uint64_t checkpoint_unix_ms; /* when it was written */
     uint64_t bytes_in, bytes_out; /* payload bytes of pushes received and PULL_REPs sent */
     uint64_t auth_refused;       /* CURVE: connection attempts with a key not admitted (curve.h) */
+    uint64_t rejected[WIRE_REJECT_COUNT]; /* refused messages by kind (WIRE_REJECT_*); every
+                                           * refusal but the node's own out-of-memory counts */
 } node_counters_t;
 
 /* Creates a node's sockets: binds the data ROUTER at bind (NULL: NODE_DEFAULT_BIND) and

@@ -117,6 +117,20 @@ static int jdump(json_t *root, jctx_t *c, size_t flags, char **out, size_t *len)
     return 0;
 }
 
+const char *status_reject_name(int kind) {
+    static const char *const names[STATUS_REJECT_KINDS] = {"malformed", "bad_version", "too_large",
+                                                           "out_of_range", "unregistered", "non_finite"};
+    return kind >= 0 && kind < STATUS_REJECT_KINDS ? names[kind] : NULL;
+}
+
+/* {"malformed": n, ...}: counts of refused messages by kind. */
+static json_t *jrejected(jctx_t *c, const uint64_t *counts) {
+    json_t *o = json_object();
+    if (o == NULL) c->bad = 1;
+    for (int k = 0; k < STATUS_REJECT_KINDS && o != NULL; k++) jset(c, o, status_reject_name(k), juint(counts[k]));
+    return o;
+}
+
 int status_json(const status_snapshot_t *s, double age_s, double now_unix, char **out, size_t *len) {
     if (out == NULL) return AUXPS_EINVAL;
     *out = NULL;
@@ -171,6 +185,7 @@ int status_json(const status_snapshot_t *s, double age_s, double now_unix, char 
     } else {
         jset(&c, root, "checkpoint", json_null());
     }
+    jset(&c, root, "rejected", jrejected(&c, s->rejected));
     for (int i = 0; i < s->num_workers && !c.bad; i++) {
         const status_worker_t *w = &s->workers[i];
         json_t *o = json_object();
@@ -198,6 +213,7 @@ int status_json(const status_snapshot_t *s, double age_s, double now_unix, char 
         jset(&c, o, "version", juint(h->version));
         jset(&c, o, "bytes_in", juint(h->bytes_in));
         jset(&c, o, "bytes_out", juint(h->bytes_out));
+        jset(&c, o, "rejected", jrejected(&c, h->rejected));
     }
     jset(&c, root, "shards", ss);
     return jdump(root, &c, JSON_FLAGS_STATUS, out, len);
@@ -372,6 +388,15 @@ int status_metrics(const status_snapshot_t *s, double age_s, char **out, size_t 
     SHARD_FAMILY("shard_received_bytes_total", "counter", "Payload bytes a shard received.", bytes_in)
     SHARD_FAMILY("shard_sent_bytes_total", "counter", "Payload bytes a shard sent.", bytes_out)
 #undef SHARD_FAMILY
+    family(&b, "rejected_messages_total", "counter", "Messages the coordinator refused, by kind.");
+    for (int k = 0; k < STATUS_REJECT_KINDS; k++)
+        bprintf(&b, "auxps_rejected_messages_total{kind=\"%s\"} %llu\n", status_reject_name(k),
+                (unsigned long long)s->rejected[k]);
+    family(&b, "shard_rejected_messages_total", "counter", "Messages a shard's node refused, by kind.");
+    for (int i = 0; i < s->num_shards; i++)
+        for (int k = 0; k < STATUS_REJECT_KINDS; k++)
+            bprintf(&b, "auxps_shard_rejected_messages_total{shard=\"%u\",kind=\"%s\"} %llu\n",
+                    (unsigned)s->shards[i].id, status_reject_name(k), (unsigned long long)s->shards[i].rejected[k]);
     if (b.bad) {
         free(b.p);
         return AUXPS_ENOMEM;

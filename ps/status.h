@@ -30,6 +30,7 @@
 #define STATUS_MAX_SHARDS 64
 #define STATUS_NAME_MAX 64         /* bytes of a name, NUL included */
 #define STATUS_HISTORY_CAP 4096    /* default points of a history */
+#define STATUS_REJECT_KINDS 6      /* kinds of refused messages, in the order of status_reject_name */
 
 /* Run states; the values only grow at the end. */
 enum { STATUS_WAITING = 0, STATUS_TRAINING = 1, STATUS_DONE = 2, STATUS_FAILED = 3 };
@@ -51,6 +52,7 @@ typedef struct {
     uint64_t updates;              /* gradient pushes applied */
     uint64_t version;              /* optimizer steps applied */
     uint64_t bytes_in, bytes_out;  /* payload bytes received and sent */
+    uint64_t rejected[STATUS_REJECT_KINDS]; /* messages the node refused, by kind */
 } status_shard_t;
 
 typedef struct {
@@ -80,6 +82,7 @@ typedef struct {
         int curve;                 /* 1: the cluster's links use ZeroMQ CURVE */
         uint64_t auth_refused;     /* the coordinator's refused connection attempts (curve.h) */
     } security;                    /* never any key: the status endpoint is unauthenticated */
+    uint64_t rejected[STATUS_REJECT_KINDS]; /* messages the coordinator refused, by kind */
     int num_shards;                /* 0..STATUS_MAX_SHARDS */
     int num_workers;               /* 0..STATUS_MAX_WORKERS; workers stay last (see below) */
     status_shard_t shards[STATUS_MAX_SHARDS];
@@ -97,6 +100,11 @@ void status_snapshot_init(status_snapshot_t *s);
 /* Returns 0, or AUXPS_ERANGE with err set when state, num_workers or num_shards is out of
  * range. Strings need not be terminated: every reader stops at the array's end. */
 int status_snapshot_check(const status_snapshot_t *s, auxps_error_t *err);
+
+/* The name of a kind of refused message (the protocol's, PROTOCOL.md "Rejected messages"):
+ * "malformed", "bad_version", "too_large", "out_of_range", "unregistered", "non_finite"; NULL
+ * for a kind out of range. */
+const char *status_reject_name(int kind);
 
 /* "waiting", "training", "done", "failed"; "unknown" for another value. */
 const char *status_state_name(int state);

@@ -300,139 +300,11 @@ Test(cluster, one_worker_bsp_gives_the_parameters_of_auxps_train) {
     util_proc_free(&c);
 }
 
-/* ---- (c) hostile messages ---- */
-
-typedef struct {
-    void *ctx, *sock;
-} peer_t;
-
-static void peer_open(peer_t *p, const char *endpoint) {
-    p->ctx = zmq_ctx_new();
-    cr_assert_not_null(p->ctx);
-    p->sock = zmq_socket(p->ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
-    cr_assert_eq(zmq_connect(p->sock, endpoint), 0, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
-}
-
-static void peer_close(peer_t *p) {
-    zmq_close(p->sock);
-    zmq_ctx_term(p->ctx);
-}
-
-/* Sends the frames as one message. */
-static void send_frames(peer_t *p, const void *f0, size_t n0, const void *f1, size_t n1) {
-    cr_assert_geq(zmq_send(p->sock, f0, n0, f1 ? ZMQ_SNDMORE : 0), 0, "send: %s", zmq_strerror(zmq_errno()));
-    if (f1) cr_assert_geq(zmq_send(p->sock, f1, n1, 0), 0);
-}
-
-/* Waits for the reply, which must be an ERROR; returns its code, and its rid in *rid. */
-static uint32_t expect_error(peer_t *p, const char *what, uint32_t *rid) {
-    zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
-    int r = zmq_poll(&it, 1, REPLY_TIMEOUT_MS);
-    cr_assert_eq(r, 1, "%s: no reply within %d ms", what, REPLY_TIMEOUT_MS);
-    wire_in_t in;
-    memset(&in, 0, sizeof in);
-    auxps_error_t e = {0};
-    cr_assert_eq(wire_recv(p->sock, 0, &in, 0, &e), 0, "%s: %s", what, e.msg);
-    wire_msg_t m;
-    memset(&m, 0, sizeof m);
-    cr_assert_eq(wire_decode_in(&in, &m, &e), 0, "%s: reply does not decode: %s", what, e.msg);
-    cr_assert_eq(m.type, WIRE_ERROR, "%s: answered with %s, not ERROR", what, wire_type_name(m.type));
-    uint32_t code = m.error.code;
-    if (rid) *rid = m.rid;
-    wire_msg_clear(&m);
-    wire_in_close(&in);
-    return code;
-}
-
-static void encode(const wire_msg_t *m, unsigned char *buf, size_t *n) {
-    void *hdr;
-    size_t size;
-    auxps_error_t e = {0};
-    cr_assert_eq(wire_encode(m, &hdr, &size, &e), 0, "%s", e.msg);
-    cr_assert_leq(size, *n);
-    memcpy(buf, hdr, size);
-    *n = size;
-    free(hdr);
-}
-
-/* The malformed kinds every receiver must refuse with ERROR; returns how many were sent. The
- * byte offsets patched are those of ["AXPS", 1, 13, rid, ...]: fixarray, fixstr "AXPS", then the
- * version and the type as positive fixints. */
-static int send_malformed(peer_t *p, const char *who) {
-    char what[128];
-    int sent = 0;
-    uint32_t rid, code;
-    unsigned char hb[64];
-    size_t hn = sizeof hb;
-    wire_msg_t m;
-    memset(&m, 0, sizeof m);
-    m.type = WIRE_HEARTBEAT;
-    m.rid = 4242;
-    m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, 7};
-    encode(&m, hb, &hn);
-    cr_assert(hb[1] == 0xa4 && hb[6] == WIRE_VERSION && hb[7] == WIRE_HEARTBEAT, "unexpected HEARTBEAT encoding");
-
-    unsigned char rnd[64];
-    srand(7);
-    for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)rand();
-    rnd[0] = 0xc1; /* never a MessagePack type: the frame is garbage */
-    send_frames(p, rnd, sizeof rnd, NULL, 0);
-    snprintf(what, sizeof what, "%s: random bytes", who);
-    code = expect_error(p, what, NULL);
-    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
-    sent++;
-
-    send_frames(p, hb, hn / 2, NULL, 0);
-    snprintf(what, sizeof what, "%s: truncated header", who);
-    code = expect_error(p, what, NULL);
-    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
-    sent++;
-
-    unsigned char v2[64];
-    memcpy(v2, hb, hn);
-    v2[6] = WIRE_VERSION + 1;
-    send_frames(p, v2, hn, NULL, 0);
-    snprintf(what, sizeof what, "%s: another version", who);
-    code = expect_error(p, what, &rid);
-    cr_assert_eq(code, WIRE_ERR_VERSION, "%s: code %u", what, code);
-    cr_assert_eq(rid, 4242, "%s: the ERROR answers rid %u", what, rid);
-    sent++;
-
-    unsigned char ut[64];
-    memcpy(ut, hb, hn);
-    ut[7] = 99;
-    send_frames(p, ut, hn, NULL, 0);
-    snprintf(what, sizeof what, "%s: type 99", who);
-    code = expect_error(p, what, &rid);
-    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
-    sent++;
-
-    /* Oversized: a header frame over WIRE_MAX_HEADER, and an array that claims 2^32 - 1 items. */
-    size_t big = WIRE_MAX_HEADER + 100;
-    unsigned char *huge = calloc(1, big);
-    cr_assert_not_null(huge);
-    memcpy(huge, hb, hn);
-    send_frames(p, huge, big, NULL, 0);
-    free(huge);
-    snprintf(what, sizeof what, "%s: header of %zu bytes", who, big);
-    code = expect_error(p, what, NULL);
-    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
-    sent++;
-
-    const unsigned char claim[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xa4, 'A', 'X', 'P', 'S'};
-    send_frames(p, claim, sizeof claim, NULL, 0);
-    snprintf(what, sizeof what, "%s: array claiming 2^32-1 items", who);
-    code = expect_error(p, what, NULL);
-    cr_assert_eq(code, WIRE_ERR_BAD_MESSAGE, "%s: code %u", what, code);
-    sent++;
-    return sent;
-}
+/* ---- (c) hostile messages (the fake peers and the malformed kinds are in tests/util.c) ---- */
 
 /* A well-formed PUSH of the whole shard [offset, offset + length) from a sender that is no
  * registered worker (worker id 1 of a run of one worker; the test's socket). */
-static uint32_t send_stray_push(peer_t *p, const char *who, uint32_t worker, uint64_t offset, uint64_t length) {
+static uint32_t send_stray_push(util_peer_t *p, const char *who, uint32_t worker, uint64_t offset, uint64_t length) {
     float *g = calloc(length, sizeof *g);
     cr_assert_not_null(g);
     wire_msg_t m;
@@ -448,7 +320,7 @@ static uint32_t send_stray_push(peer_t *p, const char *who, uint32_t worker, uin
     free(g);
     char what[128];
     snprintf(what, sizeof what, "%s: PUSH from an unregistered sender", who);
-    uint32_t rid, code = expect_error(p, what, &rid);
+    uint32_t rid, code = util_peer_expect_error(p, what, &rid, REPLY_TIMEOUT_MS);
     cr_assert_eq(rid, 777);
     return code;
 }
@@ -475,19 +347,20 @@ Test(cluster, malformed_messages_get_error_and_the_run_still_completes) {
     l = line_starting(coord.out.buf, "shard 0: ");
     cr_assert_eq(sscanf(l, "shard 0: %127s params %" SCNu64 "+%" SCNu64, node_ep, &off, &len), 3, "%.200s", l);
 
-    peer_t pc, pn;
-    peer_open(&pc, endpoint);
-    int to_coord = send_malformed(&pc, "coordinator");
+    util_peer_t pc, pn;
+    uint64_t kinds_coord[WIRE_REJECT_COUNT] = {0}, kinds_node[WIRE_REJECT_COUNT] = {0};
+    util_peer_open(&pc, endpoint);
+    int to_coord = util_send_malformed(&pc, "coordinator", kinds_coord);
     uint32_t code = send_stray_push(&pc, "coordinator", 0, 0, 16);
     cr_assert_eq(code, WIRE_ERR_NOT_REGISTERED, "coordinator: a stray PUSH gets code %u", code);
     to_coord++;
-    peer_open(&pn, node_ep);
-    int to_node = send_malformed(&pn, "node");
+    util_peer_open(&pn, node_ep);
+    int to_node = util_send_malformed(&pn, "node", kinds_node);
     code = send_stray_push(&pn, "node", 1, off, len);
     cr_assert(code == WIRE_ERR_NOT_REGISTERED || code == WIRE_ERR_OUT_OF_RANGE, "node: a stray PUSH gets code %u", code);
     to_node++;
-    peer_close(&pc);
-    peer_close(&pn);
+    util_peer_close(&pc);
+    util_peer_close(&pn);
 
     util_proc_start(&worker, (const char *const[]){"worker", "--coordinator", endpoint, "--threads", "1", NULL});
     proc_t *all[3] = {&coord, &node, &worker};

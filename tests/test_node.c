@@ -7,6 +7,7 @@
  * the routing-id binding and range of worker ids, the coordinator's timeout, and DONE -> BYE with the
  * counters line. The training data (for the schedule's sample count) is Fashion-MNIST. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -675,10 +676,62 @@ Test(node, malformed_and_unexpected_messages_get_error_and_the_node_keeps_servin
     node_counters_t c;
     node_get_counters(fx.node, &c);
     cr_assert_eq(c.refused, (uint64_t)refused);
+    /* By kind: junk, an empty header, KBIT, a version ahead, Q8, LEASE_REQ, a stray payload and
+     * the ERROR are malformed; 4 PULLs and the short PUSH out of range; one another version. */
+    const uint64_t want[WIRE_REJECT_COUNT] = {[WIRE_REJECT_MALFORMED] = 8, [WIRE_REJECT_BAD_VERSION] = 1,
+                                              [WIRE_REJECT_OUT_OF_RANGE] = 5};
+    for (int k = 0; k < WIRE_REJECT_COUNT; k++)
+        cr_assert_eq(c.rejected[k], want[k], "%s: %" PRIu64 ", expected %" PRIu64, wire_reject_name(k),
+                     c.rejected[k], want[k]);
     cr_assert_eq(c.pushes, 1);
     cr_assert_str_eq(fx.out, "node 1: applied 1 pushes, 0 stats pushes, version 1, max staleness 0\n");
     free(g);
     free(p);
+}
+
+Test(node, a_push_or_stats_push_with_nan_or_inf_is_refused_whole_and_counted) {
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    void *s = fx.w[0];
+    const size_t len = my()->length, slen = my()->stats_length;
+    cr_assert_gt(slen, 0);
+    float *g = malloc(len * sizeof(float)), *p = malloc(len * sizeof(float));
+    float *st = malloc(slen * sizeof(float)), *st0 = malloc(slen * sizeof(float)), *st1 = malloc(slen * sizeof(float));
+    cr_assert_eq(pull(s, 0, WIRE_VEC_STATS, 0, st0), 0);
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    const size_t at[] = {len - 1, 0, len / 2}; /* the last value too: no partial check */
+    for (int i = 0; i < 3; i++) {
+        gradient(g, len, 0.5f, i);
+        g[at[i]] = bad[i];
+        wire_msg_t m = push_msg(0, (uint64_t)i, 0, BATCH, g);
+        expect_error(s, &m, WIRE_ERR_NON_FINITE);
+    }
+    for (size_t i = 0; i < slen; i++) st[i] = 1.0f + (float)i;
+    st[slen - 1] = NAN;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_STATS_PUSH;
+    m.rid = ++fx.rid;
+    m.stats_push = (wire_stats_push_t){0, fx.id, my()->stats_offset, slen, 0, WIRE_STATS_REPLACE, BATCH};
+    m.payload = st;
+    m.payload_size = slen * sizeof(float);
+    expect_error(s, &m, WIRE_ERR_NON_FINITE);
+
+    /* Nothing of them was applied: the shard, its version and the statistics are the initial. */
+    cr_assert_eq(pull(s, 0, WIRE_VEC_PARAMS, 0, p), 0);
+    cr_assert(memcmp(p, fx.init + my()->offset, len * sizeof(float)) == 0);
+    cr_assert_eq(pull(s, 0, WIRE_VEC_STATS, 0, st1), 0);
+    cr_assert(memcmp(st0, st1, slen * sizeof(float)) == 0);
+    gradient(g, len, 0.5f, 0);
+    cr_assert_eq(push(s, 0, 0, 0, BATCH, g), 1, "a finite push from the same worker still counts");
+    finish();
+    node_counters_t c;
+    node_get_counters(fx.node, &c);
+    cr_assert_eq(c.rejected[WIRE_REJECT_NON_FINITE], 4);
+    cr_assert_eq(c.refused, 4);
+    cr_assert_eq(c.pushes, 1);
+    cr_assert_eq(c.stats_pushes, 0);
+    cr_assert(strstr(fx.log, "non_finite 4") != NULL, "%s", fx.log);
+    free(g), free(p), free(st), free(st0), free(st1);
 }
 
 Test(node, a_worker_id_is_bound_to_its_first_connection_and_must_be_below_num_workers) {

@@ -118,7 +118,8 @@ static void sample(uint32_t type, sample_t *s) {
     case WIRE_DONE: m->done = (wire_done_t){WIRE_DONE_FINISHED, 10, 4690}; break;
     case WIRE_MEMBERSHIP: m->membership = (wire_membership_t){3, 1, 1234}; break;
     case WIRE_NODE_STATS:
-        m->node_stats = (wire_node_stats_t){1, 4690, 4690, 9380, 1u << 30, 3u << 29, 2, 3, 4500, 1795000000000ull};
+        m->node_stats = (wire_node_stats_t){1, 4690, 4690, 9380, 1u << 30, 3u << 29, 2, 3, 4500, 1795000000000ull,
+                                            {7, 1, 2, 3, 4, 5}};
         break;
     case WIRE_ERROR:
         m->error.code = WIRE_ERR_OUT_OF_RANGE;
@@ -384,7 +385,7 @@ Test(wire, a_field_of_the_wrong_type_is_a_format_error) {
             checked++;
         }
     }
-    cr_assert_eq(checked, 18 * 4 + 4 + 13 + 6 + 1 + 7 + 5 + 7 + 8 + 9 + 4 + 7 + 9 + 2 + 3 + 5 + 7 + 3 + 2 + 4 + 3 + 1 + 4 + 10);
+    cr_assert_eq(checked, 18 * 4 + 4 + 13 + 6 + 1 + 7 + 5 + 7 + 8 + 9 + 4 + 7 + 9 + 2 + 3 + 5 + 7 + 3 + 2 + 4 + 3 + 1 + 4 + 16);
     /* Inside the tables too. */
     for (int k = 0; k < 6; k++) expect_set(WIRE_WELCOME, PATH(15, 1, k), NIL(), AUXPS_EFORMAT);
     expect_set(WIRE_WELCOME, PATH(15, 1), U(3), AUXPS_EFORMAT);
@@ -412,7 +413,9 @@ static int any64(uint32_t t, uint32_t i) {
         {WIRE_PUSH_ACK, 6}, {WIRE_PUSH_ACK, 7}, {WIRE_STATS_PUSH, 8}, {WIRE_PROGRESS, 7},
         {WIRE_EVAL_REP, 10}, {WIRE_DONE, 6}, {WIRE_MEMBERSHIP, 6}, {WIRE_PROGRESS, 13},
         {WIRE_NODE_STATS, 5}, {WIRE_NODE_STATS, 6}, {WIRE_NODE_STATS, 7}, {WIRE_NODE_STATS, 8}, {WIRE_NODE_STATS, 9},
-        {WIRE_NODE_STATS, 10}, {WIRE_NODE_STATS, 11}, {WIRE_NODE_STATS, 12}, {WIRE_NODE_STATS, 13}};
+        {WIRE_NODE_STATS, 10}, {WIRE_NODE_STATS, 11}, {WIRE_NODE_STATS, 12}, {WIRE_NODE_STATS, 13},
+        {WIRE_NODE_STATS, 14}, {WIRE_NODE_STATS, 15}, {WIRE_NODE_STATS, 16}, {WIRE_NODE_STATS, 17},
+        {WIRE_NODE_STATS, 18}, {WIRE_NODE_STATS, 19}};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
         if (list[k].t == t && list[k].i == i) return 1;
     return 0;
@@ -431,7 +434,7 @@ Test(wire, an_unsigned_field_above_its_limit_is_out_of_range) {
             expect_set(t, PATH((int)i), U(UINT64_MAX), ok ? 0 : AUXPS_ERANGE);
         }
     }
-    cr_assert_eq(valid, 26, "every uint64-wide field was visited");
+    cr_assert_eq(valid, 32, "every uint64-wide field was visited");
     expect_set(WIRE_MEMBERSHIP, PATH(4), U(WIRE_MAX_WORKERS), AUXPS_ERANGE);
     expect_set(WIRE_MEMBERSHIP, PATH(5), U(2), AUXPS_ERANGE);
     expect_set(WIRE_PULL, PATH(6), U(2), AUXPS_ERANGE);          /* vec */
@@ -819,6 +822,72 @@ Test(wire, a_refused_message_is_still_named_for_the_error_reply) {
     cr_assert_str_eq(wire_type_name(WIRE_TYPE_COUNT), "?");
     cr_assert_str_eq(wire_err_name(WIRE_ERR_SHUTTING_DOWN), "SHUTTING_DOWN");
     cr_assert_str_eq(wire_err_name(4000), "?");
+}
+
+/* The kind (WIRE_REJECT_*) of a refused edit of a fresh sample of type t. */
+static uint32_t kind_of_set(uint32_t t, const int *path, msgpack_object v) {
+    sample_t s;
+    sample(t, &s);
+    wire_msg_t d;
+    auxps_error_t e = {0};
+    edit_t ed = {path, v};
+    int rc = decode_edited(&s, EDIT_SET, &ed, 1, &d, &e);
+    cr_assert_lt(rc, 0, "%s: the edit was not refused", wire_type_name(t));
+    uint32_t kind = wire_reject_kind(rc, &d);
+    wire_msg_clear(&d);
+    return kind;
+}
+
+static uint32_t kind_of_bytes(const void *hdr, size_t n) {
+    wire_msg_t d;
+    auxps_error_t e = {0};
+    int rc = wire_decode(&d, hdr, n, NULL, 0, 0, &e);
+    cr_assert_lt(rc, 0);
+    return wire_reject_kind(rc, &d);
+}
+
+Test(wire, a_refused_message_is_counted_as_one_kind) {
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(1), U(WIRE_VERSION + 1)), WIRE_REJECT_BAD_VERSION);
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(7), U(1ull << 40)), WIRE_REJECT_TOO_LARGE);   /* length */
+    cr_assert_eq(kind_of_set(WIRE_LEASE, PATH(9), U(WIRE_MAX_CHUNK + 1)), WIRE_REJECT_TOO_LARGE); /* count */
+    static char name[WIRE_MAX_NAME + 1];
+    memset(name, 'a', sizeof name);
+    cr_assert_eq(kind_of_set(WIRE_HELLO, PATH(5), S(name, sizeof name)), WIRE_REJECT_TOO_LARGE);
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(4), U(WIRE_MAX_WORKERS)), WIRE_REJECT_OUT_OF_RANGE); /* worker */
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(6), U(WIRE_MAX_VECTOR)), WIRE_REJECT_OUT_OF_RANGE);  /* offset */
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(4), I(-1)), WIRE_REJECT_OUT_OF_RANGE);
+    cr_assert_eq(kind_of_set(WIRE_PROGRESS, PATH(9), F(NAN)), WIRE_REJECT_NON_FINITE);
+    cr_assert_eq(kind_of_set(WIRE_PROGRESS, PATH(9), F(-INFINITY)), WIRE_REJECT_NON_FINITE);
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(4), S("x", 1)), WIRE_REJECT_MALFORMED);       /* wrong type */
+    cr_assert_eq(kind_of_set(WIRE_PUSH, PATH(2), U(99)), WIRE_REJECT_MALFORMED);           /* unknown type */
+
+    /* Declared lengths no header frame can hold are too large; shorter ones are truncation. */
+    static const uint8_t arr32[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t str32[] = {0x94, 0xdb, 0x00, 0x01, 0x00, 0x01, 'A'};
+    static const uint8_t arr_short[] = {0x94, 0xa4, 'A', 'X'};
+    static const uint8_t garbage[] = {0xc1, 0x17, 0x42};
+    cr_assert_eq(kind_of_bytes(arr32, sizeof arr32), WIRE_REJECT_TOO_LARGE);
+    cr_assert_eq(kind_of_bytes(str32, sizeof str32), WIRE_REJECT_TOO_LARGE);
+    cr_assert_eq(kind_of_bytes(arr_short, sizeof arr_short), WIRE_REJECT_MALFORMED);
+    cr_assert_eq(kind_of_bytes(garbage, sizeof garbage), WIRE_REJECT_MALFORMED);
+    uint8_t *big = calloc(1, WIRE_MAX_HEADER + 1);
+    cr_assert_not_null(big);
+    cr_assert_eq(kind_of_bytes(big, WIRE_MAX_HEADER + 1), WIRE_REJECT_TOO_LARGE);
+    free(big);
+
+    /* wire_recv's refusals: a frame over its limit, or frames out of shape. */
+    cr_assert_eq(wire_reject_kind(AUXPS_ERANGE, NULL), WIRE_REJECT_TOO_LARGE);
+    cr_assert_eq(wire_reject_kind(AUXPS_EFORMAT, NULL), WIRE_REJECT_MALFORMED);
+    /* The receiver's own refusals, by the ERROR code they get. */
+    cr_assert_eq(wire_reject_of_code(WIRE_ERR_NOT_REGISTERED), WIRE_REJECT_UNREGISTERED);
+    cr_assert_eq(wire_reject_of_code(WIRE_ERR_OUT_OF_RANGE), WIRE_REJECT_OUT_OF_RANGE);
+    cr_assert_eq(wire_reject_of_code(WIRE_ERR_NON_FINITE), WIRE_REJECT_NON_FINITE);
+    cr_assert_eq(wire_reject_of_code(WIRE_ERR_VERSION), WIRE_REJECT_BAD_VERSION);
+    cr_assert_eq(wire_reject_of_code(WIRE_ERR_ENCODING), WIRE_REJECT_MALFORMED);
+    cr_assert_str_eq(wire_reject_name(WIRE_REJECT_TOO_LARGE), "too_large");
+    cr_assert_str_eq(wire_reject_name(WIRE_REJECT_NON_FINITE), "non_finite");
+    cr_assert_str_eq(wire_reject_name(WIRE_REJECT_COUNT), "?");
+    cr_assert_str_eq(wire_err_name(WIRE_ERR_NON_FINITE), "NON_FINITE");
 }
 
 /* ---- fuzz ------------------------------------------------------------------------------ */

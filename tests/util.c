@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <math.h>
+#include <msgpack.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -82,6 +85,200 @@ int util_recv_within(void *sock, int router, wire_in_t *in, wire_msg_t *m, int m
 }
 
 /* ---- child processes ---- */
+
+static void stream_append(util_stream_t *s, const char *p, size_t n);
+
+/* ---- hostile peers ---- */
+
+void util_peer_open(util_peer_t *p, const char *endpoint) {
+    p->ctx = zmq_ctx_new();
+    cr_assert_not_null(p->ctx);
+    p->sock = zmq_socket(p->ctx, ZMQ_DEALER);
+    cr_assert_not_null(p->sock);
+    int linger = 0;
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_connect(p->sock, endpoint), 0, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+}
+
+void util_peer_close(util_peer_t *p) {
+    if (p->sock != NULL) zmq_close(p->sock);
+    if (p->ctx != NULL) zmq_ctx_term(p->ctx);
+    p->sock = p->ctx = NULL;
+}
+
+void util_peer_send(util_peer_t *p, const void *f0, size_t n0, const void *f1, size_t n1) {
+    cr_assert_geq(zmq_send(p->sock, f0, n0, f1 ? ZMQ_SNDMORE : 0), 0, "send: %s", zmq_strerror(zmq_errno()));
+    if (f1) cr_assert_geq(zmq_send(p->sock, f1, n1, 0), 0, "send: %s", zmq_strerror(zmq_errno()));
+}
+
+uint32_t util_peer_expect_error(util_peer_t *p, const char *what, uint32_t *rid, int ms) {
+    wire_in_t in;
+    memset(&in, 0, sizeof in);
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    cr_assert_eq(util_recv_within(p->sock, 0, &in, &m, ms), 0, "%s: no reply within %d ms", what, ms);
+    cr_assert_eq(m.type, WIRE_ERROR, "%s: answered with %s, not ERROR", what, wire_type_name(m.type));
+    uint32_t code = m.error.code;
+    if (rid) *rid = m.rid;
+    wire_msg_clear(&m);
+    wire_in_close(&in);
+    return code;
+}
+
+int util_peer_silent(util_peer_t *p, int ms) {
+    zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&it, 1, ms) == 0;
+}
+
+void util_encode(const wire_msg_t *m, unsigned char *buf, size_t *n) {
+    void *hdr;
+    size_t size;
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_encode(m, &hdr, &size, &e), 0, "%s", e.msg);
+    cr_assert_leq(size, *n);
+    memcpy(buf, hdr, size);
+    *n = size;
+    free(hdr);
+}
+
+/* The header ["AXPS", WIRE_VERSION, type, rid] of a hand-made message; the caller packs the
+ * rest (n fields), so that it can write values wire_encode would refuse. */
+static void hand_header(msgpack_packer *pk, uint32_t type, uint32_t rid, int n) {
+    msgpack_pack_array(pk, (size_t)(4 + n));
+    msgpack_pack_str(pk, 4);
+    msgpack_pack_str_body(pk, "AXPS", 4);
+    msgpack_pack_uint32(pk, WIRE_VERSION);
+    msgpack_pack_uint32(pk, type);
+    msgpack_pack_uint32(pk, rid);
+}
+
+/* A PUSH header with the given offset and length and no payload. */
+static void hand_push(msgpack_sbuffer *sb, uint32_t rid, uint64_t offset, uint64_t length) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    hand_header(&pk, WIRE_PUSH, rid, 9);
+    const uint64_t v[8] = {0, 0, offset, length, 0, 0, 32, WIRE_ENC_F32};
+    for (int i = 0; i < 8; i++) msgpack_pack_uint64(&pk, v[i]);
+    msgpack_pack_array(&pk, 0);
+}
+
+/* Sends header (and no payload) and checks the ERROR code and, when rid != 0, the rid. */
+static void expect_refusal(util_peer_t *p, const char *who, const char *what, const void *hdr, size_t n,
+                           uint32_t want, uint32_t rid) {
+    char where[160];
+    snprintf(where, sizeof where, "%s: %s", who, what);
+    util_peer_send(p, hdr, n, NULL, 0);
+    uint32_t got_rid, code = util_peer_expect_error(p, where, &got_rid, 5000);
+    cr_assert_eq(code, want, "%s: ERROR %s, expected %s", where, wire_err_name(code), wire_err_name(want));
+    if (rid) cr_assert_eq(got_rid, rid, "%s: the ERROR answers rid %u, not %u", where, got_rid, rid);
+}
+
+int util_send_malformed(util_peer_t *p, const char *who, uint64_t kinds[WIRE_REJECT_COUNT]) {
+    int sent = 0;
+    unsigned char hb[64];
+    size_t hn = sizeof hb;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_HEARTBEAT;
+    m.rid = 4242;
+    m.heartbeat = (wire_heartbeat_t){WIRE_ROLE_WORKER, 7};
+    util_encode(&m, hb, &hn);
+    /* fixarray, fixstr "AXPS", then the version and the type as positive fixints */
+    cr_assert(hb[1] == 0xa4 && hb[6] == WIRE_VERSION && hb[7] == WIRE_HEARTBEAT, "unexpected HEARTBEAT encoding");
+
+    unsigned char rnd[64];
+    util_rng_t r = {7};
+    for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (unsigned char)util_rng_next(&r);
+    rnd[0] = 0xc1; /* never a MessagePack type: the frame is garbage */
+    expect_refusal(p, who, "random bytes", rnd, sizeof rnd, WIRE_ERR_BAD_MESSAGE, 0);
+    kinds[WIRE_REJECT_MALFORMED]++, sent++;
+    expect_refusal(p, who, "truncated header", hb, hn / 2, WIRE_ERR_BAD_MESSAGE, 0);
+    kinds[WIRE_REJECT_MALFORMED]++, sent++;
+    unsigned char ed[64];
+    memcpy(ed, hb, hn);
+    ed[7] = 99;
+    expect_refusal(p, who, "type 99", ed, hn, WIRE_ERR_BAD_MESSAGE, 4242);
+    kinds[WIRE_REJECT_MALFORMED]++, sent++;
+
+    memcpy(ed, hb, hn);
+    ed[6] = WIRE_VERSION + 1;
+    expect_refusal(p, who, "another version", ed, hn, WIRE_ERR_VERSION, 4242);
+    kinds[WIRE_REJECT_BAD_VERSION]++, sent++;
+
+    size_t big = WIRE_MAX_HEADER + 100;
+    unsigned char *huge = calloc(1, big);
+    cr_assert_not_null(huge);
+    memcpy(huge, hb, hn);
+    expect_refusal(p, who, "header frame over the limit", huge, big, WIRE_ERR_BAD_MESSAGE, 0);
+    free(huge);
+    kinds[WIRE_REJECT_TOO_LARGE]++, sent++;
+    const unsigned char claim[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xa4, 'A', 'X', 'P', 'S'};
+    expect_refusal(p, who, "array claiming 2^32-1 items", claim, sizeof claim, WIRE_ERR_BAD_MESSAGE, 0);
+    kinds[WIRE_REJECT_TOO_LARGE]++, sent++;
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    hand_push(&sb, 4343, 0, 1ull << 40);
+    expect_refusal(p, who, "PUSH of 2^40 values", sb.data, sb.size, WIRE_ERR_BAD_MESSAGE, 4343);
+    kinds[WIRE_REJECT_TOO_LARGE]++, sent++;
+    msgpack_sbuffer_clear(&sb);
+    hand_push(&sb, 4344, WIRE_MAX_VECTOR - 1, 16);
+    expect_refusal(p, who, "PUSH past the end of any vector", sb.data, sb.size, WIRE_ERR_BAD_MESSAGE, 4344);
+    kinds[WIRE_REJECT_OUT_OF_RANGE]++, sent++;
+
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    hand_header(&pk, WIRE_PROGRESS, 4345, 10);
+    for (int i = 0; i < 5; i++) msgpack_pack_uint32(&pk, 0); /* worker, chunk, epoch, clock, samples */
+    msgpack_pack_double(&pk, NAN);                            /* loss_sum */
+    msgpack_pack_double(&pk, 0.0);
+    for (int i = 0; i < 3; i++) msgpack_pack_uint32(&pk, 0);
+    expect_refusal(p, who, "PROGRESS with a NaN loss", sb.data, sb.size, WIRE_ERR_BAD_MESSAGE, 4345);
+    kinds[WIRE_REJECT_NON_FINITE]++, sent++;
+    msgpack_sbuffer_destroy(&sb);
+    return sent;
+}
+
+/* ---- HTTP ---- */
+
+int util_http_get(int port, const char *path, char **body) {
+    *body = NULL;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(s, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(s);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    cr_assert_eq(send(s, req, (size_t)n, MSG_NOSIGNAL), n);
+    util_stream_t r = {0};
+    stream_append(&r, "", 0);
+    const double deadline = util_now_s() + 5.0;
+    for (;;) {
+        struct pollfd pf = {s, POLLIN, 0};
+        double left = deadline - util_now_s();
+        cr_assert_gt(left, 0, "GET %s: no complete answer within 5 s", path);
+        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0) continue;
+        char chunk[65536];
+        ssize_t k = recv(s, chunk, sizeof chunk, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        stream_append(&r, chunk, (size_t)k);
+    }
+    close(s);
+    int status = -1;
+    cr_assert_eq(sscanf(r.buf, "HTTP/1.1 %d", &status), 1, "GET %s: not an HTTP answer: %.100s", path, r.buf);
+    const char *b = strstr(r.buf, "\r\n\r\n");
+    cr_assert_not_null(b, "GET %s: no end of head", path);
+    *body = strdup(b + 4);
+    cr_assert_not_null(*body);
+    free(r.buf);
+    return status;
+}
 
 const char *util_auxps_bin(void) {
     const char *b = getenv("AUXPS_BIN");

@@ -14,7 +14,7 @@
 
 #include "wire.h"
 
-#define UTIL_MAX_KIDS 16           /* processes a test may have running at once */
+#define UTIL_MAX_KIDS 48           /* processes a test may have running at once */
 #define UTIL_MAX_OUTPUT (16 << 20) /* bytes of one captured stream */
 
 /* Seconds on CLOCK_MONOTONIC. */
@@ -50,6 +50,40 @@ int util_free_port(void);
  * returns 0 with in and m filled in, or -1 on timeout. A message that does not decode fails the
  * test. The caller clears m and closes in. */
 int util_recv_within(void *sock, int router, wire_in_t *in, wire_msg_t *m, int ms);
+
+/* ---- hostile peers ---- */
+
+/* A DEALER of its own context, connected to a coordinator or a node: one fake peer. */
+typedef struct {
+    void *ctx, *sock;
+} util_peer_t;
+
+void util_peer_open(util_peer_t *p, const char *endpoint);
+void util_peer_close(util_peer_t *p);
+/* Sends f0 (and f1 when not NULL) as one message. */
+void util_peer_send(util_peer_t *p, const void *f0, size_t n0, const void *f1, size_t n1);
+/* Waits up to ms for the reply, which must be an ERROR; returns its code, and its rid in *rid
+ * (may be NULL). what names the case in a failure. */
+uint32_t util_peer_expect_error(util_peer_t *p, const char *what, uint32_t *rid, int ms);
+/* 1 if nothing at all arrives on p within ms (a message that was dropped, not answered). */
+int util_peer_silent(util_peer_t *p, int ms);
+/* wire_encode of m into buf (*n: its size in, the header's size out). */
+void util_encode(const wire_msg_t *m, unsigned char *buf, size_t *n);
+
+/* Sends the hostile messages every receiver must refuse with ERROR, each checked for its code:
+ * random bytes, a truncated header, an unknown type (malformed); another protocol version
+ * (bad_version); a header frame over WIRE_MAX_HEADER, an array claiming 2^32 - 1 items, a PUSH
+ * declaring 2^40 values (too_large); a PUSH whose offset + length passes WIRE_MAX_VECTOR
+ * (out_of_range); a PROGRESS whose loss is NaN (non_finite). Adds what it sent to
+ * kinds[WIRE_REJECT_*] and returns the number of messages. who names the receiver. */
+int util_send_malformed(util_peer_t *p, const char *who, uint64_t kinds[WIRE_REJECT_COUNT]);
+
+/* ---- HTTP ---- */
+
+/* GET path from 127.0.0.1:port with Connection: close, within 5 s. Returns the HTTP status (-1
+ * if the server cannot be reached) and the body in *body (malloc'd, NUL-terminated; NULL when
+ * -1), which the caller frees. */
+int util_http_get(int port, const char *path, char **body);
 
 /* ---- child processes ---- */
 
