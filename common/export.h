@@ -60,6 +60,12 @@ int export_save(model_t *m, float mean, float std, const char *path, auxps_error
 int export_load(const char *path, int max_batch, model_t **out, float *mean, float *std,
                 auxps_error_t *err);
 
+/* As export_load, from the len bytes of a file image at buf (the caller keeps it); name stands
+ * for the file in messages. Same checks, results and errors, except that nothing is opened or
+ * read: AUXPS_EIO never comes back. */
+int export_load_mem(const void *buf, size_t len, const char *name, int max_batch, model_t **out,
+                    float *mean, float *std, auxps_error_t *err);
+
 /* Loads path (as export_load) and prints to f, as "key: value" lines: the spec, the
  * normalisation, one "tensor:" line per tensor (name, shape, bits, bytes in the file including
  * its record header), the file size, the size of the FP32 equivalent (all inference parameters
