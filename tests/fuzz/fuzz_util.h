@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The scratch directory, created on first use. */
+/* The scratch directory, created on first use under $AUXPS_FUZZ_SCRATCH if set, else under
+ * /dev/shm or /tmp. */
 const char *fz_dir(void);
 
 /* Writes dir/name (replacing it) with size bytes of data, and puts the path in path (4096
