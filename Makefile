@@ -20,7 +20,8 @@ MAIN_OBJ := $(BUILD)/launch/main.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm test-load
+.PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm test-load fuzz fuzz-build \
+        fuzz-seeds valgrind
 CONFIG ?= configs/fmnist-resnet8-w2a2-aux.ini
 # The public targets first install missing Debian packages, then build in a fresh make so that
 # pkg-config sees the newly installed libraries.
@@ -80,7 +81,47 @@ test-compose:
 test-swarm:
 	sh tests/compose/swarm
 
+# ---- fuzzing (tests/fuzz, docs/TESTING.md) ----
+# One libFuzzer harness per reader of outside input. `make fuzz` installs clang and libFuzzer's
+# runtime, builds the harnesses and the library with clang under ASan and UBSan in build-fuzz/,
+# and runs each for FUZZ_TIME seconds from a scratch copy of its committed corpus; any crash,
+# leak or sanitizer report fails it and leaves the input in build-fuzz/artifacts/.
+FUZZ_TIME    ?= 300
+FUZZ_TARGETS := wire config idx ckpt export
+FUZZ_FLAGS   := CC=clang BUILD=build-fuzz SANITIZE=fuzzer-no-link,address,undefined
+
+fuzz: deps
+	@sh launch/install-deps clang libclang-rt-14-dev
+	@$(MAKE) --no-print-directory fuzz-build
+	sh tests/fuzz/run $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory $(FUZZ_FLAGS) $(FUZZ_TARGETS:%=build-fuzz/fuzz/fuzz_%)
+
+.SECONDARY: $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/fuzz_%.o) $(BUILD)/tests/fuzz/fuzz_util.o
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/fuzz_util.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+# Regenerates the binary seeds with the project's own writers, and copies configs/ as the config
+# seeds. Hand-written edge cases and regression inputs in tests/fuzz/corpus stay as they are.
+fuzz-seeds: $(BUILD)/tests/fuzz/seeds
+	$< tests/fuzz/corpus
+	mkdir -p tests/fuzz/corpus/config && cp configs/*.ini tests/fuzz/corpus/config/
+
+$(BUILD)/tests/fuzz/seeds: $(BUILD)/tests/fuzz/seeds.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# ---- valgrind (tests/valgrind/run, docs/TESTING.md) ----
+# Memcheck on the normal build: two short trainings, an evaluation and a distributed run (a
+# coordinator, a node and a worker), failing on any error or definite leak.
+valgrind: deps
+	@sh launch/install-deps valgrind
+	@$(MAKE) --no-print-directory build-all
+	sh tests/valgrind/run $(BUILD)/auxps
+
 clean:
 	rm -rf build build-san build-*
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(TEST_UTIL:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(TEST_UTIL:.o=.d) \
+         $(wildcard $(BUILD)/tests/fuzz/*.d)

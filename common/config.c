@@ -477,8 +477,11 @@ int config_load_text(auxps_config_t *c, const char *text, const char *name, auxp
         return auxps_error_set(err, AUXPS_EINVAL, "config_load_text: NULL argument");
     if (strlen(name) >= sizeof c->path)
         return auxps_error_set(err, AUXPS_ECONFIG, "config name longer than %zu bytes", sizeof c->path - 1);
+    /* fmemopen refuses a size of 0, and a size of 1 over "" would read its terminator as a NUL
+     * byte: empty text is read as one blank line, which loads the same as an empty file. */
     size_t len = strlen(text);
-    FILE *f = fmemopen((void *)text, len ? len : 1, "r");
+    if (len == 0) text = "\n", len = 1;
+    FILE *f = fmemopen((void *)text, len, "r");
     if (f == NULL) return auxps_error_set(err, AUXPS_ENOMEM, "%s: cannot open the text: %s", name, strerror(errno));
     return load_file(c, name, f, err);
 }

@@ -561,6 +561,25 @@ static int decode(const char *path, const uint8_t *b, size_t len, int max_batch,
     int rc;
 
     if ((rc = read_spec(path, b, &sp, &mn, &sd, err)) != 0) goto fail;
+    /* The spec sizes the model's buffers, so the file must be able to hold that model before
+     * they are allocated: every parameter takes at least wbits bits (32 for a full-precision
+     * one), every statistic 4 bytes. Without this a 700-byte file claiming a hidden width of
+     * 60000 makes the reader ask for gigabytes. */
+    size_t np = 0, ns = 0;
+    if ((rc = model_spec_layout(&sp, &np, &ns)) != 0) {
+        rc = auxps_error_set(err, rc == AUXPS_ENOMEM ? AUXPS_ENOMEM : AUXPS_EFORMAT,
+                             "%s: cannot lay out the model the spec describes", path);
+        goto fail;
+    }
+    const uint64_t least = EXPORT_HEADER_BYTES + STATS_HEAD_BYTES + CRC_BYTES +
+                           payload_bytes(np, sp.wbits < 32 ? sp.wbits : 0) + 4 * (uint64_t)ns;
+    if (least > len) {
+        rc = auxps_error_set(err, AUXPS_EFORMAT,
+                             "%s: truncated: %zu bytes, but the model its spec describes (%zu "
+                             "parameters, %zu statistics) needs at least %llu",
+                             path, len, np, ns, (unsigned long long)least);
+        goto fail;
+    }
     if ((m = model_new(&sp, max_batch)) == NULL) {
         rc = auxps_error_set(err, AUXPS_ENOMEM, "%s: out of memory for the model", path);
         goto fail;
@@ -613,21 +632,38 @@ fail:
     return rc;
 }
 
+/* The argument checks of both entry points; name is the path or the caller's name. */
+static int check_load_args(const char *name, int max_batch, model_t **out, float *mean, float *std,
+                           auxps_error_t *err) {
+    if (out != NULL) *out = NULL;
+    if (name == NULL || out == NULL || mean == NULL || std == NULL)
+        return auxps_error_set(err, AUXPS_EINVAL, "export: NULL argument to export_load");
+    if (max_batch < 1 || max_batch > 65536)
+        return auxps_error_set(err, AUXPS_EINVAL, "%s: max_batch %d out of range 1..65536", name, max_batch);
+    return 0;
+}
+
+int export_load_mem(const void *buf, size_t len, const char *name, int max_batch, model_t **out,
+                    float *mean, float *std, auxps_error_t *err) {
+    int rc = check_load_args(name, max_batch, out, mean, std, err);
+    if (rc != 0) return rc;
+    if (buf == NULL && len > 0)
+        return auxps_error_set(err, AUXPS_EINVAL, "%s: NULL buffer of %zu bytes", name, len);
+    if (len > EXPORT_MAX_BYTES)
+        return auxps_error_set(err, AUXPS_EFORMAT, "%s: %zu bytes; an exported model is at most %u",
+                               name, len, EXPORT_MAX_BYTES);
+    if ((rc = check_envelope(name, buf, len, err)) != 0) return rc;
+    return decode(name, buf, len, max_batch, out, mean, std, err);
+}
+
 int export_load(const char *path, int max_batch, model_t **out, float *mean, float *std,
                 auxps_error_t *err) {
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc;
-    if (out != NULL) *out = NULL;
-    if (path == NULL || out == NULL || mean == NULL || std == NULL)
-        return auxps_error_set(err, AUXPS_EINVAL, "export: NULL argument to export_load");
-    if (max_batch < 1 || max_batch > 65536)
-        return auxps_error_set(err, AUXPS_EINVAL, "%s: max_batch %d out of range 1..65536", path, max_batch);
-    if ((rc = slurp(path, &buf, &len, err)) != 0) goto fail;
-    if ((rc = check_envelope(path, buf, len, err)) != 0) goto fail;
-    rc = decode(path, buf, len, max_batch, out, mean, std, err);
-
-fail:
+    int rc = check_load_args(path, max_batch, out, mean, std, err);
+    if (rc != 0) return rc;
+    if ((rc = slurp(path, &buf, &len, err)) != 0) return rc;
+    rc = export_load_mem(buf, len, path, max_batch, out, mean, std, err);
     free(buf);
     return rc;
 }

@@ -40,8 +40,9 @@
 int export_save(model_t *m, float mean, float std, const char *path, auxps_error_t *err);
 
 /* Reads path and rebuilds its model for batches of up to max_batch (1..65536) images. Checks, in
- * this order: magic, version, the stored file size against the real one, the CRC-32, then the
- * spec and every record against model_new(spec with aux = 0, max_batch). On success *out is a
+ * this order: magic, version, the stored file size against the real one, the CRC-32, the spec,
+ * that the file is large enough for the model the spec describes (before allocating it), then
+ * every record against model_new(spec with aux = 0, max_batch). On success *out is a
  * new frozen model (model_set_frozen(*out, 1)) owned by the caller (model_destroy): its
  * model_qweights hold the decoded k-bit weights, bit-identical to the ones the exporting
  * model's forward pass used; its params hold the full-precision tensors, with the latent
@@ -59,6 +60,12 @@ int export_save(model_t *m, float mean, float std, const char *path, auxps_error
  * No length read from the file is used before it is checked against the bytes that remain. */
 int export_load(const char *path, int max_batch, model_t **out, float *mean, float *std,
                 auxps_error_t *err);
+
+/* As export_load, from the len bytes of a file image at buf (the caller keeps it); name stands
+ * for the file in messages. Same checks, results and errors, except that nothing is opened or
+ * read: AUXPS_EIO never comes back. */
+int export_load_mem(const void *buf, size_t len, const char *name, int max_batch, model_t **out,
+                    float *mean, float *std, auxps_error_t *err);
 
 /* Loads path (as export_load) and prints to f, as "key: value" lines: the spec, the
  * normalisation, one "tensor:" line per tensor (name, shape, bits, bytes in the file including

@@ -13,14 +13,21 @@
 #include "quant.h"
 #include "rng.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TENSORS 256
-#define MAX_BNS 96
 #define MAX_RES_BLOCKS (3 * MODEL_MAX_BLOCKS)
+/* The tables hold the largest model model_spec_check accepts: a ResNet with MODEL_MAX_BLOCKS
+ * blocks per stage and the auxiliary module. A block has at most five convolutions (conv1,
+ * conv2, the shortcut, and the auxiliary adaptor and down-sampling ones), each followed by a
+ * batch norm with gamma and beta: 15 tensors and 5 batch norms. Outside the blocks come the stem
+ * and the auxiliary start (a convolution and a batch norm each) and two fc layers (weight and
+ * bias). The MLP needs 7 tensors and 2 batch norms. */
+#define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
+#define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
 
 typedef struct {
     conv_shape_t s;     /* s.n is max_batch; the pass sets the real n */
@@ -89,6 +96,7 @@ struct model {
 
 static size_t add_tensor(model_t *m, const char *name, int kind, int quantized, int aux,
                          int d0, int d1, int d2, int d3, int ndim) {
+    assert(m->ntensors < MAX_TENSORS); /* MAX_TENSORS covers every valid spec */
     model_tensor_t *t = &m->tensors[m->ntensors++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->shape[0] = d0; t->shape[1] = d1; t->shape[2] = d2; t->shape[3] = d3;
@@ -129,6 +137,7 @@ static void bn_make(model_t *m, bn_t *bn, const char *prefix, int aux, int c, in
     m->nstats += 2 * (size_t)c;
     bn->save = m->nsave;
     m->nsave += 2 * (size_t)c;
+    assert(m->nbns < MAX_BNS);
     m->bns[m->nbns++] = bn;
 }
 
@@ -298,6 +307,22 @@ int model_spec_check(const model_spec_t *sp, char *msg, size_t msglen) {
     }
     return 0;
 #undef BAD
+}
+
+int model_spec_layout(const model_spec_t *spec, size_t *inference_params, size_t *inference_stats) {
+    if (spec == NULL || model_spec_check(spec, NULL, 0) != 0) return AUXPS_ECONFIG;
+    /* The same builder as model_new, so the counts cannot drift from the real layout; it only
+     * adds up offsets, and no buffer is allocated. */
+    model_t *m = calloc(1, sizeof *m);
+    if (m == NULL) return AUXPS_ENOMEM;
+    m->spec = *spec;
+    m->max_batch = 1;
+    if (spec->arch == ARCH_RESNET) build_resnet(m);
+    else build_mlp(m);
+    if (inference_params) *inference_params = m->ninfer;
+    if (inference_stats) *inference_stats = m->ninfer_stats;
+    free(m);
+    return 0;
 }
 
 model_t *model_new(const model_spec_t *spec, int max_batch) {

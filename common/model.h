@@ -56,6 +56,12 @@ void model_spec_default(model_spec_t *spec);
 /* Returns 0 if spec is valid, else AUXPS_ECONFIG with a sentence in msg (msglen bytes). */
 int model_spec_check(const model_spec_t *spec, char *msg, size_t msglen);
 
+/* The lengths model_num_inference_params and model_num_inference_stats would give for a model of
+ * spec, without allocating its buffers: a reader checks a file's size against a spec from that
+ * file with these before model_new allocates for it. Either pointer may be NULL. Returns 0,
+ * AUXPS_ECONFIG (invalid spec) or AUXPS_ENOMEM. */
+int model_spec_layout(const model_spec_t *spec, size_t *inference_params, size_t *inference_stats);
+
 /* Returns a model for batches of up to max_batch images, or NULL (bad spec or no memory).
  * Parameters are zero until model_init or a load into model_params(). */
 model_t *model_new(const model_spec_t *spec, int max_batch);

@@ -490,3 +490,15 @@ Test(config_text, load_text_reads_what_config_write_wrote) {
     cr_expect(strstr(e.msg, "WELCOME:2:") != NULL, "%s", e.msg);
     free(text);
 }
+
+/* Empty text is an empty file: the defaults (it was once refused as "NUL byte in the file"). */
+Test(config_text, empty_text_loads_the_defaults) {
+    auxps_config_t a, b;
+    auxps_error_t e = {0};
+    config_defaults(&a);
+    memset(&b, 0xff, sizeof b);
+    cr_assert_eq(config_load_text(&b, "", "WELCOME", &e), 0, "%s", e.msg);
+    cr_expect_eq(b.train.epochs, a.train.epochs);
+    cr_expect_eq(b.model.wbits, a.model.wbits);
+    cr_expect_str_eq(b.path, "WELCOME");
+}

@@ -522,6 +522,26 @@ Test(export, invalid_spec_fields_are_a_format_error) {
     expect_header_rejected(O_STD, 0x7fc00000u);          /* std = NaN */
 }
 
+/* The spec sizes the model's buffers, so a small file that claims a huge model must be refused
+ * from its size before they are allocated (once the reader asked for gigabytes, and a spec with
+ * 16 blocks per stage overran the model's tensor table). */
+Test(export, a_spec_larger_than_the_file_is_refused_before_the_model_is_built) {
+    char path[256];
+    uint8_t *b;
+    size_t n = valid_file(tpath(path, "m.auxps"), &b);
+    for (int i = 0; i < 3; i++) set32(b + O_WIDTH0 + 4 * (size_t)i, 1024);
+    set32(b + O_BLOCKS, MODEL_MAX_BLOCKS);
+    fix_crc(b, n);
+    write_all(path, b, n);
+    expect_fail(path, AUXPS_EFORMAT);
+    model_t *l = NULL;
+    float mean, std;
+    auxps_error_t err = {0};
+    cr_expect_eq(export_load(path, 4, &l, &mean, &std, &err), AUXPS_EFORMAT);
+    cr_expect(strstr(err.msg, "truncated") && strstr(err.msg, "needs at least"), "%s", err.msg);
+    free(b);
+}
+
 /* Tampers with a field of record i (offset within it), fixes the CRC, expects EFORMAT. */
 static void expect_record_rejected(int tensor, size_t field, int width, uint64_t value) {
     char path[256];

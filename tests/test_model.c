@@ -212,6 +212,36 @@ Test(model_layout, resnet8_parameter_counts_match_method) {
     model_destroy(&m);
 }
 
+/* The deepest ResNet the spec allows (MODEL_MAX_BLOCKS per stage, auxiliary module) has 454
+ * tensors and 150 batch norms; the model's tables once held 256 and 96, and such a spec (from a
+ * config's model.blocks or an exported model's header) wrote past them. */
+Test(model_layout, the_deepest_resnet_the_spec_allows_builds_and_runs) {
+    model_spec_t sp;
+    model_spec_default(&sp);
+    sp.blocks = MODEL_MAX_BLOCKS;
+    sp.widths[0] = 2, sp.widths[1] = 3, sp.widths[2] = 4;
+    sp.in_h = sp.in_w = 8;
+    model_t *m = model_new(&sp, 2);
+    cr_assert_not_null(m);
+    /* Stem 3, blocks 48 x 6, two shortcuts x 3, fc 2; auxiliary: start 3, adaptors 48 x 3, two
+     * down-sampling x 3, fc 2. */
+    cr_expect_eq(model_num_tensors(m), 299 + 155);
+    cr_expect_eq(model_num_bns(m), 1 + 96 + 2 + 1 + 48 + 2);
+    size_t np = 0, ns = 0;
+    cr_expect_eq(model_spec_layout(&sp, &np, &ns), 0);
+    cr_expect_eq(np, model_num_inference_params(m));
+    cr_expect_eq(ns, model_num_inference_stats(m));
+    model_init(m, 5);
+    float x[2 * 64];
+    for (int i = 0; i < 2 * 64; i++) x[i] = (float)(i % 9) * 0.25f - 1.0f;
+    int y[2] = {3, 7};
+    model_result_t res;
+    model_forward(m, x, y, 2, 1, &res);
+    model_backward(m);
+    cr_expect(isfinite(res.loss), "loss %g", (double)res.loss);
+    model_destroy(&m);
+}
+
 Test(model_layout, invalid_specs_are_refused) {
     model_spec_t sp;
     model_spec_default(&sp);
