@@ -107,7 +107,7 @@ void conv2d_forward(float *out, const float *x, const float *w, const conv_shape
 }
 
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                     const conv_shape_t *s, float *col) {
+                     const conv_shape_t *s, float *col, int acc) {
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
     const int pointwise = conv_is_pointwise(s);
@@ -123,10 +123,12 @@ void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, co
         if (dx == NULL) continue;
         if (pointwise) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
-                        1.0f, dx + n * xsz, howo);
+                        acc ? 1.0f : 0.0f, dx + n * xsz, howo);
         } else {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
                         0.0f, col, howo);
+            /* one image's dx is still in cache when col2im adds into it */
+            if (!acc) memset(dx + n * xsz, 0, sizeof(float) * xsz);
             col2im_add(dx + n * xsz, col, s);
         }
     }
@@ -195,7 +197,8 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
 }
 
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw) {
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
+                        int acc) {
     const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
         const float mu = mean[ch], rs = rstd[ch];
@@ -219,7 +222,10 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             const float *p = x + ((size_t)i * c + ch) * hw;
             const float *g = dy + ((size_t)i * c + ch) * hw;
             float *d = dx + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+            if (acc)
+                for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+            else
+                for (int j = 0; j < hw; j++) d[j] = k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
         }
     }
 }
@@ -228,11 +234,18 @@ void relu_forward(float *y, const float *x, size_t len) {
     for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-void relu_backward(float *dx, const float *dy, const float *y, size_t len) {
-    for (size_t i = 0; i < len; i++) {
-        const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
-        dx[i] += y[i] > 0.0f ? g : 0.0f;
-    }
+void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc) {
+    /* dy is loaded unconditionally so that the loops vectorise */
+    if (acc)
+        for (size_t i = 0; i < len; i++) {
+            const float g = dy[i];
+            dx[i] += y[i] > 0.0f ? g : 0.0f;
+        }
+    else
+        for (size_t i = 0; i < len; i++) {
+            const float g = dy[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
 }
 
 void add_forward(float *y, const float *a, const float *b, size_t len) {
@@ -248,11 +261,14 @@ void avgpool_forward(float *y, const float *x, int n, int c, int hw) {
     }
 }
 
-void avgpool_backward(float *dx, const float *dy, int n, int c, int hw) {
+void avgpool_backward(float *dx, const float *dy, int n, int c, int hw, int acc) {
     for (size_t i = 0; i < (size_t)n * c; i++) {
         const float g = dy[i] / (float)hw;
         float *d = dx + i * hw;
-        for (int j = 0; j < hw; j++) d[j] += g;
+        if (acc)
+            for (int j = 0; j < hw; j++) d[j] += g;
+        else
+            for (int j = 0; j < hw; j++) d[j] = g;
     }
 }
 
@@ -264,13 +280,14 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                     int n, int in, int out) {
+                     int n, int in, int out, int acc) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (db != NULL)
         for (int i = 0; i < n; i++)
             for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
     if (dx != NULL)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in,
+                    acc ? 1.0f : 0.0f, dx, in);
 }
 
 float softmax_xent(const float *logits, const int *y, int n, int classes, float *dlogits, float scale,

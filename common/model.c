@@ -535,25 +535,25 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
     if (res != NULL) *res = r;
 }
 
-/* ---- backward ---- */
+/* ---- backward ----
+ * The gradient arena is never zeroed: the first writer of each activation's gradient overwrites
+ * it (acc = 0) and only a second consumer of the same activation accumulates (acc = 1). The
+ * comments at each acc = 1 name the first writer. */
 
-static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx) {
+static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
-    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col, acc);
 }
 
-/* dy is the gradient of the BN's output, which may live at another offset (in-place sums). */
+/* dy is the gradient of the BN's output, which may live at another offset (in-place sums). Every
+ * BN input is a convolution output with no other consumer, so dx is always overwritten. */
 static void bn_bwd(model_t *m, const bn_t *bn, size_t in, const float *dy) {
     batchnorm_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
-                       m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
+                       m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw, 0);
 }
 
-static void act_bwd(model_t *m, size_t in, size_t out, size_t len) {
-    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits);
-}
-
-static void add_into(float *dst, const float *src, size_t len) {
-    for (size_t i = 0; i < len; i++) dst[i] += src[i];
+static void act_bwd(model_t *m, size_t in, size_t out, size_t len, int acc) {
+    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits, acc);
 }
 
 static void resnet_backward(model_t *m) {
@@ -563,13 +563,13 @@ static void resnet_backward(model_t *m) {
 
     softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
     linear_backward(G(m->pool), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * m->feat,
-                    G(m->logits), A(m->pool), P(m->p_fc1), m->n, m->feat, k);
-    avgpool_backward(G(lb->out), G(m->pool), m->n, m->feat, m->hw_last);
+                    G(m->logits), A(m->pool), P(m->p_fc1), m->n, m->feat, k, 0);
+    avgpool_backward(G(lb->out), G(m->pool), m->n, m->feat, m->hw_last, 0);
     if (aux) {
         softmax_xent(A(m->alogits), m->y, m->n, k, G(m->alogits), sp->aux_lambda, NULL);
         linear_backward(G(m->apool), m->grads + m->p_fc2, m->grads + m->p_fc2 + (size_t)k * m->feat,
-                        G(m->alogits), A(m->apool), P(m->p_fc2), m->n, m->feat, k);
-        avgpool_backward(G(lb->a_out), G(m->apool), m->n, m->feat, m->hw_last);
+                        G(m->alogits), A(m->apool), P(m->p_fc2), m->n, m->feat, k, 0);
+        avgpool_backward(G(lb->a_out), G(m->apool), m->n, m->feat, m->hw_last, 0);
     }
     for (int i = m->nblocks - 1; i >= 0; i--) {
         block_t *b = &m->blocks[i];
@@ -579,38 +579,42 @@ static void resnet_backward(model_t *m) {
             float *ga = G(b->a_out);
             const float *av = A(b->a_out);
             for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
+            /* a_in's only consumer is this block's D */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
-                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1);
+                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1, 0);
             } else {
-                add_into(G(b->a_in), ga, len);
+                memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
             bn_bwd(m, &b->bnad, b->adc, ga);
-            conv_bwd(m, &b->ad, b->o, b->adc, 1);
+            conv_bwd(m, &b->ad, b->o, b->adc, 1, 0);
         }
-        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len);
-        else act_bwd(m, b->o, b->out, b->out_len);
-        /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. */
+        /* o's gradient: the adaptor wrote it first when there is one */
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len, aux);
+        else act_bwd(m, b->o, b->out, b->out_len, aux);
+        /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
+         * shortcut (first) and conv1. */
         if (b->has_sc) {
             bn_bwd(m, &b->bnsc, b->scc, G(b->o));
-            conv_bwd(m, &b->sc, b->x_in, b->scc, 1);
+            conv_bwd(m, &b->sc, b->x_in, b->scc, 1, 0);
         } else {
-            add_into(G(b->x_in), G(b->o), len);
+            memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         }
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
-        conv_bwd(m, &b->conv2, b->h, b->c2, 1);
-        act_bwd(m, b->b1, b->h, b->out_len);
+        conv_bwd(m, &b->conv2, b->h, b->c2, 1, 0);
+        act_bwd(m, b->b1, b->h, b->out_len, 0);
         bn_bwd(m, &b->bn1, b->c1, G(b->b1));
-        conv_bwd(m, &b->conv1, b->x_in, b->c1, 1);
+        conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
-    act_bwd(m, m->s, m->x0, slen);
+    /* s's consumers: the quantizer (first) and the auxiliary start */
+    act_bwd(m, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
-        conv_bwd(m, &m->as, m->s, m->asc, 1);
+        conv_bwd(m, &m->as, m->s, m->asc, 1, 1);
     }
     bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
-    conv_bwd(m, &m->stem, m->in, m->sc0, 0);
+    conv_bwd(m, &m->stem, m->in, m->sc0, 0, 0);
 }
 
 static void mlp_backward(model_t *m) {
@@ -620,21 +624,20 @@ static void mlp_backward(model_t *m) {
     float *dwmid = (sp->wbits < 32 ? m->dwq : m->grads) + m->p_mid;
     softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
     linear_backward(G(m->h2), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * hd, G(m->logits),
-                    A(m->h2), P(m->p_fc1), m->n, hd, k);
-    relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n);
+                    A(m->h2), P(m->p_fc1), m->n, hd, k, 0);
+    relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n, 0);
     bn_bwd(m, &m->mbn2, m->z2, G(m->b2));
-    linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd);
-    act_bwd(m, m->b1, m->h1, (size_t)hd);
+    linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd, 0);
+    act_bwd(m, m->b1, m->h1, (size_t)hd, 0);
     bn_bwd(m, &m->mbn1, m->z1, G(m->b1));
     linear_backward(NULL, m->grads + m->p_in, m->grads + m->p_in + (size_t)hd * d, G(m->z1), A(m->in),
-                    P(m->p_in), m->n, d, hd);
+                    P(m->p_in), m->n, d, hd, 0);
 }
 
 void model_backward(model_t *m) {
     if (!m->trained) return;
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->dwq, 0, m->nparams * sizeof(float));
-    memset(m->dact, 0, m->nact * sizeof(float));
     if (m->spec.arch == ARCH_RESNET) resnet_backward(m);
     else mlp_backward(m);
     for (int i = 0; i < m->ntensors; i++) {

@@ -94,16 +94,30 @@ void quant_act_forward(float *y, const float *x, size_t n, int k) {
     }
 }
 
-void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k) {
+/* dx (+)= dy * mask, the mask of one precision: dy is loaded unconditionally so that the loops
+ * vectorise, and the accumulating and overwriting loops are separate for the same reason. */
+void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc) {
     if (k >= 32) {
-        for (size_t i = 0; i < n; i++) {
-            const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
-            dx[i] += x[i] > 0.0f ? g : 0.0f;
-        }
+        if (acc)
+            for (size_t i = 0; i < n; i++) {
+                const float g = dy[i];
+                dx[i] += x[i] > 0.0f ? g : 0.0f;
+            }
+        else
+            for (size_t i = 0; i < n; i++) {
+                const float g = dy[i];
+                dx[i] = x[i] > 0.0f ? g : 0.0f;
+            }
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const float g = dy[i], v = x[i];
-        dx[i] += (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
-    }
+    if (acc)
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i], v = x[i];
+            dx[i] += (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i], v = x[i];
+            dx[i] = (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
+        }
 }

@@ -197,7 +197,9 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
 /* dx and dw against central differences of L = sum(c * conv(x, w)) in double; conv is linear,
  * so the difference quotient is exact up to rounding. The gradients are added to pre-filled
  * buffers, and a second call with dx = NULL still adds the same dw. */
-Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
+/* acc = 1 adds to what dx held; acc = 0 overwrites dx, which starts as NaN here, so any read of
+ * the old contents would show. */
+Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overwrites) {
     util_rng_t r = {2};
     for (size_t t = 0; t < N_CONV_CASES; t++) {
         conv_shape_t s;
@@ -206,7 +208,7 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
         float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
         float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
-        float *col = ncol ? falloc(ncol) : NULL;
+        float *col = ncol ? falloc(ncol) : NULL, *dxo = falloc(nx), *dw3 = falloc(nw);
         util_fill_unif(x, nx, &r, -1, 1);
         util_fill_unif(w, nw, &r, -1, 1);
         util_fill_unif(c, no, &r, -1, 1);
@@ -215,8 +217,11 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         memcpy(dx, dx0, sizeof(float) * nx);
         memcpy(dw, dw0, sizeof(float) * nw);
         memcpy(dw2, dw0, sizeof(float) * nw);
-        conv2d_backward(dx, dw, c, x, w, &s, col);
-        conv2d_backward(NULL, dw2, c, x, w, &s, col);
+        memcpy(dw3, dw0, sizeof(float) * nw);
+        for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
+        conv2d_backward(dx, dw, c, x, w, &s, col, 1);
+        conv2d_backward(NULL, dw2, c, x, w, &s, col, 1);
+        conv2d_backward(dxo, dw3, c, x, w, &s, col, 0);
 
         conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
         double *gx = dalloc(nx), *gw = dalloc(nw);
@@ -226,7 +231,10 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         assert_close(dx, dx0, gx, nx, 1e-4, 1e-4, "conv dx");
         assert_close(dw, dw0, gw, nw, 1e-4, 1e-4, "conv dw");
         assert_close(dw2, dw0, gw, nw, 1e-4, 1e-4, "conv dw (dx = NULL)");
+        assert_close(dxo, NULL, gx, nx, 1e-4, 1e-4, "conv dx (acc = 0)");
+        assert_close(dw3, dw0, gw, nw, 1e-4, 1e-4, "conv dw (acc = 0)");
         free(x); free(w); free(c); free(dx); free(dw); free(dx0); free(dw0); free(dw2); free(col);
+        free(dxo); free(dw3);
         free(cx.x); free(cx.w); free(cx.c); free(cx.out); free(gx); free(gw);
     }
 }
@@ -334,12 +342,12 @@ Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
 /* dx, dgamma, dbeta against central differences in double of L = sum(c * y), y the training
  * forward pass; added to pre-filled buffers. A second call with dx = NULL adds the same dgamma,
  * dbeta. */
-Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
+Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates_or_overwrites) {
     enum { N = 3, C = 4, HW = 5, NX = N * C * HW };
     util_rng_t r = {5};
     float x[NX], y[NX], coef[NX], mean[C], rstd[C], rmean[C] = {0}, rvar[C] = {1, 1, 1, 1};
     float gamma[C], beta[C];
-    float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C];
+    float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C], dxo[NX], dg3[C], db3[C];
     bn_fill_input(x, N, C, HW, &r);
     util_fill_unif(gamma, C, &r, 0.5, 1.5);
     gamma[2] = -gamma[2];
@@ -354,8 +362,12 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     memcpy(dg2, dg0, sizeof dg);
     memcpy(db2, db0, sizeof db);
     batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
-    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW);
-    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW);
+    memcpy(dg3, dg0, sizeof dg);
+    memcpy(db3, db0, sizeof db);
+    for (int i = 0; i < NX; i++) dxo[i] = NAN;
+    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(dxo, dg3, db3, coef, x, gamma, mean, rstd, N, C, HW, 0);
 
     bn_ctx_t b = {N, C, HW, to_double(x, NX), to_double(gamma, C), to_double(beta, C), to_double(coef, NX)};
     double gx[NX], gg[C], gb[C];
@@ -367,6 +379,9 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     assert_close(db, db0, gb, C, 2e-5, 1e-4, "bn dbeta");
     assert_close(dg2, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (dx = NULL)");
     assert_close(db2, db0, gb, C, 2e-5, 1e-4, "bn dbeta (dx = NULL)");
+    assert_close(dxo, NULL, gx, NX, 2e-5, 1e-3, "bn dx (acc = 0)");
+    assert_close(dg3, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (acc = 0)");
+    assert_close(db3, db0, gb, C, 2e-5, 1e-4, "bn dbeta (acc = 0)");
     free(b.x); free(b.gamma); free(b.beta); free(b.coef);
 }
 
@@ -385,11 +400,15 @@ Test(layers, relu_forward_zeroes_non_positive_and_backward_passes_where_output_p
         dy[i] = 1.0f + (float)i;
     }
     util_prefill(dx, N);
-    relu_backward(dx, dy, y, N);
+    relu_backward(dx, dy, y, N, 1);
     for (int i = 0; i < N; i++) {
         const float want = util_prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
         cr_assert_eq(dx[i], want, "relu dx[%d] (x = %g) = %g, want %g", i, x[i], dx[i], want);
     }
+    for (int i = 0; i < N; i++) dx[i] = NAN;
+    relu_backward(dx, dy, y, N, 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(dx[i], pass[i] ? dy[i] : 0.0f, "relu dx[%d] (acc = 0) = %g", i, dx[i]);
 }
 
 Test(layers, add_forward_sums_elementwise) {
@@ -429,11 +448,14 @@ Test(layers, avgpool_averages_each_channel_and_backward_spreads_evenly) {
     }
     util_prefill(dx0, NX);
     memcpy(dx, dx0, sizeof dx);
-    avgpool_backward(dx, dy, N, C, HW);
+    avgpool_backward(dx, dy, N, C, HW, 1);
     pool_ctx_t c = {NX, HW, to_double(x, NX), to_double(dy, N * C)};
     double g[NX];
     fd_grad(g, c.x, NX, 1e-3, pool_loss, &c);
     assert_close(dx, dx0, g, NX, 1e-6, 1e-5, "avgpool dx");
+    for (int i = 0; i < NX; i++) dx[i] = NAN;
+    avgpool_backward(dx, dy, N, C, HW, 0);
+    assert_close(dx, NULL, g, NX, 1e-6, 1e-5, "avgpool dx (acc = 0)");
     free(c.x); free(c.coef);
 }
 
@@ -484,8 +506,8 @@ static void check_linear(int with_bias, uint64_t seed) {
     memcpy(dw2, dw0, sizeof dw);
     memcpy(db, db0, sizeof db);
     memcpy(db2, db0, sizeof db);
-    linear_backward(dx, dw, with_bias ? db : NULL, dy, x, w, N, IN, OUT);
-    linear_backward(NULL, dw2, with_bias ? db2 : NULL, dy, x, w, N, IN, OUT);
+    linear_backward(dx, dw, with_bias ? db : NULL, dy, x, w, N, IN, OUT, 1);
+    linear_backward(NULL, dw2, with_bias ? db2 : NULL, dy, x, w, N, IN, OUT, 1);
 
     double gx[N * IN], gw[OUT * IN];
     fd_grad(gx, c.x, N * IN, 1e-2, linear_loss, &c);
@@ -493,6 +515,10 @@ static void check_linear(int with_bias, uint64_t seed) {
     assert_close(dx, dx0, gx, N * IN, 1e-5, 1e-5, "linear dx");
     assert_close(dw, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw");
     assert_close(dw2, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw (dx = NULL)");
+    float dxo[N * IN];
+    for (int i = 0; i < N * IN; i++) dxo[i] = NAN;
+    linear_backward(dxo, dw2, NULL, dy, x, w, N, IN, OUT, 0);
+    assert_close(dxo, NULL, gx, N * IN, 1e-5, 1e-5, "linear dx (acc = 0)");
     if (with_bias) {
         double gb[OUT];
         fd_grad(gb, c.b, OUT, 1e-2, linear_loss, &c);
