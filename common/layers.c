@@ -2,6 +2,8 @@
  * are already large enough for OpenBLAS, and the scratch stays one image's size. */
 #include "layers.h"
 
+#include "quant.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -152,42 +154,52 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
                 }
 }
 
+/* Channel ch's normalisation y = x a + b: from the batch statistics in training (which it saves in
+ * mean, rstd and folds into the running ones), from the running ones in evaluation. */
+static void bn_coefs(const float *x, const float *gamma, const float *beta, float *mean, float *rstd,
+                     float *rmean, float *rvar, int n, int c, int hw, int training, float momentum, int ch,
+                     float *a, float *b) {
+    const double m = (double)n * hw;
+    float mu, rs;
+    if (training) {
+        /* Float sums over one row (vectorised), double across rows. */
+        double sum = 0.0, sq = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float r = 0.0f;
+            for (int j = 0; j < hw; j++) r += p[j];
+            sum += r;
+        }
+        double dmu = sum / m;
+        const float fmu = (float)dmu;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float r = 0.0f;
+            for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
+            sq += r;
+        }
+        double var = sq / m;
+        mu = (float)dmu;
+        rs = (float)(1.0 / sqrt(var + 1e-5));
+        mean[ch] = mu;
+        rstd[ch] = rs;
+        double unbiased = m > 1 ? sq / (m - 1) : var;
+        rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
+        rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
+    } else {
+        mu = rmean[ch];
+        rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
+    }
+    *a = gamma[ch] * rs;
+    *b = beta[ch] - mu * *a;
+}
+
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum) {
-    const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
-        float mu, rs;
-        if (training) {
-            /* Float sums over one row (vectorised), double across rows. */
-            double sum = 0.0, sq = 0.0;
-            for (int i = 0; i < n; i++) {
-                const float *p = x + ((size_t)i * c + ch) * hw;
-                float r = 0.0f;
-                for (int j = 0; j < hw; j++) r += p[j];
-                sum += r;
-            }
-            double dmu = sum / m;
-            const float fmu = (float)dmu;
-            for (int i = 0; i < n; i++) {
-                const float *p = x + ((size_t)i * c + ch) * hw;
-                float r = 0.0f;
-                for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
-                sq += r;
-            }
-            double var = sq / m;
-            mu = (float)dmu;
-            rs = (float)(1.0 / sqrt(var + 1e-5));
-            mean[ch] = mu;
-            rstd[ch] = rs;
-            double unbiased = m > 1 ? sq / (m - 1) : var;
-            rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
-            rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
-        } else {
-            mu = rmean[ch];
-            rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
-        }
-        const float a = gamma[ch] * rs, b = beta[ch] - mu * a;
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
         for (int i = 0; i < n; i++) {
             const float *p = x + ((size_t)i * c + ch) * hw;
             float *q = y + ((size_t)i * c + ch) * hw;
@@ -226,6 +238,77 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                 for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
             else
                 for (int j = 0; j < hw; j++) d[j] = k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+        }
+    }
+}
+
+/* The fused batch norm + activation kernels work on one row (image, channel) at a time, in
+ * chunks of BN_CHUNK floats that stay in L1: the batch norm output of a chunk is computed, then
+ * the quantizer's own kernels run on it, so the fused path cannot drift from them. */
+#define BN_CHUNK 256
+
+void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum, int k) {
+    for (int ch = 0; ch < c; ch++) {
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float *q = y + ((size_t)i * c + ch) * hw;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = j0; j < j0 + len; j++) q[j] = p[j] * a + b;
+                quant_act_forward(q + j0, q + j0, (size_t)len, k);
+            }
+        }
+    }
+}
+
+void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *beta, const float *mean, const float *rstd,
+                            int n, int c, int hw, int k, int acc) {
+    const double m = (double)n * hw;
+    float t[BN_CHUNK], g[BN_CHUNK];
+    for (int ch = 0; ch < c; ch++) {
+        const float mu = mean[ch], rs = rstd[ch];
+        const float a = gamma[ch] * rs, b = beta[ch] - mu * a; /* as batchnorm_forward */
+        double sdy = 0.0, sdyx = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *d = dy + ((size_t)i * c + ch) * hw;
+            float sa = 0.0f, sb = 0.0f;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
+                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
+                for (int j = 0; j < len; j++) {
+                    sa += g[j];
+                    sb += g[j] * ((p[j0 + j] - mu) * rs);
+                }
+            }
+            sdy += sa;
+            sdyx += sb;
+        }
+        dgamma[ch] += (float)sdyx;
+        dbeta[ch] += (float)sdy;
+        if (dx == NULL) continue;
+        const float kk = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *d = dy + ((size_t)i * c + ch) * hw;
+            float *o = dx + ((size_t)i * c + ch) * hw;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
+                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
+                float *q = o + j0;
+                const float *pp = p + j0;
+                if (acc)
+                    for (int j = 0; j < len; j++) q[j] += kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+                else
+                    for (int j = 0; j < len; j++) q[j] = kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+            }
         }
     }
 }

@@ -42,6 +42,19 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc);
 
+/* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
+ * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
+void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum, int k);
+/* The backward pass of batchnorm_act_forward from dy = dL/dy: the quantizer's mask is recomputed
+ * from x, beta and the saved statistics exactly as the forward pass computed the batch norm's
+ * output (beta and gamma must be unchanged in between). Equals quant_act_backward into a
+ * temporary, then batchnorm_backward. */
+void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *beta, const float *mean, const float *rstd,
+                            int n, int c, int hw, int k, int acc);
+
 void relu_forward(float *y, const float *x, size_t len);
 /* Uses the forward output y: y > 0 exactly where x > 0. */
 void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc);

@@ -40,7 +40,7 @@ typedef struct {
     conv_t conv1, conv2, sc, ad, dn;
     bn_t bn1, bn2, bnsc, bnad, bndn;
     /* activation offsets; x_in is the previous block's out, a_in its a_out */
-    size_t x_in, c1, b1, h, c2, o, scc, scb, out;
+    size_t x_in, c1, h, c2, o, scc, scb, out;
     size_t a_in, adc, a_out, dnc, dnb;
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
@@ -82,7 +82,7 @@ struct model {
     /* MLP */
     size_t p_in, p_mid;
     bn_t mbn1, mbn2;
-    size_t z1, b1, h1, z2, b2, h2;
+    size_t z1, h1, z2, b2, h2;
 };
 
 /* ---- layout ---- */
@@ -180,7 +180,6 @@ static void build_resnet(model_t *m) {
             const size_t len = (size_t)cout * hw;
             b->x_in = x;
             b->c1 = act_alloc(m, len);
-            b->b1 = act_alloc(m, len);
             b->h = act_alloc(m, len);
             b->c2 = act_alloc(m, len);
             b->o = act_alloc(m, len);
@@ -251,7 +250,6 @@ static void build_mlp(model_t *m) {
     m->ninfer_stats = m->nstats;
     m->in = act_alloc(m, (size_t)d);
     m->z1 = act_alloc(m, (size_t)hd);
-    m->b1 = act_alloc(m, (size_t)hd);
     m->h1 = act_alloc(m, (size_t)hd);
     m->z2 = act_alloc(m, (size_t)hd);
     m->b2 = act_alloc(m, (size_t)hd);
@@ -446,6 +444,13 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
                       m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
 
+/* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
+static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
+    batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                          m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                          m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
+}
+
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
     quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
 }
@@ -464,8 +469,7 @@ static void resnet_forward(model_t *m, int training) {
         block_t *b = &m->blocks[i];
         const size_t len = b->out_len * m->n;
         conv_fwd(m, &b->conv1, b->x_in, b->c1);
-        bn_fwd(m, &b->bn1, b->c1, b->b1, training);
-        act_fwd(m, b->b1, b->h, b->out_len);
+        bn_act_fwd(m, &b->bn1, b->c1, b->h, training);
         conv_fwd(m, &b->conv2, b->h, b->c2);
         bn_fwd(m, &b->bn2, b->c2, b->o, training);
         if (b->has_sc) {
@@ -506,8 +510,7 @@ static void mlp_forward(model_t *m, int training) {
     const int d = sp->in_c * sp->in_h * sp->in_w, hd = sp->hidden;
     const float *wmid = (sp->wbits < 32 ? m->wq : m->params) + m->p_mid;
     linear_forward(A(m->z1), A(m->in), P(m->p_in), P(m->p_in + (size_t)hd * d), m->n, d, hd);
-    bn_fwd(m, &m->mbn1, m->z1, m->b1, training);
-    act_fwd(m, m->b1, m->h1, (size_t)hd);
+    bn_act_fwd(m, &m->mbn1, m->z1, m->h1, training);
     linear_forward(A(m->z2), A(m->h1), wmid, NULL, m->n, hd, hd);
     bn_fwd(m, &m->mbn2, m->z2, m->b2, training);
     relu_forward(A(m->h2), A(m->b2), (size_t)hd * m->n);
@@ -550,6 +553,12 @@ static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx,
 static void bn_bwd(model_t *m, const bn_t *bn, size_t in, const float *dy) {
     batchnorm_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
                        m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw, 0);
+}
+
+static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
+    batchnorm_act_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, G(out), A(in), P(bn->p),
+                           P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c,
+                           bn->hw, m->spec.abits, 0);
 }
 
 static void act_bwd(model_t *m, size_t in, size_t out, size_t len, int acc) {
@@ -602,8 +611,7 @@ static void resnet_backward(model_t *m) {
         }
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
         conv_bwd(m, &b->conv2, b->h, b->c2, 1, 0);
-        act_bwd(m, b->b1, b->h, b->out_len, 0);
-        bn_bwd(m, &b->bn1, b->c1, G(b->b1));
+        bn_act_bwd(m, &b->bn1, b->c1, b->h);
         conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
@@ -628,8 +636,7 @@ static void mlp_backward(model_t *m) {
     relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n, 0);
     bn_bwd(m, &m->mbn2, m->z2, G(m->b2));
     linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd, 0);
-    act_bwd(m, m->b1, m->h1, (size_t)hd, 0);
-    bn_bwd(m, &m->mbn1, m->z1, G(m->b1));
+    bn_act_bwd(m, &m->mbn1, m->z1, m->h1);
     linear_backward(NULL, m->grads + m->p_in, m->grads + m->p_in + (size_t)hd * d, G(m->z1), A(m->in),
                     P(m->p_in), m->n, d, hd, 0);
 }

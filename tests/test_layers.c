@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "quant.h"
 #include "util.h"
 
 /* ---- helpers ---- */
@@ -383,6 +384,50 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates_or_ov
     assert_close(dg3, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (acc = 0)");
     assert_close(db3, db0, gb, C, 2e-5, 1e-4, "bn dbeta (acc = 0)");
     free(b.x); free(b.gamma); free(b.beta); free(b.coef);
+}
+
+/* The fused batch norm + activation equals the two kernels it replaces: the forward exactly, the
+ * backward up to the order of the float sums. hw = 300 spans two of the kernels' chunks. */
+Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
+    enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
+    const int ks[] = {1, 2, 4, 32};
+    util_rng_t r = {11};
+    float *x = falloc(NX), *y = falloc(NX), *yr = falloc(NX), *t = falloc(NX), *dy = falloc(NX);
+    float *dt = falloc(NX), *dx = falloc(NX), *dxr = falloc(NX);
+    float gamma[C], beta[C], mean[C], rstd[C], meanr[C], rstdr[C];
+    float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(gamma, C, &r, 0.2, 0.8);
+    gamma[1] = -gamma[1];
+    util_fill_unif(beta, C, &r, 0, 1);
+    util_fill_unif(dy, NX, &r, -1, 1);
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const int k = ks[ki];
+        batchnorm_act_forward(y, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
+        batchnorm_forward(t, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
+        quant_act_forward(yr, t, NX, k);
+        for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "k = %d: y[%d] = %g, want %g", k, i, y[i], yr[i]);
+        for (int ch = 0; ch < C; ch++)
+            cr_assert(mean[ch] == meanr[ch] && rstd[ch] == rstdr[ch] && rm[ch] == rmr[ch] && rv[ch] == rvr[ch]);
+        for (int acc = 0; acc <= 1; acc++) {
+            float dg[C] = {0}, db[C] = {0}, dgr[C] = {0}, dbr[C] = {0};
+            util_prefill(dx, NX);
+            util_prefill(dxr, NX);
+            if (!acc)
+                for (int i = 0; i < NX; i++) dx[i] = NAN;
+            batchnorm_act_backward(dx, dg, db, dy, x, gamma, beta, mean, rstd, N, C, HW, k, acc);
+            quant_act_backward(dt, dy, t, NX, k, 0);
+            batchnorm_backward(dxr, dgr, dbr, dt, x, gamma, meanr, rstdr, N, C, HW, acc);
+            for (int i = 0; i < NX; i++)
+                cr_assert(fabsf(dx[i] - dxr[i]) <= 1e-6f + 1e-5f * fabsf(dxr[i]), "k = %d acc = %d: dx[%d] = %.9g, want %.9g",
+                          k, acc, i, dx[i], dxr[i]);
+            for (int ch = 0; ch < C; ch++) {
+                cr_assert(fabsf(dg[ch] - dgr[ch]) <= 1e-5f + 1e-5f * fabsf(dgr[ch]), "k = %d: dgamma[%d]", k, ch);
+                cr_assert(fabsf(db[ch] - dbr[ch]) <= 1e-5f + 1e-5f * fabsf(dbr[ch]), "k = %d: dbeta[%d]", k, ch);
+            }
+        }
+    }
+    free(x); free(y); free(yr); free(t); free(dy); free(dt); free(dx); free(dxr);
 }
 
 /* ---- elementwise ---- */
