@@ -19,9 +19,28 @@ static int conv_is_pointwise(const conv_shape_t *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;
 }
 
+/* A stride-1 convolution's input gradient is itself a convolution of dout, with the kernel
+ * flipped and its channel axes swapped, padded by k - 1 - pad: im2col of dout and one sgemm that
+ * adds straight into dx. That avoids the (cin*k*k, ho*wo) product and the scatter of col2im. */
+static int conv_dx_is_conv(const conv_shape_t *s) {
+    return s->stride == 1 && s->pad <= s->k - 1;
+}
+
+/* The shape of that convolution of one image's dout (cout, ho, wo) into dx (cin, h, w). */
+static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
+    conv_shape_init(t, 1, s->cout, s->ho, s->wo, s->cin, s->k, 1, s->k - 1 - s->pad);
+}
+
 size_t conv_scratch_size(const conv_shape_t *s) {
     if (conv_is_pointwise(s)) return 0;
-    return (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+    size_t n = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+    if (conv_dx_is_conv(s)) {
+        /* im2col of dout, then the flipped kernel after it */
+        const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w;
+        if (nd > n) n = nd;
+        n += (size_t)s->cin * s->cout * s->k * s->k;
+    }
+    return n;
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -110,9 +129,19 @@ void conv2d_forward(float *out, const float *x, const float *w, const conv_shape
 
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc) {
-    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
+    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo, k2 = s->k * s->k;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
-    const int pointwise = conv_is_pointwise(s);
+    const int pointwise = conv_is_pointwise(s), dx_conv = !pointwise && dx != NULL && conv_dx_is_conv(s);
+    conv_shape_t t;
+    float *wt = NULL; /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
+    if (dx_conv) {
+        conv_dx_shape(&t, s);
+        wt = col + conv_scratch_size(s) - (size_t)s->cin * s->cout * k2;
+        for (int co = 0; co < s->cout; co++)
+            for (int ci = 0; ci < s->cin; ci++)
+                for (int j = 0; j < k2; j++)
+                    wt[((size_t)ci * s->cout + co) * k2 + j] = w[((size_t)co * s->cin + ci) * k2 + (k2 - 1 - j)];
+    }
     for (int n = 0; n < s->n; n++) {
         const float *dy = dout + n * osz;
         const float *b = x + n * xsz;
@@ -126,6 +155,11 @@ void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, co
         if (pointwise) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
                         acc ? 1.0f : 0.0f, dx + n * xsz, howo);
+        } else if (dx_conv) {
+            const int hw = s->h * s->w, kt = s->cout * k2;
+            im2col(col, dy, &t);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, hw, kt, 1.0f, wt, kt, col, hw,
+                        acc ? 1.0f : 0.0f, dx + n * xsz, hw);
         } else {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
                         0.0f, col, howo);

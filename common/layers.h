@@ -18,7 +18,8 @@ typedef struct {
 } conv_shape_t;
 
 void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
-/* Floats of scratch the convolution needs: (cin*k*k, ho*wo), or 0 for a 1x1 stride-1 conv. */
+/* Floats of scratch the convolution needs, forward and backward: (cin*k*k, ho*wo); for stride 1
+ * the larger of that and (cout*k*k, h*w), plus cin*cout*k*k; 0 for a 1x1 stride-1 pad-0 conv. */
 size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */

@@ -128,6 +128,9 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
     cr_assert_eq(conv_scratch_size(&s), (size_t)2 * 3 * 3);
+    /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) and the flipped kernel */
+    conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
+    cr_assert_eq(conv_scratch_size(&s), (size_t)4 * 3 * 3 * 7 * 5 + 3 * 4 * 3 * 3);
 }
 
 /* 4x4 input 1..16, 3x3 all-ones kernel, stride 2, pad 1: window sums computed by hand. */
