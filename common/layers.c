@@ -242,6 +242,21 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
     }
 }
 
+void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum) {
+    for (int ch = 0; ch < c; ch++) {
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
+        for (int i = 0; i < n; i++) {
+            const size_t o = ((size_t)i * c + ch) * hw;
+            const float *p = x + o, *t = r + o;
+            float *q = y + o;
+            for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + t[j];
+        }
+    }
+}
+
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc) {

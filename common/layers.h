@@ -43,6 +43,11 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc);
 
+/* y = BN(x) + r in one pass, exactly equal to batchnorm_forward then add_forward; r (n, c, hw)
+ * may be y itself. */
+void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum);
 /* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
  * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
 void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,

@@ -3,9 +3,10 @@
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
  * of activations sized for max_batch; every activation has a gradient at the same offset of a
  * second arena. Forward and backward are written out layer by layer so that the backward pass
- * reads as the forward pass in reverse. Two sums are computed in place to save memory and
- * copies: a block's o = BN2(...) + shortcut overwrites BN2's output, and the auxiliary stream's
- * ReLU(D(a) + adaptor) overwrites the adaptor's BN output. */
+ * reads as the forward pass in reverse. Activations nobody reads again are not stored: a block's
+ * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
+ * auxiliary stream's ReLU(adaptor BN + D(a)) likewise, and A(BN1(c1)) is fused so that BN1's
+ * output is never kept (its backward pass recomputes the quantizer's mask). */
 #include "model.h"
 
 #include "error.h"
@@ -40,8 +41,8 @@ typedef struct {
     conv_t conv1, conv2, sc, ad, dn;
     bn_t bn1, bn2, bnsc, bnad, bndn;
     /* activation offsets; x_in is the previous block's out, a_in its a_out */
-    size_t x_in, c1, h, c2, o, scc, scb, out;
-    size_t a_in, adc, a_out, dnc, dnb;
+    size_t x_in, c1, h, c2, o, scc, out;
+    size_t a_in, adc, a_out, dnc;
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -185,7 +186,6 @@ static void build_resnet(model_t *m) {
             b->o = act_alloc(m, len);
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
-                b->scb = act_alloc(m, len);
             }
             b->out = act_alloc(m, len);
             b->out_len = len;
@@ -220,7 +220,6 @@ static void build_resnet(model_t *m) {
             snprintf(name, sizeof name, "aux.s%d.b%d.dn.bn", st, j);
             bn_make(m, &b->bndn, name, 1, cout, hw);
             b->dnc = act_alloc(m, len);
-            b->dnb = act_alloc(m, len);
         }
         snprintf(name, sizeof name, "aux.s%d.b%d.ad.conv.w", st, j);
         conv_make(m, &b->ad, name, 1, 0, cout, ho, wo, cout, 1, 1);
@@ -444,6 +443,13 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
                       m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
 
+/* out = BN(in) + A(res); res may be out. */
+static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out, int training) {
+    batchnorm_add_forward(A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                          m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                          m->n, bn->c, bn->hw, training, m->bn_momentum);
+}
+
 /* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
 static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
     batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
@@ -471,25 +477,24 @@ static void resnet_forward(model_t *m, int training) {
         conv_fwd(m, &b->conv1, b->x_in, b->c1);
         bn_act_fwd(m, &b->bn1, b->c1, b->h, training);
         conv_fwd(m, &b->conv2, b->h, b->c2);
-        bn_fwd(m, &b->bn2, b->c2, b->o, training);
+        /* o = BN2(c2) + shortcut, with the shortcut's batch norm written into o first */
         if (b->has_sc) {
             conv_fwd(m, &b->sc, b->x_in, b->scc);
-            bn_fwd(m, &b->bnsc, b->scc, b->scb, training);
-            add_forward(A(b->o), A(b->o), A(b->scb), len);
+            bn_fwd(m, &b->bnsc, b->scc, b->o, training);
+            bn_add_fwd(m, &b->bn2, b->c2, b->o, b->o, training);
         } else {
-            add_forward(A(b->o), A(b->o), A(b->x_in), len);
+            bn_add_fwd(m, &b->bn2, b->c2, b->x_in, b->o, training);
         }
         if (b->last) relu_forward(A(b->out), A(b->o), len);
         else act_fwd(m, b->o, b->out, b->out_len);
         if (aux) {
             conv_fwd(m, &b->ad, b->o, b->adc);
-            bn_fwd(m, &b->bnad, b->adc, b->a_out, training);
             if (b->has_dn) {
                 conv_fwd(m, &b->dn, b->a_in, b->dnc);
-                bn_fwd(m, &b->bndn, b->dnc, b->dnb, training);
-                add_forward(A(b->a_out), A(b->a_out), A(b->dnb), len);
+                bn_fwd(m, &b->bndn, b->dnc, b->a_out, training);
+                bn_add_fwd(m, &b->bnad, b->adc, b->a_out, b->a_out, training);
             } else {
-                add_forward(A(b->a_out), A(b->a_out), A(b->a_in), len);
+                bn_add_fwd(m, &b->bnad, b->adc, b->a_in, b->a_out, training);
             }
             relu_forward(A(b->a_out), A(b->a_out), len);
         }

@@ -433,6 +433,27 @@ Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
     free(x); free(y); free(yr); free(t); free(dy); free(dt); free(dx); free(dxr);
 }
 
+/* y = BN(x) + r equals batchnorm_forward then add_forward exactly, also in place (r = y). */
+Test(layers, batchnorm_add_matches_batchnorm_then_add_in_place_too) {
+    enum { N = 3, C = 4, HW = 7, NX = N * C * HW };
+    util_rng_t r = {12};
+    float x[NX], res[NX], y[NX], yr[NX], t[NX], gamma[C], beta[C], mean[C], rstd[C], mr[C], sr[C];
+    float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(res, NX, &r, -2, 2);
+    util_fill_unif(gamma, C, &r, -1, 1);
+    util_fill_unif(beta, C, &r, -1, 1);
+    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 1, 0.1f);
+    add_forward(yr, t, res, NX);
+    batchnorm_add_forward(y, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
+    memcpy(y, res, sizeof y);
+    batchnorm_add_forward(y, x, y, gamma, beta, mean, rstd, rm, rv, N, C, HW, 0, 0.1f);
+    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 0, 0.1f);
+    add_forward(yr, t, res, NX);
+    for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "in place, eval: y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
+}
+
 /* ---- elementwise ---- */
 
 Test(layers, relu_forward_zeroes_non_positive_and_backward_passes_where_output_positive) {
