@@ -2,6 +2,8 @@
  * are already large enough for OpenBLAS, and the scratch stays one image's size. */
 #include "layers.h"
 
+#include "quant.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -17,9 +19,28 @@ static int conv_is_pointwise(const conv_shape_t *s) {
     return s->k == 1 && s->stride == 1 && s->pad == 0;
 }
 
+/* A stride-1 convolution's input gradient is itself a convolution of dout, with the kernel
+ * flipped and its channel axes swapped, padded by k - 1 - pad: im2col of dout and one sgemm that
+ * adds straight into dx. That avoids the (cin*k*k, ho*wo) product and the scatter of col2im. */
+static int conv_dx_is_conv(const conv_shape_t *s) {
+    return s->stride == 1 && s->pad <= s->k - 1;
+}
+
+/* The shape of that convolution of one image's dout (cout, ho, wo) into dx (cin, h, w). */
+static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
+    conv_shape_init(t, 1, s->cout, s->ho, s->wo, s->cin, s->k, 1, s->k - 1 - s->pad);
+}
+
 size_t conv_scratch_size(const conv_shape_t *s) {
     if (conv_is_pointwise(s)) return 0;
-    return (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+    size_t n = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+    if (conv_dx_is_conv(s)) {
+        /* im2col of dout, then the flipped kernel after it */
+        const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w;
+        if (nd > n) n = nd;
+        n += (size_t)s->cin * s->cout * s->k * s->k;
+    }
+    return n;
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -107,10 +128,20 @@ void conv2d_forward(float *out, const float *x, const float *w, const conv_shape
 }
 
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                     const conv_shape_t *s, float *col) {
-    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
+                     const conv_shape_t *s, float *col, int acc) {
+    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo, k2 = s->k * s->k;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
-    const int pointwise = conv_is_pointwise(s);
+    const int pointwise = conv_is_pointwise(s), dx_conv = !pointwise && dx != NULL && conv_dx_is_conv(s);
+    conv_shape_t t;
+    float *wt = NULL; /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
+    if (dx_conv) {
+        conv_dx_shape(&t, s);
+        wt = col + conv_scratch_size(s) - (size_t)s->cin * s->cout * k2;
+        for (int co = 0; co < s->cout; co++)
+            for (int ci = 0; ci < s->cin; ci++)
+                for (int j = 0; j < k2; j++)
+                    wt[((size_t)ci * s->cout + co) * k2 + j] = w[((size_t)co * s->cin + ci) * k2 + (k2 - 1 - j)];
+    }
     for (int n = 0; n < s->n; n++) {
         const float *dy = dout + n * osz;
         const float *b = x + n * xsz;
@@ -123,10 +154,17 @@ void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, co
         if (dx == NULL) continue;
         if (pointwise) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
-                        1.0f, dx + n * xsz, howo);
+                        acc ? 1.0f : 0.0f, dx + n * xsz, howo);
+        } else if (dx_conv) {
+            const int hw = s->h * s->w, kt = s->cout * k2;
+            im2col(col, dy, &t);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, hw, kt, 1.0f, wt, kt, col, hw,
+                        acc ? 1.0f : 0.0f, dx + n * xsz, hw);
         } else {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
                         0.0f, col, howo);
+            /* one image's dx is still in cache when col2im adds into it */
+            if (!acc) memset(dx + n * xsz, 0, sizeof(float) * xsz);
             col2im_add(dx + n * xsz, col, s);
         }
     }
@@ -150,42 +188,52 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
                 }
 }
 
+/* Channel ch's normalisation y = x a + b: from the batch statistics in training (which it saves in
+ * mean, rstd and folds into the running ones), from the running ones in evaluation. */
+static void bn_coefs(const float *x, const float *gamma, const float *beta, float *mean, float *rstd,
+                     float *rmean, float *rvar, int n, int c, int hw, int training, float momentum, int ch,
+                     float *a, float *b) {
+    const double m = (double)n * hw;
+    float mu, rs;
+    if (training) {
+        /* Float sums over one row (vectorised), double across rows. */
+        double sum = 0.0, sq = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float r = 0.0f;
+            for (int j = 0; j < hw; j++) r += p[j];
+            sum += r;
+        }
+        double dmu = sum / m;
+        const float fmu = (float)dmu;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float r = 0.0f;
+            for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
+            sq += r;
+        }
+        double var = sq / m;
+        mu = (float)dmu;
+        rs = (float)(1.0 / sqrt(var + 1e-5));
+        mean[ch] = mu;
+        rstd[ch] = rs;
+        double unbiased = m > 1 ? sq / (m - 1) : var;
+        rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
+        rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
+    } else {
+        mu = rmean[ch];
+        rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
+    }
+    *a = gamma[ch] * rs;
+    *b = beta[ch] - mu * *a;
+}
+
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum) {
-    const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
-        float mu, rs;
-        if (training) {
-            /* Float sums over one row (vectorised), double across rows. */
-            double sum = 0.0, sq = 0.0;
-            for (int i = 0; i < n; i++) {
-                const float *p = x + ((size_t)i * c + ch) * hw;
-                float r = 0.0f;
-                for (int j = 0; j < hw; j++) r += p[j];
-                sum += r;
-            }
-            double dmu = sum / m;
-            const float fmu = (float)dmu;
-            for (int i = 0; i < n; i++) {
-                const float *p = x + ((size_t)i * c + ch) * hw;
-                float r = 0.0f;
-                for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
-                sq += r;
-            }
-            double var = sq / m;
-            mu = (float)dmu;
-            rs = (float)(1.0 / sqrt(var + 1e-5));
-            mean[ch] = mu;
-            rstd[ch] = rs;
-            double unbiased = m > 1 ? sq / (m - 1) : var;
-            rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
-            rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
-        } else {
-            mu = rmean[ch];
-            rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
-        }
-        const float a = gamma[ch] * rs, b = beta[ch] - mu * a;
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
         for (int i = 0; i < n; i++) {
             const float *p = x + ((size_t)i * c + ch) * hw;
             float *q = y + ((size_t)i * c + ch) * hw;
@@ -194,8 +242,24 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
     }
 }
 
+void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum) {
+    for (int ch = 0; ch < c; ch++) {
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
+        for (int i = 0; i < n; i++) {
+            const size_t o = ((size_t)i * c + ch) * hw;
+            const float *p = x + o, *t = r + o;
+            float *q = y + o;
+            for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + t[j];
+        }
+    }
+}
+
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw) {
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
+                        int acc) {
     const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
         const float mu = mean[ch], rs = rstd[ch];
@@ -219,7 +283,81 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             const float *p = x + ((size_t)i * c + ch) * hw;
             const float *g = dy + ((size_t)i * c + ch) * hw;
             float *d = dx + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+            if (acc)
+                for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+            else
+                for (int j = 0; j < hw; j++) d[j] = k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+        }
+    }
+}
+
+/* The fused batch norm + activation kernels work on one row (image, channel) at a time, in
+ * chunks of BN_CHUNK floats that stay in L1: the batch norm output of a chunk is computed, then
+ * the quantizer's own kernels run on it, so the fused path cannot drift from them. */
+#define BN_CHUNK 256
+
+void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum, int k) {
+    for (int ch = 0; ch < c; ch++) {
+        float a, b;
+        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            float *q = y + ((size_t)i * c + ch) * hw;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = j0; j < j0 + len; j++) q[j] = p[j] * a + b;
+                quant_act_forward(q + j0, q + j0, (size_t)len, k);
+            }
+        }
+    }
+}
+
+void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *beta, const float *mean, const float *rstd,
+                            int n, int c, int hw, int k, int acc) {
+    const double m = (double)n * hw;
+    float t[BN_CHUNK], g[BN_CHUNK];
+    for (int ch = 0; ch < c; ch++) {
+        const float mu = mean[ch], rs = rstd[ch];
+        const float a = gamma[ch] * rs, b = beta[ch] - mu * a; /* as batchnorm_forward */
+        double sdy = 0.0, sdyx = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *d = dy + ((size_t)i * c + ch) * hw;
+            float sa = 0.0f, sb = 0.0f;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
+                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
+                for (int j = 0; j < len; j++) {
+                    sa += g[j];
+                    sb += g[j] * ((p[j0 + j] - mu) * rs);
+                }
+            }
+            sdy += sa;
+            sdyx += sb;
+        }
+        dgamma[ch] += (float)sdyx;
+        dbeta[ch] += (float)sdy;
+        if (dx == NULL) continue;
+        const float kk = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+        for (int i = 0; i < n; i++) {
+            const float *p = x + ((size_t)i * c + ch) * hw;
+            const float *d = dy + ((size_t)i * c + ch) * hw;
+            float *o = dx + ((size_t)i * c + ch) * hw;
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
+                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
+                float *q = o + j0;
+                const float *pp = p + j0;
+                if (acc)
+                    for (int j = 0; j < len; j++) q[j] += kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+                else
+                    for (int j = 0; j < len; j++) q[j] = kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+            }
         }
     }
 }
@@ -228,11 +366,18 @@ void relu_forward(float *y, const float *x, size_t len) {
     for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-void relu_backward(float *dx, const float *dy, const float *y, size_t len) {
-    for (size_t i = 0; i < len; i++) {
-        const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
-        dx[i] += y[i] > 0.0f ? g : 0.0f;
-    }
+void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc) {
+    /* dy is loaded unconditionally so that the loops vectorise */
+    if (acc)
+        for (size_t i = 0; i < len; i++) {
+            const float g = dy[i];
+            dx[i] += y[i] > 0.0f ? g : 0.0f;
+        }
+    else
+        for (size_t i = 0; i < len; i++) {
+            const float g = dy[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
 }
 
 void add_forward(float *y, const float *a, const float *b, size_t len) {
@@ -248,11 +393,14 @@ void avgpool_forward(float *y, const float *x, int n, int c, int hw) {
     }
 }
 
-void avgpool_backward(float *dx, const float *dy, int n, int c, int hw) {
+void avgpool_backward(float *dx, const float *dy, int n, int c, int hw, int acc) {
     for (size_t i = 0; i < (size_t)n * c; i++) {
         const float g = dy[i] / (float)hw;
         float *d = dx + i * hw;
-        for (int j = 0; j < hw; j++) d[j] += g;
+        if (acc)
+            for (int j = 0; j < hw; j++) d[j] += g;
+        else
+            for (int j = 0; j < hw; j++) d[j] = g;
     }
 }
 
@@ -264,13 +412,14 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                     int n, int in, int out) {
+                     int n, int in, int out, int acc) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (db != NULL)
         for (int i = 0; i < n; i++)
             for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
     if (dx != NULL)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in,
+                    acc ? 1.0f : 0.0f, dx, in);
 }
 
 float softmax_xent(const float *logits, const int *y, int n, int classes, float *dlogits, float scale,

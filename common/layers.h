@@ -1,9 +1,10 @@
 /* layers.h - forward/backward pairs of the layers AuxPS networks are built from.
  *
- * Tensors are float32, NCHW, row-major. Every backward pass accumulates (+=) into its gradient
- * buffers, so a tensor that feeds two consumers simply receives both contributions; callers zero
- * gradient buffers once per step. A NULL dx skips the input gradient. Nothing here allocates:
- * scratch space is passed in. */
+ * Tensors are float32, NCHW, row-major. Every backward pass accumulates (+=) into its parameter
+ * gradients. Into the input gradient dx it accumulates when acc is 1, so that a tensor that
+ * feeds two consumers receives both contributions, and overwrites when acc is 0, so that the
+ * first consumer needs no zeroed buffer (as BLAS beta = 0: dx's old contents are never read).
+ * A NULL dx skips the input gradient. Nothing here allocates: scratch space is passed in. */
 #ifndef AUXPS_LAYERS_H
 #define AUXPS_LAYERS_H
 
@@ -17,14 +18,15 @@ typedef struct {
 } conv_shape_t;
 
 void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
-/* Floats of scratch the convolution needs: (cin*k*k, ho*wo), or 0 for a 1x1 stride-1 conv. */
+/* Floats of scratch the convolution needs, forward and backward: (cin*k*k, ho*wo); for stride 1
+ * the larger of that and (cout*k*k, h*w), plus cin*cout*k*k; 0 for a 1x1 stride-1 pad-0 conv. */
 size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
 void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
-/* dx (n, cin, h, w) += ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). */
+/* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). */
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                     const conv_shape_t *s, float *col);
+                     const conv_shape_t *s, float *col, int acc);
 /* Plain loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s);
 
@@ -36,24 +38,43 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum);
-/* dx, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
+/* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw);
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
+                        int acc);
+
+/* y = BN(x) + r in one pass, exactly equal to batchnorm_forward then add_forward; r (n, c, hw)
+ * may be y itself. */
+void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum);
+/* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
+ * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
+void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum, int k);
+/* The backward pass of batchnorm_act_forward from dy = dL/dy: the quantizer's mask is recomputed
+ * from x, beta and the saved statistics exactly as the forward pass computed the batch norm's
+ * output (beta and gamma must be unchanged in between). Equals quant_act_backward into a
+ * temporary, then batchnorm_backward. */
+void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *beta, const float *mean, const float *rstd,
+                            int n, int c, int hw, int k, int acc);
 
 void relu_forward(float *y, const float *x, size_t len);
 /* Uses the forward output y: y > 0 exactly where x > 0. */
-void relu_backward(float *dx, const float *dy, const float *y, size_t len);
+void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc);
 
 void add_forward(float *y, const float *a, const float *b, size_t len);
 
 /* y (n, c) = mean over hw of x (n, c, hw). */
 void avgpool_forward(float *y, const float *x, int n, int c, int hw);
-void avgpool_backward(float *dx, const float *dy, int n, int c, int hw);
+void avgpool_backward(float *dx, const float *dy, int n, int c, int hw, int acc);
 
 /* y (n, out) = x (n, in) w^T + b, w (out, in), b (out) or NULL. */
 void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in, int out);
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
-                     int n, int in, int out);
+                     int n, int in, int out, int acc);
 
 /* Mean over the batch of cross-entropy of softmax(logits (n, classes)) against y (n). Writes
  * dlogits = scale * d(mean loss)/dlogits when dlogits is non-NULL (overwrites, does not add);

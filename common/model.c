@@ -3,9 +3,10 @@
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
  * of activations sized for max_batch; every activation has a gradient at the same offset of a
  * second arena. Forward and backward are written out layer by layer so that the backward pass
- * reads as the forward pass in reverse. Two sums are computed in place to save memory and
- * copies: a block's o = BN2(...) + shortcut overwrites BN2's output, and the auxiliary stream's
- * ReLU(D(a) + adaptor) overwrites the adaptor's BN output. */
+ * reads as the forward pass in reverse. Activations nobody reads again are not stored: a block's
+ * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
+ * auxiliary stream's ReLU(adaptor BN + D(a)) likewise, and A(BN1(c1)) is fused so that BN1's
+ * output is never kept (its backward pass recomputes the quantizer's mask). */
 #include "model.h"
 
 #include "error.h"
@@ -47,8 +48,8 @@ typedef struct {
     conv_t conv1, conv2, sc, ad, dn;
     bn_t bn1, bn2, bnsc, bnad, bndn;
     /* activation offsets; x_in is the previous block's out, a_in its a_out */
-    size_t x_in, c1, b1, h, c2, o, scc, scb, out;
-    size_t a_in, adc, a_out, dnc, dnb;
+    size_t x_in, c1, h, c2, o, scc, out;
+    size_t a_in, adc, a_out, dnc;
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -89,7 +90,7 @@ struct model {
     /* MLP */
     size_t p_in, p_mid;
     bn_t mbn1, mbn2;
-    size_t z1, b1, h1, z2, b2, h2;
+    size_t z1, h1, z2, b2, h2;
 };
 
 /* ---- layout ---- */
@@ -189,13 +190,11 @@ static void build_resnet(model_t *m) {
             const size_t len = (size_t)cout * hw;
             b->x_in = x;
             b->c1 = act_alloc(m, len);
-            b->b1 = act_alloc(m, len);
             b->h = act_alloc(m, len);
             b->c2 = act_alloc(m, len);
             b->o = act_alloc(m, len);
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
-                b->scb = act_alloc(m, len);
             }
             b->out = act_alloc(m, len);
             b->out_len = len;
@@ -230,7 +229,6 @@ static void build_resnet(model_t *m) {
             snprintf(name, sizeof name, "aux.s%d.b%d.dn.bn", st, j);
             bn_make(m, &b->bndn, name, 1, cout, hw);
             b->dnc = act_alloc(m, len);
-            b->dnb = act_alloc(m, len);
         }
         snprintf(name, sizeof name, "aux.s%d.b%d.ad.conv.w", st, j);
         conv_make(m, &b->ad, name, 1, 0, cout, ho, wo, cout, 1, 1);
@@ -260,7 +258,6 @@ static void build_mlp(model_t *m) {
     m->ninfer_stats = m->nstats;
     m->in = act_alloc(m, (size_t)d);
     m->z1 = act_alloc(m, (size_t)hd);
-    m->b1 = act_alloc(m, (size_t)hd);
     m->h1 = act_alloc(m, (size_t)hd);
     m->z2 = act_alloc(m, (size_t)hd);
     m->b2 = act_alloc(m, (size_t)hd);
@@ -471,6 +468,20 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
                       m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
 
+/* out = BN(in) + A(res); res may be out. */
+static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out, int training) {
+    batchnorm_add_forward(A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                          m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                          m->n, bn->c, bn->hw, training, m->bn_momentum);
+}
+
+/* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
+static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
+    batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                          m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                          m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
+}
+
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
     quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
 }
@@ -489,28 +500,26 @@ static void resnet_forward(model_t *m, int training) {
         block_t *b = &m->blocks[i];
         const size_t len = b->out_len * m->n;
         conv_fwd(m, &b->conv1, b->x_in, b->c1);
-        bn_fwd(m, &b->bn1, b->c1, b->b1, training);
-        act_fwd(m, b->b1, b->h, b->out_len);
+        bn_act_fwd(m, &b->bn1, b->c1, b->h, training);
         conv_fwd(m, &b->conv2, b->h, b->c2);
-        bn_fwd(m, &b->bn2, b->c2, b->o, training);
+        /* o = BN2(c2) + shortcut, with the shortcut's batch norm written into o first */
         if (b->has_sc) {
             conv_fwd(m, &b->sc, b->x_in, b->scc);
-            bn_fwd(m, &b->bnsc, b->scc, b->scb, training);
-            add_forward(A(b->o), A(b->o), A(b->scb), len);
+            bn_fwd(m, &b->bnsc, b->scc, b->o, training);
+            bn_add_fwd(m, &b->bn2, b->c2, b->o, b->o, training);
         } else {
-            add_forward(A(b->o), A(b->o), A(b->x_in), len);
+            bn_add_fwd(m, &b->bn2, b->c2, b->x_in, b->o, training);
         }
         if (b->last) relu_forward(A(b->out), A(b->o), len);
         else act_fwd(m, b->o, b->out, b->out_len);
         if (aux) {
             conv_fwd(m, &b->ad, b->o, b->adc);
-            bn_fwd(m, &b->bnad, b->adc, b->a_out, training);
             if (b->has_dn) {
                 conv_fwd(m, &b->dn, b->a_in, b->dnc);
-                bn_fwd(m, &b->bndn, b->dnc, b->dnb, training);
-                add_forward(A(b->a_out), A(b->a_out), A(b->dnb), len);
+                bn_fwd(m, &b->bndn, b->dnc, b->a_out, training);
+                bn_add_fwd(m, &b->bnad, b->adc, b->a_out, b->a_out, training);
             } else {
-                add_forward(A(b->a_out), A(b->a_out), A(b->a_in), len);
+                bn_add_fwd(m, &b->bnad, b->adc, b->a_in, b->a_out, training);
             }
             relu_forward(A(b->a_out), A(b->a_out), len);
         }
@@ -531,8 +540,7 @@ static void mlp_forward(model_t *m, int training) {
     const int d = sp->in_c * sp->in_h * sp->in_w, hd = sp->hidden;
     const float *wmid = (sp->wbits < 32 ? m->wq : m->params) + m->p_mid;
     linear_forward(A(m->z1), A(m->in), P(m->p_in), P(m->p_in + (size_t)hd * d), m->n, d, hd);
-    bn_fwd(m, &m->mbn1, m->z1, m->b1, training);
-    act_fwd(m, m->b1, m->h1, (size_t)hd);
+    bn_act_fwd(m, &m->mbn1, m->z1, m->h1, training);
     linear_forward(A(m->z2), A(m->h1), wmid, NULL, m->n, hd, hd);
     bn_fwd(m, &m->mbn2, m->z2, m->b2, training);
     relu_forward(A(m->h2), A(m->b2), (size_t)hd * m->n);
@@ -560,25 +568,31 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
     if (res != NULL) *res = r;
 }
 
-/* ---- backward ---- */
+/* ---- backward ----
+ * The gradient arena is never zeroed: the first writer of each activation's gradient overwrites
+ * it (acc = 0) and only a second consumer of the same activation accumulates (acc = 1). The
+ * comments at each acc = 1 name the first writer. */
 
-static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx) {
+static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
-    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col, acc);
 }
 
-/* dy is the gradient of the BN's output, which may live at another offset (in-place sums). */
+/* dy is the gradient of the BN's output, which may live at another offset (in-place sums). Every
+ * BN input is a convolution output with no other consumer, so dx is always overwritten. */
 static void bn_bwd(model_t *m, const bn_t *bn, size_t in, const float *dy) {
     batchnorm_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
-                       m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
+                       m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw, 0);
 }
 
-static void act_bwd(model_t *m, size_t in, size_t out, size_t len) {
-    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits);
+static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
+    batchnorm_act_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, G(out), A(in), P(bn->p),
+                           P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c,
+                           bn->hw, m->spec.abits, 0);
 }
 
-static void add_into(float *dst, const float *src, size_t len) {
-    for (size_t i = 0; i < len; i++) dst[i] += src[i];
+static void act_bwd(model_t *m, size_t in, size_t out, size_t len, int acc) {
+    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits, acc);
 }
 
 static void resnet_backward(model_t *m) {
@@ -588,13 +602,13 @@ static void resnet_backward(model_t *m) {
 
     softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
     linear_backward(G(m->pool), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * m->feat,
-                    G(m->logits), A(m->pool), P(m->p_fc1), m->n, m->feat, k);
-    avgpool_backward(G(lb->out), G(m->pool), m->n, m->feat, m->hw_last);
+                    G(m->logits), A(m->pool), P(m->p_fc1), m->n, m->feat, k, 0);
+    avgpool_backward(G(lb->out), G(m->pool), m->n, m->feat, m->hw_last, 0);
     if (aux) {
         softmax_xent(A(m->alogits), m->y, m->n, k, G(m->alogits), sp->aux_lambda, NULL);
         linear_backward(G(m->apool), m->grads + m->p_fc2, m->grads + m->p_fc2 + (size_t)k * m->feat,
-                        G(m->alogits), A(m->apool), P(m->p_fc2), m->n, m->feat, k);
-        avgpool_backward(G(lb->a_out), G(m->apool), m->n, m->feat, m->hw_last);
+                        G(m->alogits), A(m->apool), P(m->p_fc2), m->n, m->feat, k, 0);
+        avgpool_backward(G(lb->a_out), G(m->apool), m->n, m->feat, m->hw_last, 0);
     }
     for (int i = m->nblocks - 1; i >= 0; i--) {
         block_t *b = &m->blocks[i];
@@ -604,38 +618,41 @@ static void resnet_backward(model_t *m) {
             float *ga = G(b->a_out);
             const float *av = A(b->a_out);
             for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
+            /* a_in's only consumer is this block's D */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
-                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1);
+                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1, 0);
             } else {
-                add_into(G(b->a_in), ga, len);
+                memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
             bn_bwd(m, &b->bnad, b->adc, ga);
-            conv_bwd(m, &b->ad, b->o, b->adc, 1);
+            conv_bwd(m, &b->ad, b->o, b->adc, 1, 0);
         }
-        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len);
-        else act_bwd(m, b->o, b->out, b->out_len);
-        /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. */
+        /* o's gradient: the adaptor wrote it first when there is one */
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len, aux);
+        else act_bwd(m, b->o, b->out, b->out_len, aux);
+        /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
+         * shortcut (first) and conv1. */
         if (b->has_sc) {
             bn_bwd(m, &b->bnsc, b->scc, G(b->o));
-            conv_bwd(m, &b->sc, b->x_in, b->scc, 1);
+            conv_bwd(m, &b->sc, b->x_in, b->scc, 1, 0);
         } else {
-            add_into(G(b->x_in), G(b->o), len);
+            memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         }
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
-        conv_bwd(m, &b->conv2, b->h, b->c2, 1);
-        act_bwd(m, b->b1, b->h, b->out_len);
-        bn_bwd(m, &b->bn1, b->c1, G(b->b1));
-        conv_bwd(m, &b->conv1, b->x_in, b->c1, 1);
+        conv_bwd(m, &b->conv2, b->h, b->c2, 1, 0);
+        bn_act_bwd(m, &b->bn1, b->c1, b->h);
+        conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
-    act_bwd(m, m->s, m->x0, slen);
+    /* s's consumers: the quantizer (first) and the auxiliary start */
+    act_bwd(m, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
-        conv_bwd(m, &m->as, m->s, m->asc, 1);
+        conv_bwd(m, &m->as, m->s, m->asc, 1, 1);
     }
     bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
-    conv_bwd(m, &m->stem, m->in, m->sc0, 0);
+    conv_bwd(m, &m->stem, m->in, m->sc0, 0, 0);
 }
 
 static void mlp_backward(model_t *m) {
@@ -645,21 +662,19 @@ static void mlp_backward(model_t *m) {
     float *dwmid = (sp->wbits < 32 ? m->dwq : m->grads) + m->p_mid;
     softmax_xent(A(m->logits), m->y, m->n, k, G(m->logits), 1.0f, NULL);
     linear_backward(G(m->h2), m->grads + m->p_fc1, m->grads + m->p_fc1 + (size_t)k * hd, G(m->logits),
-                    A(m->h2), P(m->p_fc1), m->n, hd, k);
-    relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n);
+                    A(m->h2), P(m->p_fc1), m->n, hd, k, 0);
+    relu_backward(G(m->b2), G(m->h2), A(m->h2), (size_t)hd * m->n, 0);
     bn_bwd(m, &m->mbn2, m->z2, G(m->b2));
-    linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd);
-    act_bwd(m, m->b1, m->h1, (size_t)hd);
-    bn_bwd(m, &m->mbn1, m->z1, G(m->b1));
+    linear_backward(G(m->h1), dwmid, NULL, G(m->z2), A(m->h1), wmid, m->n, hd, hd, 0);
+    bn_act_bwd(m, &m->mbn1, m->z1, m->h1);
     linear_backward(NULL, m->grads + m->p_in, m->grads + m->p_in + (size_t)hd * d, G(m->z1), A(m->in),
-                    P(m->p_in), m->n, d, hd);
+                    P(m->p_in), m->n, d, hd, 0);
 }
 
 void model_backward(model_t *m) {
     if (!m->trained) return;
     memset(m->grads, 0, m->nparams * sizeof(float));
     memset(m->dwq, 0, m->nparams * sizeof(float));
-    memset(m->dact, 0, m->nact * sizeof(float));
     if (m->spec.arch == ARCH_RESNET) resnet_backward(m);
     else mlp_backward(m);
     for (int i = 0; i < m->ntensors; i++) {

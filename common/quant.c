@@ -34,15 +34,17 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
         }
         return;
     }
+    /* wq holds tanh(w) between the two loops, so that tanh is computed once per weight */
     float m = 0.0f;
     for (size_t i = 0; i < n; i++) {
-        float t = fabsf(tanhf(w[i]));
+        wq[i] = tanhf(w[i]);
+        float t = fabsf(wq[i]);
         if (t > m) m = t;
     }
     if (m == 0.0f) m = 1.0f; /* all-zero tensor: u = 1/2 everywhere, no division by zero */
     const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
     for (size_t i = 0; i < n; i++) {
-        float u = tanhf(w[i]) * inv2m + 0.5f;
+        float u = wq[i] * inv2m + 0.5f;
         float c = rintf(u * levels);
         wq[i] = 2.0f * (c / levels) - 1.0f;
         if (codes != NULL) codes[i] = (uint8_t)c;
@@ -56,21 +58,23 @@ void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n
     }
     /* u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j, and
      * dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
+    /* One pass finds m, counts its ties and sums gt = sum_i dL/du_i * t_i. */
     float m = 0.0f;
+    double gt = 0.0;
+    size_t ties = 0;
     for (size_t i = 0; i < n; i++) {
-        float t = fabsf(tanhf(w[i]));
-        if (t > m) m = t;
+        const float t = tanhf(w[i]), a = fabsf(t);
+        gt += 2.0 * dwq[i] * t;
+        if (a > m) {
+            m = a;
+            ties = 1;
+        } else if (a == m) {
+            ties++;
+        }
     }
     if (m == 0.0f) {
         for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
         return;
-    }
-    double gt = 0.0; /* sum_i dL/du_i * t_i */
-    size_t ties = 0;
-    for (size_t i = 0; i < n; i++) {
-        float t = tanhf(w[i]);
-        gt += 2.0 * dwq[i] * t;
-        ties += fabsf(t) == m;
     }
     const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties;
     for (size_t i = 0; i < n; i++) {
@@ -94,16 +98,30 @@ void quant_act_forward(float *y, const float *x, size_t n, int k) {
     }
 }
 
-void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k) {
+/* dx (+)= dy * mask, the mask of one precision: dy is loaded unconditionally so that the loops
+ * vectorise, and the accumulating and overwriting loops are separate for the same reason. */
+void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc) {
     if (k >= 32) {
-        for (size_t i = 0; i < n; i++) {
-            const float g = dy[i]; /* loaded unconditionally so that the loop vectorises */
-            dx[i] += x[i] > 0.0f ? g : 0.0f;
-        }
+        if (acc)
+            for (size_t i = 0; i < n; i++) {
+                const float g = dy[i];
+                dx[i] += x[i] > 0.0f ? g : 0.0f;
+            }
+        else
+            for (size_t i = 0; i < n; i++) {
+                const float g = dy[i];
+                dx[i] = x[i] > 0.0f ? g : 0.0f;
+            }
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const float g = dy[i], v = x[i];
-        dx[i] += (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
-    }
+    if (acc)
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i], v = x[i];
+            dx[i] += (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            const float g = dy[i], v = x[i];
+            dx[i] = (v >= 0.0f && v <= 1.0f) ? g : 0.0f;
+        }
 }

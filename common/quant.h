@@ -25,7 +25,8 @@ void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n
 
 /* Activations, k = 1..8: y = q_k(clip(x, 0, 1)); k = 32: y = ReLU(x). */
 void quant_act_forward(float *y, const float *x, size_t n, int k);
-/* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32). */
-void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k);
+/* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32), and 0 elsewhere; with acc = 0, dx is
+ * overwritten instead (its old contents are never read). */
+void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "quant.h"
 #include "util.h"
 
 /* ---- helpers ---- */
@@ -127,6 +128,9 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
     cr_assert_eq(conv_scratch_size(&s), (size_t)2 * 3 * 3);
+    /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) and the flipped kernel */
+    conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
+    cr_assert_eq(conv_scratch_size(&s), (size_t)4 * 3 * 3 * 7 * 5 + 3 * 4 * 3 * 3);
 }
 
 /* 4x4 input 1..16, 3x3 all-ones kernel, stride 2, pad 1: window sums computed by hand. */
@@ -197,7 +201,9 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
 /* dx and dw against central differences of L = sum(c * conv(x, w)) in double; conv is linear,
  * so the difference quotient is exact up to rounding. The gradients are added to pre-filled
  * buffers, and a second call with dx = NULL still adds the same dw. */
-Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
+/* acc = 1 adds to what dx held; acc = 0 overwrites dx, which starts as NaN here, so any read of
+ * the old contents would show. */
+Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overwrites) {
     util_rng_t r = {2};
     for (size_t t = 0; t < N_CONV_CASES; t++) {
         conv_shape_t s;
@@ -206,7 +212,7 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
         float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
         float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
-        float *col = ncol ? falloc(ncol) : NULL;
+        float *col = ncol ? falloc(ncol) : NULL, *dxo = falloc(nx), *dw3 = falloc(nw);
         util_fill_unif(x, nx, &r, -1, 1);
         util_fill_unif(w, nw, &r, -1, 1);
         util_fill_unif(c, no, &r, -1, 1);
@@ -215,8 +221,11 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         memcpy(dx, dx0, sizeof(float) * nx);
         memcpy(dw, dw0, sizeof(float) * nw);
         memcpy(dw2, dw0, sizeof(float) * nw);
-        conv2d_backward(dx, dw, c, x, w, &s, col);
-        conv2d_backward(NULL, dw2, c, x, w, &s, col);
+        memcpy(dw3, dw0, sizeof(float) * nw);
+        for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
+        conv2d_backward(dx, dw, c, x, w, &s, col, 1);
+        conv2d_backward(NULL, dw2, c, x, w, &s, col, 1);
+        conv2d_backward(dxo, dw3, c, x, w, &s, col, 0);
 
         conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
         double *gx = dalloc(nx), *gw = dalloc(nw);
@@ -226,7 +235,10 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates) {
         assert_close(dx, dx0, gx, nx, 1e-4, 1e-4, "conv dx");
         assert_close(dw, dw0, gw, nw, 1e-4, 1e-4, "conv dw");
         assert_close(dw2, dw0, gw, nw, 1e-4, 1e-4, "conv dw (dx = NULL)");
+        assert_close(dxo, NULL, gx, nx, 1e-4, 1e-4, "conv dx (acc = 0)");
+        assert_close(dw3, dw0, gw, nw, 1e-4, 1e-4, "conv dw (acc = 0)");
         free(x); free(w); free(c); free(dx); free(dw); free(dx0); free(dw0); free(dw2); free(col);
+        free(dxo); free(dw3);
         free(cx.x); free(cx.w); free(cx.c); free(cx.out); free(gx); free(gw);
     }
 }
@@ -334,12 +346,12 @@ Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
 /* dx, dgamma, dbeta against central differences in double of L = sum(c * y), y the training
  * forward pass; added to pre-filled buffers. A second call with dx = NULL adds the same dgamma,
  * dbeta. */
-Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
+Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates_or_overwrites) {
     enum { N = 3, C = 4, HW = 5, NX = N * C * HW };
     util_rng_t r = {5};
     float x[NX], y[NX], coef[NX], mean[C], rstd[C], rmean[C] = {0}, rvar[C] = {1, 1, 1, 1};
     float gamma[C], beta[C];
-    float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C];
+    float dx[NX], dx0[NX], dg[C], dg0[C], db[C], db0[C], dg2[C], db2[C], dxo[NX], dg3[C], db3[C];
     bn_fill_input(x, N, C, HW, &r);
     util_fill_unif(gamma, C, &r, 0.5, 1.5);
     gamma[2] = -gamma[2];
@@ -354,8 +366,12 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     memcpy(dg2, dg0, sizeof dg);
     memcpy(db2, db0, sizeof db);
     batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
-    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW);
-    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW);
+    memcpy(dg3, dg0, sizeof dg);
+    memcpy(db3, db0, sizeof db);
+    for (int i = 0; i < NX; i++) dxo[i] = NAN;
+    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(dxo, dg3, db3, coef, x, gamma, mean, rstd, N, C, HW, 0);
 
     bn_ctx_t b = {N, C, HW, to_double(x, NX), to_double(gamma, C), to_double(beta, C), to_double(coef, NX)};
     double gx[NX], gg[C], gb[C];
@@ -367,7 +383,75 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates) {
     assert_close(db, db0, gb, C, 2e-5, 1e-4, "bn dbeta");
     assert_close(dg2, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (dx = NULL)");
     assert_close(db2, db0, gb, C, 2e-5, 1e-4, "bn dbeta (dx = NULL)");
+    assert_close(dxo, NULL, gx, NX, 2e-5, 1e-3, "bn dx (acc = 0)");
+    assert_close(dg3, dg0, gg, C, 2e-5, 1e-4, "bn dgamma (acc = 0)");
+    assert_close(db3, db0, gb, C, 2e-5, 1e-4, "bn dbeta (acc = 0)");
     free(b.x); free(b.gamma); free(b.beta); free(b.coef);
+}
+
+/* The fused batch norm + activation equals the two kernels it replaces: the forward exactly, the
+ * backward up to the order of the float sums. hw = 300 spans two of the kernels' chunks. */
+Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
+    enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
+    const int ks[] = {1, 2, 4, 32};
+    util_rng_t r = {11};
+    float *x = falloc(NX), *y = falloc(NX), *yr = falloc(NX), *t = falloc(NX), *dy = falloc(NX);
+    float *dt = falloc(NX), *dx = falloc(NX), *dxr = falloc(NX);
+    float gamma[C], beta[C], mean[C], rstd[C], meanr[C], rstdr[C];
+    float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(gamma, C, &r, 0.2, 0.8);
+    gamma[1] = -gamma[1];
+    util_fill_unif(beta, C, &r, 0, 1);
+    util_fill_unif(dy, NX, &r, -1, 1);
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const int k = ks[ki];
+        batchnorm_act_forward(y, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
+        batchnorm_forward(t, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
+        quant_act_forward(yr, t, NX, k);
+        for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "k = %d: y[%d] = %g, want %g", k, i, y[i], yr[i]);
+        for (int ch = 0; ch < C; ch++)
+            cr_assert(mean[ch] == meanr[ch] && rstd[ch] == rstdr[ch] && rm[ch] == rmr[ch] && rv[ch] == rvr[ch]);
+        for (int acc = 0; acc <= 1; acc++) {
+            float dg[C] = {0}, db[C] = {0}, dgr[C] = {0}, dbr[C] = {0};
+            util_prefill(dx, NX);
+            util_prefill(dxr, NX);
+            if (!acc)
+                for (int i = 0; i < NX; i++) dx[i] = NAN;
+            batchnorm_act_backward(dx, dg, db, dy, x, gamma, beta, mean, rstd, N, C, HW, k, acc);
+            quant_act_backward(dt, dy, t, NX, k, 0);
+            batchnorm_backward(dxr, dgr, dbr, dt, x, gamma, meanr, rstdr, N, C, HW, acc);
+            for (int i = 0; i < NX; i++)
+                cr_assert(fabsf(dx[i] - dxr[i]) <= 1e-6f + 1e-5f * fabsf(dxr[i]), "k = %d acc = %d: dx[%d] = %.9g, want %.9g",
+                          k, acc, i, dx[i], dxr[i]);
+            for (int ch = 0; ch < C; ch++) {
+                cr_assert(fabsf(dg[ch] - dgr[ch]) <= 1e-5f + 1e-5f * fabsf(dgr[ch]), "k = %d: dgamma[%d]", k, ch);
+                cr_assert(fabsf(db[ch] - dbr[ch]) <= 1e-5f + 1e-5f * fabsf(dbr[ch]), "k = %d: dbeta[%d]", k, ch);
+            }
+        }
+    }
+    free(x); free(y); free(yr); free(t); free(dy); free(dt); free(dx); free(dxr);
+}
+
+/* y = BN(x) + r equals batchnorm_forward then add_forward exactly, also in place (r = y). */
+Test(layers, batchnorm_add_matches_batchnorm_then_add_in_place_too) {
+    enum { N = 3, C = 4, HW = 7, NX = N * C * HW };
+    util_rng_t r = {12};
+    float x[NX], res[NX], y[NX], yr[NX], t[NX], gamma[C], beta[C], mean[C], rstd[C], mr[C], sr[C];
+    float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(res, NX, &r, -2, 2);
+    util_fill_unif(gamma, C, &r, -1, 1);
+    util_fill_unif(beta, C, &r, -1, 1);
+    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 1, 0.1f);
+    add_forward(yr, t, res, NX);
+    batchnorm_add_forward(y, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
+    memcpy(y, res, sizeof y);
+    batchnorm_add_forward(y, x, y, gamma, beta, mean, rstd, rm, rv, N, C, HW, 0, 0.1f);
+    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 0, 0.1f);
+    add_forward(yr, t, res, NX);
+    for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "in place, eval: y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
 }
 
 /* ---- elementwise ---- */
@@ -385,11 +469,15 @@ Test(layers, relu_forward_zeroes_non_positive_and_backward_passes_where_output_p
         dy[i] = 1.0f + (float)i;
     }
     util_prefill(dx, N);
-    relu_backward(dx, dy, y, N);
+    relu_backward(dx, dy, y, N, 1);
     for (int i = 0; i < N; i++) {
         const float want = util_prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
         cr_assert_eq(dx[i], want, "relu dx[%d] (x = %g) = %g, want %g", i, x[i], dx[i], want);
     }
+    for (int i = 0; i < N; i++) dx[i] = NAN;
+    relu_backward(dx, dy, y, N, 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(dx[i], pass[i] ? dy[i] : 0.0f, "relu dx[%d] (acc = 0) = %g", i, dx[i]);
 }
 
 Test(layers, add_forward_sums_elementwise) {
@@ -429,11 +517,14 @@ Test(layers, avgpool_averages_each_channel_and_backward_spreads_evenly) {
     }
     util_prefill(dx0, NX);
     memcpy(dx, dx0, sizeof dx);
-    avgpool_backward(dx, dy, N, C, HW);
+    avgpool_backward(dx, dy, N, C, HW, 1);
     pool_ctx_t c = {NX, HW, to_double(x, NX), to_double(dy, N * C)};
     double g[NX];
     fd_grad(g, c.x, NX, 1e-3, pool_loss, &c);
     assert_close(dx, dx0, g, NX, 1e-6, 1e-5, "avgpool dx");
+    for (int i = 0; i < NX; i++) dx[i] = NAN;
+    avgpool_backward(dx, dy, N, C, HW, 0);
+    assert_close(dx, NULL, g, NX, 1e-6, 1e-5, "avgpool dx (acc = 0)");
     free(c.x); free(c.coef);
 }
 
@@ -484,8 +575,8 @@ static void check_linear(int with_bias, uint64_t seed) {
     memcpy(dw2, dw0, sizeof dw);
     memcpy(db, db0, sizeof db);
     memcpy(db2, db0, sizeof db);
-    linear_backward(dx, dw, with_bias ? db : NULL, dy, x, w, N, IN, OUT);
-    linear_backward(NULL, dw2, with_bias ? db2 : NULL, dy, x, w, N, IN, OUT);
+    linear_backward(dx, dw, with_bias ? db : NULL, dy, x, w, N, IN, OUT, 1);
+    linear_backward(NULL, dw2, with_bias ? db2 : NULL, dy, x, w, N, IN, OUT, 1);
 
     double gx[N * IN], gw[OUT * IN];
     fd_grad(gx, c.x, N * IN, 1e-2, linear_loss, &c);
@@ -493,6 +584,10 @@ static void check_linear(int with_bias, uint64_t seed) {
     assert_close(dx, dx0, gx, N * IN, 1e-5, 1e-5, "linear dx");
     assert_close(dw, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw");
     assert_close(dw2, dw0, gw, OUT * IN, 1e-5, 1e-5, "linear dw (dx = NULL)");
+    float dxo[N * IN];
+    for (int i = 0; i < N * IN; i++) dxo[i] = NAN;
+    linear_backward(dxo, dw2, NULL, dy, x, w, N, IN, OUT, 0);
+    assert_close(dxo, NULL, gx, N * IN, 1e-5, 1e-5, "linear dx (acc = 0)");
     if (with_bias) {
         double gb[OUT];
         fd_grad(gb, c.b, OUT, 1e-2, linear_loss, &c);

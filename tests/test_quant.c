@@ -157,7 +157,7 @@ Test(quant, act_rounds_exact_halves_to_even) {
 }
 
 /* dx += dy exactly where 0 <= x <= 1, both ends included; 0 elsewhere. */
-Test(quant, act_ste_passes_gradient_inside_clip_inclusive_and_accumulates) {
+Test(quant, act_ste_passes_gradient_inside_clip_inclusive_and_accumulates_or_overwrites) {
     const float x[] = {-1.0f, -1e-7f, -0.0f, 0.0f, 0.3f, 0.999f, 1.0f, 1.0000001f, 2.0f, -5.0f};
     enum { N = sizeof x / sizeof x[0] };
     const int pass[N] = {0, 0, 1, 1, 1, 1, 1, 0, 0, 0};
@@ -165,11 +165,15 @@ Test(quant, act_ste_passes_gradient_inside_clip_inclusive_and_accumulates) {
     for (int i = 0; i < N; i++) dy[i] = 1.5f + (float)i;
     for (int k = 1; k <= 8; k++) {
         util_prefill(dx, N);
-        quant_act_backward(dx, dy, x, N, k);
+        quant_act_backward(dx, dy, x, N, k, 1);
         for (int i = 0; i < N; i++) {
             const float want = util_prefill_value(i) + (pass[i] ? dy[i] : 0.0f);
             cr_assert_eq(dx[i], want, "k = %d: dx at x = %g is %g, want %g", k, x[i], dx[i], want);
         }
+        for (int i = 0; i < N; i++) dx[i] = NAN;
+        quant_act_backward(dx, dy, x, N, k, 0);
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(dx[i], pass[i] ? dy[i] : 0.0f, "k = %d, acc = 0: dx at x = %g is %g", k, x[i], dx[i]);
     }
 }
 
@@ -186,11 +190,14 @@ Test(quant, act_full_precision_is_relu_with_relu_gradient) {
         dy[i] = 2.0f + (float)i;
     }
     util_prefill(dx, N);
-    quant_act_backward(dx, dy, x, N, 32);
+    quant_act_backward(dx, dy, x, N, 32, 1);
     for (int i = 0; i < N; i++) {
         const float want = util_prefill_value(i) + (pos[i] ? dy[i] : 0.0f);
         cr_assert_eq(dx[i], want, "dx at x = %g is %g, want %g", x[i], dx[i], want);
     }
+    for (int i = 0; i < N; i++) dx[i] = NAN;
+    quant_act_backward(dx, dy, x, N, 32, 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(dx[i], pos[i] ? dy[i] : 0.0f, "dx (acc = 0) at x = %g is %g", x[i], dx[i]);
 }
 
 /* ---- weights, k >= 2 ---- */
