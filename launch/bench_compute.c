@@ -267,7 +267,7 @@ typedef struct {
     double peak[257];        /* sgemm GFLOP/s by threads */
     char torch_version[32];
     double load[2];          /* 1-minute load average at the start and the end of the run */
-    int cpus;
+    int load_seen[2], cpus;
     json_t *others;          /* transport, cluster and accuracy lines, in file order */
 } table_t;
 
@@ -317,6 +317,7 @@ static void add_line(table_t *t, json_t *o) {
     } else if (strcmp(bench, "load") == 0) {
         const int end = strcmp(jstr(o, "when"), "end") == 0;
         t->load[end] = jnum(o, "loadavg_1min");
+        t->load_seen[end] = 1;
         t->cpus = jint(o, "cpus");
     } else if (strcmp(bench, "transport") == 0 || strcmp(bench, "cluster") == 0 || strcmp(bench, "accuracy") == 0) {
         json_array_append(t->others, o);
@@ -353,7 +354,7 @@ static void print_compute(const table_t *t) {
     printf("sgemm peak (OpenBLAS, n = %d, fastest call of the run):", BENCH_SGEMM_N);
     int any = 0;
     for (int th = 1; th <= 256; th++)
-        if (t->peak[th] > 0) printf(" %s%d thread%s %.1f GFLOP/s", any++ ? "; " : "", th, th > 1 ? "s" : "", t->peak[th]);
+        if (t->peak[th] > 0) printf("%s%d thread%s %.1f GFLOP/s", any++ ? "; " : " ", th, th > 1 ? "s" : "", t->peak[th]);
     printf("%s\n", any ? "" : " not measured");
     if (t->torch_version[0]) printf("PyTorch %s; tuned = MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ 4294967296\n",
                                     t->torch_version);
@@ -414,9 +415,12 @@ static int run_table(const char *path) {
         fprintf(stderr, "auxps bench: %s: read error\n", path);
         goto done;
     }
-    if (t->cpus > 0)
-        printf("machine: %d CPUs, 1-minute load average %.2f at the start, %.2f at the end\n\n", t->cpus, t->load[0],
-               t->load[1]);
+    if (t->cpus > 0) {
+        printf("machine: %d CPUs, 1-minute load average", t->cpus);
+        if (t->load_seen[0]) printf(" %.2f at the start", t->load[0]);
+        if (t->load_seen[1]) printf("%s %.2f at the end", t->load_seen[0] ? "," : "", t->load[1]);
+        printf("\n\n");
+    }
     print_compute(t);
     print_others(t);
     rc = 0;
