@@ -333,7 +333,7 @@ static const char *fmt(char *buf, size_t len, const char *f, double v) {
 
 static void print_compute(const table_t *t) {
     if (t->nrows == 0) return;
-    printf("compute: training images/s (forward, backward, SGD update), one process\n");
+    printf("\ncompute: training images/s (forward, backward, SGD update), one process\n");
     printf("%-8s %5s %3s %5s %3s | %9s %7s %5s | %9s %9s | %8s %8s\n", "model", "W/A", "aux", "batch", "thr",
            "AuxPS", "GFLOP/s", "peak", "PyTorch", "PyTorch", "AuxPS/", "AuxPS/");
     printf("%-8s %5s %3s %5s %3s | %9s %7s %5s | %9s %9s | %8s %8s\n", "", "", "", "", "", "img/s", "", "%", "tuned",
@@ -419,7 +419,7 @@ static int run_table(const char *path) {
         printf("machine: %d CPUs, 1-minute load average", t->cpus);
         if (t->load_seen[0]) printf(" %.2f at the start", t->load[0]);
         if (t->load_seen[1]) printf("%s %.2f at the end", t->load_seen[0] ? "," : "", t->load[1]);
-        printf("\n\n");
+        printf("\n");
     }
     print_compute(t);
     print_others(t);
