@@ -14,13 +14,11 @@
 #include "trainer.h"
 #include "worker.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define AUXPS_VERSION "0.1.0"
 
