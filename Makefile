@@ -31,9 +31,13 @@ all: deps
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-bench: deps
+# The benchmark suite (bench/run, README "Performance"): JSON lines and a table. BENCH_QUICK=1
+# checks that it works in a few minutes, BENCH_OUT=FILE keeps the JSON, BENCH_ACC=1 adds the
+# time-to-accuracy runs. Also installs PyTorch (python3-torch), which it compares against.
+bench:
+	@sh launch/install-deps bench
 	@$(MAKE) --no-print-directory build-all
-	$(BUILD)/auxps bench
+	AUXPS_BIN=$(BUILD)/auxps sh bench/run
 
 # Trains CONFIG in one process; the trainer evaluates the exported model from the file alone.
 train: deps

@@ -1,5 +1,6 @@
 /* main.c - the auxps command: train, eval, info, bench, and the processes of a distributed run
  * (coord, ps, worker, cluster). Only main exits. */
+#include "bench_compute.h"
 #include "bench_transport.h"
 #include "cluster.h"
 #include "config.h"
@@ -14,13 +15,11 @@
 #include "trainer.h"
 #include "worker.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define AUXPS_VERSION "0.1.0"
 
@@ -53,7 +52,11 @@ static void usage(FILE *f) {
             "                                               train in this process, evaluate, export\n"
             "  eval MODEL [--data DIR] [--limit N]          test accuracy of an exported model (first N test images)\n"
             "  info MODEL                                   layers, bit widths, size of an exported model\n"
-            "  bench [--steps N] [--batch B] [--threads T]  training images/s, ResNet-8 W2A2 + aux, 1 and 2 threads\n"
+            "  bench [--model M,..] [--bits K,..] [--aux on,off] [--batch B,..] [--threads T,..] [--steps N] [--seconds S]\n"
+            "                                               training images/s and GFLOP/s (default ResNet-8 W2A2 + aux,\n"
+            "                                               batch 128, 1 and 2 threads; JSON lines)\n"
+            "  bench --sgemm [--threads T,..]               OpenBLAS sgemm's peak GFLOP/s\n"
+            "  bench --table FILE                           the table of a suite's JSON lines (bench/run)\n"
             "  bench --transport [--seconds S]              pull+push rounds/s through the nodes vs bare ZeroMQ,\n"
             "                                               1 and 4 workers, 1 and 2 nodes (JSON lines)\n"
             "  cluster CONFIG --ps S --workers N [--set ...] a coordinator, S nodes and N workers on this machine\n"
@@ -197,75 +200,10 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* Training images/s of one spec on random data, after two warm-up steps. */
-static double bench_one(const model_spec_t *sp, int batch, int threads, int steps) {
-    openblas_set_num_threads(threads);
-    model_t *m = model_new(sp, batch);
-    const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
-    float *x = malloc(sizeof(float) * img * batch), *mom = NULL;
-    int *y = malloc(sizeof(int) * batch);
-    double ips = -1.0;
-    if (m == NULL || x == NULL || y == NULL) goto done;
-    mom = calloc(model_num_params(m), sizeof(float));
-    if (mom == NULL) goto done;
-    model_init(m, 1);
-    rng_t r;
-    rng_seed(&r, 7);
-    for (size_t i = 0; i < img * batch; i++) x[i] = rng_normal(&r);
-    for (int i = 0; i < batch; i++) y[i] = (int)rng_below(&r, (uint32_t)sp->classes);
-    optim_t o = {0.05f, 0.9f, 5e-4f, 1, SCHED_CONSTANT, 1, 1.0f, 1, 1};
-    model_result_t res;
-    for (int i = 0; i < 2; i++) trainer_step(m, &o, mom, x, y, batch, i, &res);
-    double t0 = now_s();
-    for (int i = 0; i < steps; i++) trainer_step(m, &o, mom, x, y, batch, i, &res);
-    ips = (double)steps * batch / (now_s() - t0);
-done:
-    free(x);
-    free(y);
-    free(mom);
-    model_destroy(&m);
-    return ips;
-}
-
 static int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (strcmp(argv[i], "--transport") == 0) return bench_transport(argc, argv);
-    int steps = 20, batch = 128, only_threads = 0;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 100000, &steps) != 0) return bad_value("--steps", argv[i], 1, 100000);
-        } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 4096, &batch) != 0) return bad_value("--batch", argv[i], 1, 4096);
-        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 256, &only_threads) != 0) return bad_value("--threads", argv[i], 1, 256);
-        }
-        else {
-            fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    model_spec_t sp;
-    model_spec_default(&sp);
-    for (int threads = 1; threads <= 2; threads++) {
-        if (only_threads > 0 && threads > 1) break;
-        if (only_threads > 0) threads = only_threads;
-        double ips = bench_one(&sp, batch, threads, steps);
-        if (ips < 0) {
-            fprintf(stderr, "auxps: out of memory\n");
-            return 1;
-        }
-        printf("{\"bench\":\"compute\",\"model\":\"resnet8\",\"wbits\":%d,\"abits\":%d,\"aux\":%s,"
-               "\"batch\":%d,\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f}\n",
-               sp.wbits, sp.abits, sp.aux ? "true" : "false", batch, threads, steps, ips);
-        fflush(stdout);
-    }
-    return 0;
+    return bench_compute(argc, argv);
 }
 
 static int cmd_keygen(int argc, char **argv) {

@@ -1,8 +1,9 @@
-/* test_bench.c - `auxps bench --transport` as a user runs it: the real program (path from
- * AUXPS_BIN, default build/auxps) started as a process, its JSON lines parsed and counted. The
- * machine is shared and noisy, so nothing here asserts a speed: only that every configuration
- * (1 and 4 workers against 1 and 2 nodes, bare and auxps) was measured once, with positive
- * rates whose fields agree with each other, and that the process exited 0. Usage errors exit 2.
+/* test_bench.c - `auxps bench` (compute, --sgemm, --table, --transport) and the suite
+ * bench/run as a user runs them: the real program (path from AUXPS_BIN, default build/auxps)
+ * and /bin/sh started as processes, their JSON lines parsed and counted. The machine is shared
+ * and noisy, so nothing here asserts a speed: only that every configuration was measured once,
+ * with positive rates whose fields agree with each other, that the FLOP counts are the
+ * networks' (counted independently), and that the process exited 0. Usage errors exit 2.
  *
  * Every wait has a deadline (CHILD_TIMEOUT_S); the suite's .fini kills a child that a failed
  * assertion left running. */
@@ -20,8 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_compute.h"
 #include "model.h"
 #include "util.h"
+
+#include <jansson.h>
 
 enum { CHILD_TIMEOUT_S = 240 };
 
@@ -144,4 +148,304 @@ Test(bench, transport_usage_errors_exit_2_naming_the_argument) {
         cr_assert_not_null(strstr(p.err.buf, named), "stderr does not name '%s':\n%s", named, p.err.buf);
         util_proc_free(&p);
     }
+}
+
+/* ---- compute, sgemm, table, the suite ---- */
+
+/* Multiply-adds of one 1x28x28 image's forward pass, counted by hand from METHOD.md's layer
+ * list (stem 28*28*16*9 = 112,896; ...) and, separately, by bench/pytorch_bench.py from the
+ * F.conv2d and F.linear calls of the PyTorch model: [resnet20?][aux?]. METHOD.md rounds them to
+ * 9.3 M, 10.4 M, 31 M and 33 M. */
+static const double method_macs[2][2] = {{9345920, 10350080}, {31021952, 33230336}};
+static const double stem_macs = 112896;
+
+/* Parses every line of text as a JSON object into a new array; fails the test on any other
+ * line. */
+static json_t *json_lines(const char *text) {
+    json_t *arr = json_array();
+    cr_assert_not_null(arr);
+    for (const char *l = text; *l;) {
+        const char *eol = strchr(l, '\n');
+        cr_assert_not_null(eol, "unterminated line: %s", l);
+        json_error_t e;
+        json_t *o = json_loadb(l, (size_t)(eol - l), 0, &e);
+        cr_assert(json_is_object(o), "not a JSON object (%s): %.*s", e.text, (int)(eol - l), l);
+        json_array_append_new(arr, o);
+        l = eol + 1;
+    }
+    return arr;
+}
+
+static double jnum(const json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    cr_assert(json_is_number(v), "no number %s in %s", k, json_dumps(o, JSON_COMPACT));
+    return json_number_value(v);
+}
+
+static const char *jstr(const json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    cr_assert(json_is_string(v), "no string %s in %s", k, json_dumps(o, JSON_COMPACT));
+    return json_string_value(v);
+}
+
+/* Checks one compute line (either implementation) and returns its model index (0 resnet8, 1
+ * resnet20). */
+static int check_compute(const json_t *o, int batch, int threads) {
+    const char *model = jstr(o, "model");
+    const int r20 = strcmp(model, "resnet20") == 0;
+    cr_assert(r20 || strcmp(model, "resnet8") == 0, "model %s", model);
+    cr_assert_eq(jnum(o, "blocks"), r20 ? 3 : 1);
+    cr_assert_eq(jnum(o, "wbits"), jnum(o, "abits"));
+    cr_assert_eq(jnum(o, "batch"), batch);
+    cr_assert_eq(jnum(o, "threads"), threads);
+    const int aux = json_is_true(json_object_get(o, "aux"));
+    cr_assert(aux || json_is_false(json_object_get(o, "aux")));
+    cr_assert_eq(jnum(o, "fwd_macs_per_image"), method_macs[r20][aux], "%s aux %d: %.0f MACs", model, aux,
+                 jnum(o, "fwd_macs_per_image"));
+    const double steps = jnum(o, "steps"), secs = jnum(o, "seconds"), ips = jnum(o, "images_per_s");
+    cr_assert(steps >= 1 && secs > 0 && isfinite(ips) && ips > 0, "%s", json_dumps(o, JSON_COMPACT));
+    /* images/s = steps * batch / seconds, to the rounding of the printed seconds (1 ms) */
+    cr_assert(fabs(ips * secs - steps * batch) <= ips * 0.0006 + 0.01 * steps * batch, "%s",
+              json_dumps(o, JSON_COMPACT));
+    return r20;
+}
+
+Test(bench, compute_measures_every_configuration_and_counts_the_flops_of_the_networks) {
+    proc_t p;
+    RUN(&p, "bench", "--model", "resnet8,resnet20", "--bits", "32,2", "--aux", "on,off", "--batch", "4", "--threads",
+        "1", "--steps", "1", "--warmup", "0");
+    util_expect_exit(&p, 0);
+    json_t *lines = json_lines(p.out.buf);
+    cr_assert_eq(json_array_size(lines), 8, "%zu lines:\n%s", json_array_size(lines), p.out.buf);
+    int seen[2][2][33] = {{{0}}};
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o) {
+        cr_assert_str_eq(jstr(o, "bench"), "compute");
+        cr_assert_str_eq(jstr(o, "impl"), "auxps");
+        const int r20 = check_compute(o, 4, 1), aux = json_is_true(json_object_get(o, "aux"));
+        const int bits = (int)jnum(o, "wbits");
+        cr_assert(bits == 32 || bits == 2, "bits %d", bits);
+        cr_assert_eq(jnum(o, "steps"), 1);
+        const double macs = method_macs[r20][aux], flops = jnum(o, "flops_per_image");
+        cr_assert_eq(flops, 6 * macs - 2 * stem_macs);
+        const double g = jnum(o, "gflops"), want = flops * jnum(o, "images_per_s") / 1e9;
+        cr_assert(fabs(g - want) <= 0.001 * want + 0.001, "gflops %g, flops * images/s %g", g, want);
+        seen[r20][aux][bits]++;
+    }
+    for (int r = 0; r < 2; r++)
+        for (int a = 0; a < 2; a++)
+            cr_assert(seen[r][a][32] == 1 && seen[r][a][2] == 1, "resnet%d aux %d: %d FP32, %d W2A2 lines", r ? 20 : 8,
+                      a, seen[r][a][32], seen[r][a][2]);
+    json_decref(lines);
+    util_proc_free(&p);
+}
+
+Test(bench, flops_of_the_default_network_match_method_md) {
+    model_spec_t sp;
+    model_spec_default(&sp);
+    double macs, stem;
+    cr_assert_eq(bench_flops(&sp, &macs, &stem), 6 * method_macs[0][1] - 2 * stem_macs);
+    cr_assert_eq(macs, method_macs[0][1]);
+    cr_assert_eq(stem, stem_macs);
+    sp.arch = ARCH_MLP;
+    cr_assert_eq(bench_flops(&sp, &macs, &stem), 0, "an MLP is not counted");
+}
+
+Test(bench, sgemm_reports_the_fastest_call_per_thread_count) {
+    proc_t p;
+    RUN(&p, "bench", "--sgemm", "--threads", "1,2", "--seconds", "0.05");
+    util_expect_exit(&p, 0);
+    json_t *lines = json_lines(p.out.buf);
+    cr_assert_eq(json_array_size(lines), 2, "%s", p.out.buf);
+    for (int t = 1; t <= 2; t++) {
+        const json_t *o = json_array_get(lines, (size_t)t - 1);
+        cr_assert_str_eq(jstr(o, "bench"), "sgemm");
+        cr_assert_eq(jnum(o, "threads"), t);
+        cr_assert_eq(jnum(o, "n"), BENCH_SGEMM_N);
+        cr_assert_geq(jnum(o, "calls"), 3);
+        const double peak = jnum(o, "gflops"), mean = jnum(o, "gflops_mean");
+        cr_assert(mean > 0 && isfinite(peak) && peak >= mean * 0.999, "peak %g, mean %g", peak, mean);
+    }
+    json_decref(lines);
+    util_proc_free(&p);
+}
+
+/* The line of text that contains all of the given substrings (NULL-terminated), or NULL. */
+static const char *line_with(const char *text, const char *const subs[]) {
+    for (const char *l = text; *l;) {
+        const char *eol = strchr(l, '\n');
+        if (eol == NULL) eol = l + strlen(l);
+        int all = 1;
+        for (int i = 0; subs[i] != NULL && all; i++) {
+            const char *k = strstr(l, subs[i]);
+            all = k != NULL && k < eol;
+        }
+        if (all) return l;
+        l = *eol ? eol + 1 : eol;
+    }
+    return NULL;
+}
+
+Test(bench, table_pairs_each_configuration_with_pytorch_and_the_peak) {
+    char dir[64], path[128];
+    util_tmpdir_make(dir, "bench_table");
+    snprintf(path, sizeof path, "%s/r.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"bench\":\"load\",\"when\":\"start\",\"cpus\":2,\"loadavg_1min\":3.5}\n"
+          "{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"threads\":1,\"n\":1024,\"gflops\":40.0}\n"
+          "not json: skipped\n"
+          "{\"bench\":\"compute\",\"impl\":\"auxps\",\"model\":\"resnet8\",\"wbits\":2,\"abits\":2,\"aux\":true,"
+          "\"batch\":128,\"threads\":1,\"images_per_s\":200.0,\"gflops\":12.5}\n"
+          "{\"bench\":\"compute\",\"impl\":\"pytorch\",\"malloc\":\"tuned\",\"torch\":\"9.9\",\"model\":\"resnet8\","
+          "\"wbits\":2,\"abits\":2,\"aux\":true,\"batch\":128,\"threads\":1,\"images_per_s\":100.0}\n"
+          "{\"bench\":\"compute\",\"impl\":\"pytorch\",\"malloc\":\"untuned\",\"torch\":\"9.9\",\"model\":\"resnet8\","
+          "\"wbits\":2,\"abits\":2,\"aux\":true,\"batch\":128,\"threads\":1,\"images_per_s\":50.0}\n"
+          "{\"bench\":\"compute\",\"impl\":\"auxps\",\"model\":\"resnet20\",\"wbits\":32,\"abits\":32,\"aux\":false,"
+          "\"batch\":32,\"threads\":2,\"images_per_s\":30.0,\"gflops\":5.0}\n"
+          "{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"threads\":1,\"n\":1024,\"gflops\":50.0}\n"
+          "{\"bench\":\"cluster\",\"mode\":\"cluster\",\"config\":\"c.ini\",\"workers\":2,\"threads\":1,\"steps\":60,"
+          "\"images_per_s\":321.0,\"wall_s\":40.5}\n"
+          "{\"bench\":\"load\",\"when\":\"end\",\"cpus\":2,\"loadavg_1min\":4.25}\n",
+          f);
+    cr_assert_eq(fclose(f), 0);
+    proc_t p;
+    RUN(&p, "bench", "--table", path);
+    util_expect_exit(&p, 0);
+    /* AuxPS 200 against 100 and 50: ratios 2 and 4; 12.5 GFLOP/s of the run's peak 50: 25%. */
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"resnet8", "W2A2", " 128 ", "200.0", "12.50", " 25 ",
+                                                                   "100.0", "50.0", "2.00", "4.00", NULL}),
+                       "%s", p.out.buf);
+    /* A configuration PyTorch did not measure has dashes, and no peak was measured at 2 threads. */
+    const char *r20 = line_with(p.out.buf, (const char *const[]){"resnet20", "FP32", "off", "30.0", "5.00", NULL});
+    cr_assert_not_null(r20, "%s", p.out.buf);
+    cr_assert_eq(strchr(r20, '\n') - r20, strchr(line_with(p.out.buf, (const char *const[]){"resnet8", "W2A2", NULL}), '\n') -
+                 line_with(p.out.buf, (const char *const[]){"resnet8", "W2A2", NULL}), "columns differ:\n%s", p.out.buf);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"1 thread 50.0 GFLOP/s", NULL}), "%s", p.out.buf);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"PyTorch 9.9", NULL}), "%s", p.out.buf);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"cluster", "321.0", "40.5", NULL}), "%s", p.out.buf);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"2 CPUs", "3.50", "4.25", NULL}), "%s", p.out.buf);
+    util_proc_free(&p);
+    util_tmpdir_remove(dir);
+}
+
+Test(bench, compute_usage_errors_exit_2_naming_the_argument) {
+    const char *bad[][2] = {{"--bits", "9"},        {"--bits", "2,,4"},     {"--bits", ",2"},
+                            {"--model", "resnet9"}, {"--aux", "maybe"},     {"--batch", "0"},
+                            {"--threads", "x"},     {"--seconds", "-1"},    {"--warmup-seconds", "abc"},
+                            {"--steps", "0"},       {"--frobnicate", "1"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        proc_t p;
+        RUN(&p, "bench", bad[i][0], bad[i][1]);
+        util_expect_exit(&p, 2);
+        cr_assert_eq(p.out.len, 0, "stdout: %s", p.out.buf);
+        cr_assert_not_null(strstr(p.err.buf, bad[i][0]), "stderr does not name '%s':\n%s", bad[i][0], p.err.buf);
+        util_proc_free(&p);
+    }
+    proc_t p;
+    RUN(&p, "bench", "--table", "/nonexistent/results.jsonl");
+    util_expect_exit(&p, 1);
+    cr_assert_not_null(strstr(p.err.buf, "/nonexistent/results.jsonl"), "%s", p.err.buf);
+    util_proc_free(&p);
+}
+
+/* Runs bench/run on one small configuration with the given BENCH_PARTS (BENCH_OUT in a temp
+ * dir) and returns its JSON lines; p keeps its output. */
+static json_t *run_suite(proc_t *p, const char *parts) {
+    char dir[64], out[128];
+    util_tmpdir_make(dir, "bench_suite");
+    snprintf(out, sizeof out, "%s/out.jsonl", dir);
+    const char *env[][2] = {{"BENCH_QUICK", "1"},     {"BENCH_PARTS", parts},   {"BENCH_MODELS", "resnet8"},
+                            {"BENCH_BITS", "2"},       {"BENCH_AUX", "on"},      {"BENCH_BATCHES", "8"},
+                            {"BENCH_THREADS", "1"},    {"BENCH_SECONDS", "0.1"}, {"BENCH_WARMUP", "0"},
+                            {"BENCH_SGEMM_SECONDS", "0.1"}, {"BENCH_OUT", out},  {"AUXPS_BIN", util_auxps_bin()}};
+    for (size_t i = 0; i < sizeof env / sizeof *env; i++) cr_assert_eq(setenv(env[i][0], env[i][1], 1), 0);
+    util_proc_start_prog(p, "/bin/sh", (const char *const[]){"bench/run", NULL});
+    util_proc_finish((proc_t *[]){p}, 1, util_now_s() + CHILD_TIMEOUT_S);
+    util_expect_exit(p, 0);
+    /* With BENCH_OUT the JSON goes to the file and the table to stdout. */
+    cr_assert_null(strchr(p->out.buf, '{'), "JSON on stdout:\n%s", p->out.buf);
+    cr_assert_not_null(line_with(p->out.buf, (const char *const[]){"resnet8", "W2A2", " 8 ", NULL}), "no table row:\n%s",
+                       p->out.buf);
+    FILE *f = fopen(out, "r");
+    cr_assert_not_null(f);
+    char text[16384];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    util_tmpdir_remove(dir);
+    return json_lines(text);
+}
+
+/* Counts the suite's lines by kind, checking each: [0] load, [1] sgemm, [2] auxps, [3] PyTorch
+ * tuned, [4] untuned; macs[0] AuxPS's multiply-adds, [1] and [2] PyTorch's. */
+static void count_suite(const json_t *lines, int count[5], double macs[3]) {
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o) {
+        const char *b = jstr(o, "bench");
+        if (strcmp(b, "load") == 0) {
+            count[0]++;
+            cr_assert_gt(jnum(o, "cpus"), 0);
+            cr_assert_geq(jnum(o, "loadavg_1min"), 0);
+        } else if (strcmp(b, "sgemm") == 0) {
+            count[1]++;
+            cr_assert_eq(jnum(o, "threads"), 1);
+            cr_assert_gt(jnum(o, "gflops"), 0);
+        } else {
+            cr_assert_str_eq(b, "compute", "unexpected line %s", json_dumps(o, JSON_COMPACT));
+            check_compute(o, 8, 1);
+            const char *impl = jstr(o, "impl");
+            if (strcmp(impl, "auxps") == 0) {
+                count[2]++;
+                macs[0] = jnum(o, "fwd_macs_per_image");
+                cr_assert_gt(jnum(o, "gflops"), 0);
+            } else {
+                cr_assert_str_eq(impl, "pytorch");
+                const int t = strcmp(jstr(o, "malloc"), "tuned") == 0;
+                cr_assert(t || strcmp(jstr(o, "malloc"), "untuned") == 0);
+                count[t ? 3 : 4]++;
+                macs[t ? 1 : 2] = jnum(o, "fwd_macs_per_image");
+            }
+        }
+    }
+}
+
+/* The suite's compute part on one small configuration: every line is a JSON object of a known
+ * kind with positive numbers, and the table follows. */
+Test(bench, suite_writes_json_lines_and_the_table) {
+    proc_t p;
+    json_t *lines = run_suite(&p, "compute");
+    int count[5] = {0};
+    double macs[3] = {0};
+    count_suite(lines, count, macs);
+    cr_assert_eq(count[0], 2, "load at the start and the end");
+    cr_assert_eq(count[1], 2, "sgemm before and after the compute part");
+    cr_assert_eq(count[2], 1);
+    cr_assert_eq(count[3] + count[4], 0, "PyTorch lines without the pytorch part");
+    json_decref(lines);
+    util_proc_free(&p);
+}
+
+/* The PyTorch part beside it, where /usr/bin/python3 has torch (`make test` does not need it):
+ * one tuned and one untuned line, whose own count of the multiply-adds agrees with AuxPS's. */
+Test(bench, suite_runs_pytorch_tuned_and_untuned_beside_auxps) {
+    /* find_spec does not import torch, which takes seconds. */
+    if (system("/usr/bin/python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(\"torch\") is None)'"
+               " >/dev/null 2>&1") != 0)
+        cr_skip_test("/usr/bin/python3 has no torch (python3-torch): the suite measures AuxPS alone");
+    proc_t p;
+    json_t *lines = run_suite(&p, "compute,pytorch");
+    int count[5] = {0};
+    double macs[3] = {0};
+    count_suite(lines, count, macs);
+    cr_assert(count[2] == 1 && count[3] == 1 && count[4] == 1, "auxps %d, tuned %d, untuned %d lines", count[2],
+              count[3], count[4]);
+    cr_assert(macs[1] == macs[0] && macs[2] == macs[0], "MACs: AuxPS %.0f, PyTorch %.0f and %.0f", macs[0], macs[1],
+              macs[2]);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"PyTorch", "tuned = MALLOC_MMAP_THRESHOLD_", NULL}),
+                       "%s", p.out.buf);
+    json_decref(lines);
+    util_proc_free(&p);
 }

@@ -299,7 +299,9 @@ static void stream_append(util_stream_t *s, const char *p, size_t n) {
     s->buf[s->len] = '\0';
 }
 
-void util_proc_start(util_proc_t *p, const char *const args[]) {
+void util_proc_start(util_proc_t *p, const char *const args[]) { util_proc_start_prog(p, util_auxps_bin(), args); }
+
+void util_proc_start_prog(util_proc_t *p, const char *prog, const char *const args[]) {
     memset(p, 0, sizeof *p);
     p->pid = -1;
     p->slot = -1;
@@ -308,7 +310,7 @@ void util_proc_start(util_proc_t *p, const char *const args[]) {
     cr_assert_geq(p->slot, 0, "more than %d processes", UTIL_MAX_KIDS);
     const char *argv[96];
     int n = 0;
-    argv[n++] = util_auxps_bin();
+    argv[n++] = prog;
     for (int i = 0; args[i] != NULL; i++) {
         cr_assert_lt(n, 95);
         argv[n++] = args[i];

@@ -107,6 +107,8 @@ const char *util_auxps_bin(void);
  * /dev/null, stdout and stderr into non-blocking pipes, default signal dispositions and an
  * empty signal mask, and records it for util_proc_kill_all. */
 void util_proc_start(util_proc_t *p, const char *const args[]);
+/* The same for another program (a path, not searched in PATH), such as /bin/sh. */
+void util_proc_start_prog(util_proc_t *p, const char *prog, const char *const args[]);
 
 /* Reads the pipes of the n processes until all are at EOF, or until the stream `which` (1
  * stdout, 2 stderr) of procs[0] holds a complete line containing `until` (when not NULL), or
