@@ -933,7 +933,6 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     memcpy(w->shards, x->shards, sizeof *w->shards * x->nshards);
     w->cnt.nshards = x->nshards;
     w->cnt.id = x->id;
-    w->timeout_ms = x->timeout_ms;
     w->consistency = x->consistency;
     w->heartbeat_ms = x->heartbeat_ms;
     w->timeout_ms = x->timeout_ms;
