@@ -236,9 +236,11 @@ Test(elastic, churn_kill_join_and_leave_completes_every_chunk_once) {
     cr_assert_eq(count(rec, ") left:"), 1, "%s", rec);
     long released, returned;
     check_chunks(rec, 3, &released, &returned);
-    /* The killed worker's chunk leased again, or the stopped one's returned: each is all but
-     * certain with chunks of 8 batches; one of them is certain enough for a test. */
-    cr_assert_geq(released + returned, 1, "chunks given back:\n%s\n%s", rec, r.p[0]->err.buf);
+    /* The killed worker's chunk is usually leased again and the stopped one's returned, but a
+     * worker killed between a CHUNK_DONE and its next LEASE holds nothing (seen on a loaded
+     * machine), so the give-back paths are logged here, not required; the exactly-once check
+     * above holds either way. */
+    if (released + returned == 0) cr_log_warn("no chunk was given back in this run:\n%s", r.p[0]->err.buf);
     cr_assert(strstr(w[2]->err.buf, "stopping on request") != NULL, "%s", w[2]->err.buf);
     double churn = exported_accuracy(rec);
     double calm = undisturbed_accuracy();
