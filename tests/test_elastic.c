@@ -476,8 +476,12 @@ Test(elastic, a_killed_coordinator_resumes_from_its_checkpoint_and_every_chunk_c
     long released, returned;
     check_chunks(rec, 2, &released, &returned);
     unsigned long long applied = sum_after(&r, "applied "), acked = sum_after(&r, "per shard: ");
+    /* Every acknowledged push was applied once. A push a worker gave up while the coordinator
+     * was away (at most one in flight per worker and node) may be applied unacknowledged. */
     cr_assert_gt(applied, 0);
-    cr_assert_eq(applied, acked, "the nodes applied %llu pushes, the workers had %llu acknowledged", applied, acked);
+    cr_assert(acked <= applied && applied <= acked + 4, "the nodes applied %llu pushes, the workers had %llu "
+              "acknowledged", applied, acked);
+    cr_log_info("coordinator restart: %llu pushes applied, %llu acknowledged", applied, acked);
     int rejoined = 0;
     for (int i = 0; i < r.n; i++) rejoined += strstr(r.p[i]->err.buf, "registered again") != NULL;
     cr_assert_eq(rejoined, 4, "both nodes and both workers registered again");
