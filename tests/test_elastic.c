@@ -382,14 +382,7 @@ static void usage_of(pid_t pid, long *rss_kb, int *fds) {
 }
 
 Test(elastic, a_hundred_workers_joining_and_leaving_leave_memory_and_descriptors_flat) {
-#if defined(__SANITIZE_ADDRESS__)
-    /* AddressSanitizer keeps freed memory in quarantine, which grows the resident set by itself:
-     * measure the program's own memory, not the quarantine. */
-    char opts[512];
-    const char *old = getenv("ASAN_OPTIONS");
-    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", old ? old : "", old && *old ? ":" : "");
-    setenv("ASAN_OPTIONS", opts, 1);
-#endif
+    util_asan_no_quarantine();
     run_t r = {0};
     start_coord(&r, "many.bin", "1000", "6000", 1, NULL, NULL);
     proc_t *node = start_node(&r, "tcp://127.0.0.1:*");

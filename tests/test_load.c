@@ -66,6 +66,7 @@ Test(load, thirty_two_workers_on_two_nodes_lose_no_update_and_the_nodes_memory_s
     const double seconds = env != NULL && atof(env) > 0 ? atof(env) : 15.0;
     cr_assert_leq(seconds, 1200.0, "LOAD_SECONDS is at most 1200");
     const double warmup = seconds / 4 < 5 ? seconds / 4 : 5;
+    util_asan_no_quarantine(); /* the nodes' memory, not ASan's quarantine */
     const int sport = util_free_port();
     char ep[64], port_set[64], out_set[320];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", util_free_port());

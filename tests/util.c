@@ -467,3 +467,12 @@ int util_free_port(void) {
     close(s);
     return ntohs(a.sin_port);
 }
+
+void util_asan_no_quarantine(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    char opts[512];
+    const char *old = getenv("ASAN_OPTIONS");
+    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", old ? old : "", old && *old ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+#endif
+}

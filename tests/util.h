@@ -20,6 +20,11 @@
 /* Seconds on CLOCK_MONOTONIC. */
 double util_now_s(void);
 
+/* Under AddressSanitizer, turns its quarantine of freed memory off for the processes started
+ * after the call (ASAN_OPTIONS), so that a test of resident memory measures the program's own
+ * memory, not the quarantine. Does nothing in a normal build. */
+void util_asan_no_quarantine(void);
+
 /* ---- temp dirs ---- */
 
 /* Creates a fresh directory /tmp/auxps_test_NAME_XXXXXX and writes its path into dir. */
