@@ -1022,17 +1022,24 @@ int wire_send(void *sock, const void *route, size_t route_size, const wire_msg_t
         have_pm = 1;
     }
     /* Once the first frame is queued ZeroMQ accepts the rest of the message, so a failure
-     * after it can only come from a terminated context. */
-    if (route != NULL && zmq_send(sock, route, route_size, ZMQ_SNDMORE | flags) < 0) {
-        rc = zmq_fail("wire_send: route", err);
-        goto fail;
+     * after it can only come from a terminated context. A signal (a worker's SIGTERM) may
+     * interrupt a blocking send before anything is queued: it is sent again. */
+    int sent;
+    if (route != NULL) {
+        while ((sent = zmq_send(sock, route, route_size, ZMQ_SNDMORE | flags)) < 0 && zmq_errno() == EINTR) {}
+        if (sent < 0) {
+            rc = zmq_fail("wire_send: route", err);
+            goto fail;
+        }
     }
-    if (zmq_msg_send(&hm, sock, (has_payload ? ZMQ_SNDMORE : 0) | flags) < 0) {
+    while ((sent = zmq_msg_send(&hm, sock, (has_payload ? ZMQ_SNDMORE : 0) | flags)) < 0 && zmq_errno() == EINTR) {}
+    if (sent < 0) {
         rc = zmq_fail("wire_send: header", err);
         goto fail;
     }
     have_hm = 0;
-    if (have_pm && zmq_msg_send(&pm, sock, flags) < 0) {
+    while (have_pm && (sent = zmq_msg_send(&pm, sock, flags)) < 0 && zmq_errno() == EINTR) {}
+    if (have_pm && sent < 0) {
         rc = zmq_fail("wire_send: payload", err);
         goto fail;
     }
