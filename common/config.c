@@ -28,6 +28,8 @@ typedef struct {
 static const char *const arch_names[] = {"resnet", "mlp", NULL};       /* ARCH_* order */
 static const char *const sched_names[] = {"cosine", "step", "constant", NULL}; /* SCHED_* */
 static const char *const cons_names[] = {"async", "ssp", "bsp", NULL};  /* CONS_* */
+static const char *const pull_names[] = {"f32", "kbit", NULL};        /* PULL_* */
+static const char *const push_names[] = {"f32", "q8", NULL};          /* PUSH_* */
 
 #define F(field) offsetof(auxps_config_t, field)
 #define INT(s, n, f, lo, hi) {s, n, K_INT, F(f), lo, hi, 0, NULL}
@@ -77,6 +79,8 @@ static const key_def keys[] = {
     INT("cluster", "heartbeat_ms", cluster.heartbeat_ms, 50, 60000),
     INT("cluster", "timeout_ms", cluster.timeout_ms, 200, 3600000),
     INT("cluster", "rejoin_s", cluster.rejoin_s, 0, 86400),
+    {"cluster", "pull", K_ENUM, F(cluster.pull), 0, 0, 0, pull_names},
+    {"cluster", "push", K_ENUM, F(cluster.push), 0, 0, 0, push_names},
     OF("checkpoint", "dir", K_STR0, checkpoint.dir),
     INT("checkpoint", "every_steps", checkpoint.every_steps, 1, 100000000),
     INT("checkpoint", "every_s", checkpoint.every_s, 1, 86400),

@@ -17,6 +17,9 @@
 enum { SCHED_COSINE = 0, SCHED_STEP = 1, SCHED_CONSTANT = 2 };
 /* Consistency models of distributed training (docs/PROTOCOL.md); the values are the wire's. */
 enum { CONS_ASYNC = 0, CONS_SSP = 1, CONS_BSP = 2 };
+/* cluster.pull and cluster.push: what workers ask for and send (docs/CLUSTER.md "Bytes"). */
+enum { PULL_F32 = 0, PULL_KBIT = 1 };
+enum { PUSH_F32 = 0, PUSH_Q8 = 1 };
 
 /* Longest accepted string value (paths): every value must fit on one line of libinih's
  * 200-byte line buffer, so that config_write's output always loads back. */
@@ -60,6 +63,11 @@ typedef struct {
         int timeout_ms;        /* a peer silent this long is dead; 200..3600000, default 10000 */
         int rejoin_s;          /* async with checkpoints: how long nodes and workers wait for a lost
                                 * coordinator to come back; 0..86400, default 600, 0 = exit */
+        int pull;              /* PULL_*, default PULL_F32; names "f32", "kbit": kbit pulls carry
+                                * the quantized tensors as k-bit codes, and pushes then carry
+                                * dL/dwq for them (the node applies the quantizer's backward) */
+        int push;              /* PUSH_*, default PUSH_F32; names "f32", "q8": 8-bit gradients
+                                * with error feedback */
     } cluster;
     struct {
         char dir[512];         /* where nodes write checkpoints; "" (default) = none */

@@ -58,6 +58,7 @@ struct model {
     int max_batch, n;           /* n: batch of the last forward pass */
     int trained;                /* the last forward pass was in training mode with labels */
     int frozen;                 /* wq was loaded directly: do not requantize from params */
+    int qgrads;                 /* backward leaves dL/dwq in the quantized tensors' grads */
     float bn_momentum;          /* of the running statistics; 0.1 as PyTorch */
 
     model_tensor_t tensors[MAX_TENSORS];
@@ -421,15 +422,18 @@ void model_init(model_t *m, uint64_t seed) {
     m->frozen = 0;
 }
 
+void model_quantize_tensor(model_t *m, int i) {
+    const model_tensor_t *t = &m->tensors[i];
+    if (!t->quantized) return;
+    quant_weight_forward(m->wq + t->offset, m->codes + t->offset, m->params + t->offset, t->size, m->spec.wbits);
+}
+
 void model_quantize_weights(model_t *m) {
     if (m->frozen) return;
-    for (int i = 0; i < m->ntensors; i++) {
-        const model_tensor_t *t = &m->tensors[i];
-        if (!t->quantized) continue;
-        quant_weight_forward(m->wq + t->offset, m->codes + t->offset, m->params + t->offset, t->size,
-                             m->spec.wbits);
-    }
+    for (int i = 0; i < m->ntensors; i++) model_quantize_tensor(m, i);
 }
+
+void model_set_qgrads(model_t *m, int on) { m->qgrads = on; }
 
 int model_weight_codes(const model_t *m, int i, uint8_t *codes) {
     const model_tensor_t *t = model_tensor(m, i);
@@ -679,7 +683,10 @@ void model_backward(model_t *m) {
     else mlp_backward(m);
     for (int i = 0; i < m->ntensors; i++) {
         const model_tensor_t *t = &m->tensors[i];
-        if (t->quantized)
+        if (!t->quantized) continue;
+        if (m->qgrads) /* the grads of a quantized tensor are all from dwq (its FP path is unused) */
+            memcpy(m->grads + t->offset, m->dwq + t->offset, t->size * sizeof(float));
+        else
             quant_weight_backward(m->grads + t->offset, m->dwq + t->offset, m->params + t->offset, t->size,
                                   m->spec.wbits);
     }

@@ -102,6 +102,15 @@ void model_init(model_t *m, uint64_t seed);
 /* Quantizes the weights of every quantized tensor from params into the model's k-bit copy
  * (nothing when frozen). Every model_forward calls it first. */
 void model_quantize_weights(model_t *m);
+/* The same for tensor i alone, frozen or not; nothing if it is not quantized. */
+void model_quantize_tensor(model_t *m, int i);
+
+/* With on = 1, model_backward leaves dL/dwq, the gradient with respect to the k-bit weights the
+ * forward pass used, in the grads of quantized tensors instead of applying the quantizer's
+ * backward to it; dL/dw = quant_weight_backward of it with the latent weights. A worker whose
+ * nodes serve k-bit weights trains this way (cluster.pull = kbit): it has no latent weights,
+ * and the node applies the quantizer's backward. Off by default. */
+void model_set_qgrads(model_t *m, int on);
 
 /* Forward pass of n <= max_batch images x (n, C, H, W). y (n) may be NULL (no loss). In
  * training mode batch norms use batch statistics and update the running ones, and the pass

@@ -1150,7 +1150,9 @@ int wire_decode_in(wire_in_t *in, wire_msg_t *m, auxps_error_t *err) {
 
 /* ---- payload codecs ------------------------------------------------------------------ */
 
-int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err) {
+/* The payload of a PULL_REP, PUSH or STATS_PUSH into out (32-bit segments and f32) and, when
+ * codes is non-NULL, the k-bit segments' codes into codes instead of their values into out. */
+static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps_error_t *err) {
     uint64_t length;
     uint32_t encoding = WIRE_ENC_F32, nsegs = 0;
     const wire_seg_t *segs = NULL;
@@ -1188,6 +1190,7 @@ int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err) {
             memcpy(out, p, (size_t)len * 4);
             p += (size_t)len * 4;
             out += len;
+            if (codes != NULL) codes += len;
             continue;
         }
         uint64_t acc = 0;
@@ -1198,13 +1201,48 @@ int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err) {
                 acc |= (uint64_t)*p++ << nb;
                 nb += 8;
             }
-            *out++ = lo + step * (float)(acc & mask);
+            if (codes != NULL) *codes++ = (uint8_t)(acc & mask);
+            else *out = wire_dequant(lo, step, (uint32_t)(acc & mask));
+            out++;
             acc >>= k;
             nb -= k;
         }
         if (acc != 0)
             return auxps_error_set(err, AUXPS_EFORMAT, "%s.segs[%" PRIu32 "]: padding bits are "
                                    "not zero", wire_type_name(m->type), s);
+    }
+    return 0;
+}
+
+int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err) {
+    return payload_unpack(m, out, NULL, err);
+}
+
+int wire_payload_codes(const wire_msg_t *m, float *values, uint8_t *codes, auxps_error_t *err) {
+    if (codes == NULL) return auxps_error_set(err, AUXPS_EINVAL, "wire_payload_codes: NULL codes");
+    return payload_unpack(m, values, codes, err);
+}
+
+int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
+                   auxps_error_t *err) {
+    float amax = 0.0f;
+    int bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const float v = resid != NULL ? g[i] + resid[i] : g[i];
+        const float a = fabsf(v);
+        amax = a > amax ? a : amax;
+        bad |= !(a <= FLT_MAX); /* NaN or infinity */
+    }
+    if (bad)
+        return auxps_error_set(err, AUXPS_ERANGE, "q8: a gradient value is NaN or infinite");
+    const float step = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f, lo = -128.0f * step;
+    *seg = (wire_seg_t){n, 8, lo, step};
+    for (uint32_t i = 0; i < n; i++) {
+        const float v = resid != NULL ? g[i] + resid[i] : g[i];
+        float c = rintf(v * inv);
+        c = c < -127.0f ? -127.0f : c > 127.0f ? 127.0f : c;
+        codes[i] = (uint8_t)(c + 128.0f);
+        if (resid != NULL) resid[i] = v - wire_dequant(lo, step, codes[i]);
     }
     return 0;
 }

@@ -412,6 +412,23 @@ void wire_in_close(wire_in_t *in);
  * an invalid segment table (a hand-built m). */
 int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err);
 
+/* As wire_payload_f32, but the codes of the k-bit segments (bits 1..8) go to codes (length
+ * bytes, indexed as out) and their values are not written; 32-bit segments and f32 payloads are
+ * written to values as before. A worker decodes DoReFa weights from the codes itself, exactly
+ * as the quantizer does (quant_weight_decode), instead of through lo + step * code. */
+int wire_payload_codes(const wire_msg_t *m, float *values, uint8_t *codes, auxps_error_t *err);
+
+/* The value of code c in a segment: lo + step * c, computed exactly as every decoder does. */
+static inline float wire_dequant(float lo, float step, uint32_t c) { return lo + step * (float)c; }
+
+/* Encodes n (1..WIRE_MAX_FLOATS) gradient values as one q8 segment (PROTOCOL.md section 6):
+ * v = g + resid, scale a = max|v| / 127, code = round(v / a) + 128 in 1..255, so that the value
+ * sent is a (code - 128) = lo + step * code with lo = -128 a, step = a. With resid non-NULL
+ * (error feedback) resid becomes v minus the value sent; NULL sends g alone. Fills seg and
+ * codes (n). Returns 0, or AUXPS_ERANGE if a value is NaN or infinite (nothing is sent). */
+int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
+                   auxps_error_t *err);
+
 /* Packs a KBIT/Q8 payload: for each segment in order, bits = 32 copies values[i] as float32,
  * else packs codes[i] (< 2^bits) in bits bits, LSB first, each segment starting on a byte.
  * codes and values are indexed over the whole message (sum of segment lengths); either may be

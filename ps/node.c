@@ -10,6 +10,7 @@
 #include "model.h"
 #include "optim.h"
 #include "peer.h"
+#include "quant.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -34,6 +35,12 @@ typedef struct {
     uint64_t gen;
     float data[];
 } snap_t;
+
+/* One tensor of the shard, relative to its start. */
+typedef struct {
+    uint64_t off, len;
+    int quantized;
+} ntensor_t;
 
 /* What the node knows of one worker id. */
 typedef struct {
@@ -86,6 +93,17 @@ struct node {
     int stats_dirty;                     /* the average must be recomputed */
     snap_t *psnap, *ssnap;               /* latest snapshots, or NULL */
 
+    /* k-bit pulls (cluster.pull = kbit; CLUSTER.md "Bytes per step"): the shard's tensors, the
+     * packed codes of the params at ksnap->gen, and their segment table. */
+    int kbit, wbits;
+    ntensor_t *tens;                     /* (ntens), in order, tiling [0, len) */
+    uint32_t ntens;
+    uint8_t *codes;                      /* (len) scratch: the integer codes */
+    float *qbuf;                         /* (largest quantized tensor) scratch */
+    wire_seg_t *ksegs;                   /* (ntens) the segments of ksnap */
+    uint32_t nksegs;
+    snap_t *ksnap;                       /* packed bytes, or NULL */
+
     wslot_t *workers;                    /* (WIRE_MAX_WORKERS) */
     uint16_t *seen;                      /* ids heard from, in order of first message */
     uint32_t nseen;
@@ -131,6 +149,50 @@ static void snap_unref(snap_t *s) {
 static void snap_release(void *data, void *hint) {
     (void)data;
     snap_unref(hint);
+}
+
+/* The k-bit snapshot of the params at the current version: each quantized tensor is one
+ * segment of DoReFa codes (lo = -1, step = 2 / (2^k - 1); 1 bit: lo = -mean|w|, step =
+ * 2 mean|w|, MODEL.md), and the runs of full-precision tensors between them are float32
+ * segments. NULL when out of memory. */
+static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
+    const int k = n->wbits;
+    if (n->ksnap == NULL || n->ksnap->gen != n->version) {
+        snap_unref(n->ksnap);
+        n->ksnap = NULL;
+        uint32_t ns = 0;
+        const float levels = (float)((1u << k) - 1);
+        for (uint32_t i = 0; i < n->ntens; i++) {
+            const ntensor_t *t = &n->tens[i];
+            wire_seg_t *last = ns > 0 ? &n->ksegs[ns - 1] : NULL;
+            if (t->quantized) {
+                const float *w = n->params + t->off;
+                quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
+                const float e = k == 1 ? quant_weight_mean(w, t->len) : 0.0f;
+                n->ksegs[ns++] = k == 1 ? (wire_seg_t){(uint32_t)t->len, 1, -e, 2.0f * e}
+                                        : (wire_seg_t){(uint32_t)t->len, (uint32_t)k, -1.0f, 2.0f / levels};
+            } else if (last != NULL && last->bits == 32 && last->length + t->len <= WIRE_MAX_FLOATS) {
+                last->length += (uint32_t)t->len;
+            } else {
+                n->ksegs[ns++] = (wire_seg_t){(uint32_t)t->len, 32, 0.0f, 0.0f};
+            }
+        }
+        n->nksegs = ns;
+        const size_t size = wire_segs_bytes(n->ksegs, ns);
+        snap_t *s = malloc(sizeof *s + size + sizeof(float));
+        if (s == NULL) return NULL;
+        atomic_init(&s->refs, 1);
+        s->gen = n->version;
+        auxps_error_t e = {0};
+        if (wire_pack_codes(n->ksegs, ns, n->codes, n->params, s->data, size, &e) != 0) {
+            say(n, "internal: k-bit snapshot: %s", e.msg);
+            free(s);
+            return NULL;
+        }
+        n->ksnap = s;
+    }
+    *bytes = wire_segs_bytes(n->ksegs, n->nksegs);
+    return n->ksnap;
 }
 
 /* ---- sockets --------------------------------------------------------------------------- */
@@ -205,6 +267,13 @@ static void free_run(node_t *n) {
     free(n->seen);
     snap_unref(n->psnap);
     snap_unref(n->ssnap);
+    snap_unref(n->ksnap);
+    free(n->tens);
+    free(n->codes);
+    free(n->qbuf);
+    free(n->ksegs);
+    n->tens = NULL, n->codes = NULL, n->qbuf = NULL, n->ksegs = NULL, n->ksnap = NULL;
+    n->ntens = 0;
     n->params = n->momentum = n->stats = n->grad = n->sbuf = NULL;
     n->sum = NULL;
     n->workers = NULL;
@@ -403,10 +472,51 @@ static void recompute_stats(node_t *n) {
     }
 }
 
-/* Sends PULL_REP for p (checked) from the current snapshot, which is made if it is stale. */
+static void send_pull_rep(node_t *n, const unsigned char *route, size_t route_size, wire_msg_t *m, snap_t *s) {
+    atomic_fetch_add(&s->refs, 1); /* ZeroMQ's reference, dropped by snap_release */
+    auxps_error_t e = {0};
+    if (wire_send(n->data, route, route_size, m, snap_release, s, ZMQ_DONTWAIT, &e) != 0)
+        say(n, "PULL_REP not sent: %s", e.msg);
+    else n->cnt.pulls++, n->cnt.bytes_out += m->payload_size;
+}
+
+static void refuse_route(node_t *n, const unsigned char *route, size_t route_size, uint32_t rid,
+                         const char *why) {
+    wire_in_t in = {.route_size = route_size};
+    memcpy(in.route, route, route_size);
+    refuse(n, &in, WIRE_PULL, rid, WIRE_ERR_INTERNAL, "%s", why);
+}
+
+/* PULL_REP of the whole params shard in k-bit codes. */
+static void reply_pull_kbit(node_t *n, const unsigned char *route, size_t route_size, uint32_t rid,
+                            const wire_pull_t *p) {
+    size_t bytes;
+    snap_t *s = kbit_snapshot(n, &bytes);
+    if (s == NULL) {
+        refuse_route(n, route, route_size, rid, "out of memory for a k-bit snapshot");
+        return;
+    }
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PULL_REP;
+    m.rid = rid;
+    m.pull_rep = (wire_pull_rep_t){n->cnt.id, p->vec, p->offset, p->length, n->version, min_clock(n),
+                                   WIRE_ENC_KBIT, n->ksegs, n->nksegs};
+    m.payload = s->data;
+    m.payload_size = bytes;
+    send_pull_rep(n, route, route_size, &m, s);
+}
+
+/* Sends PULL_REP for p (checked) from the current snapshot, which is made if it is stale; a
+ * kbit request in a kbit run for the whole params shard is answered in codes, any other
+ * request in f32 (PROTOCOL.md: a node MAY answer f32 to a kbit request). */
 static void reply_pull(node_t *n, const unsigned char *route, size_t route_size, uint32_t rid,
                        const wire_pull_t *p) {
     int params = p->vec == WIRE_VEC_PARAMS;
+    if (params && p->encoding == WIRE_ENC_KBIT && n->kbit && p->offset == n->off && p->length == n->len) {
+        reply_pull_kbit(n, route, route_size, rid, p);
+        return;
+    }
     snap_t **sp = params ? &n->psnap : &n->ssnap;
     if (!params && n->stats_dirty) recompute_stats(n);
     uint64_t gen = params ? n->version : n->stats_gen;
@@ -414,9 +524,7 @@ static void reply_pull(node_t *n, const unsigned char *route, size_t route_size,
         snap_unref(*sp);
         *sp = params ? snap_new(n->params, n->len, gen) : snap_new(n->stats, n->slen, gen);
         if (*sp == NULL) {
-            wire_in_t in = {.route_size = route_size};
-            memcpy(in.route, route, route_size);
-            refuse(n, &in, WIRE_PULL, rid, WIRE_ERR_INTERNAL, "out of memory for a snapshot");
+            refuse_route(n, route, route_size, rid, "out of memory for a snapshot");
             return;
         }
     }
@@ -429,11 +537,7 @@ static void reply_pull(node_t *n, const unsigned char *route, size_t route_size,
                                    min_clock(n), WIRE_ENC_F32, NULL, 0};
     m.payload = s->data + (p->offset - (params ? n->off : n->soff));
     m.payload_size = p->length * sizeof(float);
-    atomic_fetch_add(&s->refs, 1); /* ZeroMQ's reference, dropped by snap_release */
-    auxps_error_t e = {0};
-    if (wire_send(n->data, route, route_size, &m, snap_release, s, ZMQ_DONTWAIT, &e) != 0)
-        say(n, "PULL_REP not sent: %s", e.msg);
-    else n->cnt.pulls++, n->cnt.bytes_out += m.payload_size;
+    send_pull_rep(n, route, route_size, &m, s);
 }
 
 /* Answers the waiting PULLs that the gate lets through now. */
@@ -621,6 +725,19 @@ static uint64_t first_non_finite(const float *v, uint64_t len) {
     return len;
 }
 
+/* In a kbit run a push carries dL/dwq for the quantized tensors: n->grad becomes dL/dw through
+ * the quantizer's backward with the shard's current latent weights (quant_weight_backward, as
+ * model_backward does in one process). */
+static void quant_backward(node_t *n) {
+    for (uint32_t i = 0; i < n->ntens; i++) {
+        const ntensor_t *t = &n->tens[i];
+        if (!t->quantized) continue;
+        memset(n->qbuf, 0, t->len * sizeof(float));
+        quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, n->wbits);
+        memcpy(n->grad + t->off, n->qbuf, t->len * sizeof(float));
+    }
+}
+
 static int check_shard(node_t *n, const wire_in_t *in, uint32_t type, uint32_t rid, uint32_t shard) {
     if (shard == n->cnt.id) return 0;
     refuse(n, in, type, rid, WIRE_ERR_OUT_OF_RANGE, "shard %" PRIu32 " is not node %" PRIu32 "'s",
@@ -642,8 +759,8 @@ static int check_whole(node_t *n, const wire_in_t *in, const wire_msg_t *m, uint
 static void on_pull(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     const wire_pull_t *p = &m->pull;
     if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
-    if (p->encoding != WIRE_ENC_F32) {
-        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node serves f32 only");
+    if (p->encoding != WIRE_ENC_F32 && p->encoding != WIRE_ENC_KBIT) { /* wire_decode lets no other in */
+        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node serves f32 and kbit only");
         return;
     }
     int params = p->vec == WIRE_VEC_PARAMS;
@@ -677,8 +794,8 @@ static void on_pull(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
 static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     const wire_push_t *p = &m->push;
     if (check_shard(n, in, m->type, m->rid, p->shard) < 0) return;
-    if (p->encoding != WIRE_ENC_F32) {
-        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node takes f32 pushes only");
+    if (p->encoding != WIRE_ENC_F32 && p->encoding != WIRE_ENC_Q8) { /* wire_decode lets no other in */
+        refuse(n, in, m->type, m->rid, WIRE_ERR_ENCODING, "this node takes f32 and q8 pushes only");
         return;
     }
     if (check_whole(n, in, m, n->off, n->len, p->offset, p->length) < 0) return;
@@ -718,6 +835,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
                PRIu64 " is %g", p->worker, n->off + bad, (double)n->grad[bad]);
         return;
     }
+    if (n->kbit) quant_backward(n);
     uint64_t stale = p->version < n->version ? n->version - p->version : 0;
     if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
     if (n->consistency == WIRE_CONS_BSP) {
@@ -781,7 +899,7 @@ static int send_hello(node_t *n, auxps_error_t *err) {
     m.hello.role = WIRE_ROLE_NODE;
     peer_hello_name(m.hello.name, sizeof m.hello.name, "node");
     snprintf(m.hello.endpoint, sizeof m.hello.endpoint, "%s", n->endpoint);
-    m.hello.encodings = 1u << WIRE_ENC_F32;
+    m.hello.encodings = 1u << WIRE_ENC_F32 | 1u << WIRE_ENC_KBIT | 1u << WIRE_ENC_Q8;
     return send_oneway(n, &m, err);
 }
 
@@ -795,6 +913,39 @@ typedef struct {
 static int count_data(void *arg) {
     count_job_t *j = arg;
     return dataset_load(j->ds, j->n->cfg.data.dir, 1, j->n->cfg.data.train_limit, j->err);
+}
+
+/* kbit runs: the shard's tensors and the k-bit pull buffers. The coordinator's shard map never
+ * splits a tensor, and a kbit run needs whole tensors (a quantizer's scale is the tensor's max):
+ * a map that splits one is refused (AUXPS_ECONFIG). */
+static int shard_tensors(node_t *n, const model_t *model, auxps_error_t *err) {
+    const int T = model_num_tensors(model);
+    n->kbit = n->cfg.cluster.pull == PULL_KBIT && n->cfg.model.wbits < 32;
+    n->wbits = n->cfg.model.wbits;
+    if (!n->kbit) return 0; /* any slice will do */
+    if ((n->tens = calloc((size_t)T, sizeof *n->tens)) == NULL)
+        return auxps_error_set(err, AUXPS_ENOMEM, "out of memory for the shard's tensors");
+    uint64_t at = 0, qmax = 0;
+    n->ntens = 0;
+    for (int i = 0; i < T; i++) {
+        const model_tensor_t *t = model_tensor(model, i);
+        if (t->offset + t->size <= n->off || t->offset >= n->off + n->len) continue;
+        if (t->offset != n->off + at || t->offset + t->size > n->off + n->len)
+            return auxps_error_set(err, AUXPS_ECONFIG, "WELCOME: the shard [%" PRIu64 ", %" PRIu64 ") splits "
+                                   "tensor %s", n->off, n->off + n->len, t->name);
+        n->tens[n->ntens++] = (ntensor_t){at, t->size, t->quantized};
+        at += t->size;
+        if (t->quantized && t->size > qmax) qmax = t->size;
+    }
+    if (at != n->len)
+        return auxps_error_set(err, AUXPS_ECONFIG, "WELCOME: the shard [%" PRIu64 ", %" PRIu64 ") does not "
+                               "hold whole tensors", n->off, n->off + n->len);
+    n->codes = malloc(n->len);
+    n->qbuf = malloc((qmax ? qmax : 1) * sizeof(float));
+    n->ksegs = malloc((n->ntens ? n->ntens : 1) * sizeof *n->ksegs);
+    if (n->codes == NULL || n->qbuf == NULL || n->ksegs == NULL)
+        return auxps_error_set(err, AUXPS_ENOMEM, "out of memory for k-bit pulls");
+    return 0;
 }
 
 /* Sets the node up from WELCOME m: the configuration, the model's initial slice, the schedule.
@@ -848,6 +999,7 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
         rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory for a shard of %" PRIu64 " floats", n->len);
         goto refused;
     }
+    if ((rc = shard_tensors(n, model, err)) != 0) goto refused;
     model_init(model, w->seed);
     memcpy(n->params, model_params(model) + n->off, n->len * sizeof(float));
     memcpy(n->stats, model_stats(model) + n->soff, n->slen * sizeof(float));
@@ -1251,6 +1403,8 @@ done:
                                   n->cnt.rejected[i]);
         say(n, "answered %" PRIu64 " pulls (%" PRIu64 " waited at the gate), refused %" PRIu64
             " messages (%s)", n->cnt.pulls, n->cnt.deferred, n->cnt.refused, kinds);
+        say(n, "payload bytes: %" PRIu64 " received in pushes, %" PRIu64 " sent in pull replies%s", n->cnt.bytes_in,
+            n->cnt.bytes_out, n->kbit ? " (k-bit weights)" : "");
     }
     if (n->zap != NULL)
         say(n, "CURVE: refused %" PRIu64 " connection attempts of unauthorised keys", curve_zap_refused(n->zap));

@@ -189,14 +189,19 @@ static long check_run_record(const proc_t *p, const char *model) {
 
 /* ---- (a) two nodes, three workers, each consistency model ---- */
 
-static void run_cluster_2x3(const char *consistency, counters_t *cnt) {
-    char model[256], out[300], cons[64];
+/* Runs it with cluster.pull and cluster.push as given; *text, when text is not NULL, gets a
+ * copy of the record and the logs (free it). */
+static void run_cluster_2x3_coded(const char *consistency, const char *pull, const char *push, counters_t *cnt,
+                                  char **text) {
+    char model[256], out[300], cons[64], pl[64], ps[64];
     tpath(model, "m.bin");
     snprintf(out, sizeof out, "train.output=%s", model);
     snprintf(cons, sizeof cons, "cluster.consistency=%s", consistency);
+    snprintf(pl, sizeof pl, "cluster.pull=%s", pull);
+    snprintf(ps, sizeof ps, "cluster.push=%s", push);
     proc_t p;
     RUN(&p, "cluster", CONFIG, "--ps", "2", "--workers", "3", TINY, "--set", out, "--set", cons, "--set",
-        "cluster.staleness=2");
+        "cluster.staleness=2", "--set", pl, "--set", ps);
     util_expect_exit(&p, 0);
     long steps = check_run_record(&p, model);
     cr_assert_eq(steps, TINY_STEPS);
@@ -210,7 +215,17 @@ static void run_cluster_2x3(const char *consistency, counters_t *cnt) {
         cr_assert_eq(cnt->stats_pushes[sh], (uint64_t)TINY_CHUNKS, "shard %d: %" PRIu64 " stats pushes for %d chunks",
                      sh, cnt->stats_pushes[sh], TINY_CHUNKS);
     cr_assert_not_null(strstr(co, " 0 bad messages"), "%.200s", co);
+    if (text != NULL) { /* the record, then the processes' logs */
+        size_t no = strlen(p.out.buf), ne = strlen(p.err.buf);
+        cr_assert_not_null(*text = malloc(no + ne + 1));
+        memcpy(*text, p.out.buf, no);
+        memcpy(*text + no, p.err.buf, ne + 1);
+    }
     util_proc_free(&p);
+}
+
+static void run_cluster_2x3(const char *consistency, counters_t *cnt) {
+    run_cluster_2x3_coded(consistency, "f32", "f32", cnt, NULL);
 }
 
 Test(cluster, async_2_nodes_3_workers_applies_every_push_once) {
@@ -219,6 +234,46 @@ Test(cluster, async_2_nodes_3_workers_applies_every_push_once) {
     for (int sh = 0; sh < 2; sh++)
         cr_assert_eq(c.version[sh], c.applied[sh], "async: one step per push; shard %d version %" PRIu64, sh,
                      c.version[sh]);
+}
+
+/* "shard K: EP params OFF+LEN stats OFF+LEN" of the coordinator's record: shard k's lengths. */
+static void shard_lengths(const char *text, int k, uint64_t *len, uint64_t *slen) {
+    char key[32];
+    snprintf(key, sizeof key, "shard %d: ", k);
+    const char *l = strstr(text, key);
+    cr_assert_not_null(l, "no %s line", key);
+    const char *pp = strstr(l, " params "), *sp = strstr(l, " stats ");
+    cr_assert(pp && sp, "%.200s", l);
+    cr_assert_not_null(strchr(pp, '+'));
+    cr_assert_not_null(strchr(sp, '+'));
+    *len = strtoull(strchr(pp, '+') + 1, NULL, 10);
+    *slen = strtoull(strchr(sp, '+') + 1, NULL, 10);
+}
+
+/* "node K: payload bytes: I received in pushes, O sent in pull replies" of node k. */
+static void node_bytes(const char *text, int k, uint64_t *in, uint64_t *out) {
+    char key[48];
+    snprintf(key, sizeof key, "node %d: payload bytes: ", k);
+    const char *l = strstr(text, key);
+    cr_assert_not_null(l, "no %s line:\n%s", key, text);
+    cr_assert_eq(sscanf(l + strlen(key), "%" SCNu64 " received in pushes, %" SCNu64 " sent", in, out), 2, "%.200s", l);
+}
+
+/* cluster.pull = kbit and cluster.push = q8 (CLUSTER.md "Bytes per step"): the run completes with
+ * every push applied once, and each node received exactly one byte per gradient value (plus
+ * the float32 statistics). */
+Test(cluster, async_with_k_bit_pulls_and_q8_pushes_applies_every_push_once_at_a_byte_per_value) {
+    counters_t c;
+    char *text;
+    run_cluster_2x3_coded("async", "kbit", "q8", &c, &text);
+    for (int sh = 0; sh < 2; sh++) {
+        uint64_t len, slen, in, out;
+        shard_lengths(text, sh, &len, &slen);
+        node_bytes(text, sh, &in, &out);
+        cr_assert_eq(in, c.applied[sh] * len + c.stats_pushes[sh] * slen * 4, "shard %d: %" PRIu64 " bytes "
+                     "received for %" PRIu64 " pushes of %" PRIu64 " values", sh, in, c.applied[sh], len);
+    }
+    free(text);
 }
 
 /* The bound, from PROTOCOL.md's ssp rule. A node answers worker w's PULL of clock c only when
@@ -298,6 +353,43 @@ Test(cluster, one_worker_bsp_gives_the_parameters_of_auxps_train) {
     free(b);
     util_proc_free(&t);
     util_proc_free(&c);
+}
+
+/* k-bit pulls are the same mathematics (CLUSTER.md "Bytes per step"): the worker trains on the
+ * decoded k-bit weights and pushes dL/dwq, the node applies the quantizer's backward; with one
+ * worker and bsp the parameters are bit for bit those of f32 pulls, and the nodes send far
+ * fewer bytes for the same pulls. */
+Test(cluster, one_worker_bsp_with_k_bit_pulls_gives_the_parameters_of_f32_pulls_in_fewer_bytes) {
+    char fd[256], kd[256], fm[256], km[256], fo[300], ko[300];
+    snprintf(fo, sizeof fo, "train.output=%s", tpath(fm, "f.bin"));
+    snprintf(ko, sizeof ko, "train.output=%s", tpath(km, "k.bin"));
+    tpath(fd, "f.f32");
+    tpath(kd, "k.f32");
+    proc_t f, k;
+    RUN(&f, "cluster", CONFIG, "--ps", "2", "--workers", "1", TINY, "--set", fo, "--set", "cluster.consistency=bsp",
+        "--dump-params", fd);
+    util_expect_exit(&f, 0);
+    RUN(&k, "cluster", CONFIG, "--ps", "2", "--workers", "1", TINY, "--set", ko, "--set", "cluster.consistency=bsp",
+        "--set", "cluster.pull=kbit", "--dump-params", kd);
+    util_expect_exit(&k, 0);
+    size_t nf, nk;
+    float *a = read_floats(fd, &nf), *b = read_floats(kd, &nk);
+    cr_assert_eq(nf, nk);
+    cr_assert(memcmp(a, b, nf * sizeof(float)) == 0, "k-bit pulls changed the parameters");
+    uint64_t fsent = 0, ksent = 0;
+    for (int sh = 0; sh < 2; sh++) {
+        uint64_t fin, fout, kin, kout;
+        node_bytes(f.err.buf, sh, &fin, &fout);
+        node_bytes(k.err.buf, sh, &kin, &kout);
+        cr_assert_eq(kin, fin, "shard %d: pushes are float32 in both", sh);
+        fsent += fout, ksent += kout;
+    }
+    cr_assert_lt(ksent * 2, fsent, "k-bit pulls sent %" PRIu64 " bytes, f32 pulls %" PRIu64, ksent, fsent);
+    cr_log_info("pull replies: %" PRIu64 " bytes with k-bit weights, %" PRIu64 " with f32", ksent, fsent);
+    free(a);
+    free(b);
+    util_proc_free(&f);
+    util_proc_free(&k);
 }
 
 /* ---- (c) hostile messages (the fake peers and the malformed kinds are in tests/util.c) ---- */

@@ -21,6 +21,7 @@
 #include "model.h"
 #include "node.h"
 #include "optim.h"
+#include "quant.h"
 #include "util.h"
 #include "wire.h"
 
@@ -51,6 +52,7 @@ typedef struct {
     size_t nparams, nstats;
     wire_shard_t shards[2];
     uint32_t id;                         /* the node's shard: 1 */
+    size_t split;                        /* where shard 1 starts in params; 0: the middle */
     float *init, *init_stats;            /* model_init(SEED): the whole vectors */
     optim_t optim;
 } fx_t;
@@ -181,7 +183,7 @@ static void start_node(uint32_t consistency, uint32_t staleness, uint32_t worker
     uint32_t hello_rid = m.rid;
     wire_msg_clear(&m);
 
-    const uint64_t half = fx.nparams / 2, shalf = fx.nstats / 2;
+    const uint64_t half = fx.split ? fx.split : fx.nparams / 2, shalf = fx.nstats / 2;
     fx.shards[0] = (wire_shard_t){.id = 0, .offset = 0, .length = half, .stats_offset = 0, .stats_length = shalf};
     fx.shards[1] = (wire_shard_t){.id = 1, .offset = half, .length = fx.nparams - half,
                                   .stats_offset = shalf, .stats_length = fx.nstats - shalf};
@@ -381,6 +383,110 @@ Test(node, a_push_changes_the_slice_exactly_as_optim_sgd) {
     free(want);
     free(buf);
     free(got);
+}
+
+/* Restarts the fixture's run as a kbit run (cluster.pull = kbit; CLUSTER.md "Bytes per step")
+ * whose shard 1 starts at the first tensor boundary past the middle. */
+static void kbit_run(model_t **m) {
+    auxps_error_t e = {0};
+    cr_assert_eq(config_set(&fx.cfg, "cluster.pull=kbit", &e), 0, "%s", e.msg);
+    free(fx.config);
+    size_t n = 0;
+    FILE *f = open_memstream(&fx.config, &n);
+    cr_assert_eq(config_write(&fx.cfg, f), 0);
+    fclose(f);
+    *m = model_new(&fx.cfg.model, 1);
+    cr_assert_not_null(*m);
+    for (int i = 0; i < model_num_tensors(*m) && fx.split == 0; i++)
+        if (model_tensor(*m, i)->offset >= fx.nparams / 2) fx.split = model_tensor(*m, i)->offset;
+}
+
+/* A kbit run's node sends each quantized tensor of its shard as the DoReFa codes of its latent
+ * weights (the quantizer's own, bit for bit) and the rest as float32, in a quarter of the bytes
+ * or less for the codes; it applies a push as dL/dwq through the quantizer's backward with its
+ * current weights, then the optimizer; and it takes a q8 push as its decoded values. */
+Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
+    model_t *md;
+    kbit_run(&md);
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    const size_t len = my()->length, off = my()->offset;
+    const int k = fx.cfg.model.wbits;
+    float *w = malloc(len * sizeof(float)), *g = malloc(len * sizeof(float)), *dw = malloc(len * sizeof(float)),
+          *mom = calloc(len, sizeof(float)), *vals = malloc(len * sizeof(float)), *wq = malloc(len * sizeof(float));
+    uint8_t *codes = malloc(len), *want = malloc(len);
+    memcpy(w, fx.init + off, len * sizeof(float));
+    for (int step = 0; step < 3; step++) {
+        /* the pull: codes of every quantized tensor, float32 for the rest */
+        wire_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PULL;
+        m.rid = ++fx.rid;
+        m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_PARAMS, off, len, (uint64_t)step, WIRE_ENC_KBIT};
+        send_to(fx.w[0], NULL, 0, &m);
+        wire_in_t in = {0};
+        expect(fx.w[0], 0, WIRE_PULL_REP, &in, &m);
+        cr_assert_eq(m.pull_rep.encoding, WIRE_ENC_KBIT);
+        cr_assert_eq(m.pull_rep.version, (uint64_t)step);
+        auxps_error_t e = {0};
+        cr_assert_eq(wire_payload_codes(&m, vals, codes, &e), 0, "%s", e.msg);
+        size_t qn = 0, fpn = 0;
+        for (int i = 0; i < model_num_tensors(md); i++) {
+            const model_tensor_t *t = model_tensor(md, i);
+            if (t->offset < off) continue;
+            const size_t o = t->offset - off;
+            if (t->quantized) {
+                quant_weight_forward(wq, want + o, w + o, t->size, k);
+                cr_assert(memcmp(codes + o, want + o, t->size) == 0, "step %d: codes of %s", step, t->name);
+                qn += t->size;
+            } else {
+                cr_assert(memcmp(vals + o, w + o, t->size * sizeof(float)) == 0, "step %d: %s", step, t->name);
+                fpn += t->size;
+            }
+        }
+        cr_assert_eq(qn + fpn, len);
+        cr_assert_gt(qn, 0);
+        cr_assert_leq(m.payload_size, 4 * fpn + (qn * (size_t)k + 7) / 8 + m.pull_rep.nsegs,
+                      "%zu bytes for %zu codes and %zu floats", m.payload_size, qn, fpn);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+        /* the push: dL/dwq, taken through the quantizer's backward by the node; q8 at step 2 */
+        gradient(g, len, 0.01f * (float)(step + 1), step);
+        wire_seg_t segs[1];
+        if (step == 2) {
+            cr_assert_eq(wire_q8_encode(g, NULL, (uint32_t)len, &segs[0], codes, &e), 0, "%s", e.msg);
+            for (size_t i = 0; i < len; i++) g[i] = wire_dequant(segs[0].lo, segs[0].step, codes[i]);
+        }
+        memcpy(dw, g, len * sizeof(float));
+        for (int i = 0; i < model_num_tensors(md); i++) {
+            const model_tensor_t *t = model_tensor(md, i);
+            if (t->offset < off || !t->quantized) continue;
+            const size_t o = t->offset - off;
+            memset(dw + o, 0, t->size * sizeof(float));
+            quant_weight_backward(dw + o, g + o, w + o, t->size, k);
+        }
+        m = push_msg(0, (uint64_t)step, (uint64_t)step, BATCH, g);
+        if (step == 2) {
+            m.push.encoding = WIRE_ENC_Q8;
+            m.push.segs = segs;
+            m.push.nsegs = 1;
+            m.payload = codes;
+            m.payload_size = len;
+        }
+        send_to(fx.w[0], NULL, 0, &m);
+        expect(fx.w[0], 0, WIRE_PUSH_ACK, &in, &m);
+        cr_assert_eq(m.push_ack.version, (uint64_t)step + 1);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+        optim_sgd(&fx.optim, optim_lr(&fx.optim, step), w, dw, mom, len);
+    }
+    /* the coordinator's f32 pull sees the latent weights, exactly as optim_sgd made them */
+    float *got = malloc(len * sizeof(float));
+    cr_assert_eq(pull(fx.w[0], WIRE_ID_COORD, WIRE_VEC_PARAMS, 3, got), 3);
+    cr_assert(memcmp(got, w, len * sizeof(float)) == 0, "params differ from optim_sgd of the quantizer's backward");
+    finish();
+    cr_assert_str_eq(fx.out, "node 1: applied 3 pushes, 0 stats pushes, version 3, max staleness 0\n");
+    model_destroy(&md);
+    free(w), free(g), free(dw), free(mom), free(vals), free(wq), free(codes), free(want), free(got);
 }
 
 Test(node, async_measures_staleness_per_push) {
@@ -612,7 +718,14 @@ Test(node, malformed_and_unexpected_messages_get_error_and_the_node_keeps_servin
     m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_STATS, my()->stats_offset, my()->stats_length + 1, 0, WIRE_ENC_F32};
     expect_error(s, &m, WIRE_ERR_OUT_OF_RANGE), refused++;
     m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_PARAMS, my()->offset, len, 0, WIRE_ENC_KBIT};
-    expect_error(s, &m, WIRE_ERR_ENCODING), refused++;
+    send_to(s, NULL, 0, &m); /* not a kbit run: answered in f32, as PROTOCOL.md allows */
+    wire_in_t rin = {0};
+    wire_msg_t r;
+    expect(s, 0, WIRE_PULL_REP, &rin, &r);
+    cr_assert_eq(r.pull_rep.encoding, WIRE_ENC_F32);
+    cr_assert_eq(r.rid, m.rid);
+    wire_msg_clear(&r);
+    wire_in_close(&rin);
 
     m = push_msg(0, 0, 0, BATCH, g);
     m.push.length = len - 1;
@@ -620,16 +733,6 @@ Test(node, malformed_and_unexpected_messages_get_error_and_the_node_keeps_servin
     expect_error(s, &m, WIRE_ERR_OUT_OF_RANGE), refused++; /* a push covers the whole shard */
     m = push_msg(0, 0, 5, BATCH, g);
     expect_error(s, &m, WIRE_ERR_BAD_MESSAGE), refused++;  /* version ahead of the shard's */
-    wire_seg_t seg = {(uint32_t)len, 8, -1.0f, 0.01f};
-    uint8_t *codes = calloc(len, 1);
-    m = push_msg(0, 0, 0, BATCH, NULL);
-    m.push.encoding = WIRE_ENC_Q8;
-    m.push.segs = &seg;
-    m.push.nsegs = 1;
-    m.payload = codes;
-    m.payload_size = len;
-    expect_error(s, &m, WIRE_ERR_ENCODING), refused++;
-    free(codes);
 
     memset(&m, 0, sizeof m);
     m.type = WIRE_LEASE_REQ;
@@ -676,9 +779,9 @@ Test(node, malformed_and_unexpected_messages_get_error_and_the_node_keeps_servin
     node_counters_t c;
     node_get_counters(fx.node, &c);
     cr_assert_eq(c.refused, (uint64_t)refused);
-    /* By kind: junk, an empty header, KBIT, a version ahead, Q8, LEASE_REQ, a stray payload and
-     * the ERROR are malformed; 4 PULLs and the short PUSH out of range; one another version. */
-    const uint64_t want[WIRE_REJECT_COUNT] = {[WIRE_REJECT_MALFORMED] = 8, [WIRE_REJECT_BAD_VERSION] = 1,
+    /* By kind: junk, an empty header, a version ahead, LEASE_REQ, a stray payload and the ERROR
+     * are malformed; 4 PULLs and the short PUSH out of range; one another version. */
+    const uint64_t want[WIRE_REJECT_COUNT] = {[WIRE_REJECT_MALFORMED] = 6, [WIRE_REJECT_BAD_VERSION] = 1,
                                               [WIRE_REJECT_OUT_OF_RANGE] = 5};
     for (int k = 0; k < WIRE_REJECT_COUNT; k++)
         cr_assert_eq(c.rejected[k], want[k], "%s: %" PRIu64 ", expected %" PRIu64, wire_reject_name(k),

@@ -1069,6 +1069,77 @@ Test(wire, one_bit_codes_fill_bytes_exactly) {
     cr_assert_eq(out[1], 0xA5);
 }
 
+Test(wire, payload_codes_gives_the_codes_of_k_bit_segments_and_the_floats_of_the_rest) {
+    const wire_seg_t segs[3] = {{4, 2, -1.0f, 0.5f}, {2, 32, 0, 0}, {3, 3, 0.0f, 0.25f}};
+    const uint8_t codes[9] = {1, 2, 3, 0, 0, 0, 7, 0, 5};
+    const float values[9] = {0, 0, 0, 0, 1.5f, -2.0f, 0, 0, 0};
+    uint8_t out[11];
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_pack_codes(segs, 3, codes, values, out, sizeof out, &e), 0, "%s", e.msg);
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PULL_REP;
+    m.pull_rep = (wire_pull_rep_t){.length = 9, .encoding = WIRE_ENC_KBIT, .segs = segs, .nsegs = 3};
+    m.payload = out;
+    m.payload_size = sizeof out;
+    float got[9] = {9, 9, 9, 9, 9, 9, 9, 9, 9};
+    uint8_t gc[9] = {0};
+    cr_assert_eq(wire_payload_codes(&m, got, gc, &e), 0, "%s", e.msg);
+    for (int i = 0; i < 9; i++)
+        if (i == 4 || i == 5) cr_assert(got[i] == values[i], "float %d", i);
+        else cr_assert(gc[i] == codes[i] && got[i] == 9.0f, "code %d: %u (value %g untouched?)", i, gc[i], got[i]);
+    cr_assert_eq(wire_payload_codes(&m, got, NULL, &e), AUXPS_EINVAL);
+}
+
+/* q8 with error feedback: every code in 1..255, each value sent within half a step of g + r,
+ * and over many pushes the values sent plus the residual add up to the gradients' sum. */
+Test(wire, q8_encoding_keeps_the_sum_through_error_feedback) {
+    enum { N = 1000, STEPS = 50 };
+    float *g = malloc(N * sizeof(float)), *r = calloc(N, sizeof(float));
+    double *sum_g = calloc(N, sizeof(double)), *sum_sent = calloc(N, sizeof(double));
+    uint8_t *codes = malloc(N);
+    uint32_t seed = 12345;
+    auxps_error_t e = {0};
+    for (int t = 0; t < STEPS; t++) {
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            g[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * (i == 7 ? 100.0f : 1e-3f); /* one outlier */
+            sum_g[i] += g[i];
+        }
+        float before[N];
+        for (int i = 0; i < N; i++) before[i] = g[i] + r[i];
+        wire_seg_t seg;
+        cr_assert_eq(wire_q8_encode(g, r, N, &seg, codes, &e), 0, "%s", e.msg);
+        cr_assert_eq(seg.bits, 8);
+        cr_assert_eq(seg.length, N);
+        cr_assert(seg.lo == -128.0f * seg.step && seg.step > 0.0f);
+        for (int i = 0; i < N; i++) {
+            cr_assert(codes[i] >= 1, "code 0 is never used: the range is symmetric");
+            const float sent = wire_dequant(seg.lo, seg.step, codes[i]);
+            cr_assert_leq(fabsf(before[i] - sent), 0.5001f * seg.step, "step %d value %d", t, i);
+            cr_assert_eq(r[i], before[i] - sent, "the residual is what was not sent");
+            sum_sent[i] += sent;
+        }
+    }
+    /* Small values are far below the outlier's step, so most pushes send 0 for them; the
+     * feedback still delivers their sum, up to one step. */
+    for (int i = 0; i < N; i++)
+        cr_assert(fabs(sum_sent[i] + r[i] - sum_g[i]) < 1e-4, "value %d: sent %g + residual %g, gradients %g", i,
+                  sum_sent[i], (double)r[i], sum_g[i]);
+    /* All zero: step 0, every code 128, nothing left over. */
+    memset(g, 0, N * sizeof(float));
+    memset(r, 0, N * sizeof(float));
+    wire_seg_t seg;
+    cr_assert_eq(wire_q8_encode(g, r, N, &seg, codes, &e), 0);
+    cr_assert(seg.step == 0.0f && seg.lo == 0.0f && codes[0] == 128 && r[0] == 0.0f);
+    /* A NaN is refused and the residual left as it was. */
+    g[3] = NAN;
+    r[5] = 0.25f;
+    cr_assert_eq(wire_q8_encode(g, r, N, &seg, codes, &e), AUXPS_ERANGE);
+    cr_assert(r[5] == 0.25f);
+    free(g), free(r), free(sum_g), free(sum_sent), free(codes);
+}
+
 /* ---- ZeroMQ ---------------------------------------------------------------------------- */
 
 static void *g_ctx, *g_router, *g_dealer;

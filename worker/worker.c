@@ -7,6 +7,7 @@
 #include "data.h"
 #include "model.h"
 #include "peer.h"
+#include "quant.h"
 #include "rng.h"
 
 #include <cblas.h>
@@ -31,6 +32,8 @@ typedef struct {
     uint32_t rid, type, vec;     /* of the request */
     uint64_t offset, length;
     float *dst;                  /* PULL: where the values go */
+    uint32_t nsegs;              /* q8 PUSH: segments (one per tensor of the shard) */
+    wire_seg_t *segs;            /* (shard's tensors) their table */
     uint64_t version;            /* params version of the last PULL_REP */
     int64_t heard;               /* ms: the request's send or the node's last message */
     wire_msg_t req;              /* the request, kept to be sent again after a timeout */
@@ -64,6 +67,9 @@ struct worker {
     long order_epoch;
     uint32_t *list;              /* (lease.count) indices of a list lease */
     float *stats_keep;           /* (num_stats) local statistics saved across an evaluation */
+    int kbit, q8;                /* cluster.pull = kbit (and weights quantized), cluster.push = q8 */
+    uint8_t *codes;              /* (num_params) kbit: codes of a PULL_REP; q8: codes of a PUSH */
+    float *resid;                /* (num_params) q8: the error feedback (what was not sent yet) */
     rng_t rng;                   /* augmentation, from WELCOME.stream_seed */
 
     /* The coordinator link. */
@@ -141,8 +147,12 @@ void worker_destroy(worker_t **wp) {
             if (w->links[s].sock != NULL) zmq_close(w->links[s].sock);
     if (w->coord != NULL) zmq_close(w->coord);
     if (w->ctx != NULL) zmq_ctx_term(w->ctx); /* every zero-copy payload is released by now */
+    if (w->links != NULL)
+        for (uint32_t s = 0; s < w->cnt.nshards; s++) free(w->links[s].segs);
     free(w->links);
     free(w->shards);
+    free(w->codes);
+    free(w->resid);
     dataset_free(&w->train);
     dataset_free(&w->test);
     model_destroy(&w->model);
@@ -298,6 +308,48 @@ static int64_t retry_wait_ms(const worker_t *w, const link_t *l) {
     return (int64_t)w->timeout_ms << k;
 }
 
+/* kbit runs: the params of PULL_REP m into the model, which trains frozen on the k-bit weights
+ * (model_set_frozen, model_set_qgrads). Each quantized tensor must be inside one segment of
+ * DoReFa codes of the run's width and is decoded exactly as the quantizer does; the other
+ * tensors must be in float32 segments. An f32 answer (PROTOCOL.md allows it) is quantized
+ * here instead. Returns 0 or AUXPS_EFORMAT with the reason. */
+static int take_weights(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_pull_rep_t *r = &m->pull_rep;
+    model_t *md = w->model;
+    float *params = model_params(md);
+    const int k = w->cfg.model.wbits, T = model_num_tensors(md);
+    int rc = r->encoding == WIRE_ENC_KBIT ? wire_payload_codes(m, params + r->offset, w->codes + r->offset, err)
+                                          : wire_payload_f32(m, params + r->offset, err);
+    if (rc != 0) return rc;
+    uint32_t si = 0;
+    uint64_t spos = r->offset; /* where segment si starts */
+    for (int i = 0; i < T; i++) {
+        const model_tensor_t *t = model_tensor(md, i);
+        if (t->offset < r->offset || t->offset + t->size > r->offset + r->length) continue;
+        if (r->encoding != WIRE_ENC_KBIT) {
+            model_quantize_tensor(md, i);
+            continue;
+        }
+        while (si < r->nsegs && spos + r->segs[si].length <= t->offset) spos += r->segs[si++].length;
+        const wire_seg_t *g = si < r->nsegs ? &r->segs[si] : NULL;
+        if (g == NULL || t->offset + t->size > spos + g->length)
+            return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: tensor %s spans two segments", t->name);
+        if (!t->quantized) {
+            if (g->bits != 32)
+                return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: full-precision tensor %s sent in %" PRIu32
+                                       "-bit codes", t->name, g->bits);
+            continue;
+        }
+        const float levels = (float)((1u << k) - 1);
+        if (g->bits != (uint32_t)k || (k == 1 ? g->lo != -0.5f * g->step : g->lo != -1.0f || g->step != 2.0f / levels))
+            return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: tensor %s sent as %" PRIu32 "-bit codes with "
+                                   "lo %g and step %g, not the run's %d-bit weights", t->name, g->bits,
+                                   (double)g->lo, (double)g->step, k);
+        quant_weight_decode(model_qweights(md) + t->offset, w->codes + t->offset, t->size, k, 0.5f * g->step);
+    }
+    return 0;
+}
+
 /* One message from node s. Returns 0 or a negative error. */
 static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
     link_t *l = &w->links[s];
@@ -322,7 +374,8 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
                                  "PULL with another range", w->cnt.id, s);
             break;
         }
-        if ((rc = wire_payload_f32(&m, l->dst, &e)) != 0) {
+        if ((rc = r->vec == WIRE_VEC_PARAMS && w->kbit ? take_weights(w, &m, &e)
+                                                       : wire_payload_f32(&m, l->dst, &e)) != 0) {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 ": %s",
                                  w->cnt.id, s, e.msg);
             break;
@@ -561,10 +614,30 @@ static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *er
         wire_msg_t m;
         memset(&m, 0, sizeof m);
         m.type = WIRE_PULL;
-        m.pull = (wire_pull_t){w->cnt.id, s, vec, off, len, clock, WIRE_ENC_F32};
+        m.pull = (wire_pull_t){w->cnt.id, s, vec, off, len, clock,
+                               vec == WIRE_VEC_PARAMS && w->kbit ? WIRE_ENC_KBIT : WIRE_ENC_F32};
         if ((rc = send_node(w, s, &m, NULL, err)) != 0) return rc;
     }
     return wait_links(w, err);
+}
+
+/* q8 pushes: shard s's gradient as one 8-bit segment per tensor, with error feedback
+ * (wire_q8_encode), into w->codes and the link's segment table. */
+static int encode_q8(worker_t *w, uint32_t s, auxps_error_t *err) {
+    const wire_shard_t *sh = &w->shards[s];
+    link_t *l = &w->links[s];
+    const float *g = model_grads(w->model);
+    l->nsegs = 0;
+    for (int i = 0; i < model_num_tensors(w->model); i++) {
+        const model_tensor_t *t = model_tensor(w->model, i);
+        if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
+        int rc = wire_q8_encode(g + t->offset, w->resid + t->offset, (uint32_t)t->size, &l->segs[l->nsegs++],
+                                w->codes + t->offset, err);
+        if (rc != 0)
+            return auxps_error_set(err, rc, "worker %" PRIu32 ": the gradient of %s: %s", w->cnt.id, t->name,
+                                   err->msg);
+    }
+    return 0;
 }
 
 /* Pushes every shard's slice of the gradient (vec params) or of the statistics (vec stats)
@@ -581,6 +654,15 @@ static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *
                                    w->links[s].version, samples, WIRE_ENC_F32, NULL, 0};
             m.payload = model_grads(w->model) + sh->offset;
             m.payload_size = sh->length * sizeof(float);
+            if (w->q8) {
+                int rc = encode_q8(w, s, err);
+                if (rc != 0) return rc;
+                m.push.encoding = WIRE_ENC_Q8;
+                m.push.segs = w->links[s].segs;
+                m.push.nsegs = w->links[s].nsegs;
+                m.payload = w->codes + sh->offset; /* 8-bit codes pack to themselves */
+                m.payload_size = sh->length;
+            }
         } else {
             if (sh->stats_length == 0) continue;
             m.type = WIRE_STATS_PUSH;
@@ -802,7 +884,7 @@ static int send_hello(worker_t *w, auxps_error_t *err) {
     m.type = WIRE_HELLO;
     m.hello.role = WIRE_ROLE_WORKER;
     peer_hello_name(m.hello.name, sizeof m.hello.name, "worker");
-    m.hello.encodings = 1u << WIRE_ENC_F32;
+    m.hello.encodings = 1u << WIRE_ENC_F32 | 1u << WIRE_ENC_KBIT | 1u << WIRE_ENC_Q8;
     return send_new(w, &m, err);
 }
 
@@ -831,7 +913,9 @@ static int connect_nodes(worker_t *w, auxps_error_t *err) {
     for (uint32_t s = 0; s < w->cnt.nshards; s++) {
         link_t *l = &w->links[s];
         if (l->sock != NULL) zmq_close(l->sock);
+        wire_seg_t *segs = l->segs; /* q8: allocated once, at WELCOME */
         memset(l, 0, sizeof *l);
+        l->segs = segs;
         snprintf(l->route, sizeof l->route, "%s", route);
         if ((l->sock = node_socket(w, s, err)) == NULL) return err->code == AUXPS_ECONFIG ? AUXPS_ECONFIG : AUXPS_EIO;
     }
@@ -926,9 +1010,23 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     w->stats_keep = malloc(sizeof(float) * (model_num_stats(w->model) + 1));
     w->shards = malloc(sizeof *w->shards * x->nshards);
     w->links = calloc(x->nshards, sizeof *w->links);
-    if (!w->x || !w->y || !w->idx || !w->order || !w->stats_keep || !w->shards || !w->links) {
+    if (w->links != NULL) w->cnt.nshards = x->nshards; /* worker_destroy frees what the links hold */
+    w->kbit = c->cluster.pull == PULL_KBIT && sp->wbits < 32;
+    w->q8 = c->cluster.push == PUSH_Q8;
+    const size_t np = model_num_params(w->model);
+    if (w->kbit || w->q8) w->codes = malloc(np);
+    if (w->q8) w->resid = calloc(np, sizeof(float));
+    if (w->q8 && w->links != NULL)
+        for (uint32_t s = 0; s < x->nshards; s++)
+            if ((w->links[s].segs = malloc(sizeof(wire_seg_t) * (size_t)model_num_tensors(w->model))) == NULL) break;
+    if (!w->x || !w->y || !w->idx || !w->order || !w->stats_keep || !w->shards || !w->links ||
+        ((w->kbit || w->q8) && w->codes == NULL) || (w->q8 && (w->resid == NULL || w->links[x->nshards - 1].segs == NULL))) {
         rc = auxps_error_set(err, AUXPS_ENOMEM, "worker: out of memory");
         goto refused;
+    }
+    if (w->kbit) { /* no latent weights here: the nodes send k-bit weights and apply the quantizer's backward */
+        model_set_frozen(w->model, 1);
+        model_set_qgrads(w->model, 1);
     }
     memcpy(w->shards, x->shards, sizeof *w->shards * x->nshards);
     w->cnt.nshards = x->nshards;
