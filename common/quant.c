@@ -34,36 +34,42 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
         }
         return;
     }
-    /* wq holds tanh(w) between the two loops, so that tanh is computed once per weight */
+    /* wq holds tanh(w) between the two passes, so that tanh is computed once per weight */
+    quant_weight_tanh(wq, w, n);
+    quant_weight_forward_tanh(wq, codes, wq, n, k);
+}
+
+void quant_weight_tanh(float *t, const float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) t[i] = tanhf(w[i]);
+}
+
+void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
     float m = 0.0f;
     for (size_t i = 0; i < n; i++) {
-        wq[i] = tanhf(w[i]);
-        float t = fabsf(wq[i]);
-        if (t > m) m = t;
+        float a = fabsf(t[i]);
+        if (a > m) m = a;
     }
     if (m == 0.0f) m = 1.0f; /* all-zero tensor: u = 1/2 everywhere, no division by zero */
     const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
     for (size_t i = 0; i < n; i++) {
-        float u = wq[i] * inv2m + 0.5f;
+        float u = t[i] * inv2m + 0.5f;
         float c = rintf(u * levels);
-        wq[i] = 2.0f * (c / levels) - 1.0f;
+        if (wq != NULL) wq[i] = 2.0f * (c / levels) - 1.0f;
         if (codes != NULL) codes[i] = (uint8_t)c;
     }
 }
 
-void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
-    if (k == 1) {
-        for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
-        return;
-    }
-    /* u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j, and
-     * dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
+/* dw += dL/dw of the DoReFa weight quantizer (k >= 2), with t_i = tanh(w_i) read from tw, or
+ * computed from w when tw is NULL (the branch is the same for every i: the compiler hoists it).
+ * u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j, and
+ * dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
+static inline void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n) {
     /* One pass finds m, counts its ties and sums gt = sum_i dL/du_i * t_i. */
     float m = 0.0f;
     double gt = 0.0;
     size_t ties = 0;
     for (size_t i = 0; i < n; i++) {
-        const float t = tanhf(w[i]), a = fabsf(t);
+        const float t = tw != NULL ? tw[i] : tanhf(w[i]), a = fabsf(t);
         gt += 2.0 * dwq[i] * t;
         if (a > m) {
             m = a;
@@ -78,11 +84,23 @@ void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n
     }
     const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties;
     for (size_t i = 0; i < n; i++) {
-        float t = tanhf(w[i]);
+        const float t = tw != NULL ? tw[i] : tanhf(w[i]);
         float dt = 2.0f * dwq[i] / (2.0f * m);
         if (fabsf(t) == m) dt += t > 0.0f ? dm : -dm;
         dw[i] += dt * (1.0f - t * t);
     }
+}
+
+void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
+    if (k == 1) {
+        for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
+        return;
+    }
+    weight_backward(dw, dwq, w, NULL, n);
+}
+
+void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n) {
+    weight_backward(dw, dwq, NULL, tw, n);
 }
 
 void quant_act_forward(float *y, const float *x, size_t n, int k) {

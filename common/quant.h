@@ -23,6 +23,14 @@ float quant_weight_mean(const float *w, size_t n);
 /* dw (n) += dL/dw given dwq = dL/dwq (n): STE through the rounding only. */
 void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k);
 
+/* The same three for k >= 2 in two steps, for a caller that keeps tanh(w) (a node answers many
+ * pulls and pushes of one version): t (n) = tanh(w), computed as the functions above do; then
+ * quant_weight_forward_tanh (wq and codes may each be NULL) and quant_weight_backward_tanh give
+ * bit for bit what quant_weight_forward and quant_weight_backward give from w. */
+void quant_weight_tanh(float *t, const float *w, size_t n);
+void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k);
+void quant_weight_backward_tanh(float *dw, const float *dwq, const float *t, size_t n);
+
 /* Activations, k = 1..8: y = q_k(clip(x, 0, 1)); k = 32: y = ReLU(x). */
 void quant_act_forward(float *y, const float *x, size_t n, int k);
 /* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32), and 0 elsewhere; with acc = 0, dx is

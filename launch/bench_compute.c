@@ -36,7 +36,7 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
                     "                   [--threads T,..] [--steps N] [--seconds S] [--warmup N] [--warmup-seconds S]\n"
                     "       auxps bench --sgemm [--threads T,..] [--seconds S]\n"
                     "       auxps bench --table FILE\n"
-                    "       auxps bench --transport [--seconds S]\n");
+                    "       auxps bench --transport [--seconds S] [--curve] [--coded]\n");
     return 2;
 }
 
@@ -366,11 +366,14 @@ static void print_others(const table_t *t) {
     int head = 0;
     json_array_foreach(t->others, i, o) {
         if (strcmp(jstr(o, "bench"), "transport") != 0) continue;
-        if (!head++) printf("\ntransport: pull+push rounds/s of the %d-float vector\n%7s %5s %6s %14s %9s\n",
-                            jint(o, "params"), "workers", "nodes", "path", "rounds/s", "vs bare");
+        if (!head++) printf("\ntransport: pull+push rounds/s of the %d-value vector\n%7s %5s %8s %6s %12s %14s %9s\n",
+                            jint(o, "params"), "workers", "nodes", "encoding", "path", "bytes/round", "rounds/s",
+                            "vs bare");
         char b[32];
-        printf("%7d %5d %6s %14.1f %9s\n", jint(o, "workers"), jint(o, "nodes"), jstr(o, "path"), jnum(o, "rounds_per_s"),
-               fmt(b, sizeof b, "%.2f", jnum(o, "ratio_to_bare")));
+        const char *enc = json_object_get(o, "encoding") ? jstr(o, "encoding") : "f32";
+        const double bytes = json_object_get(o, "bytes_per_round") ? jnum(o, "bytes_per_round") : 2.0 * jnum(o, "bytes");
+        printf("%7d %5d %8s %6s %12.0f %14.1f %9s\n", jint(o, "workers"), jint(o, "nodes"), enc, jstr(o, "path"), bytes,
+               jnum(o, "rounds_per_s"), fmt(b, sizeof b, "%.2f", jnum(o, "ratio_to_bare")));
     }
     head = 0;
     json_array_foreach(t->others, i, o) {

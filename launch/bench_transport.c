@@ -13,6 +13,7 @@
 #include "model.h"
 #include "node.h"
 #include "peer.h"
+#include "quant.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -33,7 +34,7 @@
 #define BT_MAX_WORKERS 4         /* ... against 1 and 4 workers */
 #define BT_BIND "tcp://127.0.0.1:*"
 #define BT_HWM 64                /* queued messages per peer: as the node's data socket */
-#define BT_MAX_HDR 256           /* bytes of a header frame the bare exchange imitates */
+#define BT_MAX_HDR 2048          /* bytes of a header frame the bare exchange imitates */
 #define BT_POLL_MS 50            /* the coordinator's and the bare servers' poll interval */
 #define BT_BYE_MS 5000           /* the nodes answer DONE within this */
 
@@ -53,6 +54,13 @@ typedef struct {
     size_t ack_hdr[BT_MAX_NODES];          /* ... and PUSH_ACK header (the bare frames) */
     uint32_t samples, timeout_ms;
     const curve_t *curve;                  /* --curve: every link is a CURVE link; NULL = plain */
+    /* --coded: k-bit pulls and q8 pushes (CLUSTER.md "Bytes per step"), else f32 */
+    int coded;
+    const model_t *model;                  /* the tensor layout */
+    size_t rep_bytes[BT_MAX_NODES];        /* payload bytes of each shard's PULL_REP ... */
+    size_t push_bytes[BT_MAX_NODES];       /* ... and PUSH */
+    wire_seg_t *ksegs[BT_MAX_NODES];       /* coded: the node's segments of a PULL_REP */
+    uint32_t nksegs[BT_MAX_NODES];
     double t_warm, t_end;                  /* CLOCK_MONOTONIC s: the warm-up ends, time is up */
     atomic_int finished;                   /* workers that have stopped */
     atomic_int abort;                      /* the coordinator failed: stop now */
@@ -68,7 +76,43 @@ typedef struct {
     wire_shard_t map[BT_MAX_NODES + 1][BT_MAX_NODES]; /* map[S]: S shards, no endpoints yet */
     float *grad;                           /* (nparams) the gradient every worker pushes */
     curve_t *curve;                        /* --curve: keys made for this run only; NULL = plain */
+    int coded;                             /* --coded: cluster.pull = kbit, cluster.push = q8 */
 } bench_t;
+
+/* Coded runs: the segments a node sends for shard s of p (one per quantized tensor, float32
+ * for the runs of other tensors, as node.c's kbit_snapshot), and the payload sizes of both
+ * directions. f32 runs: 4 bytes per value both ways. */
+static int plan_payloads(plan_t *p, auxps_error_t *err) {
+    for (int s = 0; s < p->nshards; s++) {
+        const wire_shard_t *sh = &p->shards[s];
+        if (!p->coded) {
+            p->rep_bytes[s] = p->push_bytes[s] = sh->length * sizeof(float);
+            continue;
+        }
+        const int T = model_num_tensors(p->model), k = model_spec(p->model)->wbits;
+        if ((p->ksegs[s] = malloc(sizeof(wire_seg_t) * (size_t)T)) == NULL)
+            return auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
+        uint32_t ns = 0;
+        for (int i = 0; i < T; i++) {
+            const model_tensor_t *t = model_tensor(p->model, i);
+            if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
+            wire_seg_t *last = ns > 0 ? &p->ksegs[s][ns - 1] : NULL;
+            if (t->quantized && k < 32)
+                p->ksegs[s][ns++] = (wire_seg_t){(uint32_t)t->size, (uint32_t)k, -1.0f,
+                                                 2.0f / (float)((1u << k) - 1)};
+            else if (last != NULL && last->bits == 32) last->length += (uint32_t)t->size;
+            else p->ksegs[s][ns++] = (wire_seg_t){(uint32_t)t->size, 32, 0.0f, 0.0f};
+        }
+        p->nksegs[s] = ns;
+        p->rep_bytes[s] = wire_segs_bytes(p->ksegs[s], ns);
+        p->push_bytes[s] = sh->length; /* q8: a byte per value */
+    }
+    return 0;
+}
+
+static void plan_free(plan_t *p) {
+    for (int s = 0; s < BT_MAX_NODES; s++) free(p->ksegs[s]), p->ksegs[s] = NULL;
+}
 
 /* Bytes of m's header as wire_encode packs it. */
 static int header_size(const wire_msg_t *m, size_t *size, auxps_error_t *err) {
@@ -90,16 +134,29 @@ static int frame_sizes(plan_t *p, const float *payload, auxps_error_t *err) {
         memset(&m, 0, sizeof m);
         m.rid = (uint32_t)v;
         m.type = WIRE_PULL;
-        m.pull = (wire_pull_t){BT_MAX_WORKERS - 1, sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, v, WIRE_ENC_F32};
+        m.pull = (wire_pull_t){BT_MAX_WORKERS - 1, sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, v,
+                               p->coded ? WIRE_ENC_KBIT : WIRE_ENC_F32};
         int rc = header_size(&m, &p->pull_hdr[s], err);
         m.type = WIRE_PULL_REP;
         m.pull_rep = (wire_pull_rep_t){sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, v, v, WIRE_ENC_F32, NULL, 0};
+        if (p->coded) m.pull_rep.encoding = WIRE_ENC_KBIT, m.pull_rep.segs = p->ksegs[s], m.pull_rep.nsegs = p->nksegs[s];
         m.payload = payload + sh->offset;
-        m.payload_size = sh->length * sizeof(float);
+        m.payload_size = p->rep_bytes[s];
         if (rc == 0) rc = header_size(&m, &p->rep_hdr[s], err);
         m.type = WIRE_PUSH;
         m.push = (wire_push_t){BT_MAX_WORKERS - 1, sh->id, sh->offset, sh->length, v, v, p->samples,
                                WIRE_ENC_F32, NULL, 0};
+        wire_seg_t q8[WIRE_MAX_SEGMENTS];
+        uint32_t nq = 0;
+        if (p->coded) { /* a q8 segment per tensor, with typical scales */
+            for (int i = 0; i < model_num_tensors(p->model) && nq < WIRE_MAX_SEGMENTS; i++) {
+                const model_tensor_t *t = model_tensor(p->model, i);
+                if (t->offset >= sh->offset && t->offset < sh->offset + sh->length)
+                    q8[nq++] = (wire_seg_t){(uint32_t)t->size, 8, -128.0f * 1.2345e-5f, 1.2345e-5f};
+            }
+            m.push.encoding = WIRE_ENC_Q8, m.push.segs = q8, m.push.nsegs = nq;
+        }
+        m.payload_size = p->push_bytes[s];
         if (rc == 0) rc = header_size(&m, &p->push_hdr[s], err);
         m.type = WIRE_PUSH_ACK;
         m.push_ack = (wire_push_ack_t){sh->id, WIRE_VEC_PARAMS, v, v};
@@ -120,6 +177,9 @@ typedef struct {
     uint32_t id;
     const float *grad;                     /* (nparams) pushed without a copy, never changed */
     float *params;                         /* (nparams) where pulled values go */
+    float *wq, *resid;                     /* coded: (nparams) decoded k-bit weights; q8 error feedback */
+    uint8_t *codes, *qcodes;               /* coded: (nparams) codes pulled; codes pushed */
+    wire_seg_t *qsegs[BT_MAX_NODES];       /* coded: the segments of each shard's PUSH */
     void *ctx, *socks[BT_MAX_NODES];
     wire_in_t in;
     atomic_int inflight;                   /* zero-copy pushes ZeroMQ has not released */
@@ -184,7 +244,8 @@ static int send_pull(bworker_t *w, int s) {
     memset(&m, 0, sizeof m);
     m.type = WIRE_PULL;
     m.rid = w->rid[s];
-    m.pull = (wire_pull_t){w->id, sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, w->clock, WIRE_ENC_F32};
+    m.pull = (wire_pull_t){w->id, sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, w->clock,
+                           p->coded ? WIRE_ENC_KBIT : WIRE_ENC_F32};
     return wire_send(w->socks[s], NULL, 0, &m, NULL, NULL, 0, &w->err);
 }
 
@@ -192,7 +253,7 @@ static int send_push(bworker_t *w, int s) {
     const plan_t *p = w->plan;
     const wire_shard_t *sh = &p->shards[s];
     void *slice = (void *)(w->grad + sh->offset);
-    const size_t size = sh->length * sizeof(float);
+    const size_t size = p->push_bytes[s];
     w->rid[s] = w->next_rid++;
     atomic_fetch_add(&w->inflight, 1);
     if (p->path == PATH_BARE) {
@@ -216,7 +277,46 @@ static int send_push(bworker_t *w, int s) {
                            WIRE_ENC_F32, NULL, 0};
     m.payload = slice;
     m.payload_size = size;
+    if (p->coded) { /* as worker.c encode_q8: a segment per tensor, with error feedback */
+        uint32_t nq = 0;
+        for (int i = 0; i < model_num_tensors(p->model); i++) {
+            const model_tensor_t *t = model_tensor(p->model, i);
+            if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
+            int rc = wire_q8_encode(w->grad + t->offset, w->resid + t->offset, (uint32_t)t->size, &w->qsegs[s][nq++],
+                                    w->qcodes + t->offset, &w->err);
+            if (rc != 0) {
+                atomic_fetch_sub(&w->inflight, 1);
+                return rc;
+            }
+        }
+        m.push.encoding = WIRE_ENC_Q8;
+        m.push.segs = w->qsegs[s];
+        m.push.nsegs = nq;
+        m.payload = w->qcodes + sh->offset;
+    }
     return wire_send(w->socks[s], NULL, 0, &m, push_released, &w->inflight, 0, &w->err);
+}
+
+/* Coded: PULL_REP m into params (float32 segments) and wq (quant_weight_decode of each quantized
+ * tensor's codes), as worker.c take_weights. */
+static int take_codes(bworker_t *w, const wire_msg_t *m, auxps_error_t *err) {
+    const wire_pull_rep_t *r = &m->pull_rep;
+    if (r->encoding != WIRE_ENC_KBIT)
+        return auxps_error_set(err, AUXPS_EFORMAT, "a coded run's node answered in f32");
+    int rc = wire_payload_codes(m, w->params + r->offset, w->codes + r->offset, err);
+    if (rc != 0) return rc;
+    const int k = model_spec(w->plan->model)->wbits;
+    uint32_t si = 0;
+    uint64_t spos = r->offset;
+    for (int i = 0; i < model_num_tensors(w->plan->model); i++) {
+        const model_tensor_t *t = model_tensor(w->plan->model, i);
+        if (!t->quantized || t->offset < r->offset || t->offset >= r->offset + r->length) continue;
+        while (si < r->nsegs && spos + r->segs[si].length <= t->offset) spos += r->segs[si++].length;
+        if (si == r->nsegs || r->segs[si].bits != (uint32_t)k)
+            return auxps_error_set(err, AUXPS_EFORMAT, "tensor %s is not in a %d-bit segment", t->name, k);
+        quant_weight_decode(w->wq + t->offset, w->codes + t->offset, t->size, k, 0.5f * r->segs[si].step);
+    }
+    return 0;
 }
 
 /* Reads one message from shard s of the real path; *done = 1 if it answers the outstanding
@@ -242,7 +342,7 @@ static int recv_auxps(bworker_t *w, int s, uint32_t op, int *done) {
         if (r->shard != sh->id || r->vec != WIRE_VEC_PARAMS || r->offset != sh->offset || r->length != sh->length)
             rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": shard %d answered PULL with another "
                                  "range", w->id, s);
-        else if ((rc = wire_payload_f32(&m, w->params + sh->offset, &e)) != 0)
+        else if ((rc = w->plan->coded ? take_codes(w, &m, &e) : wire_payload_f32(&m, w->params + sh->offset, &e)) != 0)
             rc = auxps_error_set(&w->err, rc, "worker %" PRIu32 ": shard %d: %s", w->id, s, e.msg);
         else {
             w->version[s] = r->version;
@@ -262,7 +362,6 @@ static int recv_auxps(bworker_t *w, int s, uint32_t op, int *done) {
 
 /* Reads one message from bare server s: [header, slice] answers a pull, [header] a push. */
 static int recv_bare(bworker_t *w, int s, uint32_t op, int *done) {
-    const wire_shard_t *sh = &w->plan->shards[s];
     size_t sizes[2] = {0, 0};
     int frames = 0, more = 1, rc = 0;
     while (more) {
@@ -281,7 +380,7 @@ static int recv_bare(bworker_t *w, int s, uint32_t op, int *done) {
         zmq_msg_close(&part);
     }
     const int want = op == WIRE_PULL ? 2 : 1;
-    if (frames != want || (op == WIRE_PULL && sizes[1] != sh->length * sizeof(float)))
+    if (frames != want || (op == WIRE_PULL && sizes[1] != w->plan->rep_bytes[s]))
         rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": bare server %d sent %d frames (%zu "
                              "bytes last) for a %s", w->id, s, frames, sizes[frames > 1], op == WIRE_PULL ? "pull" : "push");
     else if (op == WIRE_PUSH)
@@ -372,7 +471,7 @@ static void keep_buffer(void *data, void *hint) { (void)data, (void)hint; } /* f
 
 /* Answers one waiting message; returns 1 if there was one, 0 if none, or a negative error. */
 static int bare_serve_one(bare_t *b) {
-    const size_t slice = b->plan->shards[b->shard].length * sizeof(float);
+    const size_t slice = b->plan->rep_bytes[b->shard];
     zmq_msg_t route;
     zmq_msg_init(&route);
     if (zmq_msg_recv(&route, b->sock, ZMQ_DONTWAIT) < 0) {
@@ -639,6 +738,7 @@ static int coord_wait(bcoord_t *c, const int *count, int want, long ms, const ch
 typedef struct {
     int path, workers, nodes;
     uint64_t rounds;
+    size_t bytes;                          /* payload bytes of one round, both directions */
     double seconds, rate;                  /* rate: rounds/s over all workers */
 } result_t;
 
@@ -654,7 +754,14 @@ static int run_workers(const bench_t *b, plan_t *p, bworker_t *ws, bcoord_t *c, 
         w->id = (uint32_t)i;
         w->grad = b->grad;
         atomic_init(&w->inflight, 0);
-        if ((w->params = malloc(b->nparams * sizeof(float))) == NULL) {
+        int ok = (w->params = malloc(b->nparams * sizeof(float))) != NULL;
+        if (ok && p->coded) {
+            ok = (w->wq = malloc(b->nparams * sizeof(float))) && (w->resid = calloc(b->nparams, sizeof(float))) &&
+                 (w->codes = malloc(b->nparams)) && (w->qcodes = malloc(b->nparams));
+            for (int s = 0; s < p->nshards && ok; s++)
+                ok = (w->qsegs[s] = malloc(sizeof(wire_seg_t) * (size_t)model_num_tensors(b->model))) != NULL;
+        }
+        if (!ok) {
             rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
             break;
         }
@@ -683,14 +790,17 @@ static int run_workers(const bench_t *b, plan_t *p, bworker_t *ws, bcoord_t *c, 
         bworker_t *w = &ws[i];
         if (w->started) pthread_join(w->thread, NULL);
         w->started = 0;
-        free(w->params);
-        w->params = NULL;
+        free(w->params), free(w->wq), free(w->resid), free(w->codes), free(w->qcodes);
+        w->params = w->wq = w->resid = NULL;
+        w->codes = w->qcodes = NULL;
+        for (int s = 0; s < BT_MAX_NODES; s++) free(w->qsegs[s]), w->qsegs[s] = NULL;
         if (rc == 0 && w->rc != 0) rc = auxps_error_set(err, w->rc, "%s", w->err.msg);
         res->rounds += w->rounds;
         if (w->rounds > 0 && w->last_done > last) last = w->last_done;
     }
     if (rc == 0 && atomic_load(&p->abort)) rc = auxps_error_set(err, AUXPS_EIO, "the run was aborted");
     res->path = p->path;
+    for (int s = 0; s < p->nshards; s++) res->bytes += p->rep_bytes[s] + p->push_bytes[s];
     res->workers = p->nworkers;
     res->nodes = p->nshards;
     res->seconds = last - p->t_warm;
@@ -707,6 +817,8 @@ static void plan_init(const bench_t *b, plan_t *p, int path, int workers, int no
     p->samples = (uint32_t)b->cfg.train.batch_size;
     p->timeout_ms = (uint32_t)b->cfg.cluster.timeout_ms;
     p->curve = b->curve;
+    p->coded = b->coded;
+    p->model = b->model;
     atomic_init(&p->finished, 0);
     atomic_init(&p->abort, 0);
 }
@@ -717,7 +829,8 @@ static int run_bare(const bench_t *b, int workers, int nodes, result_t *res, aux
     bworker_t ws[BT_MAX_WORKERS];
     plan_init(b, &p, PATH_BARE, workers, nodes);
     memset(servers, 0, sizeof servers);
-    int rc = frame_sizes(&p, b->grad, err);
+    int rc = plan_payloads(&p, err);
+    if (rc == 0) rc = frame_sizes(&p, b->grad, err);
     for (int s = 0; s < nodes && rc == 0; s++)
         if ((rc = bare_start(&servers[s], &p, s)) != 0) auxps_error_set(err, rc, "%s", servers[s].err.msg);
     if (rc == 0) rc = run_workers(b, &p, ws, NULL, res, err);
@@ -725,6 +838,7 @@ static int run_bare(const bench_t *b, int workers, int nodes, result_t *res, aux
         bare_stop(&servers[s]);
         if (rc == 0 && servers[s].rc != 0) rc = auxps_error_set(err, servers[s].rc, "%s", servers[s].err.msg);
     }
+    plan_free(&p);
     return rc;
 }
 
@@ -740,8 +854,9 @@ static int run_auxps(const bench_t *b, int workers, int nodes, result_t *res, au
     c.b = b;
     c.plan = &p;
     size_t len = sizeof c.endpoint;
-    int rc = 0;
+    int rc = plan_payloads(&p, err);
     curve_zap_t *zap = NULL;
+    if (rc != 0) goto done;
     if ((c.ctx = zmq_ctx_new()) == NULL) {
         rc = peer_zfail("coordinator: zmq_ctx_new", err);
         goto done;
@@ -844,6 +959,7 @@ done:
     if (c.router != NULL) zmq_close(c.router);
     curve_zap_stop(&zap);
     if (c.ctx != NULL) zmq_ctx_term(c.ctx);
+    plan_free(&p);
     return rc;
 }
 
@@ -853,20 +969,27 @@ static void print_json(const bench_t *b, const result_t *r, const result_t *bare
     const model_spec_t *sp = &b->cfg.model;
     const size_t bytes = b->nparams * sizeof(float);
     printf("{\"bench\":\"transport\",\"path\":\"%s\",\"model\":\"resnet8\",\"wbits\":%d,\"abits\":%d,\"aux\":%s,"
-           "\"params\":%zu,\"bytes\":%zu,\"workers\":%d,\"nodes\":%d,\"seconds\":%.3f,\"rounds\":%" PRIu64 ","
-           "\"rounds_per_s\":%.1f,\"mb_per_s\":%.1f,\"ms_per_round\":%.3f",
-           path_names[r->path], sp->wbits, sp->abits, sp->aux ? "true" : "false", b->nparams, bytes, r->workers,
-           r->nodes, r->seconds, r->rounds, r->rate, r->rate * 2.0 * (double)bytes / 1e6, 1000.0 * r->workers / r->rate);
+           "\"params\":%zu,\"bytes\":%zu,\"encoding\":\"%s\",\"bytes_per_round\":%zu,\"workers\":%d,\"nodes\":%d,"
+           "\"seconds\":%.3f,\"rounds\":%" PRIu64 ",\"rounds_per_s\":%.1f,\"mb_per_s\":%.1f,\"ms_per_round\":%.3f",
+           path_names[r->path], sp->wbits, sp->abits, sp->aux ? "true" : "false", b->nparams, bytes,
+           b->coded ? "kbit+q8" : "f32", r->bytes, r->workers, r->nodes, r->seconds, r->rounds, r->rate,
+           r->rate * (double)r->bytes / 1e6, 1000.0 * r->workers / r->rate);
     if (bare != NULL) printf(",\"ratio_to_bare\":%.3f", r->rate / bare->rate);
     printf(",\"curve\":%s}\n", b->curve != NULL ? "true" : "false");
     fflush(stdout);
 }
 
 static void print_table(const bench_t *b, const result_t (*res)[2], int n) {
-    const double mb = 2.0 * (double)b->nparams * sizeof(float) / 1e6;
-    fprintf(stderr, "transport: ResNet-8 W2A2 + aux, %zu float32 (%zu bytes) pulled and pushed per round, "
-            "%.2f s per configuration after %.1f s warm-up%s\n", b->nparams, b->nparams * sizeof(float), b->seconds,
-            BENCH_TRANSPORT_WARMUP_S, b->curve != NULL ? ", every link CURVE (both paths)" : "");
+    const double mb = n > 0 ? (double)res[0][PATH_AUXPS].bytes / 1e6 : 0.0;
+    if (b->coded)
+        fprintf(stderr, "transport: ResNet-8 W2A2 + aux, %zu values pulled as 2-bit codes and float32 and pushed as "
+                "q8, %zu payload bytes per round (f32: %zu), %.2f s per configuration after %.1f s warm-up%s\n",
+                b->nparams, n > 0 ? res[0][PATH_AUXPS].bytes : 0, 2 * b->nparams * sizeof(float), b->seconds,
+                BENCH_TRANSPORT_WARMUP_S, b->curve != NULL ? ", every link CURVE (both paths)" : "");
+    else
+        fprintf(stderr, "transport: ResNet-8 W2A2 + aux, %zu float32 (%zu bytes) pulled and pushed per round, "
+                "%.2f s per configuration after %.1f s warm-up%s\n", b->nparams, b->nparams * sizeof(float), b->seconds,
+                BENCH_TRANSPORT_WARMUP_S, b->curve != NULL ? ", every link CURVE (both paths)" : "");
     fprintf(stderr, "workers  nodes  auxps rounds/s     MB/s  bare rounds/s     MB/s  auxps/bare\n");
     for (int i = 0; i < n; i++) {
         const result_t *bare = &res[i][PATH_BARE], *real = &res[i][PATH_AUXPS];
@@ -881,6 +1004,7 @@ static int bench_init(bench_t *b, auxps_error_t *err) {
     config_defaults(&b->cfg);
     model_spec_default(&b->cfg.model);
     b->cfg.cluster.consistency = CONS_ASYNC;
+    if (b->coded) b->cfg.cluster.pull = PULL_KBIT, b->cfg.cluster.push = PUSH_Q8;
     int rc = config_check(&b->cfg, err);
     if (rc != 0) return rc;
     size_t size = 0;
@@ -915,7 +1039,7 @@ static void bench_free(bench_t *b) {
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "auxps bench: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S] [--curve]\n");
+    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S] [--curve] [--coded]\n");
     return 2;
 }
 
@@ -928,6 +1052,10 @@ int bench_transport(int argc, char **argv) {
         if (strcmp(argv[i], "--transport") == 0) continue;
         if (strcmp(argv[i], "--curve") == 0) {
             curve = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--coded") == 0) {
+            b.coded = 1;
             continue;
         }
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {

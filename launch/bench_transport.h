@@ -1,8 +1,12 @@
-/* bench_transport.h - `auxps bench --transport [--seconds S] [--curve]`: how many training
- * rounds per second the parameter-server transport sustains, beside a bare ZeroMQ exchange of
- * the same bytes measured in the same run. With --curve every socket of both paths is a ZeroMQ
- * CURVE socket (keys made for the run, curve_ephemeral; a ZAP handler in every server's
- * context), to measure what encryption costs.
+/* bench_transport.h - `auxps bench --transport [--seconds S] [--curve] [--coded]`: how many
+ * training rounds per second the parameter-server transport sustains, beside a bare ZeroMQ
+ * exchange of the same bytes measured in the same run. With --curve every socket of both paths
+ * is a ZeroMQ CURVE socket (keys made for the run, curve_ephemeral; a ZAP handler in every
+ * server's context), to measure what encryption costs. With --coded the run is a kbit + q8 run
+ * (CLUSTER.md "Bytes per step"): the workers ask for k-bit pulls and decode them as worker.c
+ * does (wire_payload_codes, quant_weight_decode), and push q8 gradients encoded per round with
+ * error feedback (wire_q8_encode); the nodes make the codes and apply the quantizer's backward;
+ * the bare exchange moves frames of the coded sizes.
  *
  * A round is what a worker does per batch minus the compute (and minus its PROGRESS to the
  * coordinator): PULL the whole parameter vector from every shard with all requests in flight at
@@ -33,9 +37,11 @@
  *
  * Output, stdout: one JSON line per configuration, the bare one before the auxps one:
  *   {"bench":"transport","path":"bare"|"auxps","model":"resnet8","wbits":2,"abits":2,
- *    "aux":true,"params":87044,"bytes":348176,"workers":W,"nodes":S,"seconds":T,"rounds":R,
- *    "rounds_per_s":X,"mb_per_s":Y,"ms_per_round":Z[,"ratio_to_bare":Q],"curve":C}
- * mb_per_s counts the payload of both directions (2 * bytes per round; 1 MB = 10^6 bytes),
+ *    "aux":true,"params":87044,"bytes":348176,"encoding":"f32"|"kbit+q8","bytes_per_round":B,
+ *    "workers":W,"nodes":S,"seconds":T,"rounds":R,"rounds_per_s":X,"mb_per_s":Y,
+ *    "ms_per_round":Z[,"ratio_to_bare":Q],"curve":C}
+ * bytes is the f32 vector's size; bytes_per_round the payload of a round, both directions
+ * (f32: 2 * bytes); mb_per_s counts it (1 MB = 10^6 bytes),
  * ms_per_round is one worker's mean round (W / X), and ratio_to_bare (auxps lines only) is X
  * over the bare rate of the same W and S. Stderr: a table of the same numbers at the end, and
  * the node's log if a node fails.

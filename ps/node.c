@@ -100,6 +100,8 @@ struct node {
     uint32_t ntens;
     uint8_t *codes;                      /* (len) scratch: the integer codes */
     float *qbuf;                         /* (largest quantized tensor) scratch */
+    float *tw;                           /* (len) tanh of the quantized tensors' weights ... */
+    uint64_t tw_version;                 /* ... at this version; UINT64_MAX: none yet */
     wire_seg_t *ksegs;                   /* (ntens) the segments of ksnap */
     uint32_t nksegs;
     snap_t *ksnap;                       /* packed bytes, or NULL */
@@ -151,6 +153,18 @@ static void snap_release(void *data, void *hint) {
     snap_unref(hint);
 }
 
+/* tanh of the quantized tensors' latent weights at the current version (weight_bits >= 2),
+ * computed once per version for the pulls' codes and the pushes' quantizer backward. */
+static const float *shard_tanh(node_t *n) {
+    if (n->tw_version != n->version) {
+        for (uint32_t i = 0; i < n->ntens; i++)
+            if (n->tens[i].quantized)
+                quant_weight_tanh(n->tw + n->tens[i].off, n->params + n->tens[i].off, n->tens[i].len);
+        n->tw_version = n->version;
+    }
+    return n->tw;
+}
+
 /* The k-bit snapshot of the params at the current version: each quantized tensor is one
  * segment of DoReFa codes (lo = -1, step = 2 / (2^k - 1); 1 bit: lo = -mean|w|, step =
  * 2 mean|w|, MODEL.md), and the runs of full-precision tensors between them are float32
@@ -167,7 +181,8 @@ static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
             wire_seg_t *last = ns > 0 ? &n->ksegs[ns - 1] : NULL;
             if (t->quantized) {
                 const float *w = n->params + t->off;
-                quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
+                if (k == 1) quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
+                else quant_weight_forward_tanh(NULL, n->codes + t->off, shard_tanh(n) + t->off, t->len, k);
                 const float e = k == 1 ? quant_weight_mean(w, t->len) : 0.0f;
                 n->ksegs[ns++] = k == 1 ? (wire_seg_t){(uint32_t)t->len, 1, -e, 2.0f * e}
                                         : (wire_seg_t){(uint32_t)t->len, (uint32_t)k, -1.0f, 2.0f / levels};
@@ -271,8 +286,9 @@ static void free_run(node_t *n) {
     free(n->tens);
     free(n->codes);
     free(n->qbuf);
+    free(n->tw);
     free(n->ksegs);
-    n->tens = NULL, n->codes = NULL, n->qbuf = NULL, n->ksegs = NULL, n->ksnap = NULL;
+    n->tens = NULL, n->codes = NULL, n->qbuf = NULL, n->tw = NULL, n->ksegs = NULL, n->ksnap = NULL;
     n->ntens = 0;
     n->params = n->momentum = n->stats = n->grad = n->sbuf = NULL;
     n->sum = NULL;
@@ -733,7 +749,8 @@ static void quant_backward(node_t *n) {
         const ntensor_t *t = &n->tens[i];
         if (!t->quantized) continue;
         memset(n->qbuf, 0, t->len * sizeof(float));
-        quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, n->wbits);
+        if (n->wbits == 1) quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
+        else quant_weight_backward_tanh(n->qbuf, n->grad + t->off, shard_tanh(n) + t->off, t->len);
         memcpy(n->grad + t->off, n->qbuf, t->len * sizeof(float));
     }
 }
@@ -942,8 +959,10 @@ static int shard_tensors(node_t *n, const model_t *model, auxps_error_t *err) {
                                "hold whole tensors", n->off, n->off + n->len);
     n->codes = malloc(n->len);
     n->qbuf = malloc((qmax ? qmax : 1) * sizeof(float));
+    n->tw = malloc((n->len ? n->len : 1) * sizeof(float));
+    n->tw_version = UINT64_MAX;
     n->ksegs = malloc((n->ntens ? n->ntens : 1) * sizeof *n->ksegs);
-    if (n->codes == NULL || n->qbuf == NULL || n->ksegs == NULL)
+    if (n->codes == NULL || n->qbuf == NULL || n->tw == NULL || n->ksegs == NULL)
         return auxps_error_set(err, AUXPS_ENOMEM, "out of memory for k-bit pulls");
     return 0;
 }

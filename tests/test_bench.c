@@ -89,6 +89,8 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
         seen[auxps][w][s]++;
         cr_assert_eq(num(l, eol, "params"), params, "params: %.*s", (int)(eol - l), l);
         cr_assert_eq(num(l, eol, "bytes"), 4 * params);
+        cr_assert_eq(num(l, eol, "bytes_per_round"), 8 * params, "f32: the vector both ways");
+        cr_assert(has(l, eol, "\"encoding\":\"f32\""), "%.*s", (int)(eol - l), l);
         const double rounds = num(l, eol, "rounds"), rate = num(l, eol, "rounds_per_s");
         const double secs = num(l, eol, "seconds");
         cr_assert(rounds >= w && isfinite(rate) && rate > 0 && secs > 0, "%.*s", (int)(eol - l), l);
@@ -134,6 +136,29 @@ Test(bench, transport_with_curve_measures_every_configuration_over_curve) {
     }
     cr_assert_eq(lines, 8, "%s", p.out.buf);
     cr_assert_not_null(strstr(p.err.buf, "every link CURVE"), "%s", p.err.buf);
+    util_proc_free(&p);
+}
+
+/* --coded: k-bit pulls and q8 pushes through the real node code (which checks that it applied
+ * every acknowledged push, else the bench exits 1), at most a quarter of the f32 bytes a round. */
+Test(bench, transport_coded_moves_at_most_a_quarter_of_the_f32_bytes) {
+    proc_t p;
+    RUN(&p, "bench", "--transport", "--seconds", "0.2", "--coded");
+    util_expect_exit(&p, 0);
+    int lines = 0;
+    for (const char *l = p.out.buf; *l; lines++) {
+        const char *eol = strchr(l, '\n');
+        cr_assert_not_null(eol);
+        cr_assert(has(l, eol, "\"encoding\":\"kbit+q8\""), "%.*s", (int)(eol - l), l);
+        const double f32 = 2 * num(l, eol, "bytes"), coded = num(l, eol, "bytes_per_round");
+        cr_assert(coded > 0 && coded <= 0.25 * f32, "%g bytes a round against %g in f32", coded, f32);
+        const double rate = num(l, eol, "rounds_per_s");
+        cr_assert_gt(rate, 0);
+        cr_assert(fabs(num(l, eol, "mb_per_s") - rate * coded / 1e6) <= 0.001 * rate * coded / 1e6 + 0.1);
+        l = eol + 1;
+    }
+    cr_assert_eq(lines, 8, "%s", p.out.buf);
+    cr_assert_not_null(strstr(p.err.buf, "pushed as q8"), "%s", p.err.buf);
     util_proc_free(&p);
 }
 
