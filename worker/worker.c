@@ -68,7 +68,8 @@ struct worker {
     uint32_t *list;              /* (lease.count) indices of a list lease */
     float *stats_keep;           /* (num_stats) local statistics saved across an evaluation */
     int kbit, q8;                /* cluster.pull = kbit (and weights quantized), cluster.push = q8 */
-    uint8_t *codes;              /* (num_params) kbit: codes of a PULL_REP; q8: codes of a PUSH */
+    uint8_t *codes;              /* (num_params) kbit: the codes of the PULL_REPs */
+    uint8_t *qcodes;             /* (num_params) q8: the codes of the PUSHes, sent without a copy */
     float *resid;                /* (num_params) q8: the error feedback (what was not sent yet) */
     rng_t rng;                   /* augmentation, from WELCOME.stream_seed */
 
@@ -152,6 +153,7 @@ void worker_destroy(worker_t **wp) {
     free(w->links);
     free(w->shards);
     free(w->codes);
+    free(w->qcodes);
     free(w->resid);
     dataset_free(&w->train);
     dataset_free(&w->test);
@@ -622,7 +624,7 @@ static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *er
 }
 
 /* q8 pushes: shard s's gradient as one 8-bit segment per tensor, with error feedback
- * (wire_q8_encode), into w->codes and the link's segment table. */
+ * (wire_q8_encode), into w->qcodes and the link's segment table. */
 static int encode_q8(worker_t *w, uint32_t s, auxps_error_t *err) {
     const wire_shard_t *sh = &w->shards[s];
     link_t *l = &w->links[s];
@@ -632,7 +634,7 @@ static int encode_q8(worker_t *w, uint32_t s, auxps_error_t *err) {
         const model_tensor_t *t = model_tensor(w->model, i);
         if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
         int rc = wire_q8_encode(g + t->offset, w->resid + t->offset, (uint32_t)t->size, &l->segs[l->nsegs++],
-                                w->codes + t->offset, err);
+                                w->qcodes + t->offset, err);
         if (rc != 0)
             return auxps_error_set(err, rc, "worker %" PRIu32 ": the gradient of %s: %s", w->cnt.id, t->name,
                                    err->msg);
@@ -660,7 +662,7 @@ static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *
                 m.push.encoding = WIRE_ENC_Q8;
                 m.push.segs = w->links[s].segs;
                 m.push.nsegs = w->links[s].nsegs;
-                m.payload = w->codes + sh->offset; /* 8-bit codes pack to themselves */
+                m.payload = w->qcodes + sh->offset; /* 8-bit codes pack to themselves */
                 m.payload_size = sh->length;
             }
         } else {
@@ -1014,13 +1016,14 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     w->kbit = c->cluster.pull == PULL_KBIT && sp->wbits < 32;
     w->q8 = c->cluster.push == PUSH_Q8;
     const size_t np = model_num_params(w->model);
-    if (w->kbit || w->q8) w->codes = malloc(np);
-    if (w->q8) w->resid = calloc(np, sizeof(float));
+    if (w->kbit) w->codes = malloc(np);
+    if (w->q8) w->qcodes = malloc(np), w->resid = calloc(np, sizeof(float));
     if (w->q8 && w->links != NULL)
         for (uint32_t s = 0; s < x->nshards; s++)
             if ((w->links[s].segs = malloc(sizeof(wire_seg_t) * (size_t)model_num_tensors(w->model))) == NULL) break;
     if (!w->x || !w->y || !w->idx || !w->order || !w->stats_keep || !w->shards || !w->links ||
-        ((w->kbit || w->q8) && w->codes == NULL) || (w->q8 && (w->resid == NULL || w->links[x->nshards - 1].segs == NULL))) {
+        (w->kbit && w->codes == NULL) ||
+        (w->q8 && (w->qcodes == NULL || w->resid == NULL || w->links[x->nshards - 1].segs == NULL))) {
         rc = auxps_error_set(err, AUXPS_ENOMEM, "worker: out of memory");
         goto refused;
     }
