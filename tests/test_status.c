@@ -68,6 +68,8 @@ static void fill_snapshot(status_snapshot_t *s, uint64_t step) {
     s->model.aux = 1;
     s->model.params = 87044;
     snprintf(s->consistency, sizeof s->consistency, "ssp");
+    snprintf(s->pull, sizeof s->pull, "kbit");
+    snprintf(s->push, sizeof s->push, "q8");
     s->staleness_bound = 2;
     s->epochs = 10;
     s->epoch = 1 + (int)(step / 469);
@@ -430,6 +432,8 @@ Test(status, json_carries_every_field_of_the_schema) {
     cr_assert_eq(jnum(m, "params"), 87044);
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "training");
     cr_assert_str_eq(json_string_value(json_object_get(j, "consistency")), "ssp");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "pull")), "kbit");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "push")), "q8");
     cr_assert_eq(jnum(j, "staleness_bound"), 2);
     cr_assert_eq(jnum(j, "epoch"), 2);
     cr_assert_eq(jnum(j, "epochs"), 10);
@@ -1184,7 +1188,7 @@ Test(status, auxps_status_prints_an_info_view_with_an_epoch_progress_bar) {
     util_expect_exit(&p, 0);
     const char *out = p.out.buf;
     const char *want[] = {"# Run\n", "state:training\n", "model:resnet8 W2A2, auxiliary module on, 87044 params\n",
-                          "consistency:ssp\n", "staleness_bound:2\n", "epoch:2/10\n",
+                          "consistency:ssp\n", "staleness_bound:2\n", "pull:kbit\npush:q8\n", "epoch:2/10\n",
                           "epoch_progress:[####################....................]  48.9% (23/47 chunks done, 2 leased)\n",
                           "step:700/4690\n", "loss_low:0.2500\n", "test_accuracy:0.7500 (75.00%)\n",
                           "checkpoint:none\n", "# Workers\nworkers:2\n",
