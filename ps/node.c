@@ -967,6 +967,15 @@ static int shard_tensors(node_t *n, const model_t *model, auxps_error_t *err) {
     return 0;
 }
 
+/* NODE_READY: this node serves its shard, at its current version. */
+static int send_ready(node_t *n, auxps_error_t *err) {
+    wire_msg_t r;
+    memset(&r, 0, sizeof r);
+    r.type = WIRE_NODE_READY;
+    r.node_ready = (wire_node_ready_t){n->cnt.id, n->off, n->len, n->soff, n->slen, n->version};
+    return send_oneway(n, &r, err);
+}
+
 /* Sets the node up from WELCOME m: the configuration, the model's initial slice, the schedule.
  * Answers ERROR CONFIG and returns AUXPS_ECONFIG if the configuration does not fit. */
 static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
@@ -1044,12 +1053,7 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
         n->staleness, n->num_workers, ds.n, total, n->endpoint);
     model_destroy(&model);
     dataset_free(&ds);
-
-    wire_msg_t r;
-    memset(&r, 0, sizeof r);
-    r.type = WIRE_NODE_READY;
-    r.node_ready = (wire_node_ready_t){w->id, n->off, n->len, n->soff, n->slen, n->version};
-    return send_oneway(n, &r, err);
+    return send_ready(n, err);
 refused:
     model_destroy(&model);
     dataset_free(&ds);
@@ -1194,11 +1198,7 @@ static int rewelcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     n->cnt.rejoins++;
     say(n, "registered again with the coordinator after %.1f s, at version %" PRIu64,
         (clock_now_ms() - n->lost_since) / 1000.0, n->version);
-    wire_msg_t r;
-    memset(&r, 0, sizeof r);
-    r.type = WIRE_NODE_READY;
-    r.node_ready = (wire_node_ready_t){n->cnt.id, n->off, n->len, n->soff, n->slen, n->version};
-    return send_oneway(n, &r, err);
+    return send_ready(n, err);
 }
 
 /* ---- serving --------------------------------------------------------------------------- */
