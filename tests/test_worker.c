@@ -72,6 +72,7 @@ static struct {
     wire_shard_t shards[NODES];
     FILE *devnull;
     uint32_t rid;
+    uint64_t split;                      /* where shard 1 starts in params; 0: the middle */
 } fx;
 
 static void *node_main_th(void *arg) {
@@ -215,7 +216,7 @@ static void start_cluster(int fake_node, uint32_t hb, uint32_t timeout) {
         size_t len = sizeof fx.npeer[1].endpoint;
         zmq_getsockopt(fx.fake, ZMQ_LAST_ENDPOINT, fx.npeer[1].endpoint, &len);
     }
-    uint64_t half = fx.nparams / 2, shalf = fx.nstats / 2;
+    uint64_t half = fx.split ? fx.split : fx.nparams / 2, shalf = fx.nstats / 2;
     fx.shards[0] = (wire_shard_t){.id = 0, .offset = 0, .length = half, .stats_offset = 0, .stats_length = shalf};
     fx.shards[1] = (wire_shard_t){.id = 1, .offset = half, .length = fx.nparams - half,
                                   .stats_offset = shalf, .stats_length = fx.nstats - shalf};
@@ -524,5 +525,72 @@ Test(worker, a_stop_request_ends_the_worker_after_the_current_batch_with_bye) {
     cr_assert_eq(c.chunks, 1, "the chunk was returned in part");
     cr_assert_eq(returned, c.samples, "CHUNK_DONE says what it trained");
     cr_assert_eq(c.pushes, c.clock * NODES, "every batch it pushed was acknowledged");
+    end_nodes();
+}
+
+/* cluster.pull = kbit: a node whose PULL_REP sends a quantized tensor as float32 instead of
+ * its k-bit codes is a broken node; the worker stops with an error that names the tensor, and
+ * pushes nothing computed on such weights. */
+Test(worker, a_kbit_reply_without_the_codes_of_a_quantized_tensor_ends_the_worker_with_an_error) {
+    auxps_error_t e = {0};
+    cr_assert_eq(config_set(&fx.cfg, "cluster.pull=kbit", &e), 0, "%s", e.msg);
+    free(fx.config);
+    size_t len;
+    FILE *f = open_memstream(&fx.config, &len);
+    config_write(&fx.cfg, f);
+    fclose(f);
+    model_t *md = model_new(&fx.cfg.model, 1);
+    for (int i = 0; i < model_num_tensors(md) && fx.split == 0; i++) /* a shard map of whole tensors */
+        if (model_tensor(md, i)->offset >= fx.nparams / 2) fx.split = model_tensor(md, i)->offset;
+    start_cluster(1, 200, 20000);
+    wire_in_t in = {0};
+    wire_msg_t m;
+    next_msg(&in, &m);
+    cr_assert_eq(m.type, WIRE_LEASE_REQ);
+    wire_msg_t rep;
+    memset(&rep, 0, sizeof rep);
+    rep.type = WIRE_LEASE;
+    rep.rid = m.rid;
+    rep.lease = (wire_lease_t){0, 0, 0, WIRE_LEASE_RANGE, 0, 64, 60000};
+    send_peer(&fx.wpeer, &rep);
+    wire_msg_clear(&m);
+    /* The fake node 1 answers the stats pull in f32, then the params pull in "kbit" whose only
+     * segment is float32: valid on the wire, wrong for a kbit run. */
+    float *vals = calloc(fx.nparams, sizeof(float));
+    int answered_params = 0;
+    for (int i = 0; i < 100 && !answered_params; i++) {
+        wire_in_t fin = {0};
+        if (util_recv_within(fx.fake, 1, &fin, &m, 200) != 0) continue;
+        if (m.type == WIRE_PULL) {
+            wire_msg_t r;
+            memset(&r, 0, sizeof r);
+            r.type = WIRE_PULL_REP;
+            r.rid = m.rid;
+            wire_seg_t seg = {(uint32_t)m.pull.length, 32, 0.0f, 0.0f};
+            r.pull_rep = (wire_pull_rep_t){1, m.pull.vec, m.pull.offset, m.pull.length, 0, 0, WIRE_ENC_F32, NULL, 0};
+            if (m.pull.vec == WIRE_VEC_PARAMS) {
+                cr_assert_eq(m.pull.encoding, WIRE_ENC_KBIT, "a kbit run's worker asks for k-bit weights");
+                r.pull_rep.encoding = WIRE_ENC_KBIT, r.pull_rep.segs = &seg, r.pull_rep.nsegs = 1;
+                answered_params = 1;
+            }
+            r.payload = vals;
+            r.payload_size = m.pull.length * sizeof(float);
+            cr_assert_eq(wire_send(fx.fake, fin.route, fin.route_size, &r, NULL, NULL, 0, &e), 0, "%s", e.msg);
+        }
+        wire_msg_clear(&m);
+        wire_in_close(&fin);
+    }
+    cr_assert(answered_params, "the worker never pulled its params from node 1");
+    pthread_join(fx.wk.thread, NULL);
+    fx.wk.running = 0;
+    cr_assert_neq(fx.wk.rc, 0, "the worker went on with weights it could not decode");
+    cr_assert_not_null(strstr(fx.wk.err.msg, "node 1"), "%s", fx.wk.err.msg);
+    cr_assert_not_null(strstr(fx.wk.err.msg, "sent as 32-bit codes"), "%s", fx.wk.err.msg);
+    worker_counters_t c;
+    worker_get_counters(fx.wk.worker, &c);
+    cr_assert_eq(c.pushes, 0, "nothing was pushed");
+    wire_in_close(&in);
+    free(vals);
+    model_destroy(&md);
     end_nodes();
 }
