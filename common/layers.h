@@ -24,7 +24,8 @@ size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
 void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
-/* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). */
+/* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
+ * dx may be x itself: each image of x is read before that image's gradient is written. */
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc);
 /* Plain loops, the reference the fast path is tested against. */
@@ -38,7 +39,9 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum);
-/* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
+/* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd.
+ * With acc = 0, dx may be x itself (each value is read before it is overwritten); so in
+ * batchnorm_act_backward. */
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc);
@@ -62,7 +65,7 @@ void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float 
                             int n, int c, int hw, int k, int acc);
 
 void relu_forward(float *y, const float *x, size_t len);
-/* Uses the forward output y: y > 0 exactly where x > 0. */
+/* Uses the forward output y, or its input x: y > 0 exactly where x > 0. */
 void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc);
 
 void add_forward(float *y, const float *a, const float *b, size_t len);

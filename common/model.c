@@ -29,6 +29,17 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
+/* Activations: nine per block (c1, h, c2, o, scc, out, adc, a_out, dnc) and ten outside the
+ * blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits); the MLP has seven. */
+#define MAX_ACTS (9 * MAX_RES_BLOCKS + 10)
+#define MAX_VARS (2 * MAX_ACTS)
+
+/* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
+typedef struct {
+    size_t len;         /* floats per image */
+    int first, last;    /* the first and last step of the schedule that use it; -1: unused */
+    int root;           /* the var whose storage it shares (an in-place kernel), or itself */
+} var_t;
 
 typedef struct {
     conv_shape_t s;     /* s.n is max_batch; the pass sets the real n */
@@ -47,7 +58,7 @@ typedef struct {
     int has_sc, has_dn, last;
     conv_t conv1, conv2, sc, ad, dn;
     bn_t bn1, bn2, bnsc, bnad, bndn;
-    /* activation offsets; x_in is the previous block's out, a_in its a_out */
+    /* activation ids (act_alloc); x_in is the previous block's out, a_in its a_out */
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
     size_t out_len, a_len;  /* per image, floats */
@@ -70,8 +81,15 @@ struct model {
     float *wq, *dwq;            /* quantized weights and dL/dwq, params layout */
     uint8_t *codes;             /* k-bit codes, params layout */
     float *save;                /* batch mean / rstd of every batch norm */
-    float *act, *dact;          /* activation arena and its gradients */
-    size_t nact;
+    /* Activations and their gradients share one arena, laid out by plan_arena from their
+     * lifetimes over the schedule of a pass: a buffer is reused once its last reader is done. */
+    var_t vars[MAX_VARS];
+    int nacts;
+    size_t off_train[MAX_VARS];  /* float offsets of every var: forward and backward */
+    size_t off_eval[MAX_VARS];   /* forward alone, for evaluation */
+    const size_t *off;          /* the plan of the last forward pass */
+    float *arena;
+    size_t narena;              /* floats */
     float *col;                 /* im2col scratch */
     size_t ncol;
     int *y;
@@ -111,10 +129,14 @@ static size_t add_tensor(model_t *m, const char *name, int kind, int quantized, 
     return t->offset;
 }
 
+/* Declares an activation of per_image floats per image and returns its id; plan_arena gives it
+ * and its gradient their place. */
 static size_t act_alloc(model_t *m, size_t per_image) {
-    size_t off = m->nact;
-    m->nact += per_image * (size_t)m->max_batch;
-    return off;
+    assert(m->nacts < MAX_ACTS); /* MAX_ACTS covers every valid spec */
+    const size_t t = (size_t)m->nacts++;
+    m->vars[2 * t].len = per_image;
+    m->vars[2 * t + 1].len = per_image;
+    return t;
 }
 
 static void conv_make(model_t *m, conv_t *cv, const char *name, int aux, int quant,
@@ -265,6 +287,249 @@ static void build_mlp(model_t *m) {
     m->logits = act_alloc(m, (size_t)sp->classes);
 }
 
+/* ---- the arena's plan ----
+ * The schedules below list, step by step, which buffers each kernel of resnet_forward and
+ * resnet_backward (mlp_*) reads or writes, in the same order; a buffer lives from its first to
+ * its last step, and plan_arena places buffers whose lifetimes overlap at disjoint offsets.
+ * Buffers used in the same step never share storage, except where share() says so: the kernel
+ * there works in place (layers.h), and the comment says why the old contents are dead. A buffer
+ * the schedule forgets gets no storage of its own, so the golden tests would catch the drift. */
+
+typedef struct {
+    model_t *m;
+    int step;
+    int backward;       /* 0: the plan of an evaluation pass, forward alone */
+} sched_t;
+
+static void use(sched_t *q, size_t v) {
+    var_t *x = &q->m->vars[v];
+    if (x->first < 0) x->first = q->step;
+    x->last = q->step;
+}
+
+static int var_root(const model_t *m, int v) {
+    while (m->vars[v].root != v) v = m->vars[v].root;
+    return v;
+}
+
+/* Var b takes the storage of var a. */
+static void share(sched_t *q, size_t a, size_t b) {
+    model_t *m = q->m;
+    if (!q->backward) return;
+    const int ra = var_root(m, (int)a), rb = var_root(m, (int)b);
+    assert(m->vars[ra].len == m->vars[rb].len);
+    m->vars[rb].root = ra;
+}
+
+#define UA(t) use(q, 2 * (t))
+#define UG(t) use(q, 2 * (t) + 1)
+#define VA(t) (2 * (t))
+#define VG(t) (2 * (t) + 1)
+#define STEP() (q->step++)
+
+static void sched_resnet(sched_t *q) {
+    model_t *m = q->m;
+    const int aux = m->spec.aux;
+    const block_t *lb = &m->blocks[m->nblocks - 1];
+
+    UA(m->in); STEP(); /* model_forward copies the batch in */
+    UA(m->in); UA(m->sc0); STEP();
+    UA(m->sc0); UA(m->s); STEP();
+    UA(m->s); UA(m->x0); STEP();
+    if (aux) {
+        UA(m->s); UA(m->asc); STEP();
+        UA(m->asc); UA(m->a0); STEP();
+    }
+    for (int i = 0; i < m->nblocks; i++) {
+        const block_t *b = &m->blocks[i];
+        UA(b->x_in); UA(b->c1); STEP();
+        UA(b->c1); UA(b->h); STEP();
+        UA(b->h); UA(b->c2); STEP();
+        if (b->has_sc) {
+            UA(b->x_in); UA(b->scc); STEP();
+            UA(b->scc); UA(b->o); STEP();
+            UA(b->c2); UA(b->o); STEP();
+        } else {
+            UA(b->c2); UA(b->x_in); UA(b->o); STEP();
+        }
+        UA(b->o); UA(b->out); STEP();
+        if (aux) {
+            UA(b->o); UA(b->adc); STEP();
+            if (b->has_dn) {
+                UA(b->a_in); UA(b->dnc); STEP();
+                UA(b->dnc); UA(b->a_out); STEP();
+                UA(b->adc); UA(b->a_out); STEP();
+            } else {
+                UA(b->adc); UA(b->a_in); UA(b->a_out); STEP();
+            }
+        }
+    }
+    UA(lb->out); UA(m->pool); STEP();
+    UA(m->pool); UA(m->logits); STEP();
+    if (aux) {
+        UA(lb->a_out); UA(m->apool); STEP();
+        UA(m->apool); UA(m->alogits); STEP();
+    }
+    if (q->backward) {
+        UA(m->logits); UG(m->logits); STEP();
+        UG(m->logits); UA(m->pool); UG(m->pool); STEP();
+        UG(m->pool); UG(lb->out); STEP();
+        if (aux) {
+            UA(m->alogits); UG(m->alogits); STEP();
+            UG(m->alogits); UA(m->apool); UG(m->apool); STEP();
+            UG(m->apool); UG(lb->a_out); STEP();
+        }
+        for (int i = m->nblocks - 1; i >= 0; i--) {
+            const block_t *b = &m->blocks[i];
+            if (aux) {
+                UA(b->a_out); UG(b->a_out); STEP();
+                if (b->has_dn) {
+                    /* a batch norm's input is read by nothing else: its gradient overwrites it */
+                    share(q, VA(b->dnc), VG(b->dnc));
+                    UA(b->dnc); UG(b->a_out); UG(b->dnc); STEP();
+                    UA(b->a_in); UG(b->dnc); UG(b->a_in); STEP();
+                } else {
+                    /* D is the identity: a_in's gradient is a_out's, with no copy */
+                    share(q, VG(b->a_out), VG(b->a_in));
+                    UG(b->a_out); UG(b->a_in); STEP();
+                }
+                share(q, VA(b->adc), VG(b->adc));
+                UA(b->adc); UG(b->a_out); UG(b->adc); STEP();
+                UA(b->o); UG(b->adc); UG(b->o); STEP();
+            }
+            UA(b->o); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
+            if (b->has_sc) {
+                share(q, VA(b->scc), VG(b->scc));
+                UA(b->scc); UG(b->o); UG(b->scc); STEP();
+                UA(b->x_in); UG(b->scc); UG(b->x_in); STEP();
+            } else {
+                /* the identity shortcut: x_in's gradient starts as o's, with no copy; o's is
+                 * read once more by BN2, before conv1 adds to x_in's */
+                share(q, VG(b->o), VG(b->x_in));
+                UG(b->o); UG(b->x_in); STEP();
+            }
+            share(q, VA(b->c2), VG(b->c2));
+            UA(b->c2); UG(b->o); UG(b->c2); STEP();
+            /* conv2 reads each image of h before it writes that image's gradient */
+            share(q, VA(b->h), VG(b->h));
+            UA(b->h); UG(b->c2); UG(b->h); STEP();
+            share(q, VA(b->c1), VG(b->c1));
+            UA(b->c1); UG(b->h); UG(b->c1); STEP();
+            UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
+        }
+        UA(m->s); UG(m->x0); UG(m->s); STEP();
+        if (aux) {
+            share(q, VA(m->asc), VG(m->asc));
+            UA(m->asc); UG(m->a0); UG(m->asc); STEP();
+            UA(m->s); UG(m->asc); UG(m->s); STEP();
+        }
+        share(q, VA(m->sc0), VG(m->sc0));
+        UA(m->sc0); UG(m->s); UG(m->sc0); STEP();
+        UA(m->in); UG(m->sc0); STEP();
+    }
+    /* the logits outlive the pass: model_logits reads them */
+    UA(m->logits);
+    if (aux) UA(m->alogits);
+    STEP();
+}
+
+static void sched_mlp(sched_t *q) {
+    model_t *m = q->m;
+    UA(m->in); STEP();
+    UA(m->in); UA(m->z1); STEP();
+    UA(m->z1); UA(m->h1); STEP();
+    UA(m->h1); UA(m->z2); STEP();
+    UA(m->z2); UA(m->b2); STEP();
+    UA(m->b2); UA(m->h2); STEP();
+    UA(m->h2); UA(m->logits); STEP();
+    if (q->backward) {
+        UA(m->logits); UG(m->logits); STEP();
+        UG(m->logits); UA(m->h2); UG(m->h2); STEP();
+        UG(m->h2); UA(m->h2); UG(m->b2); STEP();
+        share(q, VA(m->z2), VG(m->z2));
+        UA(m->z2); UG(m->b2); UG(m->z2); STEP();
+        UG(m->z2); UA(m->h1); UG(m->h1); STEP();
+        share(q, VA(m->z1), VG(m->z1));
+        UA(m->z1); UG(m->h1); UG(m->z1); STEP();
+        UG(m->z1); UA(m->in); STEP();
+    }
+    UA(m->logits); STEP();
+}
+
+#undef UA
+#undef UG
+#undef VA
+#undef VG
+#undef STEP
+
+/* Offsets of every var for one schedule: the largest buffers first, each at the lowest offset
+ * where it overlaps no placed buffer that is alive at the same time. Returns the floats used. */
+static size_t plan_arena(model_t *m, int backward, size_t *off) {
+    const int nv = 2 * m->nacts;
+    for (int v = 0; v < nv; v++) {
+        m->vars[v].first = m->vars[v].last = -1;
+        m->vars[v].root = v;
+    }
+    sched_t q = {m, 0, backward};
+    if (m->spec.arch == ARCH_RESNET) sched_resnet(&q);
+    else sched_mlp(&q);
+
+    /* A root's lifetime covers its members'. Sizes are rounded to 64 bytes. */
+    const int unused = -1;
+    int first[MAX_VARS], last[MAX_VARS], order[MAX_VARS], live[MAX_VARS], nroots = 0;
+    size_t size[MAX_VARS];
+    for (int v = 0; v < nv; v++) {
+        first[v] = last[v] = unused;
+        size[v] = (m->vars[v].len * (size_t)m->max_batch + 15) & ~(size_t)15;
+    }
+    for (int v = 0; v < nv; v++) {
+        const var_t *x = &m->vars[v];
+        if (x->first < 0) continue;
+        const int r = var_root(m, v);
+        if (first[r] == unused || x->first < first[r]) first[r] = x->first;
+        if (x->last > last[r]) last[r] = x->last;
+    }
+    for (int v = 0; v < nv; v++) {
+        if (first[v] == unused) continue;
+        int j = nroots++;
+        while (j > 0 && (size[order[j - 1]] < size[v] ||
+                         (size[order[j - 1]] == size[v] && first[order[j - 1]] > first[v]))) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    size_t total = 0;
+    for (int i = 0; i < nroots; i++) {
+        const int r = order[i];
+        /* the placed buffers alive with r, by offset */
+        int nl = 0;
+        for (int k = 0; k < i; k++) {
+            const int p = order[k];
+            if (first[p] > last[r] || last[p] < first[r]) continue;
+            int j = nl++;
+            while (j > 0 && off[live[j - 1]] > off[p]) {
+                live[j] = live[j - 1];
+                j--;
+            }
+            live[j] = p;
+        }
+        size_t at = 0;
+        for (int k = 0; k < nl; k++) {
+            const int p = live[k];
+            if (off[p] >= at + size[r]) break;
+            if (off[p] + size[p] > at) at = off[p] + size[p];
+        }
+        off[r] = at;
+        if (at + size[r] > total) total = at + size[r];
+    }
+    for (int v = 0; v < nv; v++) {
+        const int r = var_root(m, v);
+        off[v] = first[r] == unused ? 0 : off[r];
+    }
+    return total;
+}
+
 /* ---- construction ---- */
 
 void model_spec_default(model_spec_t *sp) {
@@ -340,12 +605,14 @@ model_t *model_new(const model_spec_t *spec, int max_batch) {
     m->codes = calloc(m->nparams, 1);
     m->stats = calloc(m->nstats, sizeof(float));
     m->save = calloc(m->nsave, sizeof(float));
-    m->act = calloc(m->nact, sizeof(float));
-    m->dact = calloc(m->nact, sizeof(float));
+    const size_t ntrain = plan_arena(m, 1, m->off_train), neval = plan_arena(m, 0, m->off_eval);
+    m->narena = ntrain > neval ? ntrain : neval;
+    m->off = m->off_train;
+    m->arena = calloc(m->narena, sizeof(float));
     m->col = calloc(m->ncol ? m->ncol : 1, sizeof(float));
     m->y = calloc((size_t)max_batch, sizeof(int));
     if (!m->params || !m->grads || !m->wq || !m->dwq || !m->codes || !m->stats || !m->save ||
-        !m->act || !m->dact || !m->col || !m->y) {
+        !m->arena || !m->col || !m->y) {
         model_destroy(&m);
         return NULL;
     }
@@ -358,7 +625,7 @@ void model_destroy(model_t **mp) {
     if (mp == NULL || *mp == NULL) return;
     model_t *m = *mp;
     free(m->params); free(m->grads); free(m->wq); free(m->dwq); free(m->codes);
-    free(m->stats); free(m->save); free(m->act); free(m->dact); free(m->col); free(m->y);
+    free(m->stats); free(m->save); free(m->arena); free(m->col); free(m->y);
     free(m);
     *mp = NULL;
 }
@@ -444,13 +711,19 @@ const float *model_weight_q(const model_t *m, int i) {
     return (t->quantized ? m->wq : m->params) + t->offset;
 }
 
-const float *model_logits(const model_t *m) { return m->act + m->logits; }
-const float *model_logits_aux(const model_t *m) { return m->spec.aux ? m->act + m->alogits : NULL; }
+size_t model_arena_bytes(const model_t *m) { return m->narena * sizeof(float); }
+size_t model_scratch_bytes(const model_t *m) { return m->ncol * sizeof(float); }
+
+const float *model_logits(const model_t *m) { return m->arena + m->off[2 * m->logits]; }
+const float *model_logits_aux(const model_t *m) {
+    return m->spec.aux ? m->arena + m->off[2 * m->alogits] : NULL;
+}
 
 /* ---- forward ---- */
 
-#define A(off) (m->act + (off))
-#define G(off) (m->dact + (off))
+/* The activation t and its gradient, in the plan of the current pass */
+#define A(t) (m->arena + m->off[2 * (t)])
+#define G(t) (m->arena + m->off[2 * (t) + 1])
 #define P(off) (m->params + (off))
 
 static const float *conv_weight(const model_t *m, const conv_t *cv) {
@@ -552,6 +825,7 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
     const model_spec_t *sp = &m->spec;
     if (n > m->max_batch) n = m->max_batch; /* the caller's invariant; never overrun the arena */
     m->n = n;
+    m->off = training ? m->off_train : m->off_eval;
     memcpy(A(m->in), x, sizeof(float) * (size_t)n * sp->in_c * sp->in_h * sp->in_w);
     model_quantize_weights(m);
     if (sp->arch == ARCH_RESNET) resnet_forward(m, training);
@@ -622,21 +896,21 @@ static void resnet_backward(model_t *m) {
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
                 conv_bwd(m, &b->dn, b->a_in, b->dnc, 1, 0);
-            } else {
+            } else if (G(b->a_in) != ga) {
                 memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
             bn_bwd(m, &b->bnad, b->adc, ga);
             conv_bwd(m, &b->ad, b->o, b->adc, 1, 0);
         }
         /* o's gradient: the adaptor wrote it first when there is one */
-        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len, aux);
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->o), len, aux); /* o > 0 where out > 0 */
         else act_bwd(m, b->o, b->out, b->out_len, aux);
         /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
          * shortcut (first) and conv1. */
         if (b->has_sc) {
             bn_bwd(m, &b->bnsc, b->scc, G(b->o));
             conv_bwd(m, &b->sc, b->x_in, b->scc, 1, 0);
-        } else {
+        } else if (G(b->x_in) != G(b->o)) {
             memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         }
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
