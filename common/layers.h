@@ -9,6 +9,7 @@
 #define AUXPS_LAYERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Shape of a 2-D convolution without bias; ho/wo are filled by conv_shape_init. */
 typedef struct {
@@ -28,6 +29,12 @@ void conv2d_forward(float *out, const float *x, const float *w, const conv_shape
  * dx may be x itself: each image of x is read before that image's gradient is written. */
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc);
+/* The same with x given as k-bit activation codes (quant_act_encode), decoded one image at a
+ * time: equal to the float versions on quant_act_decode(x). col holds conv_scratch_size_codes. */
+size_t conv_scratch_size_codes(const conv_shape_t *s);
+void conv2d_forward_codes(float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col);
+void conv2d_backward_codes(float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
+                           const conv_shape_t *s, float *col, int acc);
 /* Plain loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s);
 
@@ -51,11 +58,19 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
 void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum);
+/* The same with r given as k-bit activation codes. */
+void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int k, const float *gamma,
+                                 const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum);
 /* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
  * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
 void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum, int k);
+/* The same writing the k-bit codes of y (k = 1..QUANT_CODE_MAX_BITS, quant_act_encode). */
+void batchnorm_act_forward_codes(uint8_t *y, const float *x, const float *gamma, const float *beta,
+                                 float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum, int k);
 /* The backward pass of batchnorm_act_forward from dy = dL/dy: the quantizer's mask is recomputed
  * from x, beta and the saved statistics exactly as the forward pass computed the batch norm's
  * output (beta and gamma must be unchanged in between). Equals quant_act_backward into a

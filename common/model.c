@@ -36,7 +36,8 @@
 
 /* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
 typedef struct {
-    size_t len;         /* floats per image */
+    size_t len;         /* values per image */
+    int coded;          /* stored as k-bit activation codes, one byte per value (quant_act_encode) */
     int first, last;    /* the first and last step of the schedule that use it; -1: unused */
     int root;           /* the var whose storage it shares (an in-place kernel), or itself */
 } var_t;
@@ -139,12 +140,20 @@ static size_t act_alloc(model_t *m, size_t per_image) {
     return t;
 }
 
+/* An activation quantizer's output: stored as its codes when they fit a byte. Only convolutions
+ * and the identity shortcut read these, and they decode them. */
+static size_t act_alloc_codes(model_t *m, size_t per_image) {
+    const size_t t = act_alloc(m, per_image);
+    m->vars[2 * t].coded = m->spec.abits <= QUANT_CODE_MAX_BITS;
+    return t;
+}
+
 static void conv_make(model_t *m, conv_t *cv, const char *name, int aux, int quant,
                       int cin, int h, int w, int cout, int k, int stride) {
     conv_shape_init(&cv->s, m->max_batch, cin, h, w, cout, k, stride, k / 2);
     cv->quantized = quant && m->spec.wbits < 32;
     cv->w = add_tensor(m, name, MODEL_T_CONV, cv->quantized, aux, cout, cin, k, k, 4);
-    size_t col = conv_scratch_size(&cv->s);
+    size_t col = conv_scratch_size_codes(&cv->s);
     if (col > m->ncol) m->ncol = col;
 }
 
@@ -183,7 +192,7 @@ static void build_resnet(model_t *m) {
     m->in = act_alloc(m, (size_t)sp->in_c * h * w);
     m->sc0 = act_alloc(m, (size_t)c * h * w);
     m->s = act_alloc(m, (size_t)c * h * w);
-    m->x0 = act_alloc(m, (size_t)c * h * w);
+    m->x0 = act_alloc_codes(m, (size_t)c * h * w);
 
     size_t x = m->x0;
     for (int st = 0; st < 3; st++) {
@@ -212,13 +221,13 @@ static void build_resnet(model_t *m) {
             const size_t len = (size_t)cout * hw;
             b->x_in = x;
             b->c1 = act_alloc(m, len);
-            b->h = act_alloc(m, len);
+            b->h = act_alloc_codes(m, len);
             b->c2 = act_alloc(m, len);
             b->o = act_alloc(m, len);
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
             }
-            b->out = act_alloc(m, len);
+            b->out = b->last ? act_alloc(m, len) : act_alloc_codes(m, len);
             b->out_len = len;
             x = b->out;
             c = cout; h = ho; w = wo;
@@ -411,7 +420,7 @@ static void sched_resnet(sched_t *q) {
             share(q, VA(b->c2), VG(b->c2));
             UA(b->c2); UG(b->o); UG(b->c2); STEP();
             /* conv2 reads each image of h before it writes that image's gradient */
-            share(q, VA(b->h), VG(b->h));
+            if (!m->vars[VA(b->h)].coded) share(q, VA(b->h), VG(b->h));
             UA(b->h); UG(b->c2); UG(b->h); STEP();
             share(q, VA(b->c1), VG(b->c1));
             UA(b->c1); UG(b->h); UG(b->c1); STEP();
@@ -474,13 +483,14 @@ static size_t plan_arena(model_t *m, int backward, size_t *off) {
     if (m->spec.arch == ARCH_RESNET) sched_resnet(&q);
     else sched_mlp(&q);
 
-    /* A root's lifetime covers its members'. Sizes are rounded to 64 bytes. */
+    /* A root's lifetime covers its members'. Sizes are in floats, rounded to 64 bytes. */
     const int unused = -1;
     int first[MAX_VARS], last[MAX_VARS], order[MAX_VARS], live[MAX_VARS], nroots = 0;
     size_t size[MAX_VARS];
     for (int v = 0; v < nv; v++) {
         first[v] = last[v] = unused;
-        size[v] = (m->vars[v].len * (size_t)m->max_batch + 15) & ~(size_t)15;
+        const size_t vals = m->vars[v].len * (size_t)m->max_batch;
+        size[v] = ((m->vars[v].coded ? (vals + 3) / 4 : vals) + 15) & ~(size_t)15;
     }
     for (int v = 0; v < nv; v++) {
         const var_t *x = &m->vars[v];
@@ -725,6 +735,8 @@ const float *model_logits_aux(const model_t *m) {
 #define A(t) (m->arena + m->off[2 * (t)])
 #define G(t) (m->arena + m->off[2 * (t) + 1])
 #define P(off) (m->params + (off))
+#define CODED(t) (m->vars[2 * (t)].coded)
+#define AQ(t) ((uint8_t *)A(t))
 
 static const float *conv_weight(const model_t *m, const conv_t *cv) {
     return (cv->quantized ? m->wq : m->params) + cv->w;
@@ -732,7 +744,8 @@ static const float *conv_weight(const model_t *m, const conv_t *cv) {
 
 static void conv_fwd(model_t *m, conv_t *cv, size_t in, size_t out) {
     cv->s.n = m->n;
-    conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+    if (CODED(in)) conv2d_forward_codes(A(out), AQ(in), m->spec.abits, conv_weight(m, cv), &cv->s, m->col);
+    else conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
 }
 
 static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
@@ -743,6 +756,12 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
 
 /* out = BN(in) + A(res); res may be out. */
 static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out, int training) {
+    if (CODED(res)) {
+        batchnorm_add_forward_codes(A(out), A(in), AQ(res), m->spec.abits, P(bn->p), P(bn->p + bn->c),
+                                    m->save + bn->save, m->save + bn->save + bn->c, m->stats + bn->st,
+                                    m->stats + bn->st + bn->c, m->n, bn->c, bn->hw, training, m->bn_momentum);
+        return;
+    }
     batchnorm_add_forward(A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum);
@@ -750,13 +769,20 @@ static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t
 
 /* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
 static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
+    if (CODED(out)) {
+        batchnorm_act_forward_codes(AQ(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                                    m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                                    m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
+        return;
+    }
     batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
 }
 
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
-    quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
+    if (CODED(out)) quant_act_encode(AQ(out), A(in), len * m->n, m->spec.abits);
+    else quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
 }
 
 static void resnet_forward(model_t *m, int training) {
@@ -849,6 +875,11 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
 
 static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
+    if (CODED(in)) {
+        conv2d_backward_codes(need_dx ? G(in) : NULL, dw, G(out), AQ(in), m->spec.abits, conv_weight(m, cv),
+                              &cv->s, m->col, acc);
+        return;
+    }
     conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col, acc);
 }
 
