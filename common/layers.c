@@ -316,6 +316,31 @@ void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int
     bn_add_impl(y, x, NULL, r, k, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum);
 }
 
+void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
+                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw) {
+    float t[BN_CHUNK];
+    for (int ch = 0; ch < c; ch++) {
+        const float a = gamma[ch] * rstd[ch], b = beta[ch] - mean[ch] * a; /* as bn_coefs */
+        for (int i = 0; i < n; i++) {
+            const size_t o = ((size_t)i * c + ch) * hw;
+            const float *p = x + o;
+            float *q = y + o;
+            if (rq != NULL) {
+                for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                    const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                    quant_act_decode(t, rq + o + j0, (size_t)len, k);
+                    for (int j = 0; j < len; j++) q[j0 + j] = p[j0 + j] * a + b + t[j];
+                }
+            } else if (r != NULL) {
+                const float *u = r + o;
+                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + u[j];
+            } else {
+                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b;
+            }
+        }
+    }
+}
+
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc) {

@@ -46,6 +46,11 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum);
+/* y = BN(x), or BN(x) + r with r given as floats or as k-bit codes rq (the other NULL), of a
+ * training-mode forward pass recomputed from its saved mean and rstd: bit-exact with what
+ * batchnorm_forward or batchnorm_add_forward wrote (gamma and beta unchanged). r may be y. */
+void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
+                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw);
 /* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd.
  * With acc = 0, dx may be x itself (each value is read before it is overwritten); so in
  * batchnorm_act_backward. */

@@ -29,9 +29,10 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
-/* Activations: nine per block (c1, h, c2, o, scc, out, adc, a_out, dnc) and ten outside the
- * blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits); the MLP has seven. */
-#define MAX_ACTS (9 * MAX_RES_BLOCKS + 10)
+/* Activations: twelve per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed ob,
+ * ab, ai) and eleven outside the blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits,
+ * the recomputed sb); the MLP has seven. */
+#define MAX_ACTS (12 * MAX_RES_BLOCKS + 11)
 #define MAX_VARS (2 * MAX_ACTS)
 
 /* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
@@ -62,6 +63,8 @@ typedef struct {
     /* activation ids (act_alloc); x_in is the previous block's out, a_in its a_out */
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
+    /* o, a_out and a_in as the backward pass recomputes them (resnet_backward) */
+    size_t ob, ab, ai;
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -101,7 +104,7 @@ struct model {
     conv_t as;
     block_t blocks[MAX_RES_BLOCKS];
     int nblocks;
-    size_t in, sc0, s, x0, asc, a0;
+    size_t in, sc0, s, x0, asc, a0, sb;
     size_t pool, logits, apool, alogits;
     int feat, hw_last;
     size_t p_fc1, p_fc2;
@@ -193,6 +196,7 @@ static void build_resnet(model_t *m) {
     m->sc0 = act_alloc(m, (size_t)c * h * w);
     m->s = act_alloc(m, (size_t)c * h * w);
     m->x0 = act_alloc_codes(m, (size_t)c * h * w);
+    m->sb = act_alloc(m, (size_t)c * h * w);
 
     size_t x = m->x0;
     for (int st = 0; st < 3; st++) {
@@ -228,6 +232,7 @@ static void build_resnet(model_t *m) {
                 b->scc = act_alloc(m, len);
             }
             b->out = b->last ? act_alloc(m, len) : act_alloc_codes(m, len);
+            b->ob = act_alloc(m, len);
             b->out_len = len;
             x = b->out;
             c = cout; h = ho; w = wo;
@@ -268,6 +273,8 @@ static void build_resnet(model_t *m) {
         b->a_in = a;
         b->adc = act_alloc(m, len);
         b->a_out = act_alloc(m, len);
+        b->ab = act_alloc(m, len);
+        if (b->has_dn) b->ai = act_alloc(m, (size_t)c * h * w);
         b->a_len = len;
         a = b->a_out;
         c = cout; h = ho; w = wo;
@@ -336,6 +343,20 @@ static void share(sched_t *q, size_t a, size_t b) {
 #define VG(t) (2 * (t) + 1)
 #define STEP() (q->step++)
 
+/* aux_recompute's reads */
+static void sched_aux_recompute(sched_t *q, int i, size_t dst) {
+    model_t *m = q->m;
+    if (i < 0) {
+        use(q, 2 * m->asc);
+    } else {
+        const block_t *b = &m->blocks[i];
+        if (b->has_dn) use(q, 2 * b->dnc);
+        else sched_aux_recompute(q, i - 1, dst);
+        use(q, 2 * b->adc);
+    }
+    use(q, 2 * dst);
+}
+
 static void sched_resnet(sched_t *q) {
     model_t *m = q->m;
     const int aux = m->spec.aux;
@@ -391,12 +412,14 @@ static void sched_resnet(sched_t *q) {
         for (int i = m->nblocks - 1; i >= 0; i--) {
             const block_t *b = &m->blocks[i];
             if (aux) {
-                UA(b->a_out); UG(b->a_out); STEP();
+                sched_aux_recompute(q, i, b->ab); STEP();
+                UA(b->ab); UG(b->a_out); STEP();
                 if (b->has_dn) {
                     /* a batch norm's input is read by nothing else: its gradient overwrites it */
                     share(q, VA(b->dnc), VG(b->dnc));
                     UA(b->dnc); UG(b->a_out); UG(b->dnc); STEP();
-                    UA(b->a_in); UG(b->dnc); UG(b->a_in); STEP();
+                    sched_aux_recompute(q, i - 1, b->ai); STEP();
+                    UA(b->ai); UG(b->dnc); UG(b->a_in); STEP();
                 } else {
                     /* D is the identity: a_in's gradient is a_out's, with no copy */
                     share(q, VG(b->a_out), VG(b->a_in));
@@ -404,9 +427,12 @@ static void sched_resnet(sched_t *q) {
                 }
                 share(q, VA(b->adc), VG(b->adc));
                 UA(b->adc); UG(b->a_out); UG(b->adc); STEP();
-                UA(b->o); UG(b->adc); UG(b->o); STEP();
             }
-            UA(b->o); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
+            UA(b->c2); UA(b->has_sc ? b->scc : b->x_in); UA(b->ob); STEP();
+            if (aux) {
+                UA(b->ob); UG(b->adc); UG(b->o); STEP();
+            }
+            UA(b->ob); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
             if (b->has_sc) {
                 share(q, VA(b->scc), VG(b->scc));
                 UA(b->scc); UG(b->o); UG(b->scc); STEP();
@@ -426,11 +452,12 @@ static void sched_resnet(sched_t *q) {
             UA(b->c1); UG(b->h); UG(b->c1); STEP();
             UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
         }
-        UA(m->s); UG(m->x0); UG(m->s); STEP();
+        UA(m->sc0); UA(m->sb); STEP();
+        UA(m->sb); UG(m->x0); UG(m->s); STEP();
         if (aux) {
             share(q, VA(m->asc), VG(m->asc));
             UA(m->asc); UG(m->a0); UG(m->asc); STEP();
-            UA(m->s); UG(m->asc); UG(m->s); STEP();
+            UA(m->sb); UG(m->asc); UG(m->s); STEP();
         }
         share(q, VA(m->sc0), VG(m->sc0));
         UA(m->sc0); UG(m->s); UG(m->sc0); STEP();
@@ -873,14 +900,20 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
  * it (acc = 0) and only a second consumer of the same activation accumulates (acc = 1). The
  * comments at each acc = 1 name the first writer. */
 
-static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
+/* The input is read from activation x, its gradient written to G(in): x is in itself, or in as
+ * the backward pass recomputed it. */
+static void conv_bwd_from(model_t *m, conv_t *cv, size_t x, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
-    if (CODED(in)) {
-        conv2d_backward_codes(need_dx ? G(in) : NULL, dw, G(out), AQ(in), m->spec.abits, conv_weight(m, cv),
+    if (CODED(x)) {
+        conv2d_backward_codes(need_dx ? G(in) : NULL, dw, G(out), AQ(x), m->spec.abits, conv_weight(m, cv),
                               &cv->s, m->col, acc);
         return;
     }
-    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col, acc);
+    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(x), conv_weight(m, cv), &cv->s, m->col, acc);
+}
+
+static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
+    conv_bwd_from(m, cv, in, in, out, need_dx, acc);
 }
 
 /* dy is the gradient of the BN's output, which may live at another offset (in-place sums). Every
@@ -896,8 +929,32 @@ static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
                            bn->hw, m->spec.abits, 0);
 }
 
-static void act_bwd(model_t *m, size_t in, size_t out, size_t len, int acc) {
-    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits, acc);
+/* The quantizer's mask is read from activation x: in itself, or in recomputed. */
+static void act_bwd(model_t *m, size_t x, size_t in, size_t out, size_t len, int acc) {
+    quant_act_backward(G(in), G(out), A(x), len * m->n, m->spec.abits, acc);
+}
+
+/* A(out) = BN(in) (+ A(res) when res is not NONE) as the forward pass computed it. */
+#define NONE ((size_t)-1)
+static void bn_recompute(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out) {
+    const int coded = res != NONE && CODED(res);
+    batchnorm_recompute(A(out), A(in), res == NONE || coded ? NULL : A(res), coded ? AQ(res) : NULL,
+                        m->spec.abits, P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                        m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
+}
+
+/* Block i's a_out (i = -1: a0) into A(dst), by the forward pass's own steps from the batch norm
+ * inputs, which the arena keeps: through the blocks back to a down-sampling one or the start. */
+static void aux_recompute(model_t *m, int i, size_t dst) {
+    if (i < 0) {
+        bn_recompute(m, &m->as_bn, m->asc, NONE, dst);
+        return;
+    }
+    const block_t *b = &m->blocks[i];
+    if (b->has_dn) bn_recompute(m, &b->bndn, b->dnc, NONE, dst);
+    else aux_recompute(m, i - 1, dst);
+    bn_recompute(m, &b->bnad, b->adc, dst, dst);
+    relu_forward(A(dst), A(dst), b->a_len * m->n);
 }
 
 static void resnet_backward(model_t *m) {
@@ -918,24 +975,35 @@ static void resnet_backward(model_t *m) {
     for (int i = m->nblocks - 1; i >= 0; i--) {
         block_t *b = &m->blocks[i];
         const size_t len = b->out_len * m->n;
+        /* The arena does not keep o, a_out and s past the forward pass: they are recomputed,
+         * bit-exact, from the batch norm inputs it keeps, each just before its first use. */
         if (aux) {
             /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
+            aux_recompute(m, i, b->ab);
             float *ga = G(b->a_out);
-            const float *av = A(b->a_out);
+            const float *av = A(b->ab);
             for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
             /* a_in's only consumer is this block's D */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
-                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1, 0);
+                aux_recompute(m, i - 1, b->ai);
+                conv_bwd_from(m, &b->dn, b->ai, b->a_in, b->dnc, 1, 0);
             } else if (G(b->a_in) != ga) {
                 memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
             bn_bwd(m, &b->bnad, b->adc, ga);
-            conv_bwd(m, &b->ad, b->o, b->adc, 1, 0);
         }
+        /* ob = BN2(c2) + shortcut */
+        if (b->has_sc) {
+            bn_recompute(m, &b->bnsc, b->scc, NONE, b->ob);
+            bn_recompute(m, &b->bn2, b->c2, b->ob, b->ob);
+        } else {
+            bn_recompute(m, &b->bn2, b->c2, b->x_in, b->ob);
+        }
+        if (aux) conv_bwd_from(m, &b->ad, b->ob, b->o, b->adc, 1, 0);
         /* o's gradient: the adaptor wrote it first when there is one */
-        if (b->last) relu_backward(G(b->o), G(b->out), A(b->o), len, aux); /* o > 0 where out > 0 */
-        else act_bwd(m, b->o, b->out, b->out_len, aux);
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->ob), len, aux); /* o > 0 where out > 0 */
+        else act_bwd(m, b->ob, b->o, b->out, b->out_len, aux);
         /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
          * shortcut (first) and conv1. */
         if (b->has_sc) {
@@ -951,10 +1019,11 @@ static void resnet_backward(model_t *m) {
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
     /* s's consumers: the quantizer (first) and the auxiliary start */
-    act_bwd(m, m->s, m->x0, slen, 0);
+    bn_recompute(m, &m->stem_bn, m->sc0, NONE, m->sb);
+    act_bwd(m, m->sb, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
-        conv_bwd(m, &m->as, m->s, m->asc, 1, 1);
+        conv_bwd_from(m, &m->as, m->sb, m->s, m->asc, 1, 1);
     }
     bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
     conv_bwd(m, &m->stem, m->in, m->sc0, 0, 0);
