@@ -29,10 +29,10 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
-/* Activations: twelve per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed ob,
- * ab, ai) and eleven outside the blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits,
- * the recomputed sb); the MLP has seven. */
-#define MAX_ACTS (12 * MAX_RES_BLOCKS + 11)
+/* Activations: ten per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed ob)
+ * and twelve outside the blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits, the
+ * recomputed scb and sb); the MLP has seven. */
+#define MAX_ACTS (10 * MAX_RES_BLOCKS + 12)
 #define MAX_VARS (2 * MAX_ACTS)
 
 /* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
@@ -63,8 +63,7 @@ typedef struct {
     /* activation ids (act_alloc); x_in is the previous block's out, a_in its a_out */
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
-    /* o, a_out and a_in as the backward pass recomputes them (resnet_backward) */
-    size_t ob, ab, ai;
+    size_t ob;          /* o as the backward pass recomputes it */
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -96,6 +95,8 @@ struct model {
     size_t narena;              /* floats */
     float *col;                 /* im2col scratch */
     size_t ncol;
+    float *img;                 /* one image of the auxiliary stream, recomputed */
+    size_t nimg;
     int *y;
 
     /* ResNet */
@@ -104,7 +105,8 @@ struct model {
     conv_t as;
     block_t blocks[MAX_RES_BLOCKS];
     int nblocks;
-    size_t in, sc0, s, x0, asc, a0, sb;
+    size_t in, sc0, s, x0, asc, a0;
+    size_t scb, sb;     /* sc0 and s as the backward pass recomputes them */
     size_t pool, logits, apool, alogits;
     int feat, hw_last;
     size_t p_fc1, p_fc2;
@@ -196,6 +198,7 @@ static void build_resnet(model_t *m) {
     m->sc0 = act_alloc(m, (size_t)c * h * w);
     m->s = act_alloc(m, (size_t)c * h * w);
     m->x0 = act_alloc_codes(m, (size_t)c * h * w);
+    m->scb = act_alloc(m, (size_t)c * h * w);
     m->sb = act_alloc(m, (size_t)c * h * w);
 
     size_t x = m->x0;
@@ -273,8 +276,8 @@ static void build_resnet(model_t *m) {
         b->a_in = a;
         b->adc = act_alloc(m, len);
         b->a_out = act_alloc(m, len);
-        b->ab = act_alloc(m, len);
-        if (b->has_dn) b->ai = act_alloc(m, (size_t)c * h * w);
+        if (len > m->nimg) m->nimg = len;
+        if ((size_t)c * h * w > m->nimg) m->nimg = (size_t)c * h * w;
         b->a_len = len;
         a = b->a_out;
         c = cout; h = ho; w = wo;
@@ -344,17 +347,16 @@ static void share(sched_t *q, size_t a, size_t b) {
 #define STEP() (q->step++)
 
 /* aux_recompute's reads */
-static void sched_aux_recompute(sched_t *q, int i, size_t dst) {
+static void sched_aux_recompute(sched_t *q, int i) {
     model_t *m = q->m;
     if (i < 0) {
         use(q, 2 * m->asc);
-    } else {
-        const block_t *b = &m->blocks[i];
-        if (b->has_dn) use(q, 2 * b->dnc);
-        else sched_aux_recompute(q, i - 1, dst);
-        use(q, 2 * b->adc);
+        return;
     }
-    use(q, 2 * dst);
+    const block_t *b = &m->blocks[i];
+    if (b->has_dn) use(q, 2 * b->dnc);
+    else sched_aux_recompute(q, i - 1);
+    use(q, 2 * b->adc);
 }
 
 static void sched_resnet(sched_t *q) {
@@ -412,14 +414,12 @@ static void sched_resnet(sched_t *q) {
         for (int i = m->nblocks - 1; i >= 0; i--) {
             const block_t *b = &m->blocks[i];
             if (aux) {
-                sched_aux_recompute(q, i, b->ab); STEP();
-                UA(b->ab); UG(b->a_out); STEP();
+                sched_aux_recompute(q, i); UG(b->a_out); STEP();
                 if (b->has_dn) {
                     /* a batch norm's input is read by nothing else: its gradient overwrites it */
                     share(q, VA(b->dnc), VG(b->dnc));
                     UA(b->dnc); UG(b->a_out); UG(b->dnc); STEP();
-                    sched_aux_recompute(q, i - 1, b->ai); STEP();
-                    UA(b->ai); UG(b->dnc); UG(b->a_in); STEP();
+                    sched_aux_recompute(q, i - 1); UG(b->dnc); UG(b->a_in); STEP();
                 } else {
                     /* D is the identity: a_in's gradient is a_out's, with no copy */
                     share(q, VG(b->a_out), VG(b->a_in));
@@ -452,16 +452,17 @@ static void sched_resnet(sched_t *q) {
             UA(b->c1); UG(b->h); UG(b->c1); STEP();
             UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
         }
-        UA(m->sc0); UA(m->sb); STEP();
+        UA(m->in); UA(m->scb); STEP();
+        UA(m->scb); UA(m->sb); STEP();
         UA(m->sb); UG(m->x0); UG(m->s); STEP();
         if (aux) {
             share(q, VA(m->asc), VG(m->asc));
             UA(m->asc); UG(m->a0); UG(m->asc); STEP();
             UA(m->sb); UG(m->asc); UG(m->s); STEP();
         }
-        share(q, VA(m->sc0), VG(m->sc0));
-        UA(m->sc0); UG(m->s); UG(m->sc0); STEP();
-        UA(m->in); UG(m->sc0); STEP();
+        share(q, VA(m->scb), VG(m->scb));
+        UA(m->scb); UG(m->s); UG(m->scb); STEP();
+        UA(m->in); UG(m->scb); STEP();
     }
     /* the logits outlive the pass: model_logits reads them */
     UA(m->logits);
@@ -647,9 +648,10 @@ model_t *model_new(const model_spec_t *spec, int max_batch) {
     m->off = m->off_train;
     m->arena = calloc(m->narena, sizeof(float));
     m->col = calloc(m->ncol ? m->ncol : 1, sizeof(float));
+    m->img = calloc(m->nimg ? m->nimg : 1, sizeof(float));
     m->y = calloc((size_t)max_batch, sizeof(int));
     if (!m->params || !m->grads || !m->wq || !m->dwq || !m->codes || !m->stats || !m->save ||
-        !m->arena || !m->col || !m->y) {
+        !m->arena || !m->col || !m->img || !m->y) {
         model_destroy(&m);
         return NULL;
     }
@@ -662,7 +664,7 @@ void model_destroy(model_t **mp) {
     if (mp == NULL || *mp == NULL) return;
     model_t *m = *mp;
     free(m->params); free(m->grads); free(m->wq); free(m->dwq); free(m->codes);
-    free(m->stats); free(m->save); free(m->arena); free(m->col); free(m->y);
+    free(m->stats); free(m->save); free(m->arena); free(m->col); free(m->img); free(m->y);
     free(m);
     *mp = NULL;
 }
@@ -749,7 +751,7 @@ const float *model_weight_q(const model_t *m, int i) {
 }
 
 size_t model_arena_bytes(const model_t *m) { return m->narena * sizeof(float); }
-size_t model_scratch_bytes(const model_t *m) { return m->ncol * sizeof(float); }
+size_t model_scratch_bytes(const model_t *m) { return (m->ncol + m->nimg) * sizeof(float); }
 
 const float *model_logits(const model_t *m) { return m->arena + m->off[2 * m->logits]; }
 const float *model_logits_aux(const model_t *m) {
@@ -943,18 +945,25 @@ static void bn_recompute(model_t *m, const bn_t *bn, size_t in, size_t res, size
                         m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
 }
 
-/* Block i's a_out (i = -1: a0) into A(dst), by the forward pass's own steps from the batch norm
- * inputs, which the arena keeps: through the blocks back to a down-sampling one or the start. */
-static void aux_recompute(model_t *m, int i, size_t dst) {
+/* y = BN(in) (+ r) for image j alone, r already at image j. */
+static void bn_recompute_image(model_t *m, const bn_t *bn, size_t in, const float *r, float *y, int j) {
+    batchnorm_recompute(y, A(in) + (size_t)j * bn->c * bn->hw, r, NULL, m->spec.abits, P(bn->p),
+                        P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, 1, bn->c, bn->hw);
+}
+
+/* Image j of block i's a_out (i = -1: a0) into y, by the forward pass's own steps from the
+ * batch norm inputs, which the arena keeps: through the blocks back to a down-sampling one or
+ * the start. One image at a time, so that it needs no buffer of the batch. */
+static void aux_recompute(model_t *m, int i, float *y, int j) {
     if (i < 0) {
-        bn_recompute(m, &m->as_bn, m->asc, NONE, dst);
+        bn_recompute_image(m, &m->as_bn, m->asc, NULL, y, j);
         return;
     }
     const block_t *b = &m->blocks[i];
-    if (b->has_dn) bn_recompute(m, &b->bndn, b->dnc, NONE, dst);
-    else aux_recompute(m, i - 1, dst);
-    bn_recompute(m, &b->bnad, b->adc, dst, dst);
-    relu_forward(A(dst), A(dst), b->a_len * m->n);
+    if (b->has_dn) bn_recompute_image(m, &b->bndn, b->dnc, NULL, y, j);
+    else aux_recompute(m, i - 1, y, j);
+    bn_recompute_image(m, &b->bnad, b->adc, y, y, j);
+    relu_forward(y, y, b->a_len);
 }
 
 static void resnet_backward(model_t *m) {
@@ -979,15 +988,25 @@ static void resnet_backward(model_t *m) {
          * bit-exact, from the batch norm inputs it keeps, each just before its first use. */
         if (aux) {
             /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
-            aux_recompute(m, i, b->ab);
             float *ga = G(b->a_out);
-            const float *av = A(b->ab);
-            for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
-            /* a_in's only consumer is this block's D */
+            for (int j = 0; j < m->n; j++) {
+                aux_recompute(m, i, m->img, j);
+                float *g = ga + (size_t)j * b->a_len;
+                for (size_t e = 0; e < b->a_len; e++) g[e] = m->img[e] > 0.0f ? g[e] : 0.0f;
+            }
+            /* a_in's only consumer is this block's D, a convolution: one image at a time, as
+             * conv2d_backward itself goes, with a_in recomputed for each */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
-                aux_recompute(m, i - 1, b->ai);
-                conv_bwd_from(m, &b->dn, b->ai, b->a_in, b->dnc, 1, 0);
+                conv_t *cv = &b->dn;
+                const size_t isz = (size_t)cv->s.cin * cv->s.h * cv->s.w;
+                const size_t osz = (size_t)cv->s.cout * cv->s.ho * cv->s.wo;
+                cv->s.n = 1;
+                for (int j = 0; j < m->n; j++) {
+                    aux_recompute(m, i - 1, m->img, j);
+                    conv2d_backward(G(b->a_in) + j * isz, m->grads + cv->w, G(b->dnc) + j * osz, m->img,
+                                    conv_weight(m, cv), &cv->s, m->col, 0);
+                }
             } else if (G(b->a_in) != ga) {
                 memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
@@ -1018,15 +1037,17 @@ static void resnet_backward(model_t *m) {
         conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
-    /* s's consumers: the quantizer (first) and the auxiliary start */
-    bn_recompute(m, &m->stem_bn, m->sc0, NONE, m->sb);
+    /* The stem's convolution, with one input channel, costs little: its output is recomputed
+     * rather than kept. s's consumers: the quantizer (first) and the auxiliary start. */
+    conv_fwd(m, &m->stem, m->in, m->scb);
+    bn_recompute(m, &m->stem_bn, m->scb, NONE, m->sb);
     act_bwd(m, m->sb, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
         conv_bwd_from(m, &m->as, m->sb, m->s, m->asc, 1, 1);
     }
-    bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
-    conv_bwd(m, &m->stem, m->in, m->sc0, 0, 0);
+    bn_bwd(m, &m->stem_bn, m->scb, G(m->s));
+    conv_bwd(m, &m->stem, m->in, m->scb, 0, 0);
 }
 
 static void mlp_backward(model_t *m) {
