@@ -1,9 +1,11 @@
 /* model.c - the quantized ResNet with its auxiliary module, and the small MLP.
  *
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
- * of activations sized for max_batch; every activation has a gradient at the same offset of a
- * second arena. Forward and backward are written out layer by layer so that the backward pass
- * reads as the forward pass in reverse. Activations nobody reads again are not stored: a block's
+ * for the activations of a pass at max_batch and their gradients, planned from the lifetimes of
+ * its buffers (docs/MODEL.md "Memory"): quantized activations are kept as codes, and o, a_out, s
+ * and the stem's output are recomputed by the backward pass instead of kept. Forward and
+ * backward are written out layer by layer so that the backward pass reads as the forward pass
+ * in reverse. Activations nobody reads again are not stored: a block's
  * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
  * auxiliary stream's ReLU(adaptor BN + D(a)) likewise, and A(BN1(c1)) is fused so that BN1's
  * output is never kept (its backward pass recomputes the quantizer's mask). */
@@ -312,7 +314,8 @@ static void build_mlp(model_t *m) {
  * its last step, and plan_arena places buffers whose lifetimes overlap at disjoint offsets.
  * Buffers used in the same step never share storage, except where share() says so: the kernel
  * there works in place (layers.h), and the comment says why the old contents are dead. A buffer
- * the schedule forgets gets no storage of its own, so the golden tests would catch the drift. */
+ * the schedule forgets is placed at offset 0, over others: the golden tests and
+ * model_memory.the_arena_plan_changes_no_result catch such a drift. */
 
 typedef struct {
     model_t *m;
@@ -336,7 +339,7 @@ static void share(sched_t *q, size_t a, size_t b) {
     model_t *m = q->m;
     if (!q->backward) return;
     const int ra = var_root(m, (int)a), rb = var_root(m, (int)b);
-    assert(m->vars[ra].len == m->vars[rb].len);
+    assert(m->vars[ra].len == m->vars[rb].len && m->vars[ra].coded == m->vars[rb].coded);
     m->vars[rb].root = ra;
 }
 
@@ -936,11 +939,11 @@ static void act_bwd(model_t *m, size_t x, size_t in, size_t out, size_t len, int
     quant_act_backward(G(in), G(out), A(x), len * m->n, m->spec.abits, acc);
 }
 
-/* A(out) = BN(in) (+ A(res) when res is not NONE) as the forward pass computed it. */
-#define NONE ((size_t)-1)
+/* A(out) = BN(in) (+ A(res) when res is not NO_RES) as the forward pass computed it. */
+#define NO_RES ((size_t)-1)
 static void bn_recompute(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out) {
-    const int coded = res != NONE && CODED(res);
-    batchnorm_recompute(A(out), A(in), res == NONE || coded ? NULL : A(res), coded ? AQ(res) : NULL,
+    const int coded = res != NO_RES && CODED(res);
+    batchnorm_recompute(A(out), A(in), res == NO_RES || coded ? NULL : A(res), coded ? AQ(res) : NULL,
                         m->spec.abits, P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                         m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
 }
@@ -1014,7 +1017,7 @@ static void resnet_backward(model_t *m) {
         }
         /* ob = BN2(c2) + shortcut */
         if (b->has_sc) {
-            bn_recompute(m, &b->bnsc, b->scc, NONE, b->ob);
+            bn_recompute(m, &b->bnsc, b->scc, NO_RES, b->ob);
             bn_recompute(m, &b->bn2, b->c2, b->ob, b->ob);
         } else {
             bn_recompute(m, &b->bn2, b->c2, b->x_in, b->ob);
@@ -1040,7 +1043,7 @@ static void resnet_backward(model_t *m) {
     /* The stem's convolution, with one input channel, costs little: its output is recomputed
      * rather than kept. s's consumers: the quantizer (first) and the auxiliary start. */
     conv_fwd(m, &m->stem, m->in, m->scb);
-    bn_recompute(m, &m->stem_bn, m->scb, NONE, m->sb);
+    bn_recompute(m, &m->stem_bn, m->scb, NO_RES, m->sb);
     act_bwd(m, m->sb, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));

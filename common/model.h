@@ -2,8 +2,8 @@
  * auxiliary module (METHOD.md), and a small MLP for fast tests.
  *
  * A model owns four flat float buffers: params, grads (same layout), stats (batch-norm running
- * statistics) and its activation arena sized for max_batch. docs/MODEL.md pins the layout of
- * params and stats. The model never allocates after model_new. */
+ * statistics) and its activation arena sized for max_batch (docs/MODEL.md "Memory"). docs/MODEL.md
+ * pins the layout of params and stats. The model never allocates after model_new. */
 #ifndef AUXPS_MODEL_H
 #define AUXPS_MODEL_H
 
