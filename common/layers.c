@@ -113,11 +113,25 @@ static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
     }
 }
 
-void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
+size_t conv_scratch_size_codes(const conv_shape_t *s) {
+    return conv_scratch_size(s) + (size_t)s->cin * s->h * s->w;
+}
+
+/* Image n of the input as floats: x's own, or its k-bit codes xq decoded into buf (after the
+ * float path's scratch, so im2col and the flipped kernel never overwrite it). */
+static const float *image_of(const float *x, const uint8_t *xq, int k, int n, size_t xsz, float *buf) {
+    if (xq == NULL) return x + n * xsz;
+    quant_act_decode(buf, xq + n * xsz, xsz, k);
+    return buf;
+}
+
+static void conv_forward_impl(float *out, const float *x, const uint8_t *xq, int bits, const float *w,
+                              const conv_shape_t *s, float *col) {
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
+    float *buf = col + conv_scratch_size(s);
     for (int n = 0; n < s->n; n++) {
-        const float *b = x + n * xsz;
+        const float *b = image_of(x, xq, bits, n, xsz, buf);
         if (!conv_is_pointwise(s)) {
             im2col(col, b, s);
             b = col;
@@ -127,8 +141,16 @@ void conv2d_forward(float *out, const float *x, const float *w, const conv_shape
     }
 }
 
-void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                     const conv_shape_t *s, float *col, int acc) {
+void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
+    conv_forward_impl(out, x, NULL, 0, w, s, col);
+}
+
+void conv2d_forward_codes(float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col) {
+    conv_forward_impl(out, NULL, x, k, w, s, col);
+}
+
+static void conv_backward_impl(float *dx, float *dw, const float *dout, const float *x, const uint8_t *xq,
+                               int bits, const float *w, const conv_shape_t *s, float *col, int acc) {
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo, k2 = s->k * s->k;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
     const int pointwise = conv_is_pointwise(s), dx_conv = !pointwise && dx != NULL && conv_dx_is_conv(s);
@@ -142,9 +164,10 @@ void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, co
                 for (int j = 0; j < k2; j++)
                     wt[((size_t)ci * s->cout + co) * k2 + j] = w[((size_t)co * s->cin + ci) * k2 + (k2 - 1 - j)];
     }
+    float *buf = col + conv_scratch_size(s);
     for (int n = 0; n < s->n; n++) {
         const float *dy = dout + n * osz;
-        const float *b = x + n * xsz;
+        const float *b = image_of(x, xq, bits, n, xsz, buf);
         if (!pointwise) {
             im2col(col, b, s);
             b = col;
@@ -168,6 +191,16 @@ void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, co
             col2im_add(dx + n * xsz, col, s);
         }
     }
+}
+
+void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                     const conv_shape_t *s, float *col, int acc) {
+    conv_backward_impl(dx, dw, dout, x, NULL, 0, w, s, col, acc);
+}
+
+void conv2d_backward_codes(float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
+                           const conv_shape_t *s, float *col, int acc) {
+    conv_backward_impl(dx, dw, dout, NULL, x, k, w, s, col, acc);
 }
 
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s) {
@@ -242,17 +275,68 @@ void batchnorm_forward(float *y, const float *x, const float *gamma, const float
     }
 }
 
-void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
-                           float *mean, float *rstd, float *rmean, float *rvar,
-                           int n, int c, int hw, int training, float momentum) {
+/* The fused kernels work on one row (image, channel) at a time, in chunks of BN_CHUNK floats
+ * that stay in L1. */
+#define BN_CHUNK 256
+
+static void bn_add_impl(float *y, const float *x, const float *r, const uint8_t *rq, int bits,
+                        const float *gamma, const float *beta, float *mean, float *rstd, float *rmean,
+                        float *rvar, int n, int c, int hw, int training, float momentum) {
+    float t[BN_CHUNK];
     for (int ch = 0; ch < c; ch++) {
         float a, b;
         bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
         for (int i = 0; i < n; i++) {
             const size_t o = ((size_t)i * c + ch) * hw;
-            const float *p = x + o, *t = r + o;
+            const float *p = x + o;
             float *q = y + o;
-            for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + t[j];
+            if (rq == NULL) {
+                const float *u = r + o;
+                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + u[j];
+                continue;
+            }
+            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                quant_act_decode(t, rq + o + j0, (size_t)len, bits);
+                for (int j = 0; j < len; j++) q[j0 + j] = p[j0 + j] * a + b + t[j];
+            }
+        }
+    }
+}
+
+void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum) {
+    bn_add_impl(y, x, r, NULL, 0, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum);
+}
+
+void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int k, const float *gamma,
+                                 const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum) {
+    bn_add_impl(y, x, NULL, r, k, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum);
+}
+
+void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
+                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw) {
+    float t[BN_CHUNK];
+    for (int ch = 0; ch < c; ch++) {
+        const float a = gamma[ch] * rstd[ch], b = beta[ch] - mean[ch] * a; /* as bn_coefs */
+        for (int i = 0; i < n; i++) {
+            const size_t o = ((size_t)i * c + ch) * hw;
+            const float *p = x + o;
+            float *q = y + o;
+            if (rq != NULL) {
+                for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
+                    const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                    quant_act_decode(t, rq + o + j0, (size_t)len, k);
+                    for (int j = 0; j < len; j++) q[j0 + j] = p[j0 + j] * a + b + t[j];
+                }
+            } else if (r != NULL) {
+                const float *u = r + o;
+                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + u[j];
+            } else {
+                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b;
+            }
         }
     }
 }
@@ -291,27 +375,43 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
     }
 }
 
-/* The fused batch norm + activation kernels work on one row (image, channel) at a time, in
- * chunks of BN_CHUNK floats that stay in L1: the batch norm output of a chunk is computed, then
- * the quantizer's own kernels run on it, so the fused path cannot drift from them. */
-#define BN_CHUNK 256
-
-void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
-                           float *mean, float *rstd, float *rmean, float *rvar,
-                           int n, int c, int hw, int training, float momentum, int k) {
+/* In the fused batch norm + activation kernels, the batch norm output of a chunk is computed,
+ * then the quantizer's own kernels run on it, so the fused path cannot drift from them. */
+static void bn_act_impl(float *y, uint8_t *yq, const float *x, const float *gamma, const float *beta,
+                        float *mean, float *rstd, float *rmean, float *rvar,
+                        int n, int c, int hw, int training, float momentum, int k) {
+    float t[BN_CHUNK];
     for (int ch = 0; ch < c; ch++) {
         float a, b;
         bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            float *q = y + ((size_t)i * c + ch) * hw;
+            const size_t o = ((size_t)i * c + ch) * hw;
+            const float *p = x + o;
             for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
                 const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
+                if (yq != NULL) {
+                    for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
+                    quant_act_encode(yq + o + j0, t, (size_t)len, k);
+                    continue;
+                }
+                float *q = y + o;
                 for (int j = j0; j < j0 + len; j++) q[j] = p[j] * a + b;
                 quant_act_forward(q + j0, q + j0, (size_t)len, k);
             }
         }
     }
+}
+
+void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+                           float *mean, float *rstd, float *rmean, float *rvar,
+                           int n, int c, int hw, int training, float momentum, int k) {
+    bn_act_impl(y, NULL, x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, k);
+}
+
+void batchnorm_act_forward_codes(uint8_t *y, const float *x, const float *gamma, const float *beta,
+                                 float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum, int k) {
+    bn_act_impl(NULL, y, x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, k);
 }
 
 void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

@@ -9,6 +9,7 @@
 #define AUXPS_LAYERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Shape of a 2-D convolution without bias; ho/wo are filled by conv_shape_init. */
 typedef struct {
@@ -24,9 +25,16 @@ size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
 void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
-/* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). */
+/* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
+ * dx may be x itself: each image of x is read before that image's gradient is written. */
 void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc);
+/* The same with x given as k-bit activation codes (quant_act_encode), decoded one image at a
+ * time: equal to the float versions on quant_act_decode(x). col holds conv_scratch_size_codes. */
+size_t conv_scratch_size_codes(const conv_shape_t *s);
+void conv2d_forward_codes(float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col);
+void conv2d_backward_codes(float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
+                           const conv_shape_t *s, float *col, int acc);
 /* Plain loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s);
 
@@ -38,7 +46,14 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
 void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum);
-/* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd. */
+/* y = BN(x), or BN(x) + r with r given as floats or as k-bit codes rq (the other NULL), of a
+ * training-mode forward pass recomputed from its saved mean and rstd: bit-exact with what
+ * batchnorm_forward or batchnorm_add_forward wrote (gamma and beta unchanged). r may be y. */
+void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
+                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw);
+/* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd.
+ * With acc = 0, dx may be x itself (each value is read before it is overwritten); so in
+ * batchnorm_act_backward. */
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc);
@@ -48,11 +63,19 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
 void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum);
+/* The same with r given as k-bit activation codes. */
+void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int k, const float *gamma,
+                                 const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum);
 /* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
  * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
 void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum, int k);
+/* The same writing the k-bit codes of y (k = 1..QUANT_CODE_MAX_BITS, quant_act_encode). */
+void batchnorm_act_forward_codes(uint8_t *y, const float *x, const float *gamma, const float *beta,
+                                 float *mean, float *rstd, float *rmean, float *rvar,
+                                 int n, int c, int hw, int training, float momentum, int k);
 /* The backward pass of batchnorm_act_forward from dy = dL/dy: the quantizer's mask is recomputed
  * from x, beta and the saved statistics exactly as the forward pass computed the batch norm's
  * output (beta and gamma must be unchanged in between). Equals quant_act_backward into a
@@ -62,7 +85,7 @@ void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float 
                             int n, int c, int hw, int k, int acc);
 
 void relu_forward(float *y, const float *x, size_t len);
-/* Uses the forward output y: y > 0 exactly where x > 0. */
+/* Uses the forward output y, or its input x: y > 0 exactly where x > 0. */
 void relu_backward(float *dx, const float *dy, const float *y, size_t len, int acc);
 
 void add_forward(float *y, const float *a, const float *b, size_t len);

@@ -1,9 +1,11 @@
 /* model.c - the quantized ResNet with its auxiliary module, and the small MLP.
  *
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
- * of activations sized for max_batch; every activation has a gradient at the same offset of a
- * second arena. Forward and backward are written out layer by layer so that the backward pass
- * reads as the forward pass in reverse. Activations nobody reads again are not stored: a block's
+ * for the activations of a pass at max_batch and their gradients, planned from the lifetimes of
+ * its buffers (docs/MODEL.md "Memory"): quantized activations are kept as codes, and o, a_out, s
+ * and the stem's output are recomputed by the backward pass instead of kept. Forward and
+ * backward are written out layer by layer so that the backward pass reads as the forward pass
+ * in reverse. Activations nobody reads again are not stored: a block's
  * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
  * auxiliary stream's ReLU(adaptor BN + D(a)) likewise, and A(BN1(c1)) is fused so that BN1's
  * output is never kept (its backward pass recomputes the quantizer's mask). */
@@ -29,6 +31,19 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
+/* Activations: ten per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed ob)
+ * and twelve outside the blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits, the
+ * recomputed scb and sb); the MLP has seven. */
+#define MAX_ACTS (10 * MAX_RES_BLOCKS + 12)
+#define MAX_VARS (2 * MAX_ACTS)
+
+/* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
+typedef struct {
+    size_t len;         /* values per image */
+    int coded;          /* stored as k-bit activation codes, one byte per value (quant_act_encode) */
+    int first, last;    /* the first and last step of the schedule that use it; -1: unused */
+    int root;           /* the var whose storage it shares (an in-place kernel), or itself */
+} var_t;
 
 typedef struct {
     conv_shape_t s;     /* s.n is max_batch; the pass sets the real n */
@@ -47,9 +62,10 @@ typedef struct {
     int has_sc, has_dn, last;
     conv_t conv1, conv2, sc, ad, dn;
     bn_t bn1, bn2, bnsc, bnad, bndn;
-    /* activation offsets; x_in is the previous block's out, a_in its a_out */
+    /* activation ids (act_alloc); x_in is the previous block's out, a_in its a_out */
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
+    size_t ob;          /* o as the backward pass recomputes it */
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -71,10 +87,19 @@ struct model {
     float *wq, *dwq;            /* quantized weights and dL/dwq, params layout */
     uint8_t *codes;             /* k-bit codes, params layout */
     float *save;                /* batch mean / rstd of every batch norm */
-    float *act, *dact;          /* activation arena and its gradients */
-    size_t nact;
+    /* Activations and their gradients share one arena, laid out by plan_arena from their
+     * lifetimes over the schedule of a pass: a buffer is reused once its last reader is done. */
+    var_t vars[MAX_VARS];
+    int nacts;
+    size_t off_train[MAX_VARS];  /* float offsets of every var: forward and backward */
+    size_t off_eval[MAX_VARS];   /* forward alone, for evaluation */
+    const size_t *off;          /* the plan of the last forward pass */
+    float *arena;
+    size_t narena;              /* floats */
     float *col;                 /* im2col scratch */
     size_t ncol;
+    float *img;                 /* one image of the auxiliary stream, recomputed */
+    size_t nimg;
     int *y;
 
     /* ResNet */
@@ -84,6 +109,7 @@ struct model {
     block_t blocks[MAX_RES_BLOCKS];
     int nblocks;
     size_t in, sc0, s, x0, asc, a0;
+    size_t scb, sb;     /* sc0 and s as the backward pass recomputes them */
     size_t pool, logits, apool, alogits;
     int feat, hw_last;
     size_t p_fc1, p_fc2;
@@ -112,10 +138,22 @@ static size_t add_tensor(model_t *m, const char *name, int kind, int quantized, 
     return t->offset;
 }
 
+/* Declares an activation of per_image floats per image and returns its id; plan_arena gives it
+ * and its gradient their place. */
 static size_t act_alloc(model_t *m, size_t per_image) {
-    size_t off = m->nact;
-    m->nact += per_image * (size_t)m->max_batch;
-    return off;
+    assert(m->nacts < MAX_ACTS); /* MAX_ACTS covers every valid spec */
+    const size_t t = (size_t)m->nacts++;
+    m->vars[2 * t].len = per_image;
+    m->vars[2 * t + 1].len = per_image;
+    return t;
+}
+
+/* An activation quantizer's output: stored as its codes when they fit a byte. Only convolutions
+ * and the identity shortcut read these, and they decode them. */
+static size_t act_alloc_codes(model_t *m, size_t per_image) {
+    const size_t t = act_alloc(m, per_image);
+    m->vars[2 * t].coded = m->spec.abits <= QUANT_CODE_MAX_BITS;
+    return t;
 }
 
 static void conv_make(model_t *m, conv_t *cv, const char *name, int aux, int quant,
@@ -123,7 +161,7 @@ static void conv_make(model_t *m, conv_t *cv, const char *name, int aux, int qua
     conv_shape_init(&cv->s, m->max_batch, cin, h, w, cout, k, stride, k / 2);
     cv->quantized = quant && m->spec.wbits < 32;
     cv->w = add_tensor(m, name, MODEL_T_CONV, cv->quantized, aux, cout, cin, k, k, 4);
-    size_t col = conv_scratch_size(&cv->s);
+    size_t col = conv_scratch_size_codes(&cv->s);
     if (col > m->ncol) m->ncol = col;
 }
 
@@ -162,7 +200,9 @@ static void build_resnet(model_t *m) {
     m->in = act_alloc(m, (size_t)sp->in_c * h * w);
     m->sc0 = act_alloc(m, (size_t)c * h * w);
     m->s = act_alloc(m, (size_t)c * h * w);
-    m->x0 = act_alloc(m, (size_t)c * h * w);
+    m->x0 = act_alloc_codes(m, (size_t)c * h * w);
+    m->scb = act_alloc(m, (size_t)c * h * w);
+    m->sb = act_alloc(m, (size_t)c * h * w);
 
     size_t x = m->x0;
     for (int st = 0; st < 3; st++) {
@@ -191,13 +231,14 @@ static void build_resnet(model_t *m) {
             const size_t len = (size_t)cout * hw;
             b->x_in = x;
             b->c1 = act_alloc(m, len);
-            b->h = act_alloc(m, len);
+            b->h = act_alloc_codes(m, len);
             b->c2 = act_alloc(m, len);
             b->o = act_alloc(m, len);
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
             }
-            b->out = act_alloc(m, len);
+            b->out = b->last ? act_alloc(m, len) : act_alloc_codes(m, len);
+            b->ob = act_alloc(m, len);
             b->out_len = len;
             x = b->out;
             c = cout; h = ho; w = wo;
@@ -238,6 +279,8 @@ static void build_resnet(model_t *m) {
         b->a_in = a;
         b->adc = act_alloc(m, len);
         b->a_out = act_alloc(m, len);
+        if (len > m->nimg) m->nimg = len;
+        if ((size_t)c * h * w > m->nimg) m->nimg = (size_t)c * h * w;
         b->a_len = len;
         a = b->a_out;
         c = cout; h = ho; w = wo;
@@ -264,6 +307,269 @@ static void build_mlp(model_t *m) {
     m->b2 = act_alloc(m, (size_t)hd);
     m->h2 = act_alloc(m, (size_t)hd);
     m->logits = act_alloc(m, (size_t)sp->classes);
+}
+
+/* ---- the arena's plan ----
+ * The schedules below list, step by step, which buffers each kernel of resnet_forward and
+ * resnet_backward (mlp_*) reads or writes, in the same order; a buffer lives from its first to
+ * its last step, and plan_arena places buffers whose lifetimes overlap at disjoint offsets.
+ * Buffers used in the same step never share storage, except where share() says so: the kernel
+ * there works in place (layers.h), and the comment says why the old contents are dead. A buffer
+ * the schedule forgets is placed at offset 0, over others: the golden tests and
+ * model_memory.the_arena_plan_changes_no_result catch such a drift. */
+
+typedef struct {
+    model_t *m;
+    int step;
+    int backward;       /* 0: the plan of an evaluation pass, forward alone */
+} sched_t;
+
+static void use(sched_t *q, size_t v) {
+    var_t *x = &q->m->vars[v];
+    if (x->first < 0) x->first = q->step;
+    x->last = q->step;
+}
+
+static int var_root(const model_t *m, int v) {
+    while (m->vars[v].root != v) v = m->vars[v].root;
+    return v;
+}
+
+/* Var b takes the storage of var a. */
+static void share(sched_t *q, size_t a, size_t b) {
+    model_t *m = q->m;
+    if (!q->backward) return;
+    const int ra = var_root(m, (int)a), rb = var_root(m, (int)b);
+    assert(m->vars[ra].len == m->vars[rb].len && m->vars[ra].coded == m->vars[rb].coded);
+    m->vars[rb].root = ra;
+}
+
+#define UA(t) use(q, 2 * (t))
+#define UG(t) use(q, 2 * (t) + 1)
+#define VA(t) (2 * (t))
+#define VG(t) (2 * (t) + 1)
+#define STEP() (q->step++)
+
+/* aux_recompute's reads */
+static void sched_aux_recompute(sched_t *q, int i) {
+    model_t *m = q->m;
+    if (i < 0) {
+        use(q, 2 * m->asc);
+        return;
+    }
+    const block_t *b = &m->blocks[i];
+    if (b->has_dn) use(q, 2 * b->dnc);
+    else sched_aux_recompute(q, i - 1);
+    use(q, 2 * b->adc);
+}
+
+static void sched_resnet(sched_t *q) {
+    model_t *m = q->m;
+    const int aux = m->spec.aux;
+    const block_t *lb = &m->blocks[m->nblocks - 1];
+
+    UA(m->in); STEP(); /* model_forward copies the batch in */
+    UA(m->in); UA(m->sc0); STEP();
+    UA(m->sc0); UA(m->s); STEP();
+    UA(m->s); UA(m->x0); STEP();
+    if (aux) {
+        UA(m->s); UA(m->asc); STEP();
+        UA(m->asc); UA(m->a0); STEP();
+    }
+    for (int i = 0; i < m->nblocks; i++) {
+        const block_t *b = &m->blocks[i];
+        UA(b->x_in); UA(b->c1); STEP();
+        UA(b->c1); UA(b->h); STEP();
+        UA(b->h); UA(b->c2); STEP();
+        if (b->has_sc) {
+            UA(b->x_in); UA(b->scc); STEP();
+            UA(b->scc); UA(b->o); STEP();
+            UA(b->c2); UA(b->o); STEP();
+        } else {
+            UA(b->c2); UA(b->x_in); UA(b->o); STEP();
+        }
+        UA(b->o); UA(b->out); STEP();
+        if (aux) {
+            UA(b->o); UA(b->adc); STEP();
+            if (b->has_dn) {
+                UA(b->a_in); UA(b->dnc); STEP();
+                UA(b->dnc); UA(b->a_out); STEP();
+                UA(b->adc); UA(b->a_out); STEP();
+            } else {
+                UA(b->adc); UA(b->a_in); UA(b->a_out); STEP();
+            }
+        }
+    }
+    UA(lb->out); UA(m->pool); STEP();
+    UA(m->pool); UA(m->logits); STEP();
+    if (aux) {
+        UA(lb->a_out); UA(m->apool); STEP();
+        UA(m->apool); UA(m->alogits); STEP();
+    }
+    if (q->backward) {
+        UA(m->logits); UG(m->logits); STEP();
+        UG(m->logits); UA(m->pool); UG(m->pool); STEP();
+        UG(m->pool); UG(lb->out); STEP();
+        if (aux) {
+            UA(m->alogits); UG(m->alogits); STEP();
+            UG(m->alogits); UA(m->apool); UG(m->apool); STEP();
+            UG(m->apool); UG(lb->a_out); STEP();
+        }
+        for (int i = m->nblocks - 1; i >= 0; i--) {
+            const block_t *b = &m->blocks[i];
+            if (aux) {
+                sched_aux_recompute(q, i); UG(b->a_out); STEP();
+                if (b->has_dn) {
+                    /* a batch norm's input is read by nothing else: its gradient overwrites it */
+                    share(q, VA(b->dnc), VG(b->dnc));
+                    UA(b->dnc); UG(b->a_out); UG(b->dnc); STEP();
+                    sched_aux_recompute(q, i - 1); UG(b->dnc); UG(b->a_in); STEP();
+                } else {
+                    /* D is the identity: a_in's gradient is a_out's, with no copy */
+                    share(q, VG(b->a_out), VG(b->a_in));
+                    UG(b->a_out); UG(b->a_in); STEP();
+                }
+                share(q, VA(b->adc), VG(b->adc));
+                UA(b->adc); UG(b->a_out); UG(b->adc); STEP();
+            }
+            UA(b->c2); UA(b->has_sc ? b->scc : b->x_in); UA(b->ob); STEP();
+            if (aux) {
+                UA(b->ob); UG(b->adc); UG(b->o); STEP();
+            }
+            UA(b->ob); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
+            if (b->has_sc) {
+                share(q, VA(b->scc), VG(b->scc));
+                UA(b->scc); UG(b->o); UG(b->scc); STEP();
+                UA(b->x_in); UG(b->scc); UG(b->x_in); STEP();
+            } else {
+                /* the identity shortcut: x_in's gradient starts as o's, with no copy; o's is
+                 * read once more by BN2, before conv1 adds to x_in's */
+                share(q, VG(b->o), VG(b->x_in));
+                UG(b->o); UG(b->x_in); STEP();
+            }
+            share(q, VA(b->c2), VG(b->c2));
+            UA(b->c2); UG(b->o); UG(b->c2); STEP();
+            /* conv2 reads each image of h before it writes that image's gradient */
+            if (!m->vars[VA(b->h)].coded) share(q, VA(b->h), VG(b->h));
+            UA(b->h); UG(b->c2); UG(b->h); STEP();
+            share(q, VA(b->c1), VG(b->c1));
+            UA(b->c1); UG(b->h); UG(b->c1); STEP();
+            UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
+        }
+        UA(m->in); UA(m->scb); STEP();
+        UA(m->scb); UA(m->sb); STEP();
+        UA(m->sb); UG(m->x0); UG(m->s); STEP();
+        if (aux) {
+            share(q, VA(m->asc), VG(m->asc));
+            UA(m->asc); UG(m->a0); UG(m->asc); STEP();
+            UA(m->sb); UG(m->asc); UG(m->s); STEP();
+        }
+        share(q, VA(m->scb), VG(m->scb));
+        UA(m->scb); UG(m->s); UG(m->scb); STEP();
+        UA(m->in); UG(m->scb); STEP();
+    }
+    /* the logits outlive the pass: model_logits reads them */
+    UA(m->logits);
+    if (aux) UA(m->alogits);
+    STEP();
+}
+
+static void sched_mlp(sched_t *q) {
+    model_t *m = q->m;
+    UA(m->in); STEP();
+    UA(m->in); UA(m->z1); STEP();
+    UA(m->z1); UA(m->h1); STEP();
+    UA(m->h1); UA(m->z2); STEP();
+    UA(m->z2); UA(m->b2); STEP();
+    UA(m->b2); UA(m->h2); STEP();
+    UA(m->h2); UA(m->logits); STEP();
+    if (q->backward) {
+        UA(m->logits); UG(m->logits); STEP();
+        UG(m->logits); UA(m->h2); UG(m->h2); STEP();
+        UG(m->h2); UA(m->h2); UG(m->b2); STEP();
+        share(q, VA(m->z2), VG(m->z2));
+        UA(m->z2); UG(m->b2); UG(m->z2); STEP();
+        UG(m->z2); UA(m->h1); UG(m->h1); STEP();
+        share(q, VA(m->z1), VG(m->z1));
+        UA(m->z1); UG(m->h1); UG(m->z1); STEP();
+        UG(m->z1); UA(m->in); STEP();
+    }
+    UA(m->logits); STEP();
+}
+
+#undef UA
+#undef UG
+#undef VA
+#undef VG
+#undef STEP
+
+/* Offsets of every var for one schedule: the largest buffers first, each at the lowest offset
+ * where it overlaps no placed buffer that is alive at the same time. Returns the floats used. */
+static size_t plan_arena(model_t *m, int backward, size_t *off) {
+    const int nv = 2 * m->nacts;
+    for (int v = 0; v < nv; v++) {
+        m->vars[v].first = m->vars[v].last = -1;
+        m->vars[v].root = v;
+    }
+    sched_t q = {m, 0, backward};
+    if (m->spec.arch == ARCH_RESNET) sched_resnet(&q);
+    else sched_mlp(&q);
+
+    /* A root's lifetime covers its members'. Sizes are in floats, rounded to 64 bytes. */
+    const int unused = -1;
+    int first[MAX_VARS], last[MAX_VARS], order[MAX_VARS], live[MAX_VARS], nroots = 0;
+    size_t size[MAX_VARS];
+    for (int v = 0; v < nv; v++) {
+        first[v] = last[v] = unused;
+        const size_t vals = m->vars[v].len * (size_t)m->max_batch;
+        size[v] = ((m->vars[v].coded ? (vals + 3) / 4 : vals) + 15) & ~(size_t)15;
+    }
+    for (int v = 0; v < nv; v++) {
+        const var_t *x = &m->vars[v];
+        if (x->first < 0) continue;
+        const int r = var_root(m, v);
+        if (first[r] == unused || x->first < first[r]) first[r] = x->first;
+        if (x->last > last[r]) last[r] = x->last;
+    }
+    for (int v = 0; v < nv; v++) {
+        if (first[v] == unused) continue;
+        int j = nroots++;
+        while (j > 0 && (size[order[j - 1]] < size[v] ||
+                         (size[order[j - 1]] == size[v] && first[order[j - 1]] > first[v]))) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    size_t total = 0;
+    for (int i = 0; i < nroots; i++) {
+        const int r = order[i];
+        /* the placed buffers alive with r, by offset */
+        int nl = 0;
+        for (int k = 0; k < i; k++) {
+            const int p = order[k];
+            if (first[p] > last[r] || last[p] < first[r]) continue;
+            int j = nl++;
+            while (j > 0 && off[live[j - 1]] > off[p]) {
+                live[j] = live[j - 1];
+                j--;
+            }
+            live[j] = p;
+        }
+        size_t at = 0;
+        for (int k = 0; k < nl; k++) {
+            const int p = live[k];
+            if (off[p] >= at + size[r]) break;
+            if (off[p] + size[p] > at) at = off[p] + size[p];
+        }
+        off[r] = at;
+        if (at + size[r] > total) total = at + size[r];
+    }
+    for (int v = 0; v < nv; v++) {
+        const int r = var_root(m, v);
+        off[v] = first[r] == unused ? 0 : off[r];
+    }
+    return total;
 }
 
 /* ---- construction ---- */
@@ -341,12 +647,15 @@ model_t *model_new(const model_spec_t *spec, int max_batch) {
     m->codes = calloc(m->nparams, 1);
     m->stats = calloc(m->nstats, sizeof(float));
     m->save = calloc(m->nsave, sizeof(float));
-    m->act = calloc(m->nact, sizeof(float));
-    m->dact = calloc(m->nact, sizeof(float));
+    const size_t ntrain = plan_arena(m, 1, m->off_train), neval = plan_arena(m, 0, m->off_eval);
+    m->narena = ntrain > neval ? ntrain : neval;
+    m->off = m->off_train;
+    m->arena = calloc(m->narena, sizeof(float));
     m->col = calloc(m->ncol ? m->ncol : 1, sizeof(float));
+    m->img = calloc(m->nimg ? m->nimg : 1, sizeof(float));
     m->y = calloc((size_t)max_batch, sizeof(int));
     if (!m->params || !m->grads || !m->wq || !m->dwq || !m->codes || !m->stats || !m->save ||
-        !m->act || !m->dact || !m->col || !m->y) {
+        !m->arena || !m->col || !m->img || !m->y) {
         model_destroy(&m);
         return NULL;
     }
@@ -359,7 +668,7 @@ void model_destroy(model_t **mp) {
     if (mp == NULL || *mp == NULL) return;
     model_t *m = *mp;
     free(m->params); free(m->grads); free(m->wq); free(m->dwq); free(m->codes);
-    free(m->stats); free(m->save); free(m->act); free(m->dact); free(m->col); free(m->y);
+    free(m->stats); free(m->save); free(m->arena); free(m->col); free(m->img); free(m->y);
     free(m);
     *mp = NULL;
 }
@@ -448,14 +757,22 @@ const float *model_weight_q(const model_t *m, int i) {
     return (t->quantized ? m->wq : m->params) + t->offset;
 }
 
-const float *model_logits(const model_t *m) { return m->act + m->logits; }
-const float *model_logits_aux(const model_t *m) { return m->spec.aux ? m->act + m->alogits : NULL; }
+size_t model_arena_bytes(const model_t *m) { return m->narena * sizeof(float); }
+size_t model_scratch_bytes(const model_t *m) { return (m->ncol + m->nimg) * sizeof(float); }
+
+const float *model_logits(const model_t *m) { return m->arena + m->off[2 * m->logits]; }
+const float *model_logits_aux(const model_t *m) {
+    return m->spec.aux ? m->arena + m->off[2 * m->alogits] : NULL;
+}
 
 /* ---- forward ---- */
 
-#define A(off) (m->act + (off))
-#define G(off) (m->dact + (off))
+/* The activation t and its gradient, in the plan of the current pass */
+#define A(t) (m->arena + m->off[2 * (t)])
+#define G(t) (m->arena + m->off[2 * (t) + 1])
 #define P(off) (m->params + (off))
+#define CODED(t) (m->vars[2 * (t)].coded)
+#define AQ(t) ((uint8_t *)A(t))
 
 static const float *conv_weight(const model_t *m, const conv_t *cv) {
     return (cv->quantized ? m->wq : m->params) + cv->w;
@@ -463,7 +780,8 @@ static const float *conv_weight(const model_t *m, const conv_t *cv) {
 
 static void conv_fwd(model_t *m, conv_t *cv, size_t in, size_t out) {
     cv->s.n = m->n;
-    conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+    if (CODED(in)) conv2d_forward_codes(A(out), AQ(in), m->spec.abits, conv_weight(m, cv), &cv->s, m->col);
+    else conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
 }
 
 static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
@@ -474,6 +792,12 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
 
 /* out = BN(in) + A(res); res may be out. */
 static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out, int training) {
+    if (CODED(res)) {
+        batchnorm_add_forward_codes(A(out), A(in), AQ(res), m->spec.abits, P(bn->p), P(bn->p + bn->c),
+                                    m->save + bn->save, m->save + bn->save + bn->c, m->stats + bn->st,
+                                    m->stats + bn->st + bn->c, m->n, bn->c, bn->hw, training, m->bn_momentum);
+        return;
+    }
     batchnorm_add_forward(A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum);
@@ -481,13 +805,20 @@ static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t
 
 /* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
 static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
+    if (CODED(out)) {
+        batchnorm_act_forward_codes(AQ(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                                    m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
+                                    m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
+        return;
+    }
     batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
 }
 
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
-    quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
+    if (CODED(out)) quant_act_encode(AQ(out), A(in), len * m->n, m->spec.abits);
+    else quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
 }
 
 static void resnet_forward(model_t *m, int training) {
@@ -556,6 +887,7 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
     const model_spec_t *sp = &m->spec;
     if (n > m->max_batch) n = m->max_batch; /* the caller's invariant; never overrun the arena */
     m->n = n;
+    m->off = training ? m->off_train : m->off_eval;
     memcpy(A(m->in), x, sizeof(float) * (size_t)n * sp->in_c * sp->in_h * sp->in_w);
     model_quantize_weights(m);
     if (sp->arch == ARCH_RESNET) resnet_forward(m, training);
@@ -577,9 +909,20 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
  * it (acc = 0) and only a second consumer of the same activation accumulates (acc = 1). The
  * comments at each acc = 1 name the first writer. */
 
-static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
+/* The input is read from activation x, its gradient written to G(in): x is in itself, or in as
+ * the backward pass recomputed it. */
+static void conv_bwd_from(model_t *m, conv_t *cv, size_t x, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
-    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(in), conv_weight(m, cv), &cv->s, m->col, acc);
+    if (CODED(x)) {
+        conv2d_backward_codes(need_dx ? G(in) : NULL, dw, G(out), AQ(x), m->spec.abits, conv_weight(m, cv),
+                              &cv->s, m->col, acc);
+        return;
+    }
+    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(x), conv_weight(m, cv), &cv->s, m->col, acc);
+}
+
+static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
+    conv_bwd_from(m, cv, in, in, out, need_dx, acc);
 }
 
 /* dy is the gradient of the BN's output, which may live at another offset (in-place sums). Every
@@ -595,8 +938,39 @@ static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
                            bn->hw, m->spec.abits, 0);
 }
 
-static void act_bwd(model_t *m, size_t in, size_t out, size_t len, int acc) {
-    quant_act_backward(G(in), G(out), A(in), len * m->n, m->spec.abits, acc);
+/* The quantizer's mask is read from activation x: in itself, or in recomputed. */
+static void act_bwd(model_t *m, size_t x, size_t in, size_t out, size_t len, int acc) {
+    quant_act_backward(G(in), G(out), A(x), len * m->n, m->spec.abits, acc);
+}
+
+/* A(out) = BN(in) (+ A(res) when res is not NO_RES) as the forward pass computed it. */
+#define NO_RES ((size_t)-1)
+static void bn_recompute(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out) {
+    const int coded = res != NO_RES && CODED(res);
+    batchnorm_recompute(A(out), A(in), res == NO_RES || coded ? NULL : A(res), coded ? AQ(res) : NULL,
+                        m->spec.abits, P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+                        m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
+}
+
+/* y = BN(in) (+ r) for image j alone, r already at image j. */
+static void bn_recompute_image(model_t *m, const bn_t *bn, size_t in, const float *r, float *y, int j) {
+    batchnorm_recompute(y, A(in) + (size_t)j * bn->c * bn->hw, r, NULL, m->spec.abits, P(bn->p),
+                        P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, 1, bn->c, bn->hw);
+}
+
+/* Image j of block i's a_out (i = -1: a0) into y, by the forward pass's own steps from the
+ * batch norm inputs, which the arena keeps: through the blocks back to a down-sampling one or
+ * the start. One image at a time, so that it needs no buffer of the batch. */
+static void aux_recompute(model_t *m, int i, float *y, int j) {
+    if (i < 0) {
+        bn_recompute_image(m, &m->as_bn, m->asc, NULL, y, j);
+        return;
+    }
+    const block_t *b = &m->blocks[i];
+    if (b->has_dn) bn_recompute_image(m, &b->bndn, b->dnc, NULL, y, j);
+    else aux_recompute(m, i - 1, y, j);
+    bn_recompute_image(m, &b->bnad, b->adc, y, y, j);
+    relu_forward(y, y, b->a_len);
 }
 
 static void resnet_backward(model_t *m) {
@@ -617,30 +991,51 @@ static void resnet_backward(model_t *m) {
     for (int i = m->nblocks - 1; i >= 0; i--) {
         block_t *b = &m->blocks[i];
         const size_t len = b->out_len * m->n;
+        /* The arena does not keep o, a_out and s past the forward pass: they are recomputed,
+         * bit-exact, from the batch norm inputs it keeps, each just before its first use. */
         if (aux) {
             /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
             float *ga = G(b->a_out);
-            const float *av = A(b->a_out);
-            for (size_t j = 0; j < len; j++) ga[j] = av[j] > 0.0f ? ga[j] : 0.0f;
-            /* a_in's only consumer is this block's D */
+            for (int j = 0; j < m->n; j++) {
+                aux_recompute(m, i, m->img, j);
+                float *g = ga + (size_t)j * b->a_len;
+                for (size_t e = 0; e < b->a_len; e++) g[e] = m->img[e] > 0.0f ? g[e] : 0.0f;
+            }
+            /* a_in's only consumer is this block's D, a convolution: one image at a time, as
+             * conv2d_backward itself goes, with a_in recomputed for each */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
-                conv_bwd(m, &b->dn, b->a_in, b->dnc, 1, 0);
-            } else {
+                conv_t *cv = &b->dn;
+                const size_t isz = (size_t)cv->s.cin * cv->s.h * cv->s.w;
+                const size_t osz = (size_t)cv->s.cout * cv->s.ho * cv->s.wo;
+                cv->s.n = 1;
+                for (int j = 0; j < m->n; j++) {
+                    aux_recompute(m, i - 1, m->img, j);
+                    conv2d_backward(G(b->a_in) + j * isz, m->grads + cv->w, G(b->dnc) + j * osz, m->img,
+                                    conv_weight(m, cv), &cv->s, m->col, 0);
+                }
+            } else if (G(b->a_in) != ga) {
                 memcpy(G(b->a_in), ga, sizeof(float) * len);
             }
             bn_bwd(m, &b->bnad, b->adc, ga);
-            conv_bwd(m, &b->ad, b->o, b->adc, 1, 0);
         }
+        /* ob = BN2(c2) + shortcut */
+        if (b->has_sc) {
+            bn_recompute(m, &b->bnsc, b->scc, NO_RES, b->ob);
+            bn_recompute(m, &b->bn2, b->c2, b->ob, b->ob);
+        } else {
+            bn_recompute(m, &b->bn2, b->c2, b->x_in, b->ob);
+        }
+        if (aux) conv_bwd_from(m, &b->ad, b->ob, b->o, b->adc, 1, 0);
         /* o's gradient: the adaptor wrote it first when there is one */
-        if (b->last) relu_backward(G(b->o), G(b->out), A(b->out), len, aux);
-        else act_bwd(m, b->o, b->out, b->out_len, aux);
+        if (b->last) relu_backward(G(b->o), G(b->out), A(b->ob), len, aux); /* o > 0 where out > 0 */
+        else act_bwd(m, b->ob, b->o, b->out, b->out_len, aux);
         /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
          * shortcut (first) and conv1. */
         if (b->has_sc) {
             bn_bwd(m, &b->bnsc, b->scc, G(b->o));
             conv_bwd(m, &b->sc, b->x_in, b->scc, 1, 0);
-        } else {
+        } else if (G(b->x_in) != G(b->o)) {
             memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         }
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
@@ -649,14 +1044,17 @@ static void resnet_backward(model_t *m) {
         conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
-    /* s's consumers: the quantizer (first) and the auxiliary start */
-    act_bwd(m, m->s, m->x0, slen, 0);
+    /* The stem's convolution, with one input channel, costs little: its output is recomputed
+     * rather than kept. s's consumers: the quantizer (first) and the auxiliary start. */
+    conv_fwd(m, &m->stem, m->in, m->scb);
+    bn_recompute(m, &m->stem_bn, m->scb, NO_RES, m->sb);
+    act_bwd(m, m->sb, m->s, m->x0, slen, 0);
     if (aux) {
         bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
-        conv_bwd(m, &m->as, m->s, m->asc, 1, 1);
+        conv_bwd_from(m, &m->as, m->sb, m->s, m->asc, 1, 1);
     }
-    bn_bwd(m, &m->stem_bn, m->sc0, G(m->s));
-    conv_bwd(m, &m->stem, m->in, m->sc0, 0, 0);
+    bn_bwd(m, &m->stem_bn, m->scb, G(m->s));
+    conv_bwd(m, &m->stem, m->in, m->scb, 0, 0);
 }
 
 static void mlp_backward(model_t *m) {

@@ -2,8 +2,8 @@
  * auxiliary module (METHOD.md), and a small MLP for fast tests.
  *
  * A model owns four flat float buffers: params, grads (same layout), stats (batch-norm running
- * statistics) and its activation arena sized for max_batch. docs/MODEL.md pins the layout of
- * params and stats. The model never allocates after model_new. */
+ * statistics) and its activation arena sized for max_batch (docs/MODEL.md "Memory"). docs/MODEL.md
+ * pins the layout of params and stats. The model never allocates after model_new. */
 #ifndef AUXPS_MODEL_H
 #define AUXPS_MODEL_H
 
@@ -67,6 +67,11 @@ int model_spec_layout(const model_spec_t *spec, size_t *inference_params, size_t
 model_t *model_new(const model_spec_t *spec, int max_batch);
 /* Frees the model and sets *m to NULL; safe on NULL and twice. */
 void model_destroy(model_t **m);
+/* Bytes of the activation arena: every activation of a training pass at max_batch and its
+ * gradient, in buffers reused once nothing reads them again (model.c plans them at model_new). */
+size_t model_arena_bytes(const model_t *m);
+/* Bytes of the convolutions' im2col scratch (one image). */
+size_t model_scratch_bytes(const model_t *m);
 
 const model_spec_t *model_spec(const model_t *m);
 size_t model_num_params(const model_t *m);

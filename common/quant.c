@@ -116,6 +116,22 @@ void quant_act_forward(float *y, const float *x, size_t n, int k) {
     }
 }
 
+/* The code is the float rintf(v * levels) of quant_act_forward, an integer in [0, levels], so
+ * code / levels is its output to the bit. */
+void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k) {
+    const float levels = (float)((1u << k) - 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] < 0.0f ? 0.0f : x[i];
+        v = v > 1.0f ? 1.0f : v;
+        codes[i] = v == v ? (uint8_t)rintf(v * levels) : QUANT_CODE_NAN;
+    }
+}
+
+void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k) {
+    const float levels = (float)((1u << k) - 1);
+    for (size_t i = 0; i < n; i++) y[i] = codes[i] == QUANT_CODE_NAN ? NAN : (float)codes[i] / levels;
+}
+
 /* dx (+)= dy * mask, the mask of one precision: dy is loaded unconditionally so that the loops
  * vectorise, and the accumulating and overwriting loops are separate for the same reason. */
 void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc) {

@@ -33,6 +33,13 @@ void quant_weight_backward_tanh(float *dw, const float *dwq, const float *t, siz
 
 /* Activations, k = 1..8: y = q_k(clip(x, 0, 1)); k = 32: y = ReLU(x). */
 void quant_act_forward(float *y, const float *x, size_t n, int k);
+/* The same activations stored compactly, for k = 1..QUANT_CODE_MAX_BITS: codes (n) receive
+ * round((2^k - 1) clip(x, 0, 1)), or QUANT_CODE_NAN where x is NaN, and quant_act_decode gives
+ * back y (n) bit-exact with quant_act_forward's output (a NaN as the default NaN). */
+#define QUANT_CODE_MAX_BITS 7
+#define QUANT_CODE_NAN 255
+void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k);
+void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k);
 /* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32), and 0 elsewhere; with acc = 0, dx is
  * overwritten instead (its old contents are never read). */
 void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MAX_LIST 16         /* values per list option */
 #define MAX_ROWS 1024       /* compute configurations in one table */
@@ -138,10 +139,10 @@ typedef struct {
     double warmup_s, min_seconds;  /* ... and for at least this long */
 } timing_t;
 
-/* Times trainer_step on one batch of random data; returns images/s (with *steps, *secs) or -1
- * when memory runs out. */
+/* Times trainer_step on one batch of random data; returns images/s (with *steps, *secs and the
+ * model's *arena bytes) or -1 when memory runs out. */
 static double time_training(const model_spec_t *sp, int batch, int threads, const timing_t *tm, int *steps,
-                            double *secs) {
+                            double *secs, size_t *arena) {
     openblas_set_num_threads(threads);
     model_t *m = model_new(sp, batch);
     const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
@@ -151,6 +152,7 @@ static double time_training(const model_spec_t *sp, int batch, int threads, cons
     if (m == NULL || x == NULL || y == NULL) goto done;
     mom = calloc(model_num_params(m), sizeof(float));
     if (mom == NULL) goto done;
+    *arena = model_arena_bytes(m);
     model_init(m, 1);
     rng_t r;
     rng_seed(&r, 7);
@@ -196,18 +198,23 @@ static int run_compute(const list_t *models, const list_t *bits, const list_t *a
                         sp.aux = auxs->v[c];
                         int steps = 0;
                         double secs = 0, macs, stem;
-                        double ips = time_training(&sp, batches->v[d], threads->v[e], tm, &steps, &secs);
+                        size_t arena = 0;
+                        double ips = time_training(&sp, batches->v[d], threads->v[e], tm, &steps, &secs, &arena);
                         if (ips < 0) {
                             fprintf(stderr, "auxps bench: out of memory\n");
                             return 1;
                         }
                         const double flops = bench_flops(&sp, &macs, &stem);
+                        /* the process's peak resident set so far: it covers every earlier line */
+                        struct rusage ru;
+                        const long rss = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
                         printf("{\"bench\":\"compute\",\"impl\":\"auxps\",\"model\":\"%s\",\"blocks\":%d,\"wbits\":%d,"
                                "\"abits\":%d,\"aux\":%s,\"batch\":%d,\"threads\":%d,\"steps\":%d,\"seconds\":%.3f,"
                                "\"images_per_s\":%.2f,\"fwd_macs_per_image\":%.0f,\"flops_per_image\":%.0f,"
-                               "\"gflops\":%.3f}\n",
+                               "\"gflops\":%.3f,\"arena_bytes\":%zu,\"peak_rss_kb\":%ld}\n",
                                model_names[models->v[a]], sp.blocks, sp.wbits, sp.abits, sp.aux ? "true" : "false",
-                               batches->v[d], threads->v[e], steps, secs, ips, macs, flops, flops * ips / 1e9);
+                               batches->v[d], threads->v[e], steps, secs, ips, macs, flops, flops * ips / 1e9, arena,
+                               rss);
                         fflush(stdout);
                     }
     return 0;

@@ -256,6 +256,9 @@ Test(bench, compute_measures_every_configuration_and_counts_the_flops_of_the_net
         cr_assert_eq(flops, 6 * macs - 2 * stem_macs);
         const double g = jnum(o, "gflops"), want = flops * jnum(o, "images_per_s") / 1e9;
         cr_assert(fabs(g - want) <= 0.001 * want + 0.001, "gflops %g, flops * images/s %g", g, want);
+        /* memory: the model's activation arena, and the process's peak resident set holds it */
+        const double arena = jnum(o, "arena_bytes"), rss_kb = jnum(o, "peak_rss_kb");
+        cr_assert(arena > 0 && rss_kb * 1024 > arena, "arena %.0f bytes, peak RSS %.0f kB", arena, rss_kb);
         seen[r20][aux][bits]++;
     }
     for (int r = 0; r < 2; r++)

@@ -685,3 +685,138 @@ Test(layers, softmax_xent_is_stable_for_huge_logits) {
         cr_assert(isfinite(d[i]) && fabs(d[i] - wd) <= 1e-6, "dlogits[%d] = %.9g, want %.9g", i, d[i], wd);
     }
 }
+
+/* ---- compact activations and in-place backward passes (the model's arena, docs/MODEL.md) ---- */
+
+static void fill_codes(uint8_t *q, size_t n, int k, util_rng_t *r) {
+    for (size_t i = 0; i < n; i++) q[i] = (uint8_t)(util_rng_next(r) % (1u << k));
+}
+
+/* A convolution reading k-bit codes computes exactly what it computes on their decoded floats:
+ * output, input gradient (overwritten and accumulated) and weight gradient, bit for bit. */
+Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
+    util_rng_t r = {21};
+    for (size_t t = 0; t < N_CONV_CASES; t++) {
+        conv_shape_t s;
+        conv_case(&s, t);
+        const int k = 1 + (int)(t % 3);
+        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size_codes(&s);
+        cr_assert_geq(ncol, conv_scratch_size(&s) + (size_t)s.cin * s.h * s.w);
+        uint8_t *q = malloc(nx);
+        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = falloc(ncol);
+        float *o1 = falloc(no), *o2 = falloc(no), *dx1 = falloc(nx), *dx2 = falloc(nx), *dw1 = falloc(nw),
+              *dw2 = falloc(nw);
+        cr_assert_not_null(q);
+        fill_codes(q, nx, k, &r);
+        quant_act_decode(x, q, nx, k);
+        util_fill_unif(w, nw, &r, -1, 1);
+        util_fill_unif(dout, no, &r, -1, 1);
+        conv2d_forward(o1, x, w, &s, col);
+        conv2d_forward_codes(o2, q, k, w, &s, col);
+        cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "case %zu: forward differs", t);
+        for (int acc = 0; acc <= 1; acc++) {
+            util_prefill(dx1, nx);
+            util_prefill(dx2, nx);
+            util_prefill(dw1, nw);
+            util_prefill(dw2, nw);
+            conv2d_backward(dx1, dw1, dout, x, w, &s, col, acc);
+            conv2d_backward_codes(dx2, dw2, dout, q, k, w, &s, col, acc);
+            cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "case %zu acc %d: dx differs", t, acc);
+            cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu acc %d: dw differs", t, acc);
+        }
+        free(q); free(x); free(w); free(dout); free(col); free(o1); free(o2);
+        free(dx1); free(dx2); free(dw1); free(dw2);
+    }
+}
+
+/* With acc = 0 the input gradient may overwrite the input itself: same dx and dw, bit for bit. */
+Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
+    util_rng_t r = {22};
+    for (size_t t = 0; t < N_CONV_CASES; t++) {
+        conv_shape_t s;
+        conv_case(&s, t);
+        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = ncol ? falloc(ncol) : NULL;
+        float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
+        util_fill_unif(x, nx, &r, -1, 1);
+        util_fill_unif(w, nw, &r, -1, 1);
+        util_fill_unif(dout, no, &r, -1, 1);
+        util_prefill(dw1, nw);
+        util_prefill(dw2, nw);
+        conv2d_backward(dx, dw1, dout, x, w, &s, col, 0);
+        conv2d_backward(x, dw2, dout, x, w, &s, col, 0);
+        cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "case %zu: dx differs in place", t);
+        cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu: dw differs in place", t);
+        free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
+    }
+}
+
+/* The batch-norm kernels that write or read codes equal the float ones on decoded values, and
+ * batchnorm_recompute gives back what the training-mode forward pass wrote, bit for bit. */
+Test(layers, batchnorm_codes_and_recompute_equal_the_forward_pass_bit_exactly) {
+    enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
+    util_rng_t r = {23};
+    float *x = falloc(NX), *y = falloc(NX), *yr = falloc(NX), *res = falloc(NX), *t = falloc(NX);
+    uint8_t *q = malloc(NX), *rq = malloc(NX);
+    float gamma[C], beta[C], mean[C], rstd[C], meanr[C], rstdr[C];
+    cr_assert(q != NULL && rq != NULL);
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(gamma, C, &r, 0.2, 0.8);
+    util_fill_unif(beta, C, &r, 0, 1);
+    for (int k = 1; k <= QUANT_CODE_MAX_BITS; k++) {
+        float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
+        batchnorm_act_forward(yr, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f, k);
+        batchnorm_act_forward_codes(q, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
+        quant_act_decode(y, q, NX, k);
+        cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: codes of A(BN(x)) differ", k);
+        for (int ch = 0; ch < C; ch++)
+            cr_assert(mean[ch] == meanr[ch] && rstd[ch] == rstdr[ch] && rm[ch] == rmr[ch] && rv[ch] == rvr[ch]);
+
+        fill_codes(rq, NX, k, &r);
+        quant_act_decode(res, rq, NX, k);
+        batchnorm_add_forward(yr, x, res, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
+        batchnorm_add_forward_codes(y, x, rq, k, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+        cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: BN(x) + codes differs", k);
+        batchnorm_recompute(y, x, NULL, rq, k, gamma, beta, mean, rstd, N, C, HW);
+        cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: recomputed BN(x) + codes differs", k);
+    }
+    float rm[C] = {0}, rv[C] = {1, 1, 1, 1};
+    batchnorm_forward(yr, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_recompute(y, x, NULL, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
+    cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "recomputed BN(x) differs");
+    util_fill_unif(res, NX, &r, -2, 2);
+    memcpy(t, res, sizeof(float) * NX);
+    batchnorm_add_forward(yr, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_recompute(t, x, t, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
+    cr_assert(memcmp(t, yr, sizeof(float) * NX) == 0, "recomputed BN(x) + r in place differs");
+    free(x); free(y); free(yr); free(res); free(t); free(q); free(rq);
+}
+
+/* With acc = 0 a batch norm's input gradient may overwrite its input: bit for bit the same. */
+Test(layers, batchnorm_backward_in_place_over_its_input_equals_separate_buffers) {
+    enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
+    util_rng_t r = {24};
+    float *x = falloc(NX), *x2 = falloc(NX), *dy = falloc(NX), *dx = falloc(NX);
+    float gamma[C], beta[C], mean[C], rstd[C], rm[C] = {0}, rv[C] = {1, 1, 1, 1};
+    bn_fill_input(x, N, C, HW, &r);
+    util_fill_unif(gamma, C, &r, 0.2, 0.8);
+    util_fill_unif(beta, C, &r, 0, 1);
+    util_fill_unif(dy, NX, &r, -1, 1);
+    batchnorm_forward(dx, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    for (int k = 0; k <= 2; k++) {
+        float dg1[C] = {0}, db1[C] = {0}, dg2[C] = {0}, db2[C] = {0};
+        memcpy(x2, x, sizeof(float) * NX);
+        if (k == 0) {
+            batchnorm_backward(dx, dg1, db1, dy, x, gamma, mean, rstd, N, C, HW, 0);
+            batchnorm_backward(x2, dg2, db2, dy, x2, gamma, mean, rstd, N, C, HW, 0);
+        } else {
+            batchnorm_act_backward(dx, dg1, db1, dy, x, gamma, beta, mean, rstd, N, C, HW, k, 0);
+            batchnorm_act_backward(x2, dg2, db2, dy, x2, gamma, beta, mean, rstd, N, C, HW, k, 0);
+        }
+        cr_assert(memcmp(dx, x2, sizeof(float) * NX) == 0, "k = %d: dx differs in place", k);
+        cr_assert(memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(db1, db2, sizeof db1) == 0, "k = %d", k);
+    }
+    free(x); free(x2); free(dy); free(dx);
+}

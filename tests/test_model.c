@@ -377,3 +377,86 @@ Test(model_bn, momentum_one_over_k_averages_batch_statistics) {
     free(avg);
     model_destroy(&m);
 }
+
+/* ---- memory: the activation arena (docs/MODEL.md "Memory") ---- */
+
+/* The arena of the default network at the recipe's batch: 65.0 MB (62.0 MiB) when the buffers
+ * are planned by lifetime, quantized activations kept as codes and o, a_out, s and the stem's
+ * output recomputed; one slot per tensor and gradient took 242 MB. */
+Test(model_memory, resnet8_w2a2_aux_arena_at_batch_128_is_under_64_mib) {
+    model_spec_t sp;
+    model_spec_default(&sp);
+    model_t *m = model_new(&sp, 128);
+    cr_assert_not_null(m);
+    const size_t arena = model_arena_bytes(m), scratch = model_scratch_bytes(m);
+    cr_log_info("ResNet-8 W2A2 + aux, batch 128: arena %zu bytes, scratch %zu bytes", arena, scratch);
+    cr_expect_lt(arena, (size_t)64 << 20, "arena %zu bytes", arena);
+    cr_expect_lt(scratch, (size_t)1 << 20, "scratch %zu bytes", scratch);
+    model_destroy(&m);
+    /* the arena scales with the batch, and nothing else in it does */
+    m = model_new(&sp, 64);
+    cr_assert_not_null(m);
+    cr_expect_leq(model_arena_bytes(m), arena / 2 + 4096);
+    model_destroy(&m);
+}
+
+/* The arena's plan must not change a result: a model sized for a larger batch, running an
+ * evaluation pass (which uses a forward-only plan) between training steps, gives bit for bit the
+ * losses, logits, gradients and statistics of a model sized for exactly the batch. */
+static void check_plan_invariance(model_spec_t sp) {
+    const int n = 5, steps = 3;
+    model_t *a = model_new(&sp, 11), *b = model_new(&sp, n);
+    cr_assert(a != NULL && b != NULL);
+    model_init(a, 3);
+    model_init(b, 3);
+    const size_t img = (size_t)sp.in_c * sp.in_h * sp.in_w, np = model_num_params(a);
+    float *x = malloc(sizeof(float) * img * n);
+    int y[5];
+    rng_t r;
+    rng_seed(&r, 4);
+    for (int s = 0; s < steps; s++) {
+        for (size_t i = 0; i < img * n; i++) x[i] = rng_normal(&r);
+        for (int i = 0; i < n; i++) y[i] = (int)(rng_uniform(&r) * sp.classes) % sp.classes;
+        model_result_t ra, rb, re;
+        model_forward(a, x, y, n, 0, &re); /* evaluation, then training on the same model */
+        model_forward(a, x, y, n, 1, &ra);
+        model_backward(a);
+        model_forward(b, x, y, n, 1, &rb);
+        model_backward(b);
+        cr_assert(ra.loss == rb.loss && ra.loss_low == rb.loss_low && ra.loss_aux == rb.loss_aux,
+                  "step %d: loss %a, want %a", s, (double)ra.loss, (double)rb.loss);
+        cr_assert(memcmp(model_logits(a), model_logits(b), sizeof(float) * n * sp.classes) == 0);
+        cr_assert(memcmp(model_grads(a), model_grads(b), sizeof(float) * np) == 0, "step %d: gradients differ", s);
+        cr_assert(memcmp(model_stats(a), model_stats(b), sizeof(float) * model_num_stats(a)) == 0);
+        for (size_t i = 0; i < np; i++) {
+            model_params(a)[i] -= 0.1f * model_grads(a)[i];
+            model_params(b)[i] -= 0.1f * model_grads(b)[i];
+        }
+    }
+    free(x);
+    model_destroy(&a);
+    model_destroy(&b);
+}
+
+Test(model_memory, the_arena_plan_changes_no_result) {
+    model_spec_t sp;
+    model_spec_default(&sp);
+    sp.widths[0] = 3; sp.widths[1] = 4; sp.widths[2] = 6;
+    sp.in_h = sp.in_w = 9;
+    const int bits[][2] = {{2, 2}, {32, 32}, {1, 4}, {4, 8}};
+    for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++)
+        for (int aux = 0; aux <= 1; aux++)
+            for (int blocks = 1; blocks <= 2; blocks++) {
+                sp.wbits = bits[i][0];
+                sp.abits = bits[i][1];
+                sp.aux = aux;
+                sp.blocks = blocks;
+                check_plan_invariance(sp);
+            }
+    model_spec_default(&sp);
+    sp.arch = ARCH_MLP;
+    sp.aux = 0;
+    sp.hidden = 16;
+    sp.in_h = sp.in_w = 6;
+    check_plan_invariance(sp);
+}

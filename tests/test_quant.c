@@ -432,3 +432,26 @@ Test(quant, weight_all_zero_tensor_gives_finite_values_and_gradients) {
         for (int i = 0; i < N; i++) cr_assert(isfinite(dw[i]), "k = %d: dw[%d] = %g", k, i, dw[i]);
     }
 }
+
+/* An activation's code decodes to quant_act_forward's output bit for bit, at every width that
+ * has codes, across the clip boundaries and exact halves; a NaN keeps a code of its own. */
+Test(quant, act_codes_decode_to_the_forward_output_bit_exactly) {
+    enum { N = 4001 };
+    static float x[N], y[N], d[N];
+    static uint8_t q[N];
+    for (int i = 0; i < N - 1; i++) x[i] = -0.5f + 2.0f * (float)i / (N - 2);
+    x[N - 1] = NAN;
+    for (int k = 1; k <= QUANT_CODE_MAX_BITS; k++) {
+        for (int j = 0; j < (1 << k); j++) x[j] = ((float)j + 0.5f) / (float)((1 << k) - 1); /* halves */
+        quant_act_forward(y, x, N, k);
+        quant_act_encode(q, x, N, k);
+        quant_act_decode(d, q, N, k);
+        for (int i = 0; i < N - 1; i++) {
+            cr_assert_leq(q[i], (1 << k) - 1, "k = %d: code %d of x = %g", k, q[i], (double)x[i]);
+            cr_assert(memcmp(&y[i], &d[i], sizeof(float)) == 0, "k = %d: x = %.9g decodes to %.9g, want %.9g", k,
+                      (double)x[i], (double)d[i], (double)y[i]);
+        }
+        cr_assert_eq(q[N - 1], QUANT_CODE_NAN);
+        cr_assert(isnan(d[N - 1]));
+    }
+}
