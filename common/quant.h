@@ -23,8 +23,8 @@ float quant_weight_mean(const float *w, size_t n);
 /* dw (n) += dL/dw given dwq = dL/dwq (n): STE through the rounding only. */
 void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k);
 
-/* The same three for k >= 2 in two steps, for a caller that keeps tanh(w) (a node answers many
- * pulls and pushes of one version): t (n) = tanh(w), computed as the functions above do; then
+/* Weights in two steps, for k >= 2 and a caller that keeps tanh(w) (a node answers many pulls
+ * and pushes of one version): t (n) = tanh(w), computed as the functions above do; then
  * quant_weight_forward_tanh (wq and codes may each be NULL) and quant_weight_backward_tanh give
  * bit for bit what quant_weight_forward and quant_weight_backward give from w. */
 void quant_weight_tanh(float *t, const float *w, size_t n);

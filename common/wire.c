@@ -1171,7 +1171,7 @@ static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps
                                wire_type_name(m->type));
     }
     if (out == NULL || (m->payload == NULL && m->payload_size > 0))
-        return auxps_error_set(err, AUXPS_EINVAL, "wire_payload_f32: NULL buffer");
+        return auxps_error_set(err, AUXPS_EINVAL, "%s payload: NULL buffer", wire_type_name(m->type));
     int rc = encoding == WIRE_ENC_F32 ? 0 : check_segs(wire_type_name(m->type), encoding, segs,
                                                        nsegs, length, err);
     if (rc < 0) return rc;
@@ -1235,7 +1235,9 @@ int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, ui
     }
     if (bad)
         return auxps_error_set(err, AUXPS_ERANGE, "q8: a gradient value is NaN or infinite");
-    const float step = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f, lo = -128.0f * step;
+    float step = amax / 127.0f;
+    if (!(step >= FLT_MIN)) step = 0.0f; /* all zero, or so small that 1 / step would overflow: send 0 */
+    const float inv = step > 0.0f ? 1.0f / step : 0.0f, lo = -128.0f * step;
     *seg = (wire_seg_t){n, 8, lo, step};
     for (uint32_t i = 0; i < n; i++) {
         const float v = resid != NULL ? g[i] + resid[i] : g[i];

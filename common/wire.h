@@ -423,7 +423,8 @@ static inline float wire_dequant(float lo, float step, uint32_t c) { return lo +
 
 /* Encodes n (1..WIRE_MAX_FLOATS) gradient values as one q8 segment (PROTOCOL.md section 6):
  * v = g + resid, scale a = max|v| / 127, code = round(v / a) + 128 in 1..255, so that the value
- * sent is a (code - 128) = lo + step * code with lo = -128 a, step = a. With resid non-NULL
+ * sent is a (code - 128) = lo + step * code with lo = -128 a, step = a; a tensor whose a is 0
+ * or below FLT_MIN sends zeros (a = 0, every code 128). With resid non-NULL
  * (error feedback) resid becomes v minus the value sent; NULL sends g alone. Fills seg and
  * codes (n). Returns 0, or AUXPS_ERANGE if a value is NaN or infinite (nothing is sent). */
 int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,

@@ -1132,6 +1132,13 @@ Test(wire, q8_encoding_keeps_the_sum_through_error_feedback) {
     wire_seg_t seg;
     cr_assert_eq(wire_q8_encode(g, r, N, &seg, codes, &e), 0);
     cr_assert(seg.step == 0.0f && seg.lo == 0.0f && codes[0] == 128 && r[0] == 0.0f);
+    /* Subnormal: a / 127 would be below FLT_MIN; zeros are sent, and the values stay in the
+     * residual for a later push. */
+    g[0] = 1e-39f, g[1] = -3e-40f;
+    cr_assert_eq(wire_q8_encode(g, r, N, &seg, codes, &e), 0);
+    cr_assert(seg.step == 0.0f && codes[0] == 128 && codes[1] == 128 && r[0] == 1e-39f && r[1] == -3e-40f);
+    memset(r, 0, N * sizeof(float));
+    g[0] = g[1] = 0.0f;
     /* A NaN is refused and the residual left as it was. */
     g[3] = NAN;
     r[5] = 0.25f;
