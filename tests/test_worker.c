@@ -433,6 +433,20 @@ Test(worker, one_worker_in_bsp_trains_the_trainers_parameters_bit_for_bit) {
     free(order);
 }
 
+/* Answers the worker's first LEASE_REQ with chunk 0 of epoch 0: positions [0, count). */
+static void lease_first_chunk(wire_in_t *in, uint32_t count) {
+    wire_msg_t m;
+    next_msg(in, &m);
+    cr_assert_eq(m.type, WIRE_LEASE_REQ);
+    wire_msg_t rep;
+    memset(&rep, 0, sizeof rep);
+    rep.type = WIRE_LEASE;
+    rep.rid = m.rid;
+    rep.lease = (wire_lease_t){0, 0, 0, WIRE_LEASE_RANGE, 0, count, 60000};
+    send_peer(&fx.wpeer, &rep);
+    wire_msg_clear(&m);
+}
+
 Test(worker, a_node_that_does_not_answer_gets_the_request_again_until_done) {
     start_cluster(1, 50, 600);
     /* Lease one chunk, then keep the coordinator link alive with HEARTBEATs while node 1
@@ -441,15 +455,8 @@ Test(worker, a_node_that_does_not_answer_gets_the_request_again_until_done) {
      * the wait within a timeout and leaves with BYE. */
     wire_in_t in = {0};
     wire_msg_t m;
-    next_msg(&in, &m);
-    cr_assert_eq(m.type, WIRE_LEASE_REQ);
+    lease_first_chunk(&in, 64);
     wire_msg_t rep;
-    memset(&rep, 0, sizeof rep);
-    rep.type = WIRE_LEASE;
-    rep.rid = m.rid;
-    rep.lease = (wire_lease_t){0, 0, 0, WIRE_LEASE_RANGE, 0, 64, 60000};
-    send_peer(&fx.wpeer, &rep);
-    wire_msg_clear(&m);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int heartbeats = 0, bye = 0;
@@ -545,15 +552,7 @@ Test(worker, a_kbit_reply_without_the_codes_of_a_quantized_tensor_ends_the_worke
     start_cluster(1, 200, 20000);
     wire_in_t in = {0};
     wire_msg_t m;
-    next_msg(&in, &m);
-    cr_assert_eq(m.type, WIRE_LEASE_REQ);
-    wire_msg_t rep;
-    memset(&rep, 0, sizeof rep);
-    rep.type = WIRE_LEASE;
-    rep.rid = m.rid;
-    rep.lease = (wire_lease_t){0, 0, 0, WIRE_LEASE_RANGE, 0, 64, 60000};
-    send_peer(&fx.wpeer, &rep);
-    wire_msg_clear(&m);
+    lease_first_chunk(&in, 64);
     /* The fake node 1 answers the stats pull in f32, then the params pull in "kbit" whose only
      * segment is float32: valid on the wire, wrong for a kbit run. */
     float *vals = calloc(fx.nparams, sizeof(float));
