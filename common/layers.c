@@ -2,6 +2,7 @@
  * are already large enough for OpenBLAS, and the scratch stays one image's size. */
 #include "layers.h"
 
+#include "pool.h"
 #include "quant.h"
 
 #include <cblas.h>
@@ -29,18 +30,6 @@ static int conv_dx_is_conv(const conv_shape_t *s) {
 /* The shape of that convolution of one image's dout (cout, ho, wo) into dx (cin, h, w). */
 static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
     conv_shape_init(t, 1, s->cout, s->ho, s->wo, s->cin, s->k, 1, s->k - 1 - s->pad);
-}
-
-size_t conv_scratch_size(const conv_shape_t *s) {
-    if (conv_is_pointwise(s)) return 0;
-    size_t n = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
-    if (conv_dx_is_conv(s)) {
-        /* im2col of dout, then the flipped kernel after it */
-        const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w;
-        if (nd > n) n = nd;
-        n += (size_t)s->cin * s->cout * s->k * s->k;
-    }
-    return n;
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -113,94 +102,196 @@ static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
     }
 }
 
-size_t conv_scratch_size_codes(const conv_shape_t *s) {
-    return conv_scratch_size(s) + (size_t)s->cin * s->h * s->w;
+/* A convolution's scratch: the flipped kernel, shared by the parts, then per part an im2col
+ * area, one decoded image (codes only) and a partial dw. */
+typedef struct {
+    size_t wt, col, img, dw;
+} conv_scratch_t;
+
+static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
+    conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
+    if (!conv_is_pointwise(s)) {
+        sc.col = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
+        if (conv_dx_is_conv(s)) {
+            const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w; /* im2col of dout */
+            if (nd > sc.col) sc.col = nd;
+            sc.wt = (size_t)s->cin * s->cout * s->k * s->k;
+        }
+    }
+    if (codes) sc.img = (size_t)s->cin * s->h * s->w;
+    return sc;
 }
 
-/* Image n of the input as floats: x's own, or its k-bit codes xq decoded into buf (after the
- * float path's scratch, so im2col and the flipped kernel never overwrite it). */
-static const float *image_of(const float *x, const uint8_t *xq, int k, int n, size_t xsz, float *buf) {
-    if (xq == NULL) return x + n * xsz;
-    quant_act_decode(buf, xq + n * xsz, xsz, k);
+static size_t scratch_total(const conv_scratch_t *sc) {
+    return sc->wt + LAYER_PARTS * (sc->col + sc->img + sc->dw);
+}
+
+size_t conv_scratch_size(const conv_shape_t *s) {
+    const conv_scratch_t sc = scratch_of(s, 0);
+    return scratch_total(&sc);
+}
+
+size_t conv_scratch_size_codes(const conv_shape_t *s) {
+    const conv_scratch_t sc = scratch_of(s, 1);
+    return scratch_total(&sc);
+}
+
+void layer_part_range(int n, int part, int *lo, int *hi) {
+    /* rounded up, so that fewer items than parts go to the first parts */
+    *lo = (int)(((long)n * part + LAYER_PARTS - 1) / LAYER_PARTS);
+    *hi = (int)(((long)n * (part + 1) + LAYER_PARTS - 1) / LAYER_PARTS);
+}
+
+/* One convolution, forward or backward, as the parts see it. */
+typedef struct {
+    const conv_shape_t *s;
+    conv_scratch_t sc;
+    float *scratch;
+    const float *x;      /* (n, cin, h, w), or NULL with xq */
+    const uint8_t *xq;   /* (n, cin, h, w) k-bit codes */
+    int bits;
+    conv_image_fn image; /* or the images from this function */
+    void *image_arg;
+    const float *w;      /* (cout, cin, k, k) */
+    float *out;          /* forward: (n, cout, ho, wo) */
+    const float *dout;   /* backward: (n, cout, ho, wo) */
+    float *dx, *dw;      /* backward: (n, cin, h, w) or NULL; (cout, cin, k, k) */
+    const float *wt;     /* backward with dx_conv: (cin, cout, k, k) */
+    int acc;
+} conv_job_t;
+
+/* Image n of the input as floats: x's own, its k-bit codes decoded into buf, or the image
+ * function's. */
+static const float *image_at(const conv_job_t *j, int n, float *buf) {
+    const size_t xsz = (size_t)j->s->cin * j->s->h * j->s->w;
+    if (j->image != NULL) return j->image(j->image_arg, n, buf);
+    if (j->xq == NULL) return j->x + n * xsz;
+    quant_act_decode(buf, j->xq + n * xsz, xsz, j->bits);
     return buf;
 }
 
-static void conv_forward_impl(float *out, const float *x, const uint8_t *xq, int bits, const float *w,
-                              const conv_shape_t *s, float *col) {
+static float *part_area(const conv_job_t *j, int part) {
+    return j->scratch + j->sc.wt + (size_t)part * (j->sc.col + j->sc.img + j->sc.dw);
+}
+
+static void conv_forward_part(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
-    const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
-    float *buf = col + conv_scratch_size(s);
-    for (int n = 0; n < s->n; n++) {
-        const float *b = image_of(x, xq, bits, n, xsz, buf);
+    const size_t osz = (size_t)s->cout * howo;
+    float *col = part_area(j, part), *buf = col + j->sc.col;
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    for (int n = lo; n < hi; n++) {
+        const float *b = image_at(j, n, buf);
         if (!conv_is_pointwise(s)) {
             im2col(col, b, s);
             b = col;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, w, kk, b, howo,
-                    0.0f, out + n * osz, howo);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, j->w, kk, b, howo,
+                    0.0f, j->out + n * osz, howo);
     }
 }
 
-void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
-    conv_forward_impl(out, x, NULL, 0, w, s, col);
+void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
+    conv_job_t j = {.s = s, .sc = scratch_of(s, 0), .scratch = col, .x = x, .w = w, .out = out};
+    pool_run(pool, LAYER_PARTS, conv_forward_part, &j);
 }
 
-void conv2d_forward_codes(float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col) {
-    conv_forward_impl(out, NULL, x, k, w, s, col);
+void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s,
+                          float *col) {
+    conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .out = out};
+    pool_run(pool, LAYER_PARTS, conv_forward_part, &j);
 }
 
-static void conv_backward_impl(float *dx, float *dw, const float *dout, const float *x, const uint8_t *xq,
-                               int bits, const float *w, const conv_shape_t *s, float *col, int acc) {
-    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo, k2 = s->k * s->k;
+/* Part 0 adds its images' dw into dw itself, the others into their own partial dw, which the
+ * caller then adds in part order: the same sums on any number of threads. */
+static void conv_backward_part(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
+    const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
-    const int pointwise = conv_is_pointwise(s), dx_conv = !pointwise && dx != NULL && conv_dx_is_conv(s);
-    conv_shape_t t;
-    float *wt = NULL; /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
-    if (dx_conv) {
-        conv_dx_shape(&t, s);
-        wt = col + conv_scratch_size(s) - (size_t)s->cin * s->cout * k2;
-        for (int co = 0; co < s->cout; co++)
-            for (int ci = 0; ci < s->cin; ci++)
-                for (int j = 0; j < k2; j++)
-                    wt[((size_t)ci * s->cout + co) * k2 + j] = w[((size_t)co * s->cin + ci) * k2 + (k2 - 1 - j)];
+    const int pointwise = conv_is_pointwise(s), dx_conv = j->wt != NULL;
+    float *col = part_area(j, part), *buf = col + j->sc.col, *dw = j->dw;
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    if (lo == hi) return;
+    if (part > 0) {
+        dw = buf + j->sc.img;
+        memset(dw, 0, sizeof(float) * j->sc.dw);
     }
-    float *buf = col + conv_scratch_size(s);
-    for (int n = 0; n < s->n; n++) {
-        const float *dy = dout + n * osz;
-        const float *b = image_of(x, xq, bits, n, xsz, buf);
+    conv_shape_t t;
+    if (dx_conv) conv_dx_shape(&t, s);
+    for (int n = lo; n < hi; n++) {
+        const float *dy = j->dout + n * osz;
+        const float *b = image_at(j, n, buf);
         if (!pointwise) {
             im2col(col, b, s);
             b = col;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
                     1.0f, dw, kk);
-        if (dx == NULL) continue;
+        if (j->dx == NULL) continue;
+        float *dx = j->dx + n * xsz;
         if (pointwise) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
-                        acc ? 1.0f : 0.0f, dx + n * xsz, howo);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
+                        j->acc ? 1.0f : 0.0f, dx, howo);
         } else if (dx_conv) {
-            const int hw = s->h * s->w, kt = s->cout * k2;
+            const int hw = s->h * s->w, kt = s->cout * s->k * s->k;
             im2col(col, dy, &t);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, hw, kt, 1.0f, wt, kt, col, hw,
-                        acc ? 1.0f : 0.0f, dx + n * xsz, hw);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, hw, kt, 1.0f, j->wt, kt, col, hw,
+                        j->acc ? 1.0f : 0.0f, dx, hw);
         } else {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, w, kk, dy, howo,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
                         0.0f, col, howo);
             /* one image's dx is still in cache when col2im adds into it */
-            if (!acc) memset(dx + n * xsz, 0, sizeof(float) * xsz);
-            col2im_add(dx + n * xsz, col, s);
+            if (!j->acc) memset(dx, 0, sizeof(float) * xsz);
+            col2im_add(dx, col, s);
         }
     }
 }
 
-void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                     const conv_shape_t *s, float *col, int acc) {
-    conv_backward_impl(dx, dw, dout, x, NULL, 0, w, s, col, acc);
+static void conv_backward_run(pool_t *pool, conv_job_t *j) {
+    const conv_shape_t *s = j->s;
+    if (j->dx != NULL && !conv_is_pointwise(s) && conv_dx_is_conv(s)) {
+        /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
+        const int k2 = s->k * s->k;
+        float *wt = j->scratch;
+        for (int co = 0; co < s->cout; co++)
+            for (int ci = 0; ci < s->cin; ci++)
+                for (int i = 0; i < k2; i++)
+                    wt[((size_t)ci * s->cout + co) * k2 + i] = j->w[((size_t)co * s->cin + ci) * k2 + (k2 - 1 - i)];
+        j->wt = wt;
+    }
+    pool_run(pool, LAYER_PARTS, conv_backward_part, j);
+    for (int part = 1; part < LAYER_PARTS; part++) {
+        int lo, hi;
+        layer_part_range(s->n, part, &lo, &hi);
+        if (lo == hi) continue;
+        const float *pdw = part_area(j, part) + j->sc.col + j->sc.img;
+        for (size_t i = 0; i < j->sc.dw; i++) j->dw[i] += pdw[i];
+    }
 }
 
-void conv2d_backward_codes(float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
-                           const conv_shape_t *s, float *col, int acc) {
-    conv_backward_impl(dx, dw, dout, NULL, x, k, w, s, col, acc);
+void conv2d_backward(pool_t *pool, float *dx, float *dw, const float *dout, const float *x, const float *w,
+                     const conv_shape_t *s, float *col, int acc) {
+    conv_job_t j = {.s = s, .sc = scratch_of(s, 0), .scratch = col, .x = x, .w = w, .dout = dout, .dx = dx,
+                    .dw = dw, .acc = acc};
+    conv_backward_run(pool, &j);
+}
+
+void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k,
+                           const float *w, const conv_shape_t *s, float *col, int acc) {
+    conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .dout = dout,
+                    .dx = dx, .dw = dw, .acc = acc};
+    conv_backward_run(pool, &j);
+}
+
+void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
+                            const float *w, const conv_shape_t *s, float *col, int acc) {
+    conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .image = image, .image_arg = arg, .w = w,
+                    .dout = dout, .dx = dx, .dw = dw, .acc = acc};
+    conv_backward_run(pool, &j);
 }
 
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s) {
@@ -221,245 +312,336 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
                 }
 }
 
+/* Row sums run in ROW_LANES float accumulators, added up in a fixed order at the end: a float
+ * sum in one accumulator is a chain of dependent adds that the compiler may not reorder. */
+#define ROW_LANES 8
+
+static float lanes_total(const float *r) {
+    float s = 0.0f;
+    for (int l = 0; l < ROW_LANES; l++) s += r[l];
+    return s;
+}
+
+/* One batch norm kernel's operands; the parts split the channels, each channel's work (and its
+ * statistics) stays in one part. */
+typedef struct bn_job bn_job_t;
+struct bn_job {
+    void (*channels)(const bn_job_t *j, int c0, int c1); /* the kernel on channels [c0, c1) */
+    float *y;             /* (n, c, hw) */
+    uint8_t *yq;          /* (n, c, hw) k-bit codes, instead of y */
+    const float *x;       /* (n, c, hw) */
+    const float *r;       /* (n, c, hw) residual, or NULL */
+    const uint8_t *rq;    /* (n, c, hw) residual as k-bit codes, or NULL */
+    const float *gamma, *beta;           /* (c) */
+    float *mean_out, *rstd_out;          /* (c) the batch statistics a training forward pass saves */
+    const float *mean, *rstd;            /* (c) the saved ones, for recompute and backward */
+    float *rmean, *rvar;                 /* (c) running statistics */
+    const float *dy;      /* (n, c, hw) */
+    float *dx;            /* (n, c, hw) or NULL */
+    float *dgamma, *dbeta;               /* (c) */
+    int n, c, hw, training, k, acc;
+    float momentum;
+};
+
+static void bn_part(void *arg, int part) {
+    const bn_job_t *j = arg;
+    int lo, hi;
+    layer_part_range(j->c, part, &lo, &hi);
+    if (lo < hi) j->channels(j, lo, hi);
+}
+
 /* Channel ch's normalisation y = x a + b: from the batch statistics in training (which it saves in
  * mean, rstd and folds into the running ones), from the running ones in evaluation. */
-static void bn_coefs(const float *x, const float *gamma, const float *beta, float *mean, float *rstd,
-                     float *rmean, float *rvar, int n, int c, int hw, int training, float momentum, int ch,
-                     float *a, float *b) {
+static void bn_coefs(const bn_job_t *j, int ch, float *a, float *b) {
+    const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
     float mu, rs;
-    if (training) {
-        /* Float sums over one row (vectorised), double across rows. */
+    if (j->training) {
+        /* Float sums over one row in ROW_LANES accumulators (vectorised), double across rows. */
         double sum = 0.0, sq = 0.0;
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            float r = 0.0f;
-            for (int j = 0; j < hw; j++) r += p[j];
-            sum += r;
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            float r[ROW_LANES] = {0};
+            int e = 0;
+            for (; e + ROW_LANES <= hw; e += ROW_LANES)
+                for (int l = 0; l < ROW_LANES; l++) r[l] += p[e + l];
+            for (; e < hw; e++) r[0] += p[e];
+            sum += lanes_total(r);
         }
         double dmu = sum / m;
         const float fmu = (float)dmu;
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            float r = 0.0f;
-            for (int j = 0; j < hw; j++) r += (p[j] - fmu) * (p[j] - fmu);
-            sq += r;
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            float r[ROW_LANES] = {0};
+            int e = 0;
+            for (; e + ROW_LANES <= hw; e += ROW_LANES)
+                for (int l = 0; l < ROW_LANES; l++) r[l] += (p[e + l] - fmu) * (p[e + l] - fmu);
+            for (; e < hw; e++) r[0] += (p[e] - fmu) * (p[e] - fmu);
+            sq += lanes_total(r);
         }
         double var = sq / m;
         mu = (float)dmu;
         rs = (float)(1.0 / sqrt(var + 1e-5));
-        mean[ch] = mu;
-        rstd[ch] = rs;
+        j->mean_out[ch] = mu;
+        j->rstd_out[ch] = rs;
         double unbiased = m > 1 ? sq / (m - 1) : var;
-        rmean[ch] = (float)((1.0 - momentum) * rmean[ch] + momentum * dmu);
-        rvar[ch] = (float)((1.0 - momentum) * rvar[ch] + momentum * unbiased);
+        j->rmean[ch] = (float)((1.0 - j->momentum) * j->rmean[ch] + j->momentum * dmu);
+        j->rvar[ch] = (float)((1.0 - j->momentum) * j->rvar[ch] + j->momentum * unbiased);
     } else {
-        mu = rmean[ch];
-        rs = (float)(1.0 / sqrt((double)rvar[ch] + 1e-5));
+        mu = j->rmean[ch];
+        rs = (float)(1.0 / sqrt((double)j->rvar[ch] + 1e-5));
     }
-    *a = gamma[ch] * rs;
-    *b = beta[ch] - mu * *a;
+    *a = j->gamma[ch] * rs;
+    *b = j->beta[ch] - mu * *a;
 }
 
-void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
-                       float *mean, float *rstd, float *rmean, float *rvar,
-                       int n, int c, int hw, int training, float momentum) {
-    for (int ch = 0; ch < c; ch++) {
+static void bn_forward_channels(const bn_job_t *j, int c0, int c1) {
+    for (int ch = c0; ch < c1; ch++) {
         float a, b;
-        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
-        for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            float *q = y + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) q[j] = p[j] * a + b;
+        bn_coefs(j, ch, &a, &b);
+        for (int i = 0; i < j->n; i++) {
+            const float *p = j->x + ((size_t)i * j->c + ch) * j->hw;
+            float *q = j->y + ((size_t)i * j->c + ch) * j->hw;
+            for (int e = 0; e < j->hw; e++) q[e] = p[e] * a + b;
         }
     }
+}
+
+void batchnorm_forward(pool_t *pool, float *y, const float *x, const float *gamma, const float *beta,
+                       float *mean, float *rstd, float *rmean, float *rvar,
+                       int n, int c, int hw, int training, float momentum) {
+    bn_job_t j = {.channels = bn_forward_channels, .y = y, .x = x, .gamma = gamma, .beta = beta, .mean_out = mean,
+                  .rstd_out = rstd, .rmean = rmean, .rvar = rvar, .n = n, .c = c, .hw = hw, .training = training,
+                  .momentum = momentum};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
 /* The fused kernels work on one row (image, channel) at a time, in chunks of BN_CHUNK floats
  * that stay in L1. */
 #define BN_CHUNK 256
 
-static void bn_add_impl(float *y, const float *x, const float *r, const uint8_t *rq, int bits,
-                        const float *gamma, const float *beta, float *mean, float *rstd, float *rmean,
-                        float *rvar, int n, int c, int hw, int training, float momentum) {
+/* q = p a + b + the residual, for row o: r's own floats or rq's codes decoded a chunk at a time. */
+static void bn_add_row(float *q, const float *p, float a, float b, const float *r, const uint8_t *rq, int k,
+                       size_t o, int hw) {
+    if (rq == NULL) {
+        const float *u = r + o;
+        for (int e = 0; e < hw; e++) q[e] = p[e] * a + b + u[e];
+        return;
+    }
     float t[BN_CHUNK];
-    for (int ch = 0; ch < c; ch++) {
+    for (int e0 = 0; e0 < hw; e0 += BN_CHUNK) {
+        const int len = hw - e0 < BN_CHUNK ? hw - e0 : BN_CHUNK;
+        quant_act_decode(t, rq + o + e0, (size_t)len, k);
+        for (int e = 0; e < len; e++) q[e0 + e] = p[e0 + e] * a + b + t[e];
+    }
+}
+
+static void bn_add_channels(const bn_job_t *j, int c0, int c1) {
+    for (int ch = c0; ch < c1; ch++) {
         float a, b;
-        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
-        for (int i = 0; i < n; i++) {
-            const size_t o = ((size_t)i * c + ch) * hw;
-            const float *p = x + o;
-            float *q = y + o;
-            if (rq == NULL) {
-                const float *u = r + o;
-                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + u[j];
-                continue;
-            }
-            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
-                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
-                quant_act_decode(t, rq + o + j0, (size_t)len, bits);
-                for (int j = 0; j < len; j++) q[j0 + j] = p[j0 + j] * a + b + t[j];
-            }
+        bn_coefs(j, ch, &a, &b);
+        for (int i = 0; i < j->n; i++) {
+            const size_t o = ((size_t)i * j->c + ch) * j->hw;
+            bn_add_row(j->y + o, j->x + o, a, b, j->r, j->rq, j->k, o, j->hw);
         }
     }
 }
 
-void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
-                           float *mean, float *rstd, float *rmean, float *rvar,
+void batchnorm_add_forward(pool_t *pool, float *y, const float *x, const float *r, const float *gamma,
+                           const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum) {
-    bn_add_impl(y, x, r, NULL, 0, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum);
+    bn_job_t j = {.channels = bn_add_channels, .y = y, .x = x, .r = r, .gamma = gamma, .beta = beta, .mean_out = mean,
+                  .rstd_out = rstd, .rmean = rmean, .rvar = rvar, .n = n, .c = c, .hw = hw, .training = training,
+                  .momentum = momentum};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int k, const float *gamma,
-                                 const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
-                                 int n, int c, int hw, int training, float momentum) {
-    bn_add_impl(y, x, NULL, r, k, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum);
+void batchnorm_add_forward_codes(pool_t *pool, float *y, const float *x, const uint8_t *r, int k,
+                                 const float *gamma, const float *beta, float *mean, float *rstd, float *rmean,
+                                 float *rvar, int n, int c, int hw, int training, float momentum) {
+    bn_job_t j = {.channels = bn_add_channels, .y = y, .x = x, .rq = r, .k = k, .gamma = gamma, .beta = beta,
+                  .mean_out = mean, .rstd_out = rstd, .rmean = rmean, .rvar = rvar, .n = n, .c = c, .hw = hw,
+                  .training = training, .momentum = momentum};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
-                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw) {
-    float t[BN_CHUNK];
-    for (int ch = 0; ch < c; ch++) {
-        const float a = gamma[ch] * rstd[ch], b = beta[ch] - mean[ch] * a; /* as bn_coefs */
-        for (int i = 0; i < n; i++) {
-            const size_t o = ((size_t)i * c + ch) * hw;
-            const float *p = x + o;
-            float *q = y + o;
-            if (rq != NULL) {
-                for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
-                    const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
-                    quant_act_decode(t, rq + o + j0, (size_t)len, k);
-                    for (int j = 0; j < len; j++) q[j0 + j] = p[j0 + j] * a + b + t[j];
-                }
-            } else if (r != NULL) {
-                const float *u = r + o;
-                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b + u[j];
+static void bn_recompute_channels(const bn_job_t *j, int c0, int c1) {
+    for (int ch = c0; ch < c1; ch++) {
+        const float a = j->gamma[ch] * j->rstd[ch], b = j->beta[ch] - j->mean[ch] * a; /* as bn_coefs */
+        for (int i = 0; i < j->n; i++) {
+            const size_t o = ((size_t)i * j->c + ch) * j->hw;
+            const float *p = j->x + o;
+            float *q = j->y + o;
+            if (j->rq != NULL || j->r != NULL) {
+                bn_add_row(q, p, a, b, j->r, j->rq, j->k, o, j->hw);
             } else {
-                for (int j = 0; j < hw; j++) q[j] = p[j] * a + b;
+                for (int e = 0; e < j->hw; e++) q[e] = p[e] * a + b;
             }
         }
     }
 }
 
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
-                        int acc) {
+void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r, const uint8_t *rq, int k,
+                         const float *gamma, const float *beta, const float *mean, const float *rstd, int n, int c,
+                         int hw) {
+    bn_job_t j = {.channels = bn_recompute_channels, .y = y, .x = x, .r = r, .rq = rq, .k = k, .gamma = gamma,
+                  .beta = beta, .mean = mean, .rstd = rstd, .n = n, .c = c, .hw = hw};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
+}
+
+static void bn_backward_channels(const bn_job_t *j, int c0, int c1) {
+    const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
-    for (int ch = 0; ch < c; ch++) {
-        const float mu = mean[ch], rs = rstd[ch];
+    for (int ch = c0; ch < c1; ch++) {
+        const float mu = j->mean[ch], rs = j->rstd[ch];
         double sdy = 0.0, sdyx = 0.0;
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            const float *g = dy + ((size_t)i * c + ch) * hw;
-            float a = 0.0f, b = 0.0f;
-            for (int j = 0; j < hw; j++) {
-                a += g[j];
-                b += g[j] * ((p[j] - mu) * rs);
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            const float *g = j->dy + ((size_t)i * c + ch) * hw;
+            float a[ROW_LANES] = {0}, b[ROW_LANES] = {0};
+            int e = 0;
+            for (; e + ROW_LANES <= hw; e += ROW_LANES)
+                for (int l = 0; l < ROW_LANES; l++) {
+                    a[l] += g[e + l];
+                    b[l] += g[e + l] * ((p[e + l] - mu) * rs);
+                }
+            for (; e < hw; e++) {
+                a[0] += g[e];
+                b[0] += g[e] * ((p[e] - mu) * rs);
             }
-            sdy += a;
-            sdyx += b;
+            sdy += lanes_total(a);
+            sdyx += lanes_total(b);
         }
-        dgamma[ch] += (float)sdyx;
-        dbeta[ch] += (float)sdy;
-        if (dx == NULL) continue;
-        const float k = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+        j->dgamma[ch] += (float)sdyx;
+        j->dbeta[ch] += (float)sdy;
+        if (j->dx == NULL) continue;
+        const float k = j->gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            const float *g = dy + ((size_t)i * c + ch) * hw;
-            float *d = dx + ((size_t)i * c + ch) * hw;
-            if (acc)
-                for (int j = 0; j < hw; j++) d[j] += k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            const float *g = j->dy + ((size_t)i * c + ch) * hw;
+            float *d = j->dx + ((size_t)i * c + ch) * hw;
+            if (j->acc)
+                for (int e = 0; e < hw; e++) d[e] += k * (g[e] - mdy - (p[e] - mu) * rs * mdyx);
             else
-                for (int j = 0; j < hw; j++) d[j] = k * (g[j] - mdy - (p[j] - mu) * rs * mdyx);
+                for (int e = 0; e < hw; e++) d[e] = k * (g[e] - mdy - (p[e] - mu) * rs * mdyx);
         }
     }
+}
+
+void batchnorm_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
+                        int acc) {
+    bn_job_t j = {.channels = bn_backward_channels, .dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .x = x,
+                  .gamma = gamma, .mean = mean, .rstd = rstd, .n = n, .c = c, .hw = hw,
+                  .acc = acc};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
 /* In the fused batch norm + activation kernels, the batch norm output of a chunk is computed,
  * then the quantizer's own kernels run on it, so the fused path cannot drift from them. */
-static void bn_act_impl(float *y, uint8_t *yq, const float *x, const float *gamma, const float *beta,
-                        float *mean, float *rstd, float *rmean, float *rvar,
-                        int n, int c, int hw, int training, float momentum, int k) {
+static void bn_act_channels(const bn_job_t *j, int c0, int c1) {
     float t[BN_CHUNK];
-    for (int ch = 0; ch < c; ch++) {
+    const int hw = j->hw;
+    for (int ch = c0; ch < c1; ch++) {
         float a, b;
-        bn_coefs(x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, ch, &a, &b);
-        for (int i = 0; i < n; i++) {
-            const size_t o = ((size_t)i * c + ch) * hw;
-            const float *p = x + o;
-            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
-                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
-                if (yq != NULL) {
-                    for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
-                    quant_act_encode(yq + o + j0, t, (size_t)len, k);
+        bn_coefs(j, ch, &a, &b);
+        for (int i = 0; i < j->n; i++) {
+            const size_t o = ((size_t)i * j->c + ch) * hw;
+            const float *p = j->x + o;
+            for (int e0 = 0; e0 < hw; e0 += BN_CHUNK) {
+                const int len = hw - e0 < BN_CHUNK ? hw - e0 : BN_CHUNK;
+                if (j->yq != NULL) {
+                    for (int e = 0; e < len; e++) t[e] = p[e0 + e] * a + b;
+                    quant_act_encode(j->yq + o + e0, t, (size_t)len, j->k);
                     continue;
                 }
-                float *q = y + o;
-                for (int j = j0; j < j0 + len; j++) q[j] = p[j] * a + b;
-                quant_act_forward(q + j0, q + j0, (size_t)len, k);
+                float *q = j->y + o;
+                for (int e = e0; e < e0 + len; e++) q[e] = p[e] * a + b;
+                quant_act_forward(q + e0, q + e0, (size_t)len, j->k);
             }
         }
     }
 }
 
-void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+void batchnorm_act_forward(pool_t *pool, float *y, const float *x, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum, int k) {
-    bn_act_impl(y, NULL, x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, k);
+    bn_job_t j = {.channels = bn_act_channels, .y = y, .x = x, .gamma = gamma, .beta = beta, .mean_out = mean,
+                  .rstd_out = rstd, .rmean = rmean, .rvar = rvar, .n = n, .c = c, .hw = hw, .training = training,
+                  .momentum = momentum, .k = k};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-void batchnorm_act_forward_codes(uint8_t *y, const float *x, const float *gamma, const float *beta,
+void batchnorm_act_forward_codes(pool_t *pool, uint8_t *y, const float *x, const float *gamma, const float *beta,
                                  float *mean, float *rstd, float *rmean, float *rvar,
                                  int n, int c, int hw, int training, float momentum, int k) {
-    bn_act_impl(NULL, y, x, gamma, beta, mean, rstd, rmean, rvar, n, c, hw, training, momentum, k);
+    bn_job_t j = {.channels = bn_act_channels, .yq = y, .x = x, .gamma = gamma, .beta = beta, .mean_out = mean,
+                  .rstd_out = rstd, .rmean = rmean, .rvar = rvar, .n = n, .c = c, .hw = hw, .training = training,
+                  .momentum = momentum, .k = k};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                            const float *gamma, const float *beta, const float *mean, const float *rstd,
-                            int n, int c, int hw, int k, int acc) {
+static void bn_act_backward_channels(const bn_job_t *j, int c0, int c1) {
+    const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
     float t[BN_CHUNK], g[BN_CHUNK];
-    for (int ch = 0; ch < c; ch++) {
-        const float mu = mean[ch], rs = rstd[ch];
-        const float a = gamma[ch] * rs, b = beta[ch] - mu * a; /* as batchnorm_forward */
+    for (int ch = c0; ch < c1; ch++) {
+        const float mu = j->mean[ch], rs = j->rstd[ch];
+        const float a = j->gamma[ch] * rs, b = j->beta[ch] - mu * a; /* as batchnorm_forward */
         double sdy = 0.0, sdyx = 0.0;
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            const float *d = dy + ((size_t)i * c + ch) * hw;
-            float sa = 0.0f, sb = 0.0f;
-            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
-                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
-                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
-                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
-                for (int j = 0; j < len; j++) {
-                    sa += g[j];
-                    sb += g[j] * ((p[j0 + j] - mu) * rs);
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            const float *d = j->dy + ((size_t)i * c + ch) * hw;
+            float sa[ROW_LANES] = {0}, sb[ROW_LANES] = {0};
+            for (int e0 = 0; e0 < hw; e0 += BN_CHUNK) {
+                const int len = hw - e0 < BN_CHUNK ? hw - e0 : BN_CHUNK;
+                const float *pp = p + e0;
+                for (int e = 0; e < len; e++) t[e] = pp[e] * a + b;
+                quant_act_backward(g, d + e0, t, (size_t)len, j->k, 0);
+                int e = 0;
+                for (; e + ROW_LANES <= len; e += ROW_LANES)
+                    for (int l = 0; l < ROW_LANES; l++) {
+                        sa[l] += g[e + l];
+                        sb[l] += g[e + l] * ((pp[e + l] - mu) * rs);
+                    }
+                for (; e < len; e++) {
+                    sa[0] += g[e];
+                    sb[0] += g[e] * ((pp[e] - mu) * rs);
                 }
             }
-            sdy += sa;
-            sdyx += sb;
+            sdy += lanes_total(sa);
+            sdyx += lanes_total(sb);
         }
-        dgamma[ch] += (float)sdyx;
-        dbeta[ch] += (float)sdy;
-        if (dx == NULL) continue;
-        const float kk = gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
+        j->dgamma[ch] += (float)sdyx;
+        j->dbeta[ch] += (float)sdy;
+        if (j->dx == NULL) continue;
+        const float kk = j->gamma[ch] * rs, mdy = (float)(sdy / m), mdyx = (float)(sdyx / m);
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            const float *d = dy + ((size_t)i * c + ch) * hw;
-            float *o = dx + ((size_t)i * c + ch) * hw;
-            for (int j0 = 0; j0 < hw; j0 += BN_CHUNK) {
-                const int len = hw - j0 < BN_CHUNK ? hw - j0 : BN_CHUNK;
-                for (int j = 0; j < len; j++) t[j] = p[j0 + j] * a + b;
-                quant_act_backward(g, d + j0, t, (size_t)len, k, 0);
-                float *q = o + j0;
-                const float *pp = p + j0;
-                if (acc)
-                    for (int j = 0; j < len; j++) q[j] += kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+            const float *p = j->x + ((size_t)i * c + ch) * hw;
+            const float *d = j->dy + ((size_t)i * c + ch) * hw;
+            float *o = j->dx + ((size_t)i * c + ch) * hw;
+            for (int e0 = 0; e0 < hw; e0 += BN_CHUNK) {
+                const int len = hw - e0 < BN_CHUNK ? hw - e0 : BN_CHUNK;
+                for (int e = 0; e < len; e++) t[e] = p[e0 + e] * a + b;
+                quant_act_backward(g, d + e0, t, (size_t)len, j->k, 0);
+                float *q = o + e0;
+                const float *pp = p + e0;
+                if (j->acc)
+                    for (int e = 0; e < len; e++) q[e] += kk * (g[e] - mdy - (pp[e] - mu) * rs * mdyx);
                 else
-                    for (int j = 0; j < len; j++) q[j] = kk * (g[j] - mdy - (pp[j] - mu) * rs * mdyx);
+                    for (int e = 0; e < len; e++) q[e] = kk * (g[e] - mdy - (pp[e] - mu) * rs * mdyx);
             }
         }
     }
+}
+
+void batchnorm_act_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                            const float *gamma, const float *beta, const float *mean, const float *rstd,
+                            int n, int c, int hw, int k, int acc) {
+    bn_job_t j = {.channels = bn_act_backward_channels, .dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy,
+                  .x = x, .gamma = gamma, .beta = beta, .mean = mean, .rstd = rstd, .n = n,
+                  .c = c, .hw = hw, .k = k, .acc = acc};
+    pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
 void relu_forward(float *y, const float *x, size_t len) {

@@ -4,12 +4,22 @@
  * gradients. Into the input gradient dx it accumulates when acc is 1, so that a tensor that
  * feeds two consumers receives both contributions, and overwrites when acc is 0, so that the
  * first consumer needs no zeroed buffer (as BLAS beta = 0: dx's old contents are never read).
- * A NULL dx skips the input gradient. Nothing here allocates: scratch space is passed in. */
+ * A NULL dx skips the input gradient. Nothing here allocates: scratch space is passed in.
+ *
+ * The convolutions and batch norms cut their work into LAYER_PARTS parts (images for a
+ * convolution, channels for a batch norm) and run them on `pool` (pool.h; NULL runs them in the
+ * caller). The parts and the order in which their sums are added are fixed, so the results are
+ * the same bits on any number of threads. */
 #ifndef AUXPS_LAYERS_H
 #define AUXPS_LAYERS_H
 
+#include "pool.h"
+
 #include <stddef.h>
 #include <stdint.h>
+
+/* Parts of every convolution and batch norm: enough for 4 threads. */
+#define LAYER_PARTS 4
 
 /* Shape of a 2-D convolution without bias; ho/wo are filled by conv_shape_init. */
 typedef struct {
@@ -19,22 +29,34 @@ typedef struct {
 } conv_shape_t;
 
 void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
-/* Floats of scratch the convolution needs, forward and backward: (cin*k*k, ho*wo); for stride 1
- * the larger of that and (cout*k*k, h*w), plus cin*cout*k*k; 0 for a 1x1 stride-1 pad-0 conv. */
+/* Floats of scratch the convolution needs, forward and backward: for each of the LAYER_PARTS
+ * parts an im2col area of (cin*k*k, ho*wo) (for stride 1 the larger of that and (cout*k*k, h*w);
+ * none for a 1x1 stride-1 pad-0 conv) and a partial dw of cout*cin*k*k; for stride 1 also one
+ * flipped kernel of cin*cout*k*k. */
 size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
-void conv2d_forward(float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
+void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
 /* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
  * dx may be x itself: each image of x is read before that image's gradient is written. */
-void conv2d_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+void conv2d_backward(pool_t *pool, float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc);
 /* The same with x given as k-bit activation codes (quant_act_encode), decoded one image at a
- * time: equal to the float versions on quant_act_decode(x). col holds conv_scratch_size_codes. */
+ * time: equal to the float versions on quant_act_decode(x). col holds conv_scratch_size_codes
+ * (also one decoded image per part). */
 size_t conv_scratch_size_codes(const conv_shape_t *s);
-void conv2d_forward_codes(float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col);
-void conv2d_backward_codes(float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
+void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col);
+void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
                            const conv_shape_t *s, float *col, int acc);
+/* The backward pass with the input given image by image: image(arg, n, buf) returns image n
+ * (cin, h, w) of the input, written into buf (cin*h*w floats) or from its own memory. It is
+ * called once per image, from the pool's threads, at most one call per part at a time, each
+ * with its own buf. col holds conv_scratch_size_codes. */
+typedef const float *(*conv_image_fn)(void *arg, int n, float *buf);
+void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
+                            const float *w, const conv_shape_t *s, float *col, int acc);
+/* The items [*lo, *hi) of n that part `part` (0..LAYER_PARTS-1) works on. */
+void layer_part_range(int n, int part, int *lo, int *hi);
 /* Plain loops, the reference the fast path is tested against. */
 void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_shape_t *s);
 
@@ -43,44 +65,44 @@ void conv2d_forward_ref(float *out, const float *x, const float *w, const conv_s
  * statistics rmean, rvar (c) are updated as running = (1 - momentum) running + momentum batch,
  * with the unbiased variance (PyTorch uses momentum 0.1); in evaluation they normalise
  * instead. eps = 1e-5. */
-void batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
+void batchnorm_forward(pool_t *pool, float *y, const float *x, const float *gamma, const float *beta,
                        float *mean, float *rstd, float *rmean, float *rvar,
                        int n, int c, int hw, int training, float momentum);
 /* y = BN(x), or BN(x) + r with r given as floats or as k-bit codes rq (the other NULL), of a
  * training-mode forward pass recomputed from its saved mean and rstd: bit-exact with what
  * batchnorm_forward or batchnorm_add_forward wrote (gamma and beta unchanged). r may be y. */
-void batchnorm_recompute(float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
+void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
                          const float *beta, const float *mean, const float *rstd, int n, int c, int hw);
 /* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd.
  * With acc = 0, dx may be x itself (each value is read before it is overwritten); so in
  * batchnorm_act_backward. */
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+void batchnorm_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *gamma, const float *mean, const float *rstd, int n, int c, int hw,
                         int acc);
 
 /* y = BN(x) + r in one pass, exactly equal to batchnorm_forward then add_forward; r (n, c, hw)
  * may be y itself. */
-void batchnorm_add_forward(float *y, const float *x, const float *r, const float *gamma, const float *beta,
+void batchnorm_add_forward(pool_t *pool, float *y, const float *x, const float *r, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum);
 /* The same with r given as k-bit activation codes. */
-void batchnorm_add_forward_codes(float *y, const float *x, const uint8_t *r, int k, const float *gamma,
+void batchnorm_add_forward_codes(pool_t *pool, float *y, const float *x, const uint8_t *r, int k, const float *gamma,
                                  const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
                                  int n, int c, int hw, int training, float momentum);
 /* y = A_k(BN(x)) in one pass, without storing the batch norm's output: batchnorm_forward then
  * quant_act_forward(k) (ReLU for k = 32), and exactly equal to them. */
-void batchnorm_act_forward(float *y, const float *x, const float *gamma, const float *beta,
+void batchnorm_act_forward(pool_t *pool, float *y, const float *x, const float *gamma, const float *beta,
                            float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum, int k);
 /* The same writing the k-bit codes of y (k = 1..QUANT_CODE_MAX_BITS, quant_act_encode). */
-void batchnorm_act_forward_codes(uint8_t *y, const float *x, const float *gamma, const float *beta,
+void batchnorm_act_forward_codes(pool_t *pool, uint8_t *y, const float *x, const float *gamma, const float *beta,
                                  float *mean, float *rstd, float *rmean, float *rvar,
                                  int n, int c, int hw, int training, float momentum, int k);
 /* The backward pass of batchnorm_act_forward from dy = dL/dy: the quantizer's mask is recomputed
  * from x, beta and the saved statistics exactly as the forward pass computed the batch norm's
  * output (beta and gamma must be unchanged in between). Equals quant_act_backward into a
  * temporary, then batchnorm_backward. */
-void batchnorm_act_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+void batchnorm_act_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                             const float *gamma, const float *beta, const float *mean, const float *rstd,
                             int n, int c, int hw, int k, int acc);
 

@@ -17,6 +17,7 @@
 #include "rng.h"
 
 #include <assert.h>
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,10 +97,11 @@ struct model {
     const size_t *off;          /* the plan of the last forward pass */
     float *arena;
     size_t narena;              /* floats */
-    float *col;                 /* im2col scratch */
+    float *col;                 /* the convolutions' scratch (conv_scratch_size_codes) */
     size_t ncol;
-    float *img;                 /* one image of the auxiliary stream, recomputed */
-    size_t nimg;
+    float *img;                 /* one image of the auxiliary stream, recomputed, per part */
+    size_t nimg;                /* floats of one part's image */
+    pool_t *threads;            /* the kernels' threads (model_set_threads), or NULL */
     int *y;
 
     /* ResNet */
@@ -652,7 +654,7 @@ model_t *model_new(const model_spec_t *spec, int max_batch) {
     m->off = m->off_train;
     m->arena = calloc(m->narena, sizeof(float));
     m->col = calloc(m->ncol ? m->ncol : 1, sizeof(float));
-    m->img = calloc(m->nimg ? m->nimg : 1, sizeof(float));
+    m->img = calloc(m->nimg ? m->nimg * LAYER_PARTS : 1, sizeof(float));
     m->y = calloc((size_t)max_batch, sizeof(int));
     if (!m->params || !m->grads || !m->wq || !m->dwq || !m->codes || !m->stats || !m->save ||
         !m->arena || !m->col || !m->img || !m->y) {
@@ -669,6 +671,7 @@ void model_destroy(model_t **mp) {
     model_t *m = *mp;
     free(m->params); free(m->grads); free(m->wq); free(m->dwq); free(m->codes);
     free(m->stats); free(m->save); free(m->arena); free(m->col); free(m->img); free(m->y);
+    pool_destroy(&m->threads);
     free(m);
     *mp = NULL;
 }
@@ -758,7 +761,20 @@ const float *model_weight_q(const model_t *m, int i) {
 }
 
 size_t model_arena_bytes(const model_t *m) { return m->narena * sizeof(float); }
-size_t model_scratch_bytes(const model_t *m) { return (m->ncol + m->nimg) * sizeof(float); }
+size_t model_scratch_bytes(const model_t *m) { return (m->ncol + m->nimg * LAYER_PARTS) * sizeof(float); }
+
+int model_set_threads(model_t *m, int threads) {
+    if (threads < 1 || threads > 256) return AUXPS_EINVAL;
+    pool_t *p = NULL;
+    if (threads > 1 && (p = pool_new(threads)) == NULL) return AUXPS_ENOMEM;
+    pool_destroy(&m->threads);
+    m->threads = p;
+    /* the kernels call sgemm from each of the pool's threads, one-threaded */
+    openblas_set_num_threads(1);
+    return 0;
+}
+
+int model_threads(const model_t *m) { return pool_threads(m->threads); }
 
 const float *model_logits(const model_t *m) { return m->arena + m->off[2 * m->logits]; }
 const float *model_logits_aux(const model_t *m) {
@@ -780,12 +796,12 @@ static const float *conv_weight(const model_t *m, const conv_t *cv) {
 
 static void conv_fwd(model_t *m, conv_t *cv, size_t in, size_t out) {
     cv->s.n = m->n;
-    if (CODED(in)) conv2d_forward_codes(A(out), AQ(in), m->spec.abits, conv_weight(m, cv), &cv->s, m->col);
-    else conv2d_forward(A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
+    if (CODED(in)) conv2d_forward_codes(m->threads, A(out), AQ(in), m->spec.abits, conv_weight(m, cv), &cv->s, m->col);
+    else conv2d_forward(m->threads, A(out), A(in), conv_weight(m, cv), &cv->s, m->col);
 }
 
 static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
-    batchnorm_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+    batchnorm_forward(m->threads, A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                       m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                       m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
@@ -793,12 +809,12 @@ static void bn_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int traini
 /* out = BN(in) + A(res); res may be out. */
 static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out, int training) {
     if (CODED(res)) {
-        batchnorm_add_forward_codes(A(out), A(in), AQ(res), m->spec.abits, P(bn->p), P(bn->p + bn->c),
+        batchnorm_add_forward_codes(m->threads, A(out), A(in), AQ(res), m->spec.abits, P(bn->p), P(bn->p + bn->c),
                                     m->save + bn->save, m->save + bn->save + bn->c, m->stats + bn->st,
                                     m->stats + bn->st + bn->c, m->n, bn->c, bn->hw, training, m->bn_momentum);
         return;
     }
-    batchnorm_add_forward(A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+    batchnorm_add_forward(m->threads, A(out), A(in), A(res), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum);
 }
@@ -806,12 +822,12 @@ static void bn_add_fwd(model_t *m, const bn_t *bn, size_t in, size_t res, size_t
 /* out = A(BN(in)) when nothing else reads the batch norm's output: it is not stored. */
 static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int training) {
     if (CODED(out)) {
-        batchnorm_act_forward_codes(AQ(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+        batchnorm_act_forward_codes(m->threads, AQ(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                                     m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                                     m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
         return;
     }
-    batchnorm_act_forward(A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
+    batchnorm_act_forward(m->threads, A(out), A(in), P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                           m->save + bn->save + bn->c, m->stats + bn->st, m->stats + bn->st + bn->c,
                           m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
 }
@@ -914,11 +930,11 @@ void model_forward(model_t *m, const float *x, const int *y, int n, int training
 static void conv_bwd_from(model_t *m, conv_t *cv, size_t x, size_t in, size_t out, int need_dx, int acc) {
     float *dw = (cv->quantized ? m->dwq : m->grads) + cv->w;
     if (CODED(x)) {
-        conv2d_backward_codes(need_dx ? G(in) : NULL, dw, G(out), AQ(x), m->spec.abits, conv_weight(m, cv),
+        conv2d_backward_codes(m->threads, need_dx ? G(in) : NULL, dw, G(out), AQ(x), m->spec.abits, conv_weight(m, cv),
                               &cv->s, m->col, acc);
         return;
     }
-    conv2d_backward(need_dx ? G(in) : NULL, dw, G(out), A(x), conv_weight(m, cv), &cv->s, m->col, acc);
+    conv2d_backward(m->threads, need_dx ? G(in) : NULL, dw, G(out), A(x), conv_weight(m, cv), &cv->s, m->col, acc);
 }
 
 static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx, int acc) {
@@ -928,12 +944,12 @@ static void conv_bwd(model_t *m, conv_t *cv, size_t in, size_t out, int need_dx,
 /* dy is the gradient of the BN's output, which may live at another offset (in-place sums). Every
  * BN input is a convolution output with no other consumer, so dx is always overwritten. */
 static void bn_bwd(model_t *m, const bn_t *bn, size_t in, const float *dy) {
-    batchnorm_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
+    batchnorm_backward(m->threads, G(in), m->grads + bn->p, m->grads + bn->p + bn->c, dy, A(in), P(bn->p),
                        m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c, bn->hw, 0);
 }
 
 static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
-    batchnorm_act_backward(G(in), m->grads + bn->p, m->grads + bn->p + bn->c, G(out), A(in), P(bn->p),
+    batchnorm_act_backward(m->threads, G(in), m->grads + bn->p, m->grads + bn->p + bn->c, G(out), A(in), P(bn->p),
                            P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, m->n, bn->c,
                            bn->hw, m->spec.abits, 0);
 }
@@ -947,21 +963,21 @@ static void act_bwd(model_t *m, size_t x, size_t in, size_t out, size_t len, int
 #define NO_RES ((size_t)-1)
 static void bn_recompute(model_t *m, const bn_t *bn, size_t in, size_t res, size_t out) {
     const int coded = res != NO_RES && CODED(res);
-    batchnorm_recompute(A(out), A(in), res == NO_RES || coded ? NULL : A(res), coded ? AQ(res) : NULL,
+    batchnorm_recompute(m->threads, A(out), A(in), res == NO_RES || coded ? NULL : A(res), coded ? AQ(res) : NULL,
                         m->spec.abits, P(bn->p), P(bn->p + bn->c), m->save + bn->save,
                         m->save + bn->save + bn->c, m->n, bn->c, bn->hw);
 }
 
 /* y = BN(in) (+ r) for image j alone, r already at image j. */
-static void bn_recompute_image(model_t *m, const bn_t *bn, size_t in, const float *r, float *y, int j) {
-    batchnorm_recompute(y, A(in) + (size_t)j * bn->c * bn->hw, r, NULL, m->spec.abits, P(bn->p),
+static void bn_recompute_image(const model_t *m, const bn_t *bn, size_t in, const float *r, float *y, int j) {
+    batchnorm_recompute(NULL, y, A(in) + (size_t)j * bn->c * bn->hw, r, NULL, m->spec.abits, P(bn->p),
                         P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, 1, bn->c, bn->hw);
 }
 
 /* Image j of block i's a_out (i = -1: a0) into y, by the forward pass's own steps from the
  * batch norm inputs, which the arena keeps: through the blocks back to a down-sampling one or
  * the start. One image at a time, so that it needs no buffer of the batch. */
-static void aux_recompute(model_t *m, int i, float *y, int j) {
+static void aux_recompute(const model_t *m, int i, float *y, int j) {
     if (i < 0) {
         bn_recompute_image(m, &m->as_bn, m->asc, NULL, y, j);
         return;
@@ -971,6 +987,36 @@ static void aux_recompute(model_t *m, int i, float *y, int j) {
     else aux_recompute(m, i - 1, y, j);
     bn_recompute_image(m, &b->bnad, b->adc, y, y, j);
     relu_forward(y, y, b->a_len);
+}
+
+/* The auxiliary stream's backward over images, in the kernels' parts: each part recomputes its
+ * images into its own m->img. */
+typedef struct {
+    const model_t *m;
+    int i;          /* the block whose a_out is recomputed */
+    float *ga;      /* (n, a_len) the gradient of block i's a_out */
+} aux_job_t;
+
+/* ga *= (a_out > 0), a_out recomputed image by image. */
+static void aux_mask_part(void *arg, int part) {
+    const aux_job_t *job = arg;
+    const model_t *m = job->m;
+    const size_t len = m->blocks[job->i].a_len;
+    float *y = m->img + (size_t)part * m->nimg;
+    int lo, hi;
+    layer_part_range(m->n, part, &lo, &hi);
+    for (int j = lo; j < hi; j++) {
+        aux_recompute(m, job->i, y, j);
+        float *g = job->ga + (size_t)j * len;
+        for (size_t e = 0; e < len; e++) g[e] = y[e] > 0.0f ? g[e] : 0.0f;
+    }
+}
+
+/* conv_image_fn: image n of block i's a_out (i = -1: a0), recomputed into buf. */
+static const float *aux_image(void *arg, int n, float *buf) {
+    const aux_job_t *job = arg;
+    aux_recompute(job->m, job->i, buf, n);
+    return buf;
 }
 
 static void resnet_backward(model_t *m) {
@@ -996,24 +1042,17 @@ static void resnet_backward(model_t *m) {
         if (aux) {
             /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
             float *ga = G(b->a_out);
-            for (int j = 0; j < m->n; j++) {
-                aux_recompute(m, i, m->img, j);
-                float *g = ga + (size_t)j * b->a_len;
-                for (size_t e = 0; e < b->a_len; e++) g[e] = m->img[e] > 0.0f ? g[e] : 0.0f;
-            }
-            /* a_in's only consumer is this block's D, a convolution: one image at a time, as
-             * conv2d_backward itself goes, with a_in recomputed for each */
+            aux_job_t job = {m, i, ga};
+            pool_run(m->threads, LAYER_PARTS, aux_mask_part, &job);
+            /* a_in's only consumer is this block's D, a convolution, which takes a_in image by
+             * image as aux_image recomputes it */
             if (b->has_dn) {
                 bn_bwd(m, &b->bndn, b->dnc, ga);
                 conv_t *cv = &b->dn;
-                const size_t isz = (size_t)cv->s.cin * cv->s.h * cv->s.w;
-                const size_t osz = (size_t)cv->s.cout * cv->s.ho * cv->s.wo;
-                cv->s.n = 1;
-                for (int j = 0; j < m->n; j++) {
-                    aux_recompute(m, i - 1, m->img, j);
-                    conv2d_backward(G(b->a_in) + j * isz, m->grads + cv->w, G(b->dnc) + j * osz, m->img,
-                                    conv_weight(m, cv), &cv->s, m->col, 0);
-                }
+                cv->s.n = m->n;
+                job.i = i - 1;
+                conv2d_backward_images(m->threads, G(b->a_in), m->grads + cv->w, G(b->dnc), aux_image, &job,
+                                       conv_weight(m, cv), &cv->s, m->col, 0);
             } else if (G(b->a_in) != ga) {
                 memcpy(G(b->a_in), ga, sizeof(float) * len);
             }

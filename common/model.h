@@ -70,8 +70,14 @@ void model_destroy(model_t **m);
 /* Bytes of the activation arena: every activation of a training pass at max_batch and its
  * gradient, in buffers reused once nothing reads them again (model.c plans them at model_new). */
 size_t model_arena_bytes(const model_t *m);
-/* Bytes of the convolutions' im2col scratch (one image). */
+/* Bytes of the convolutions' scratch and the recomputed images, for all LAYER_PARTS parts. */
 size_t model_scratch_bytes(const model_t *m);
+/* Runs the model's convolutions and batch norms on `threads` threads (1..256), the caller's
+ * included, and OpenBLAS one-threaded in each of them: the results are the same bits for any
+ * count (layers.h). A new model runs on 1. Returns 0, AUXPS_EINVAL or AUXPS_ENOMEM (a thread
+ * could not be started; the model keeps its threads). */
+int model_set_threads(model_t *m, int threads);
+int model_threads(const model_t *m);
 
 const model_spec_t *model_spec(const model_t *m);
 size_t model_num_params(const model_t *m);

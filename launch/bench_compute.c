@@ -143,13 +143,12 @@ typedef struct {
  * model's *arena bytes) or -1 when memory runs out. */
 static double time_training(const model_spec_t *sp, int batch, int threads, const timing_t *tm, int *steps,
                             double *secs, size_t *arena) {
-    openblas_set_num_threads(threads);
     model_t *m = model_new(sp, batch);
     const size_t img = (size_t)sp->in_c * sp->in_h * sp->in_w;
     float *x = malloc(sizeof(float) * img * batch), *mom = NULL;
     int *y = malloc(sizeof(int) * batch);
     double ips = -1.0;
-    if (m == NULL || x == NULL || y == NULL) goto done;
+    if (m == NULL || x == NULL || y == NULL || model_set_threads(m, threads) != 0) goto done;
     mom = calloc(model_num_params(m), sizeof(float));
     if (mom == NULL) goto done;
     *arena = model_arena_bytes(m);

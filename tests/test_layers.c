@@ -120,28 +120,31 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 2, 1);
     cr_assert_eq(s.ho, 4);
     cr_assert_eq(s.wo, 3);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)3 * 3 * 3 * 4 * 3);
+    /* per part: im2col (cin*k*k, ho*wo) and a partial dw (cout, cin, k, k) */
+    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (3 * 3 * 3 * 4 * 3 + 4 * 3 * 3 * 3));
+    cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s) + (size_t)LAYER_PARTS * 3 * 7 * 5);
     conv_shape_init(&s, 2, 3, 7, 5, 4, 1, 1, 0);
     cr_assert_eq(s.ho, 7);
     cr_assert_eq(s.wo, 5);
-    cr_assert_eq(conv_scratch_size(&s), 0, "1x1 stride-1 pad-0 conv needs no scratch");
+    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * 4 * 3, "1x1 stride-1 pad-0 conv: the partial dw only");
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)2 * 3 * 3);
-    /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) and the flipped kernel */
+    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (2 * 3 * 3 + 4 * 2));
+    /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) per part, and one flipped kernel */
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)4 * 3 * 3 * 7 * 5 + 3 * 4 * 3 * 3);
+    cr_assert_eq(conv_scratch_size(&s),
+                 (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
 }
 
 /* 4x4 input 1..16, 3x3 all-ones kernel, stride 2, pad 1: window sums computed by hand. */
 Test(layers, conv2d_forward_matches_hand_computed_window_sums) {
     conv_shape_t s;
     conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 2, 1);
-    float x[16], w[9], out[4], ref[4], col[9 * 4];
+    float x[16], w[9], out[4], ref[4], col[LAYER_PARTS * (9 * 4 + 9)];
     for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
     for (int i = 0; i < 9; i++) w[i] = 1.0f;
-    cr_assert_eq(conv_scratch_size(&s), 9 * 4);
-    conv2d_forward(out, x, w, &s, col);
+    cr_assert_eq(conv_scratch_size(&s), LAYER_PARTS * (9 * 4 + 9));
+    conv2d_forward(NULL, out, x, w, &s, col);
     conv2d_forward_ref(ref, x, w, &s);
     const float want[4] = {14, 30, 57, 99};
     for (int i = 0; i < 4; i++) {
@@ -155,10 +158,11 @@ Test(layers, conv2d_forward_matches_hand_computed_window_sums) {
 Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
     conv_shape_t s;
     conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 1, 1);
-    float x[16], w[9] = {0}, out[16], ref[16], col[9 * 16];
+    float x[16], w[9] = {0}, out[16], ref[16], col[9 + LAYER_PARTS * (9 * 16 + 9)];
+    cr_assert_eq(conv_scratch_size(&s), sizeof col / sizeof col[0]);
     for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
     w[2] = 1.0f;
-    conv2d_forward(out, x, w, &s, col);
+    conv2d_forward(NULL, out, x, w, &s, col);
     conv2d_forward_ref(ref, x, w, &s);
     for (int oy = 0; oy < 4; oy++)
         for (int ox = 0; ox < 4; ox++) {
@@ -184,7 +188,7 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
         util_fill_unif(x, nx, &r, -1, 1);
         util_fill_unif(w, nw, &r, -1, 1);
         for (size_t i = 0; i < no; i++) out[i] = 1e30f;
-        conv2d_forward(out, x, w, &s, col);
+        conv2d_forward(NULL, out, x, w, &s, col);
         conv2d_forward_ref(ref, x, w, &s);
         double *xd = to_double(x, nx), *wd = to_double(w, nw), *od = dalloc(no);
         conv_scatter_double(od, xd, wd, &s);
@@ -223,9 +227,9 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overw
         memcpy(dw2, dw0, sizeof(float) * nw);
         memcpy(dw3, dw0, sizeof(float) * nw);
         for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
-        conv2d_backward(dx, dw, c, x, w, &s, col, 1);
-        conv2d_backward(NULL, dw2, c, x, w, &s, col, 1);
-        conv2d_backward(dxo, dw3, c, x, w, &s, col, 0);
+        conv2d_backward(NULL, dx, dw, c, x, w, &s, col, 1);
+        conv2d_backward(NULL, NULL, dw2, c, x, w, &s, col, 1);
+        conv2d_backward(NULL, dxo, dw3, c, x, w, &s, col, 0);
 
         conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
         double *gx = dalloc(nx), *gw = dalloc(nw);
@@ -292,7 +296,7 @@ Test(layers, batchnorm_training_normalises_to_beta_mean_and_gamma_std) {
     float rmean[C] = {0.5f, -0.25f, 1.0f}, rvar[C] = {2.0f, 0.5f, 1.0f};
     const float rmean0[C] = {0.5f, -0.25f, 1.0f}, rvar0[C] = {2.0f, 0.5f, 1.0f};
     bn_fill_input(x, N, C, HW, &r);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
+    batchnorm_forward(NULL, y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
     for (int ch = 0; ch < C; ch++) {
         double mu = 0.0, sq = 0.0, ym = 0.0, ysq = 0.0;
         for (int i = 0; i < N; i++)
@@ -331,7 +335,7 @@ Test(layers, batchnorm_eval_uses_running_stats_and_leaves_them_unchanged) {
     const float gamma[C] = {1.25f, -0.5f}, beta[C] = {0.5f, 3.0f};
     float rmean[C] = {0.3f, -4.0f}, rvar[C] = {2.5f, 0.04f};
     bn_fill_input(x, N, C, HW, &r);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 0, 0.1f);
+    batchnorm_forward(NULL, y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 0, 0.1f);
     cr_assert(rmean[0] == 0.3f && rmean[1] == -4.0f, "eval changed the running mean");
     cr_assert(rvar[0] == 2.5f && rvar[1] == 0.04f, "eval changed the running variance");
     for (int i = 0; i < N; i++)
@@ -365,13 +369,13 @@ Test(layers, batchnorm_backward_matches_finite_differences_and_accumulates_or_ov
     memcpy(db, db0, sizeof db);
     memcpy(dg2, dg0, sizeof dg);
     memcpy(db2, db0, sizeof db);
-    batchnorm_forward(y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
+    batchnorm_forward(NULL, y, x, gamma, beta, mean, rstd, rmean, rvar, N, C, HW, 1, 0.1f);
     memcpy(dg3, dg0, sizeof dg);
     memcpy(db3, db0, sizeof db);
     for (int i = 0; i < NX; i++) dxo[i] = NAN;
-    batchnorm_backward(dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW, 1);
-    batchnorm_backward(NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW, 1);
-    batchnorm_backward(dxo, dg3, db3, coef, x, gamma, mean, rstd, N, C, HW, 0);
+    batchnorm_backward(NULL, dx, dg, db, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(NULL, NULL, dg2, db2, coef, x, gamma, mean, rstd, N, C, HW, 1);
+    batchnorm_backward(NULL, dxo, dg3, db3, coef, x, gamma, mean, rstd, N, C, HW, 0);
 
     bn_ctx_t b = {N, C, HW, to_double(x, NX), to_double(gamma, C), to_double(beta, C), to_double(coef, NX)};
     double gx[NX], gg[C], gb[C];
@@ -406,8 +410,8 @@ Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
     util_fill_unif(dy, NX, &r, -1, 1);
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int k = ks[ki];
-        batchnorm_act_forward(y, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
-        batchnorm_forward(t, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
+        batchnorm_act_forward(NULL, y, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
+        batchnorm_forward(NULL, t, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
         quant_act_forward(yr, t, NX, k);
         for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "k = %d: y[%d] = %g, want %g", k, i, y[i], yr[i]);
         for (int ch = 0; ch < C; ch++)
@@ -418,9 +422,9 @@ Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
             util_prefill(dxr, NX);
             if (!acc)
                 for (int i = 0; i < NX; i++) dx[i] = NAN;
-            batchnorm_act_backward(dx, dg, db, dy, x, gamma, beta, mean, rstd, N, C, HW, k, acc);
+            batchnorm_act_backward(NULL, dx, dg, db, dy, x, gamma, beta, mean, rstd, N, C, HW, k, acc);
             quant_act_backward(dt, dy, t, NX, k, 0);
-            batchnorm_backward(dxr, dgr, dbr, dt, x, gamma, meanr, rstdr, N, C, HW, acc);
+            batchnorm_backward(NULL, dxr, dgr, dbr, dt, x, gamma, meanr, rstdr, N, C, HW, acc);
             for (int i = 0; i < NX; i++)
                 cr_assert(fabsf(dx[i] - dxr[i]) <= 1e-6f + 1e-5f * fabsf(dxr[i]), "k = %d acc = %d: dx[%d] = %.9g, want %.9g",
                           k, acc, i, dx[i], dxr[i]);
@@ -443,13 +447,13 @@ Test(layers, batchnorm_add_matches_batchnorm_then_add_in_place_too) {
     util_fill_unif(res, NX, &r, -2, 2);
     util_fill_unif(gamma, C, &r, -1, 1);
     util_fill_unif(beta, C, &r, -1, 1);
-    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 1, 0.1f);
+    batchnorm_forward(NULL, t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 1, 0.1f);
     add_forward(yr, t, res, NX);
-    batchnorm_add_forward(y, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_add_forward(NULL, y, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
     for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
     memcpy(y, res, sizeof y);
-    batchnorm_add_forward(y, x, y, gamma, beta, mean, rstd, rm, rv, N, C, HW, 0, 0.1f);
-    batchnorm_forward(t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 0, 0.1f);
+    batchnorm_add_forward(NULL, y, x, y, gamma, beta, mean, rstd, rm, rv, N, C, HW, 0, 0.1f);
+    batchnorm_forward(NULL, t, x, gamma, beta, mr, sr, rmr, rvr, N, C, HW, 0, 0.1f);
     add_forward(yr, t, res, NX);
     for (int i = 0; i < NX; i++) cr_assert_eq(y[i], yr[i], "in place, eval: y[%d] = %.9g, want %.9g", i, y[i], yr[i]);
 }
@@ -712,16 +716,16 @@ Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
         quant_act_decode(x, q, nx, k);
         util_fill_unif(w, nw, &r, -1, 1);
         util_fill_unif(dout, no, &r, -1, 1);
-        conv2d_forward(o1, x, w, &s, col);
-        conv2d_forward_codes(o2, q, k, w, &s, col);
+        conv2d_forward(NULL, o1, x, w, &s, col);
+        conv2d_forward_codes(NULL, o2, q, k, w, &s, col);
         cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "case %zu: forward differs", t);
         for (int acc = 0; acc <= 1; acc++) {
             util_prefill(dx1, nx);
             util_prefill(dx2, nx);
             util_prefill(dw1, nw);
             util_prefill(dw2, nw);
-            conv2d_backward(dx1, dw1, dout, x, w, &s, col, acc);
-            conv2d_backward_codes(dx2, dw2, dout, q, k, w, &s, col, acc);
+            conv2d_backward(NULL, dx1, dw1, dout, x, w, &s, col, acc);
+            conv2d_backward_codes(NULL, dx2, dw2, dout, q, k, w, &s, col, acc);
             cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "case %zu acc %d: dx differs", t, acc);
             cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu acc %d: dw differs", t, acc);
         }
@@ -745,8 +749,8 @@ Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
         util_fill_unif(dout, no, &r, -1, 1);
         util_prefill(dw1, nw);
         util_prefill(dw2, nw);
-        conv2d_backward(dx, dw1, dout, x, w, &s, col, 0);
-        conv2d_backward(x, dw2, dout, x, w, &s, col, 0);
+        conv2d_backward(NULL, dx, dw1, dout, x, w, &s, col, 0);
+        conv2d_backward(NULL, x, dw2, dout, x, w, &s, col, 0);
         cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "case %zu: dx differs in place", t);
         cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu: dw differs in place", t);
         free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
@@ -767,8 +771,8 @@ Test(layers, batchnorm_codes_and_recompute_equal_the_forward_pass_bit_exactly) {
     util_fill_unif(beta, C, &r, 0, 1);
     for (int k = 1; k <= QUANT_CODE_MAX_BITS; k++) {
         float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
-        batchnorm_act_forward(yr, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f, k);
-        batchnorm_act_forward_codes(q, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
+        batchnorm_act_forward(NULL, yr, x, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f, k);
+        batchnorm_act_forward_codes(NULL, q, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f, k);
         quant_act_decode(y, q, NX, k);
         cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: codes of A(BN(x)) differ", k);
         for (int ch = 0; ch < C; ch++)
@@ -776,20 +780,20 @@ Test(layers, batchnorm_codes_and_recompute_equal_the_forward_pass_bit_exactly) {
 
         fill_codes(rq, NX, k, &r);
         quant_act_decode(res, rq, NX, k);
-        batchnorm_add_forward(yr, x, res, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
-        batchnorm_add_forward_codes(y, x, rq, k, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+        batchnorm_add_forward(NULL, yr, x, res, gamma, beta, meanr, rstdr, rmr, rvr, N, C, HW, 1, 0.1f);
+        batchnorm_add_forward_codes(NULL, y, x, rq, k, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
         cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: BN(x) + codes differs", k);
-        batchnorm_recompute(y, x, NULL, rq, k, gamma, beta, mean, rstd, N, C, HW);
+        batchnorm_recompute(NULL, y, x, NULL, rq, k, gamma, beta, mean, rstd, N, C, HW);
         cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "k = %d: recomputed BN(x) + codes differs", k);
     }
     float rm[C] = {0}, rv[C] = {1, 1, 1, 1};
-    batchnorm_forward(yr, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
-    batchnorm_recompute(y, x, NULL, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
+    batchnorm_forward(NULL, yr, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_recompute(NULL, y, x, NULL, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
     cr_assert(memcmp(y, yr, sizeof(float) * NX) == 0, "recomputed BN(x) differs");
     util_fill_unif(res, NX, &r, -2, 2);
     memcpy(t, res, sizeof(float) * NX);
-    batchnorm_add_forward(yr, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
-    batchnorm_recompute(t, x, t, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
+    batchnorm_add_forward(NULL, yr, x, res, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_recompute(NULL, t, x, t, NULL, 0, gamma, beta, mean, rstd, N, C, HW);
     cr_assert(memcmp(t, yr, sizeof(float) * NX) == 0, "recomputed BN(x) + r in place differs");
     free(x); free(y); free(yr); free(res); free(t); free(q); free(rq);
 }
@@ -804,16 +808,16 @@ Test(layers, batchnorm_backward_in_place_over_its_input_equals_separate_buffers)
     util_fill_unif(gamma, C, &r, 0.2, 0.8);
     util_fill_unif(beta, C, &r, 0, 1);
     util_fill_unif(dy, NX, &r, -1, 1);
-    batchnorm_forward(dx, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
+    batchnorm_forward(NULL, dx, x, gamma, beta, mean, rstd, rm, rv, N, C, HW, 1, 0.1f);
     for (int k = 0; k <= 2; k++) {
         float dg1[C] = {0}, db1[C] = {0}, dg2[C] = {0}, db2[C] = {0};
         memcpy(x2, x, sizeof(float) * NX);
         if (k == 0) {
-            batchnorm_backward(dx, dg1, db1, dy, x, gamma, mean, rstd, N, C, HW, 0);
-            batchnorm_backward(x2, dg2, db2, dy, x2, gamma, mean, rstd, N, C, HW, 0);
+            batchnorm_backward(NULL, dx, dg1, db1, dy, x, gamma, mean, rstd, N, C, HW, 0);
+            batchnorm_backward(NULL, x2, dg2, db2, dy, x2, gamma, mean, rstd, N, C, HW, 0);
         } else {
-            batchnorm_act_backward(dx, dg1, db1, dy, x, gamma, beta, mean, rstd, N, C, HW, k, 0);
-            batchnorm_act_backward(x2, dg2, db2, dy, x2, gamma, beta, mean, rstd, N, C, HW, k, 0);
+            batchnorm_act_backward(NULL, dx, dg1, db1, dy, x, gamma, beta, mean, rstd, N, C, HW, k, 0);
+            batchnorm_act_backward(NULL, x2, dg2, db2, dy, x2, gamma, beta, mean, rstd, N, C, HW, k, 0);
         }
         cr_assert(memcmp(dx, x2, sizeof(float) * NX) == 0, "k = %d: dx differs in place", k);
         cr_assert(memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(db1, db2, sizeof db1) == 0, "k = %d", k);

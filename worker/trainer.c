@@ -159,7 +159,10 @@ int trainer_run(trainer_t *t, FILE *out, volatile sig_atomic_t *stop, train_resu
     const int b = c->train.batch_size;
     const long spe = t->optim.steps_per_epoch, total = t->optim.total_steps;
     int threads = c->train.threads > 0 ? c->train.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads > 0 ? threads : 1);
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
+    if (model_set_threads(t->model, threads) != 0)
+        return auxps_error_set(err, AUXPS_ENOMEM, "cannot start %d compute threads", threads);
     memset(res, 0, sizeof *res);
     res->test_accuracy_aux = -1.0f;
 

@@ -1043,7 +1043,12 @@ static int welcome(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     if ((rc = connect_nodes(w, err)) != 0) goto refused;
     int threads = w->threads > 0 ? w->threads : c->train.threads;
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads > 0 ? threads : 1);
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
+    if (model_set_threads(w->model, threads) != 0) {
+        rc = auxps_error_set(err, AUXPS_ENOMEM, "worker: cannot start %d compute threads", threads);
+        goto refused;
+    }
     w->welcomed = 1;
     w->coord_heard = clock_now_ms(); /* the data took a while to load */
     say(w, "%" PRIu32 " shards, %zu params, %d train / %d test samples, batch %d, %s, %d threads",
