@@ -1,7 +1,9 @@
 /* layers.c - layer kernels. The convolution is im2col + sgemm per image: the per-image matrices
- * are already large enough for OpenBLAS, and the scratch stays one image's size. */
+ * are already large enough for OpenBLAS, and the scratch stays one image's size per part. The
+ * parts (layers.h) run on the pool's threads; the elementwise loops are HOT (hot.h). */
 #include "layers.h"
 
+#include "hot.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -41,10 +43,46 @@ static void valid_cols(const conv_shape_t *s, int kx, int *lo, int *hi) {
     *hi = b;
 }
 
+/* im2col of a stride-1 convolution whose output is as wide as its input (2 pad = k - 1): the
+ * valid rows of one (c, ky, kx) are one contiguous stretch of the input, copied at once, and
+ * the columns that fall in the padding are zeroed after. */
+static void im2col_same(float *col, const float *x, const conv_shape_t *s) {
+    const int k = s->k, w = s->w, ho = s->ho, howo = ho * w;
+    for (int c = 0; c < s->cin; c++) {
+        const float *xc = x + (size_t)c * s->h * w;
+        for (int ky = 0; ky < k; ky++) {
+            const int dy = ky - s->pad; /* input row oy + dy */
+            const int oy0 = dy < 0 ? -dy : 0, oy1 = s->h - dy < ho ? s->h - dy : ho;
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * howo;
+                int lo, hi;
+                valid_cols(s, kx, &lo, &hi);
+                if (oy1 <= oy0 || lo >= hi) {
+                    memset(row, 0, sizeof(float) * (size_t)howo);
+                    continue;
+                }
+                const size_t a = (size_t)oy0 * w + lo, b = (size_t)(oy1 - 1) * w + hi;
+                memset(row, 0, sizeof(float) * a);
+                memcpy(row + a, xc + (ptrdiff_t)dy * w + (kx - s->pad) + a, sizeof(float) * (b - a));
+                memset(row + b, 0, sizeof(float) * ((size_t)howo - b));
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *r = row + (size_t)oy * w;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    for (int ox = hi; ox < w; ox++) r[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
 /* col (cin*k*k, ho*wo) from one image x (cin, h, w). The bounds are worked out once per kernel
  * column, so the inner loops are plain copies that the compiler vectorises. */
 static void im2col(float *col, const float *x, const conv_shape_t *s) {
     const int k = s->k, wo = s->wo, howo = s->ho * wo, st = s->stride;
+    if (st == 1 && wo == s->w) {
+        im2col_same(col, x, s);
+        return;
+    }
     for (int c = 0; c < s->cin; c++) {
         const float *xc = x + (size_t)c * s->h * s->w;
         for (int ky = 0; ky < k; ky++) {
@@ -75,7 +113,7 @@ static void im2col(float *col, const float *x, const conv_shape_t *s) {
 }
 
 /* dx (cin, h, w) += col2im(dcol (cin*k*k, ho*wo)). */
-static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
+HOT static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) {
     const int k = s->k, wo = s->wo, howo = s->ho * wo, st = s->stride;
     for (int c = 0; c < s->cin; c++) {
         float *dxc = dx + (size_t)c * s->h * s->w;
@@ -395,7 +433,7 @@ static void bn_coefs(const bn_job_t *j, int ch, float *a, float *b) {
     *b = j->beta[ch] - mu * *a;
 }
 
-static void bn_forward_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_forward_channels(const bn_job_t *j, int c0, int c1) {
     for (int ch = c0; ch < c1; ch++) {
         float a, b;
         bn_coefs(j, ch, &a, &b);
@@ -436,7 +474,7 @@ static void bn_add_row(float *q, const float *p, float a, float b, const float *
     }
 }
 
-static void bn_add_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_add_channels(const bn_job_t *j, int c0, int c1) {
     for (int ch = c0; ch < c1; ch++) {
         float a, b;
         bn_coefs(j, ch, &a, &b);
@@ -465,7 +503,7 @@ void batchnorm_add_forward_codes(pool_t *pool, float *y, const float *x, const u
     pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-static void bn_recompute_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_recompute_channels(const bn_job_t *j, int c0, int c1) {
     for (int ch = c0; ch < c1; ch++) {
         const float a = j->gamma[ch] * j->rstd[ch], b = j->beta[ch] - j->mean[ch] * a; /* as bn_coefs */
         for (int i = 0; i < j->n; i++) {
@@ -489,7 +527,7 @@ void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r,
     pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-static void bn_backward_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_backward_channels(const bn_job_t *j, int c0, int c1) {
     const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
     for (int ch = c0; ch < c1; ch++) {
@@ -539,7 +577,7 @@ void batchnorm_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, co
 
 /* In the fused batch norm + activation kernels, the batch norm output of a chunk is computed,
  * then the quantizer's own kernels run on it, so the fused path cannot drift from them. */
-static void bn_act_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_act_channels(const bn_job_t *j, int c0, int c1) {
     float t[BN_CHUNK];
     const int hw = j->hw;
     for (int ch = c0; ch < c1; ch++) {
@@ -581,7 +619,7 @@ void batchnorm_act_forward_codes(pool_t *pool, uint8_t *y, const float *x, const
     pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
-static void bn_act_backward_channels(const bn_job_t *j, int c0, int c1) {
+HOT static void bn_act_backward_channels(const bn_job_t *j, int c0, int c1) {
     const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
     float t[BN_CHUNK], g[BN_CHUNK];

@@ -45,9 +45,10 @@ void conv2d_backward(pool_t *pool, float *dx, float *dw, const float *dout, cons
  * time: equal to the float versions on quant_act_decode(x). col holds conv_scratch_size_codes
  * (also one decoded image per part). */
 size_t conv_scratch_size_codes(const conv_shape_t *s);
-void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s, float *col);
-void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k, const float *w,
-                           const conv_shape_t *s, float *col, int acc);
+void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s,
+                          float *col);
+void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k,
+                           const float *w, const conv_shape_t *s, float *col, int acc);
 /* The backward pass with the input given image by image: image(arg, n, buf) returns image n
  * (cin, h, w) of the input, written into buf (cin*h*w floats) or from its own memory. It is
  * called once per image, from the pool's threads, at most one call per part at a time, each
@@ -71,8 +72,9 @@ void batchnorm_forward(pool_t *pool, float *y, const float *x, const float *gamm
 /* y = BN(x), or BN(x) + r with r given as floats or as k-bit codes rq (the other NULL), of a
  * training-mode forward pass recomputed from its saved mean and rstd: bit-exact with what
  * batchnorm_forward or batchnorm_add_forward wrote (gamma and beta unchanged). r may be y. */
-void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r, const uint8_t *rq, int k, const float *gamma,
-                         const float *beta, const float *mean, const float *rstd, int n, int c, int hw);
+void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r, const uint8_t *rq, int k,
+                         const float *gamma, const float *beta, const float *mean, const float *rstd, int n, int c,
+                         int hw);
 /* dx (+)=, dgamma, dbeta += from dy, for a training-mode forward pass with the saved mean, rstd.
  * With acc = 0, dx may be x itself (each value is read before it is overwritten); so in
  * batchnorm_act_backward. */
@@ -82,8 +84,8 @@ void batchnorm_backward(pool_t *pool, float *dx, float *dgamma, float *dbeta, co
 
 /* y = BN(x) + r in one pass, exactly equal to batchnorm_forward then add_forward; r (n, c, hw)
  * may be y itself. */
-void batchnorm_add_forward(pool_t *pool, float *y, const float *x, const float *r, const float *gamma, const float *beta,
-                           float *mean, float *rstd, float *rmean, float *rvar,
+void batchnorm_add_forward(pool_t *pool, float *y, const float *x, const float *r, const float *gamma,
+                           const float *beta, float *mean, float *rstd, float *rmean, float *rvar,
                            int n, int c, int hw, int training, float momentum);
 /* The same with r given as k-bit activation codes. */
 void batchnorm_add_forward_codes(pool_t *pool, float *y, const float *x, const uint8_t *r, int k, const float *gamma,

@@ -2,6 +2,8 @@
  * the default rounding mode), as torch.round, so codes match the PyTorch reference. */
 #include "quant.h"
 
+#include "hot.h"
+
 #include <math.h>
 
 float quant_qk(float x, int k) {
@@ -103,7 +105,7 @@ void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, si
     weight_backward(dw, dwq, NULL, tw, n);
 }
 
-void quant_act_forward(float *y, const float *x, size_t n, int k) {
+HOT void quant_act_forward(float *y, const float *x, size_t n, int k) {
     if (k >= 32) {
         for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
         return;
@@ -118,7 +120,7 @@ void quant_act_forward(float *y, const float *x, size_t n, int k) {
 
 /* The code is the float rintf(v * levels) of quant_act_forward, an integer in [0, levels], so
  * code / levels is its output to the bit. */
-void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k) {
+HOT void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k) {
     const float levels = (float)((1u << k) - 1);
     for (size_t i = 0; i < n; i++) {
         float v = x[i] < 0.0f ? 0.0f : x[i];
@@ -127,14 +129,14 @@ void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k) {
     }
 }
 
-void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k) {
+HOT void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k) {
     const float levels = (float)((1u << k) - 1);
     for (size_t i = 0; i < n; i++) y[i] = codes[i] == QUANT_CODE_NAN ? NAN : (float)codes[i] / levels;
 }
 
 /* dx (+)= dy * mask, the mask of one precision: dy is loaded unconditionally so that the loops
  * vectorise, and the accumulating and overwriting loops are separate for the same reason. */
-void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc) {
+HOT void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc) {
     if (k >= 32) {
         if (acc)
             for (size_t i = 0; i < n; i++) {
