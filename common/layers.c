@@ -527,6 +527,21 @@ void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r,
     pool_run(pool, LAYER_PARTS, bn_part, &j);
 }
 
+/* The batch norm backward's two sums over one row: sdy[l] += g, sdyx[l] += g (p - mu) rs, in
+ * ROW_LANES lanes. */
+static inline void grad_sums(float *sdy, float *sdyx, const float *g, const float *p, int len, float mu, float rs) {
+    int e = 0;
+    for (; e + ROW_LANES <= len; e += ROW_LANES)
+        for (int l = 0; l < ROW_LANES; l++) {
+            sdy[l] += g[e + l];
+            sdyx[l] += g[e + l] * ((p[e + l] - mu) * rs);
+        }
+    for (; e < len; e++) {
+        sdy[0] += g[e];
+        sdyx[0] += g[e] * ((p[e] - mu) * rs);
+    }
+}
+
 HOT static void bn_backward_channels(const bn_job_t *j, int c0, int c1) {
     const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
@@ -537,16 +552,7 @@ HOT static void bn_backward_channels(const bn_job_t *j, int c0, int c1) {
             const float *p = j->x + ((size_t)i * c + ch) * hw;
             const float *g = j->dy + ((size_t)i * c + ch) * hw;
             float a[ROW_LANES] = {0}, b[ROW_LANES] = {0};
-            int e = 0;
-            for (; e + ROW_LANES <= hw; e += ROW_LANES)
-                for (int l = 0; l < ROW_LANES; l++) {
-                    a[l] += g[e + l];
-                    b[l] += g[e + l] * ((p[e + l] - mu) * rs);
-                }
-            for (; e < hw; e++) {
-                a[0] += g[e];
-                b[0] += g[e] * ((p[e] - mu) * rs);
-            }
+            grad_sums(a, b, g, p, hw, mu, rs);
             sdy += lanes_total(a);
             sdyx += lanes_total(b);
         }
@@ -636,16 +642,7 @@ HOT static void bn_act_backward_channels(const bn_job_t *j, int c0, int c1) {
                 const float *pp = p + e0;
                 for (int e = 0; e < len; e++) t[e] = pp[e] * a + b;
                 quant_act_backward(g, d + e0, t, (size_t)len, j->k, 0);
-                int e = 0;
-                for (; e + ROW_LANES <= len; e += ROW_LANES)
-                    for (int l = 0; l < ROW_LANES; l++) {
-                        sa[l] += g[e + l];
-                        sb[l] += g[e + l] * ((pp[e + l] - mu) * rs);
-                    }
-                for (; e < len; e++) {
-                    sa[0] += g[e];
-                    sb[0] += g[e] * ((pp[e] - mu) * rs);
-                }
+                grad_sums(sa, sb, g, pp, len, mu, rs);
             }
             sdy += lanes_total(sa);
             sdyx += lanes_total(sb);
