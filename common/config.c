@@ -81,6 +81,7 @@ static const key_def keys[] = {
     INT("cluster", "rejoin_s", cluster.rejoin_s, 0, 86400),
     {"cluster", "pull", K_ENUM, F(cluster.pull), 0, 0, 0, pull_names},
     {"cluster", "push", K_ENUM, F(cluster.push), 0, 0, 0, push_names},
+    OF("cluster", "prefetch", K_BOOL, cluster.prefetch),
     OF("checkpoint", "dir", K_STR0, checkpoint.dir),
     INT("checkpoint", "every_steps", checkpoint.every_steps, 1, 100000000),
     INT("checkpoint", "every_s", checkpoint.every_s, 1, 86400),
@@ -359,6 +360,11 @@ static int cross_check(const auxps_config_t *c, const char *path, const int *key
         locate(where, sizeof where, path, key_line, "model", "in_height", "in_width");
         return auxps_error_set(e, AUXPS_ECONFIG, "%s model.in_channels * in_height * in_width "
                                "= %lld: expected at most %ld", where, in, MAX_INPUT);
+    }
+    if (c->cluster.prefetch && c->cluster.consistency != CONS_ASYNC) {
+        locate(where, sizeof where, path, key_line, "cluster", "prefetch", "consistency");
+        return auxps_error_set(e, AUXPS_ECONFIG, "%s cluster.prefetch = true needs cluster.consistency = async "
+                               "(ssp and bsp gate each pull on the clock)", where);
     }
     /* Every role needs the server's public key to connect; the rest depends on the role. */
     if (c->security.curve && c->security.server_public[0] == '\0') {

@@ -68,6 +68,8 @@ typedef struct {
                                 * dL/dwq for them (the node applies the quantizer's backward) */
         int push;              /* PUSH_*, default PUSH_F32; names "f32", "q8": 8-bit gradients
                                 * with error feedback */
+        int prefetch;          /* bool, default false; async only: a worker asks for the next
+                                * batch's weights before it computes this batch's gradient */
     } cluster;
     struct {
         char dir[512];         /* where nodes write checkpoints; "" (default) = none */

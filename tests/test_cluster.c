@@ -236,6 +236,34 @@ Test(cluster, async_2_nodes_3_workers_applies_every_push_once) {
                      c.version[sh]);
 }
 
+/* cluster.prefetch: a lone worker's next pull leaves before its push, so every push after the
+ * first lands on exactly one newer version (its own last push): max staleness 1, against 0
+ * without prefetch; every push is still applied once. Both runs export a model that scores what
+ * the workers' evaluation said (check_run_record). */
+static void run_prefetch(const char *prefetch, counters_t *c) {
+    char model[256], out[300], pf[64];
+    tpath(model, "m.bin");
+    snprintf(out, sizeof out, "train.output=%s", model);
+    snprintf(pf, sizeof pf, "cluster.prefetch=%s", prefetch);
+    proc_t p;
+    RUN(&p, "cluster", CONFIG, "--ps", "1", "--workers", "1", TINY, "--set", out, "--set", pf);
+    util_expect_exit(&p, 0);
+    long steps = check_run_record(&p, model);
+    cr_assert_eq(steps, TINY_STEPS);
+    parse_counters(p.out.buf, c, 1, 1, 1, 1);
+    check_pushes_applied(c, steps);
+    cr_assert_eq(c->version[0], c->applied[0]);
+    util_proc_free(&p);
+}
+
+Test(cluster, prefetch_overlaps_the_next_pull_and_costs_one_version_of_staleness) {
+    counters_t c;
+    run_prefetch("true", &c);
+    cr_assert_eq(c.max_staleness[0], 1, "prefetch: max staleness %" PRIu64, c.max_staleness[0]);
+    run_prefetch("false", &c);
+    cr_assert_eq(c.max_staleness[0], 0, "no prefetch: max staleness %" PRIu64, c.max_staleness[0]);
+}
+
 /* "shard K: EP params OFF+LEN stats OFF+LEN" of the coordinator's record: shard k's lengths. */
 static void shard_lengths(const char *text, int k, uint64_t *len, uint64_t *slen) {
     char key[32];

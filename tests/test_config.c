@@ -472,6 +472,19 @@ Test(config_cluster, defaults_and_overrides_of_the_cluster_section) {
     cr_expect_eq(config_set(&c, "cluster.timeout_ms=5", &e), AUXPS_ECONFIG);
 }
 
+/* cluster.prefetch is off by default and needs async: ssp and bsp gate each pull on the clock. */
+Test(config_cluster, prefetch_needs_async) {
+    auxps_config_t c;
+    config_defaults(&c);
+    cr_expect_eq(c.cluster.prefetch, 0);
+    expect_error("[cluster]\nprefetch = true\nconsistency = bsp\n", 3,
+                 "cluster.prefetch = true needs cluster.consistency = async", NULL);
+    expect_error("[cluster]\nconsistency = ssp\nprefetch = yes\n", 3, "needs cluster.consistency = async", NULL);
+    auxps_error_t e = {0};
+    cr_assert_eq(config_load_text(&c, "[cluster]\nprefetch = true\n", "t", &e), 0, "%s", e.msg);
+    cr_expect_eq(c.cluster.prefetch, 1);
+}
+
 Test(config_text, load_text_reads_what_config_write_wrote) {
     auxps_config_t a, b;
     auxps_error_t e = {0};

@@ -35,6 +35,7 @@ typedef struct {
     uint32_t nsegs;              /* q8 PUSH: segments (one per tensor of the shard) */
     wire_seg_t *segs;            /* (shard's tensors) their table */
     uint64_t version;            /* params version of the last PULL_REP */
+    uint64_t base;               /* params version the batch being trained was computed from */
     int64_t heard;               /* ms: the request's send or the node's last message */
     wire_msg_t req;              /* the request, kept to be sent again after a timeout */
     wire_free_fn *req_free;      /* its payload's release (zero-copy pushes), or NULL */
@@ -599,8 +600,9 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
     return 0;
 }
 
-/* Pulls vec from every shard into the model, all requests in flight at once. */
-static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *err) {
+/* Asks every shard for vec, all requests in flight at once; the answers go into the model when
+ * they are taken (pump, wait_links). */
+static int send_pulls(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *err) {
     int rc = wait_released(w, err);
     if (rc != 0) return rc;
     for (uint32_t s = 0; s < w->cnt.nshards; s++) {
@@ -620,7 +622,13 @@ static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *er
                                vec == WIRE_VEC_PARAMS && w->kbit ? WIRE_ENC_KBIT : WIRE_ENC_F32};
         if ((rc = send_node(w, s, &m, NULL, err)) != 0) return rc;
     }
-    return wait_links(w, err);
+    return 0;
+}
+
+/* Pulls vec from every shard into the model. */
+static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *err) {
+    int rc = send_pulls(w, vec, clock, err);
+    return rc != 0 ? rc : wait_links(w, err);
 }
 
 /* q8 pushes: shard s's gradient as one 8-bit segment per tensor, with error feedback
@@ -653,7 +661,7 @@ static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *
         if (vec == WIRE_VEC_PARAMS) {
             m.type = WIRE_PUSH;
             m.push = (wire_push_t){w->cnt.id, s, sh->offset, sh->length, w->cnt.clock,
-                                   w->links[s].version, samples, WIRE_ENC_F32, NULL, 0};
+                                   w->links[s].base, samples, WIRE_ENC_F32, NULL, 0};
             m.payload = model_grads(w->model) + sh->offset;
             m.payload_size = sh->length * sizeof(float);
             if (w->q8) {
@@ -781,18 +789,26 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
     }
     if ((rc = pull_all(w, WIRE_VEC_STATS, w->cnt.clock, err)) != 0) return rc;
     const uint32_t b = (uint32_t)w->cfg.train.batch_size;
+    /* cluster.prefetch: the next batch's pull goes out before this batch's forward pass and is
+     * taken after its backward pass, so the model holds the next weights when the loop comes
+     * round again (fetched = 1). Nothing reads a node's answer during the computation. */
+    const int prefetch = w->cfg.cluster.prefetch && w->consistency == WIRE_CONS_ASYNC;
+    int fetched = 0;
     uint32_t trained = 0;
     while (trained < l->count && !stopping(w)) {
         const int n = (int)(l->count - trained < b ? l->count - trained : b);
         for (int i = 0; i < n; i++)
             w->idx[i] = l->mode == WIRE_LEASE_RANGE ? w->order[l->first + trained + i] : (int)w->list[trained + i];
         dataset_batch(&w->train, w->idx, n, &w->tf, &w->rng, w->x, w->y);
-        if ((rc = pull_all(w, WIRE_VEC_PARAMS, w->cnt.clock, err)) != 0) return rc;
+        if (!fetched && (rc = pull_all(w, WIRE_VEC_PARAMS, w->cnt.clock, err)) != 0) return rc;
         if ((rc = pump(w, 0, err)) != 0 || (rc = wait_released(w, err)) != 0) return rc;
+        for (uint32_t s = 0; s < w->cnt.nshards; s++) w->links[s].base = w->links[s].version;
+        if (prefetch && (rc = send_pulls(w, WIRE_VEC_PARAMS, w->cnt.clock + 1, err)) != 0) return rc;
         model_result_t r;
         model_forward(w->model, w->x, w->y, n, 1, &r);
         model_backward(w->model);
-        if ((rc = pump(w, 0, err)) != 0) return rc;
+        if ((rc = prefetch ? wait_links(w, err) : pump(w, 0, err)) != 0) return rc;
+        fetched = prefetch;
         if ((rc = push_all(w, WIRE_VEC_PARAMS, (uint32_t)n, err)) != 0) return rc;
         w->cnt.clock++;
         w->cnt.samples += (uint64_t)n;
