@@ -21,10 +21,14 @@
  * are computed for every value and one is selected. tanh(+-0) = +-0, denormals give themselves,
  * +-inf gives +-1, NaN gives the same NaN. Every step is a plain IEEE operation (no FMA: -std=c11
  * disables contraction), so the vector and scalar forms of the loop give the same bits. */
+static inline float tanh_poly(float ax) {
+    const float z = ax * ax;
+    return ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+            3.33332819422e-1f) * z * ax + ax;
+}
+
 static inline float tanh_approx(float x) {
-    const float ax = fabsf(x), z = ax * ax;
-    const float p = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                      1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
+    const float ax = fabsf(x), p = tanh_poly(ax);
     const float c = ax < 9.1f ? ax : 9.1f; /* a NaN becomes 9.1 here and is put back below */
     const float y = 2.0f * c, nf = rintf(y * 1.44269504088896341f);
     float r = y - nf * 0.693359375f;
@@ -92,8 +96,27 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
     quant_weight_forward_tanh(wq, codes, wq, n, k);
 }
 
+/* Latent weights are mostly far below 0.625: a block whose |w| are all below it (NaN is not)
+ * takes the polynomial alone, which is what tanh_approx selects for each of them, at a third of
+ * the cost. */
+#define TANH_BLOCK 64
 void quant_weight_tanh(float *t, const float *w, size_t n) {
-    for (size_t i = 0; i < n; i++) t[i] = tanh_approx(w[i]);
+    for (size_t at = 0; at < n; at += TANH_BLOCK) {
+        const size_t len = n - at < TANH_BLOCK ? n - at : TANH_BLOCK;
+        const float *x = w + at;
+        float *y = t + at;
+        int32_t m = 0;
+        for (size_t i = 0; i < len; i++) {
+            int32_t b;
+            memcpy(&b, &x[i], sizeof b);
+            b &= 0x7fffffff;
+            m = b > m ? b : m;
+        }
+        if (m < 0x3f200000) /* 0.625f */
+            for (size_t i = 0; i < len; i++) y[i] = copysignf(tanh_poly(fabsf(x[i])), x[i]);
+        else
+            for (size_t i = 0; i < len; i++) y[i] = tanh_approx(x[i]);
+    }
 }
 
 void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
