@@ -4,6 +4,7 @@
 
 #include "ckpt.h"
 #include "clock.h"
+#include "coded.h"
 #include "config.h"
 #include "curve.h"
 #include "data.h"
@@ -165,34 +166,33 @@ static const float *shard_tanh(node_t *n) {
     return n->tw;
 }
 
-/* The k-bit snapshot of the params at the current version: each quantized tensor is one
- * segment of DoReFa codes (lo = -1, step = 2 / (2^k - 1); 1 bit: lo = -mean|w|, step =
- * 2 mean|w|, MODEL.md), and the runs of full-precision tensors between them are float32
- * segments. NULL when out of memory. */
+/* The k-bit snapshot of the params at the current version, in the segments of
+ * coded_kbit_layout: each quantized tensor is one segment of DoReFa codes (lo = -1, step =
+ * 2 / (2^k - 1); 1 bit: lo = -mean|w|, step = 2 mean|w| of this version, MODEL.md), and the runs
+ * of full-precision tensors between them are float32 segments. NULL when out of memory. */
 static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
     const int k = n->wbits;
     if (n->ksnap == NULL || n->ksnap->gen != n->version) {
         snap_unref(n->ksnap);
         n->ksnap = NULL;
-        uint32_t ns = 0;
-        const float levels = (float)((1u << k) - 1);
+        /* n->ksegs (coded_kbit_layout) has one segment per quantized tensor, in order */
+        uint32_t si = 0;
         for (uint32_t i = 0; i < n->ntens; i++) {
             const ntensor_t *t = &n->tens[i];
-            wire_seg_t *last = ns > 0 ? &n->ksegs[ns - 1] : NULL;
-            if (t->quantized) {
-                const float *w = n->params + t->off;
-                if (k == 1) quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
-                else quant_weight_forward_tanh(NULL, n->codes + t->off, shard_tanh(n) + t->off, t->len, k);
-                const float e = k == 1 ? quant_weight_mean(w, t->len) : 0.0f;
-                n->ksegs[ns++] = k == 1 ? (wire_seg_t){(uint32_t)t->len, 1, -e, 2.0f * e}
-                                        : (wire_seg_t){(uint32_t)t->len, (uint32_t)k, -1.0f, 2.0f / levels};
-            } else if (last != NULL && last->bits == 32 && last->length + t->len <= WIRE_MAX_FLOATS) {
-                last->length += (uint32_t)t->len;
+            if (!t->quantized) continue;
+            while (n->ksegs[si].bits == 32) si++;
+            const float *w = n->params + t->off;
+            if (k == 1) {
+                quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
+                const float e = quant_weight_mean(w, t->len);
+                n->ksegs[si].lo = -e;
+                n->ksegs[si].step = 2.0f * e;
             } else {
-                n->ksegs[ns++] = (wire_seg_t){(uint32_t)t->len, 32, 0.0f, 0.0f};
+                quant_weight_forward_tanh(NULL, n->codes + t->off, shard_tanh(n) + t->off, t->len, k);
             }
+            si++;
         }
-        n->nksegs = ns;
+        const uint32_t ns = n->nksegs;
         const size_t size = wire_segs_bytes(n->ksegs, ns);
         snap_t *s = malloc(sizeof *s + size + sizeof(float));
         if (s == NULL) return NULL;
@@ -961,10 +961,10 @@ static int shard_tensors(node_t *n, const model_t *model, auxps_error_t *err) {
     n->qbuf = malloc((qmax ? qmax : 1) * sizeof(float));
     n->tw = malloc((n->len ? n->len : 1) * sizeof(float));
     n->tw_version = UINT64_MAX;
-    n->ksegs = malloc((n->ntens ? n->ntens : 1) * sizeof *n->ksegs);
+    n->ksegs = malloc((size_t)T * sizeof *n->ksegs);
     if (n->codes == NULL || n->qbuf == NULL || n->tw == NULL || n->ksegs == NULL)
         return auxps_error_set(err, AUXPS_ENOMEM, "out of memory for k-bit pulls");
-    return 0;
+    return coded_kbit_layout(model, n->off, n->len, n->wbits, n->ksegs, (uint32_t)T, &n->nksegs, err);
 }
 
 /* NODE_READY: this node serves its shard, at its current version. */
