@@ -1190,14 +1190,10 @@ int worker_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && nsets < PEER_MAX_SETS) {
             sets[nsets++] = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            long v = strtol(argv[++i], &end, 10);
-            if (errno != 0 || end == argv[i] || *end != '\0' || v < 1 || v > 256) {
+            if (config_parse_int(argv[++i], 1, 256, &threads) != 0) {
                 fprintf(stderr, "auxps worker: --threads '%s': expected an integer in 1..256\n", argv[i]);
                 return 2;
             }
-            threads = (int)v;
         } else {
             fprintf(stderr, "auxps worker: unknown or incomplete argument '%s'\n", argv[i]);
             coordinator = NULL;
