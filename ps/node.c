@@ -1266,13 +1266,14 @@ static int serve_coord(node_t *n, auxps_error_t *err) {
 static int serve_data(node_t *n, auxps_error_t *err) {
     wire_in_t in = {0};
     wire_msg_t m = {0};
-    int rc = 0;
+    int rc = 0, drained = 0;
     for (int k = 0; k < NODE_DATA_BURST; k++) {
         auxps_error_t e = {0};
         int r = wire_recv(n->data, 1, &in, ZMQ_DONTWAIT, &e);
         if (r == AUXPS_EIO) {
             if (errno != EAGAIN && errno != EINTR)
                 rc = auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": data socket: %s", n->cnt.id, e.msg);
+            drained = errno == EAGAIN;
             break;
         }
         if (ignored(n, &in)) continue;
@@ -1304,6 +1305,13 @@ static int serve_data(node_t *n, auxps_error_t *err) {
     }
     wire_msg_clear(&m);
     wire_in_close(&in);
+    /* Nothing waits: the k-bit snapshot of a new version is made now rather than when its PULL
+     * comes (the worker that pushed it pulls next, and is still reading its PUSH_ACK). A PULL
+     * that arrives meanwhile waits no longer than it would have for the snapshot itself. */
+    if (rc == 0 && drained && n->kbit && (n->ksnap == NULL || n->ksnap->gen != n->version)) {
+        size_t bytes;
+        (void)kbit_snapshot(n, &bytes); /* out of memory: the PULL tries again and answers ERROR */
+    }
     return rc;
 }
 
