@@ -19,7 +19,7 @@
  * conversion is always defined. exp is Cephes' expf: n = rint(y / ln 2), y - n ln 2 in two
  * parts (the first exact), a degree-7 polynomial, 2^n put into the exponent bits. Both branches
  * are computed for every value and one is selected. tanh(+-0) = +-0, denormals give themselves,
- * +-inf gives +-1, NaN gives the same NaN. Every step is a plain IEEE operation (no FMA: -std=c11
+ * +-inf gives +-1, NaN gives a NaN. Every step is a plain IEEE operation (no FMA: -std=c11
  * disables contraction), so the vector and scalar forms of the loop give the same bits. */
 static inline float tanh_poly(float ax) {
     const float z = ax * ax;
@@ -29,7 +29,7 @@ static inline float tanh_poly(float ax) {
 
 static inline float tanh_approx(float x) {
     const float ax = fabsf(x), p = tanh_poly(ax);
-    const float c = ax < 9.1f ? ax : 9.1f; /* a NaN becomes 9.1 here and is put back below */
+    const float c = ax < 9.1f ? ax : 9.1f; /* a NaN becomes 9.1 here (p keeps it) */
     const float y = 2.0f * c, nf = rintf(y * 1.44269504088896341f);
     float r = y - nf * 0.693359375f;
     r = r - nf * -2.12194440e-4f;
@@ -40,8 +40,7 @@ static inline float tanh_approx(float x) {
     memcpy(&scale, &bits, sizeof scale);
     e *= scale;
     const float q = 1.0f - 2.0f / (e + 1.0f);
-    const float t = copysignf(ax < 0.625f ? p : q, x);
-    return x == x ? t : x;
+    return copysignf(ax >= 0.625f ? q : p, x); /* a NaN fails the test and keeps p, a NaN */
 }
 
 /* max |t_i| over the t_i that are not NaN (0 if none), the value of the scalar loop
@@ -138,9 +137,9 @@ void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t
 static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n) {
     float buf[QUANT_CHUNK];
     /* The first pass finds m and counts its ties (each chunk's max and ties, merged), and sums
-     * gt = sum_i dL/du_i * t_i in four interleaved double accumulators (a fixed order, so that
-     * the sum does not depend on how the loop is compiled, and four times the throughput of
-     * one chain). */
+     * gt = sum_i dL/du_i * t_i = 2 sum_i dwq_i t_i in four interleaved double accumulators (a
+     * fixed order, so that the sum does not depend on how the loop is compiled, and four times
+     * the throughput of one chain). */
     float m = 0.0f;
     size_t ties = 0;
     double gs[4] = {0.0, 0.0, 0.0, 0.0};
@@ -155,22 +154,24 @@ static void weight_backward(float *dw, const float *dwq, const float *w, const f
         else if (cm == m) ties += ct;
         size_t i = 0;
         for (; i + 4 <= len; i += 4)
-            for (int j = 0; j < 4; j++) gs[j] += 2.0 * g[i + j] * t[i + j];
-        for (; i < len; i++) gs[i % 4] += 2.0 * g[i] * t[i];
+            for (int j = 0; j < 4; j++) gs[j] += (double)g[i + j] * t[i + j];
+        for (; i < len; i++) gs[i % 4] += (double)g[i] * t[i];
     }
     if (m == 0.0f) {
         for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
         return;
     }
-    const double gt = (gs[0] + gs[1]) + (gs[2] + gs[3]);
-    const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties, m2 = 2.0f * m;
+    const double gt = 2.0 * ((gs[0] + gs[1]) + (gs[2] + gs[3]));
+    /* dL/dt_i = dL/du_i / (2m) = dwq_i / m, as a product with 1/m (a division per value would
+     * cost as much as the rest of the loop) */
+    const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties, inv_m = 1.0f / m;
     for (size_t at = 0; at < n; at += QUANT_CHUNK) {
         const size_t len = n - at < QUANT_CHUNK ? n - at : QUANT_CHUNK;
         const float *t = tw != NULL ? tw + at : buf, *g = dwq + at;
         float *d = dw + at;
         if (tw == NULL) quant_weight_tanh(buf, w + at, len);
         for (size_t i = 0; i < len; i++) {
-            const float ti = t[i], dt = 2.0f * g[i] / m2, dtm = dt + (ti > 0.0f ? dm : -dm);
+            const float ti = t[i], dt = g[i] * inv_m, dtm = dt + (ti > 0.0f ? dm : -dm);
             d[i] += (fabsf(ti) == m ? dtm : dt) * (1.0f - ti * ti);
         }
     }
