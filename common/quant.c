@@ -134,7 +134,7 @@ void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t
  * computed from w chunk by chunk when tw is NULL (the same tanh_approx, so both give the same
  * bits). u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j,
  * and dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
-static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n) {
+static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n, int acc) {
     float buf[QUANT_CHUNK];
     /* The first pass finds m and counts its ties (each chunk's max and ties, merged), and sums
      * gt = sum_i dL/du_i * t_i = 2 sum_i dwq_i t_i in four interleaved double accumulators (a
@@ -158,7 +158,7 @@ static void weight_backward(float *dw, const float *dwq, const float *w, const f
         for (; i < len; i++) gs[i % 4] += (double)g[i] * t[i];
     }
     if (m == 0.0f) {
-        for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
+        for (size_t i = 0; i < n; i++) dw[i] = (acc ? dw[i] : 0.0f) + dwq[i];
         return;
     }
     const double gt = 2.0 * ((gs[0] + gs[1]) + (gs[2] + gs[3]));
@@ -172,7 +172,7 @@ static void weight_backward(float *dw, const float *dwq, const float *w, const f
         if (tw == NULL) quant_weight_tanh(buf, w + at, len);
         for (size_t i = 0; i < len; i++) {
             const float ti = t[i], dt = g[i] * inv_m, dtm = dt + (ti > 0.0f ? dm : -dm);
-            d[i] += (fabsf(ti) == m ? dtm : dt) * (1.0f - ti * ti);
+            d[i] = (acc ? d[i] : 0.0f) + (fabsf(ti) == m ? dtm : dt) * (1.0f - ti * ti);
         }
     }
 }
@@ -182,11 +182,11 @@ void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n
         for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
         return;
     }
-    weight_backward(dw, dwq, w, NULL, n);
+    weight_backward(dw, dwq, w, NULL, n, 1);
 }
 
-void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n) {
-    weight_backward(dw, dwq, NULL, tw, n);
+void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n, int acc) {
+    weight_backward(dw, dwq, NULL, tw, n, acc);
 }
 
 void quant_act_forward(float *y, const float *x, size_t n, int k) {

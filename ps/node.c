@@ -742,15 +742,19 @@ static uint64_t first_non_finite(const float *v, uint64_t len) {
 }
 
 /* In a kbit run a push carries dL/dwq for the quantized tensors: n->grad becomes dL/dw through
- * the quantizer's backward with the shard's current latent weights (quant_weight_backward, as
- * model_backward does in one process). */
+ * the quantizer's backward with the shard's current latent weights (quant_weight_backward into
+ * zeroed gradients, as model_backward does in one process; for k >= 2 in place, with the same
+ * bits). */
 static void quant_backward(node_t *n) {
     for (uint32_t i = 0; i < n->ntens; i++) {
         const ntensor_t *t = &n->tens[i];
         if (!t->quantized) continue;
+        if (n->wbits >= 2) {
+            quant_weight_backward_tanh(n->grad + t->off, n->grad + t->off, shard_tanh(n) + t->off, t->len, 0);
+            continue;
+        }
         memset(n->qbuf, 0, t->len * sizeof(float));
-        if (n->wbits == 1) quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
-        else quant_weight_backward_tanh(n->qbuf, n->grad + t->off, shard_tanh(n) + t->off, t->len);
+        quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
         memcpy(n->grad + t->off, n->qbuf, t->len * sizeof(float));
     }
 }

@@ -558,6 +558,13 @@ Test(quant, weight_backward_from_w_and_from_kept_tanh_agree_bit_for_bit) {
     quant_weight_tanh(t, w, N);
     for (int i = 0; i < N; i++) a[i] = b[i] = 0.01f * (float)(i % 7);
     quant_weight_backward(a, dwq, w, N, 2);
-    quant_weight_backward_tanh(b, dwq, t, N);
+    quant_weight_backward_tanh(b, dwq, t, N, 1);
     cr_assert(memcmp(a, b, sizeof a) == 0, "the two backward passes differ");
+    /* overwriting, in place, gives the bits of accumulating into zeros */
+    static float z[N], inplace[N];
+    memset(z, 0, sizeof z);
+    memcpy(inplace, dwq, sizeof dwq);
+    quant_weight_backward(z, dwq, w, N, 2);
+    quant_weight_backward_tanh(inplace, inplace, t, N, 0);
+    cr_assert(memcmp(z, inplace, sizeof z) == 0, "in place differs from accumulating into zeros");
 }
