@@ -203,6 +203,8 @@ Test(coded, a_malformed_kbit_reply_is_a_format_error) {
         checked++;
     }
     cr_assert_eq(checked, 7);
+    m = reply_msg(sh, segs, ns, payload, bytes);
+    cr_assert_eq(coded_take_kbit(f.model, &m, 2, f.got_p, f.got_wq, f.scratch, &e), 0, "%s", e.msg);
     cr_assert_eq(coded_take_kbit(f.model, &m, 1, f.got_p, f.got_wq, f.scratch, NULL), AUXPS_EFORMAT,
                  "2-bit codes in a 1-bit run");
     free(payload), free(segs), free(bad);
