@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -741,6 +742,21 @@ static uint64_t first_non_finite(const float *v, uint64_t len) {
     return len;
 }
 
+/* 1 if every value of the coded payload of push p is finite without looking at them: a segment of
+ * codes decodes to lo + step * c (wire_dequant), which is monotonic in c, so it is finite for
+ * every c if it is at c = 0 and at the segment's largest code. 0 for an f32 payload or a 32-bit
+ * segment, whose values must be scanned. */
+static int coded_finite(const wire_push_t *p) {
+    if (p->encoding == WIRE_ENC_F32) return 0;
+    for (uint32_t i = 0; i < p->nsegs; i++) {
+        const wire_seg_t *s = &p->segs[i];
+        if (s->bits == 32) return 0;
+        const float a = wire_dequant(s->lo, s->step, 0), b = wire_dequant(s->lo, s->step, (1u << s->bits) - 1);
+        if (!isfinite(a) || !isfinite(b)) return 0;
+    }
+    return 1;
+}
+
 /* In a kbit run a push carries dL/dwq for the quantized tensors: n->grad becomes dL/dw through
  * the quantizer's backward with the shard's current latent weights (quant_weight_backward into
  * zeroed gradients, as model_backward does in one process; for k >= 2 in place, with the same
@@ -850,7 +866,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
         return;
     }
-    uint64_t bad = first_non_finite(n->grad, n->len);
+    uint64_t bad = coded_finite(p) ? n->len : first_non_finite(n->grad, n->len);
     if (bad < n->len) { /* nothing of it is applied: a NaN would spread to every parameter */
         refuse(n, in, m->type, m->rid, WIRE_ERR_NON_FINITE, "PUSH from worker %" PRIu32 ": gradient value %"
                PRIu64 " is %g", p->worker, n->off + bad, (double)n->grad[bad]);
