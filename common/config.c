@@ -177,6 +177,13 @@ static int parse_ll(const char *s, long long *v) {
     return end == s || *end != '\0' || errno != 0 ? -1 : 0;
 }
 
+int config_parse_int(const char *s, long lo, long hi, int *out) {
+    long long v;
+    if (parse_ll(s, &v) != 0 || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
 static int in_range(const key_def *k, double v) {
     return ((k->open & LO_OPEN) ? v > k->lo : v >= k->lo) &&
            ((k->open & HI_OPEN) ? v < k->hi : v <= k->hi);

@@ -132,6 +132,10 @@ int config_write(const auxps_config_t *c, FILE *f);
  * that names path and the directory. */
 int config_check_output(const char *path, auxps_error_t *err);
 
+/* Parses all of s as a base-10 integer in [lo, hi] (a command-line value): rejects "", "12x",
+ * "1.5", overflow and values out of range. Returns 0 with *out set, or -1 (out unchanged). */
+int config_parse_int(const char *s, long lo, long hi, int *out);
+
 /* The name of a SCHED_* value ("cosine", "step", "constant"), or "?" if out of range. */
 const char *config_schedule_name(int schedule);
 

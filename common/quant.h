@@ -24,12 +24,15 @@ float quant_weight_mean(const float *w, size_t n);
 void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k);
 
 /* Weights in two steps, for k >= 2 and a caller that keeps tanh(w) (a node answers many pulls
- * and pushes of one version): t (n) = tanh(w), computed as the functions above do; then
+ * and pushes of one version): t (n) = tanh(w), computed as the functions above do (within
+ * 1.34 ulp of the exact tanh; +-0, +-inf and NaN as tanh has them); then
  * quant_weight_forward_tanh (wq and codes may each be NULL) and quant_weight_backward_tanh give
- * bit for bit what quant_weight_forward and quant_weight_backward give from w. */
+ * bit for bit what quant_weight_forward and quant_weight_backward give from w. With acc = 0,
+ * quant_weight_backward_tanh overwrites dw instead, with the bits that accumulating into zeros
+ * gives, and dw may then be dwq itself (a node turns a pushed dL/dwq into dL/dw in place). */
 void quant_weight_tanh(float *t, const float *w, size_t n);
 void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k);
-void quant_weight_backward_tanh(float *dw, const float *dwq, const float *t, size_t n);
+void quant_weight_backward_tanh(float *dw, const float *dwq, const float *t, size_t n, int acc);
 
 /* Activations, k = 1..8: y = q_k(clip(x, 0, 1)); k = 32: y = ReLU(x). */
 void quant_act_forward(float *y, const float *x, size_t n, int k);

@@ -1150,6 +1150,56 @@ int wire_decode_in(wire_in_t *in, wire_msg_t *m, auxps_error_t *err) {
 
 /* ---- payload codecs ------------------------------------------------------------------ */
 
+/* One segment of len k-bit codes at p (LSB first, from a byte boundary) into codes (len) when
+ * it is not NULL, else their values lo + step * code into out (len). Returns the unused bits of
+ * the last byte, which a valid payload has zero. unpack_any takes any k in 1..8; unpack_pow2 the
+ * k that divide 8, with loops over whole bytes that GCC vectorises (k is a constant where it is
+ * inlined). */
+static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+                           float step) {
+    uint64_t acc = 0;
+    uint32_t nb = 0, mask = (1u << k) - 1;
+    for (uint32_t i = 0; i < len; i++) {
+        while (nb < k) {
+            acc |= (uint64_t)*p++ << nb;
+            nb += 8;
+        }
+        if (codes != NULL) codes[i] = (uint8_t)(acc & mask);
+        else out[i] = wire_dequant(lo, step, (uint32_t)(acc & mask));
+        acc >>= k;
+        nb -= k;
+    }
+    return (uint32_t)acc;
+}
+
+static inline uint32_t unpack_bytes(const uint8_t *p, uint32_t len, const uint32_t k, uint8_t *codes, float *out,
+                                    float lo, float step) {
+    const uint32_t per = 8 / k, mask = (1u << k) - 1, whole = len / per;
+    if (codes != NULL) {
+        for (uint32_t b = 0; b < whole; b++)
+            for (uint32_t j = 0; j < per; j++) codes[b * per + j] = (uint8_t)((p[b] >> (j * k)) & mask);
+    } else {
+        for (uint32_t b = 0; b < whole; b++)
+            for (uint32_t j = 0; j < per; j++) out[b * per + j] = wire_dequant(lo, step, (p[b] >> (j * k)) & mask);
+    }
+    const uint32_t rest = len - whole * per;
+    return rest == 0 ? 0 : unpack_any(p + whole, rest, k, codes != NULL ? codes + whole * per : NULL,
+                                      out + whole * per, lo, step);
+}
+
+static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+                            float step) {
+    switch (k) {
+    case 8:
+        if (codes != NULL) memcpy(codes, p, len);
+        else for (uint32_t i = 0; i < len; i++) out[i] = wire_dequant(lo, step, p[i]);
+        return 0;
+    case 4: return unpack_bytes(p, len, 4, codes, out, lo, step);
+    case 2: return unpack_bytes(p, len, 2, codes, out, lo, step);
+    default: return unpack_bytes(p, len, 1, codes, out, lo, step);
+    }
+}
+
 /* The payload of a PULL_REP, PUSH or STATS_PUSH into out (32-bit segments and f32) and, when
  * codes is non-NULL, the k-bit segments' codes into codes instead of their values into out. */
 static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps_error_t *err) {
@@ -1193,23 +1243,15 @@ static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps
             if (codes != NULL) codes += len;
             continue;
         }
-        uint64_t acc = 0;
-        uint32_t nb = 0, mask = (1u << k) - 1;
-        float lo = segs[s].lo, step = segs[s].step;
-        for (uint32_t i = 0; i < len; i++) {
-            while (nb < k) {
-                acc |= (uint64_t)*p++ << nb;
-                nb += 8;
-            }
-            if (codes != NULL) *codes++ = (uint8_t)(acc & mask);
-            else *out = wire_dequant(lo, step, (uint32_t)(acc & mask));
-            out++;
-            acc >>= k;
-            nb -= k;
-        }
-        if (acc != 0)
+        const int pad = k == 8 || k == 4 || k == 2 || k == 1
+                            ? unpack_pow2(p, len, k, codes, out, segs[s].lo, segs[s].step)
+                            : unpack_any(p, len, k, codes, out, segs[s].lo, segs[s].step);
+        if (pad != 0)
             return auxps_error_set(err, AUXPS_EFORMAT, "%s.segs[%" PRIu32 "]: padding bits are "
                                    "not zero", wire_type_name(m->type), s);
+        p += ((size_t)len * k + 7) / 8;
+        out += len;
+        if (codes != NULL) codes += len;
     }
     return 0;
 }
@@ -1223,30 +1265,80 @@ int wire_payload_codes(const wire_msg_t *m, float *values, uint8_t *codes, auxps
     return payload_unpack(m, values, codes, err);
 }
 
+/* The largest |v| is found on the bits (an integer max vectorises, a float one does not), and
+ * the same max flags a NaN or an infinity: their bits are at least those of +inf. The value
+ * sent, lo + step * code, is computed from the float c + 128, which is code exactly. */
 int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
                    auxps_error_t *err) {
-    float amax = 0.0f;
-    int bad = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const float v = resid != NULL ? g[i] + resid[i] : g[i];
-        const float a = fabsf(v);
-        amax = a > amax ? a : amax;
-        bad |= !(a <= FLT_MAX); /* NaN or infinity */
-    }
-    if (bad)
+    int32_t mb = 0;
+    if (resid != NULL)
+        for (uint32_t i = 0; i < n; i++) {
+            const float v = g[i] + resid[i];
+            int32_t b;
+            memcpy(&b, &v, sizeof b);
+            b &= 0x7fffffff;
+            mb = b > mb ? b : mb;
+        }
+    else
+        for (uint32_t i = 0; i < n; i++) {
+            int32_t b;
+            memcpy(&b, &g[i], sizeof b);
+            b &= 0x7fffffff;
+            mb = b > mb ? b : mb;
+        }
+    if (mb >= 0x7f800000)
         return auxps_error_set(err, AUXPS_ERANGE, "q8: a gradient value is NaN or infinite");
+    float amax;
+    memcpy(&amax, &mb, sizeof amax);
     float step = amax / 127.0f;
     if (!(step >= FLT_MIN)) step = 0.0f; /* all zero, or so small that 1 / step would overflow: send 0 */
     const float inv = step > 0.0f ? 1.0f / step : 0.0f, lo = -128.0f * step;
     *seg = (wire_seg_t){n, 8, lo, step};
-    for (uint32_t i = 0; i < n; i++) {
-        const float v = resid != NULL ? g[i] + resid[i] : g[i];
-        float c = rintf(v * inv);
-        c = c < -127.0f ? -127.0f : c > 127.0f ? 127.0f : c;
-        codes[i] = (uint8_t)(c + 128.0f);
-        if (resid != NULL) resid[i] = v - wire_dequant(lo, step, codes[i]);
-    }
+    if (resid != NULL)
+        for (uint32_t i = 0; i < n; i++) {
+            const float v = g[i] + resid[i];
+            float c = rintf(v * inv);
+            c = c < -127.0f ? -127.0f : c;
+            c = c > 127.0f ? 127.0f : c;
+            const float code = c + 128.0f;
+            codes[i] = (uint8_t)(int32_t)code;
+            resid[i] = v - (lo + step * code);
+        }
+    else
+        for (uint32_t i = 0; i < n; i++) {
+            float c = rintf(g[i] * inv);
+            c = c < -127.0f ? -127.0f : c;
+            c = c > 127.0f ? 127.0f : c;
+            codes[i] = (uint8_t)(int32_t)(c + 128.0f);
+        }
     return 0;
+}
+
+/* len codes (each < 2^k) into ceil(len k / 8) bytes at p, LSB first; pack_bytes for the k that
+ * divide 8, with a loop over whole bytes that vectorises. */
+static void pack_any(uint8_t *p, const uint8_t *c, uint32_t len, uint32_t k) {
+    uint64_t acc = 0;
+    uint32_t nb = 0;
+    for (uint32_t i = 0; i < len; i++) {
+        acc |= (uint64_t)c[i] << nb;
+        nb += k;
+        while (nb >= 8) {
+            *p++ = (uint8_t)acc;
+            acc >>= 8;
+            nb -= 8;
+        }
+    }
+    if (nb > 0) *p = (uint8_t)acc;
+}
+
+static inline void pack_bytes(uint8_t *p, const uint8_t *c, uint32_t len, const uint32_t k) {
+    const uint32_t per = 8 / k, whole = len / per;
+    for (uint32_t b = 0; b < whole; b++) {
+        uint32_t v = 0;
+        for (uint32_t j = 0; j < per; j++) v |= (uint32_t)c[b * per + j] << (j * k);
+        p[b] = (uint8_t)v;
+    }
+    if (len > whole * per) pack_any(p + whole, c + whole * per, len - whole * per, k);
 }
 
 int wire_pack_codes(const wire_seg_t *segs, uint32_t nsegs, const uint8_t *codes,
@@ -1272,21 +1364,21 @@ int wire_pack_codes(const wire_seg_t *segs, uint32_t nsegs, const uint8_t *codes
             at += len;
             continue;
         }
-        uint64_t acc = 0;
-        uint32_t nb = 0;
-        for (uint32_t i = 0; i < len; i++, at++) {
-            if (codes[at] >> k)
-                return auxps_error_set(err, AUXPS_EINVAL, "wire_pack_codes: code %u at %zu does "
-                                       "not fit in %" PRIu32 " bits", codes[at], at, k);
-            acc |= (uint64_t)codes[at] << nb;
-            nb += k;
-            while (nb >= 8) {
-                *p++ = (uint8_t)acc;
-                acc >>= 8;
-                nb -= 8;
-            }
-        }
-        if (nb > 0) *p++ = (uint8_t)acc;
+        const uint8_t *c = codes + at;
+        uint8_t any = 0; /* one vectorised pass checks the codes; a second finds the culprit */
+        for (uint32_t i = 0; i < len; i++) any |= c[i];
+        if (any >> k)
+            for (uint32_t i = 0; i < len; i++)
+                if (c[i] >> k)
+                    return auxps_error_set(err, AUXPS_EINVAL, "wire_pack_codes: code %u at %zu does "
+                                           "not fit in %" PRIu32 " bits", c[i], at + i, k);
+        if (k == 8) memcpy(p, c, len);
+        else if (k == 4) pack_bytes(p, c, len, 4);
+        else if (k == 2) pack_bytes(p, c, len, 2);
+        else if (k == 1) pack_bytes(p, c, len, 1);
+        else pack_any(p, c, len, k);
+        p += ((size_t)len * k + 7) / 8;
+        at += len;
     }
     return 0;
 }

@@ -41,16 +41,6 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
     return 2;
 }
 
-/* Parses all of s as a base-10 integer in [lo, hi]; returns 0 or -1. */
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* One list item: an integer in [lo, hi], or one of names (value = its index) when names is
  * non-NULL. */
 static int parse_item(const char *s, long lo, long hi, const char *const *names, int *out) {
@@ -62,7 +52,7 @@ static int parse_item(const char *s, long lo, long hi, const char *const *names,
             }
         return -1;
     }
-    return parse_int(s, lo, hi, out);
+    return config_parse_int(s, lo, hi, out);
 }
 
 /* Parses a comma-separated list of items into l; returns 0 or -1 (empty item, bad value, more
@@ -469,9 +459,9 @@ int bench_compute(int argc, char **argv) {
         } else if (strcmp(a, "--threads") == 0) {
             if (parse_list(v, 1, 256, NULL, &threads) != 0) return usage_error("--threads '%s': expected %s", v, "integers in 1..256, comma-separated");
         } else if (strcmp(a, "--steps") == 0) {
-            if (parse_int(v, 1, 1000000, &tm.min_steps) != 0) return usage_error("--steps '%s': expected %s", v, "an integer in 1..1000000");
+            if (config_parse_int(v, 1, 1000000, &tm.min_steps) != 0) return usage_error("--steps '%s': expected %s", v, "an integer in 1..1000000");
         } else if (strcmp(a, "--warmup") == 0) {
-            if (parse_int(v, 0, 1000, &tm.warmup) != 0) return usage_error("--warmup '%s': expected %s", v, "an integer in 0..1000");
+            if (config_parse_int(v, 0, 1000, &tm.warmup) != 0) return usage_error("--warmup '%s': expected %s", v, "an integer in 0..1000");
         } else if (strcmp(a, "--warmup-seconds") == 0) {
             if (parse_seconds(v, 1, &tm.warmup_s) != 0) return usage_error("--warmup-seconds '%s': expected %s", v, "a number of seconds in [0, 3600]");
         } else if (strcmp(a, "--seconds") == 0) {

@@ -6,6 +6,7 @@
 #include "bench_transport.h"
 
 #include "clock.h"
+#include "coded.h"
 #include "config.h"
 #include "coord.h"
 #include "curve.h"
@@ -13,7 +14,6 @@
 #include "model.h"
 #include "node.h"
 #include "peer.h"
-#include "quant.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -79,9 +79,9 @@ typedef struct {
     int coded;                             /* --coded: cluster.pull = kbit, cluster.push = q8 */
 } bench_t;
 
-/* Coded runs: the segments a node sends for shard s of p (one per quantized tensor, float32
- * for the runs of other tensors, as node.c's kbit_snapshot), and the payload sizes of both
- * directions. f32 runs: 4 bytes per value both ways. */
+/* Coded runs: the segments a node sends for shard s of p (coded_kbit_layout, as node.c's
+ * kbit_snapshot), and the payload sizes of both directions. f32 runs: 4 bytes per value both
+ * ways. */
 static int plan_payloads(plan_t *p, auxps_error_t *err) {
     for (int s = 0; s < p->nshards; s++) {
         const wire_shard_t *sh = &p->shards[s];
@@ -89,22 +89,13 @@ static int plan_payloads(plan_t *p, auxps_error_t *err) {
             p->rep_bytes[s] = p->push_bytes[s] = sh->length * sizeof(float);
             continue;
         }
-        const int T = model_num_tensors(p->model), k = model_spec(p->model)->wbits;
+        const int T = model_num_tensors(p->model);
         if ((p->ksegs[s] = malloc(sizeof(wire_seg_t) * (size_t)T)) == NULL)
             return auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
-        uint32_t ns = 0;
-        for (int i = 0; i < T; i++) {
-            const model_tensor_t *t = model_tensor(p->model, i);
-            if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
-            wire_seg_t *last = ns > 0 ? &p->ksegs[s][ns - 1] : NULL;
-            if (t->quantized && k < 32)
-                p->ksegs[s][ns++] = (wire_seg_t){(uint32_t)t->size, (uint32_t)k, -1.0f,
-                                                 2.0f / (float)((1u << k) - 1)};
-            else if (last != NULL && last->bits == 32) last->length += (uint32_t)t->size;
-            else p->ksegs[s][ns++] = (wire_seg_t){(uint32_t)t->size, 32, 0.0f, 0.0f};
-        }
-        p->nksegs[s] = ns;
-        p->rep_bytes[s] = wire_segs_bytes(p->ksegs[s], ns);
+        int rc = coded_kbit_layout(p->model, sh->offset, sh->length, model_spec(p->model)->wbits, p->ksegs[s],
+                                   (uint32_t)T, &p->nksegs[s], err);
+        if (rc != 0) return rc;
+        p->rep_bytes[s] = wire_segs_bytes(p->ksegs[s], p->nksegs[s]);
         p->push_bytes[s] = sh->length; /* q8: a byte per value */
     }
     return 0;
@@ -277,17 +268,13 @@ static int send_push(bworker_t *w, int s) {
                            WIRE_ENC_F32, NULL, 0};
     m.payload = slice;
     m.payload_size = size;
-    if (p->coded) { /* as worker.c encode_q8: a segment per tensor, with error feedback */
+    if (p->coded) { /* as worker.c encode_q8 */
         uint32_t nq = 0;
-        for (int i = 0; i < model_num_tensors(p->model); i++) {
-            const model_tensor_t *t = model_tensor(p->model, i);
-            if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
-            int rc = wire_q8_encode(w->grad + t->offset, w->resid + t->offset, (uint32_t)t->size, &w->qsegs[s][nq++],
-                                    w->qcodes + t->offset, &w->err);
-            if (rc != 0) {
-                atomic_fetch_sub(&w->inflight, 1);
-                return rc;
-            }
+        int rc = coded_q8_encode(p->model, sh->offset, sh->length, w->grad, w->resid, w->qcodes, w->qsegs[s],
+                                 (uint32_t)model_num_tensors(p->model), &nq, &w->err);
+        if (rc != 0) {
+            atomic_fetch_sub(&w->inflight, 1);
+            return rc;
         }
         m.push.encoding = WIRE_ENC_Q8;
         m.push.segs = w->qsegs[s];
@@ -297,26 +284,10 @@ static int send_push(bworker_t *w, int s) {
     return wire_send(w->socks[s], NULL, 0, &m, push_released, &w->inflight, 0, &w->err);
 }
 
-/* Coded: PULL_REP m into params (float32 segments) and wq (quant_weight_decode of each quantized
- * tensor's codes), as worker.c take_weights. */
+/* Coded: PULL_REP m into params (float32 segments) and wq (the k-bit weights), as worker.c
+ * take_weights. */
 static int take_codes(bworker_t *w, const wire_msg_t *m, auxps_error_t *err) {
-    const wire_pull_rep_t *r = &m->pull_rep;
-    if (r->encoding != WIRE_ENC_KBIT)
-        return auxps_error_set(err, AUXPS_EFORMAT, "a coded run's node answered in f32");
-    int rc = wire_payload_codes(m, w->params + r->offset, w->codes + r->offset, err);
-    if (rc != 0) return rc;
-    const int k = model_spec(w->plan->model)->wbits;
-    uint32_t si = 0;
-    uint64_t spos = r->offset;
-    for (int i = 0; i < model_num_tensors(w->plan->model); i++) {
-        const model_tensor_t *t = model_tensor(w->plan->model, i);
-        if (!t->quantized || t->offset < r->offset || t->offset >= r->offset + r->length) continue;
-        while (si < r->nsegs && spos + r->segs[si].length <= t->offset) spos += r->segs[si++].length;
-        if (si == r->nsegs || r->segs[si].bits != (uint32_t)k)
-            return auxps_error_set(err, AUXPS_EFORMAT, "tensor %s is not in a %d-bit segment", t->name, k);
-        quant_weight_decode(w->wq + t->offset, w->codes + t->offset, t->size, k, 0.5f * r->segs[si].step);
-    }
-    return 0;
+    return coded_take_kbit(w->plan->model, m, model_spec(w->plan->model)->wbits, w->params, w->wq, w->codes, err);
 }
 
 /* Reads one message from shard s of the real path; *done = 1 if it answers the outstanding

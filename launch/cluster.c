@@ -184,15 +184,9 @@ static int free_port(void) {
 }
 
 static int parse_count(const char *opt, const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "auxps cluster: %s '%s': expected an integer in %ld..%ld\n", opt, s, lo, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
+    if (config_parse_int(s, lo, hi, out) == 0) return 0;
+    fprintf(stderr, "auxps cluster: %s '%s': expected an integer in %ld..%ld\n", opt, s, lo, hi);
+    return -1;
 }
 
 static void usage(void) {

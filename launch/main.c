@@ -30,16 +30,6 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
-/* Parses all of s as a base-10 integer in [lo, hi]; returns 0 or -1. */
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int bad_value(const char *opt, const char *val, long lo, long hi) {
     fprintf(stderr, "auxps: %s '%s': expected an integer in %ld..%ld\n", opt, val, lo, hi);
     return 2;
@@ -148,7 +138,7 @@ static int cmd_eval(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) dir = argv[++i];
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 10000000, &limit) != 0) return bad_value("--limit", argv[i], 1, 10000000);
+            if (config_parse_int(argv[++i], 1, 10000000, &limit) != 0) return bad_value("--limit", argv[i], 1, 10000000);
         }
         else {
             fprintf(stderr, "auxps: unknown argument '%s'\n", argv[i]);
@@ -217,7 +207,7 @@ static int cmd_keygen(int argc, char **argv) {
     const char *name = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, CURVE_MAX_CLIENTS, &clients) != 0)
+            if (config_parse_int(argv[++i], 1, CURVE_MAX_CLIENTS, &clients) != 0)
                 return bad_value("--clients", argv[i], 1, CURVE_MAX_CLIENTS);
         } else if (strcmp(argv[i], "--client") == 0 && i + 1 < argc) {
             name = argv[++i];

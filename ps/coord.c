@@ -2252,15 +2252,9 @@ static void on_signal(int sig) {
 }
 
 static int parse_count(const char *opt, const char *s, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < 1 || v > hi) {
-        fprintf(stderr, "auxps coord: %s '%s': expected an integer in 1..%ld\n", opt, s, hi);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
+    if (config_parse_int(s, 1, hi, out) == 0) return 0;
+    fprintf(stderr, "auxps coord: %s '%s': expected an integer in 1..%ld\n", opt, s, hi);
+    return -1;
 }
 
 static void coord_usage(FILE *f) {

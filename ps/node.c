@@ -4,6 +4,7 @@
 
 #include "ckpt.h"
 #include "clock.h"
+#include "coded.h"
 #include "config.h"
 #include "curve.h"
 #include "data.h"
@@ -15,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -165,34 +167,33 @@ static const float *shard_tanh(node_t *n) {
     return n->tw;
 }
 
-/* The k-bit snapshot of the params at the current version: each quantized tensor is one
- * segment of DoReFa codes (lo = -1, step = 2 / (2^k - 1); 1 bit: lo = -mean|w|, step =
- * 2 mean|w|, MODEL.md), and the runs of full-precision tensors between them are float32
- * segments. NULL when out of memory. */
+/* The k-bit snapshot of the params at the current version, in the segments of
+ * coded_kbit_layout: each quantized tensor is one segment of DoReFa codes (lo = -1, step =
+ * 2 / (2^k - 1); 1 bit: lo = -mean|w|, step = 2 mean|w| of this version, MODEL.md), and the runs
+ * of full-precision tensors between them are float32 segments. NULL when out of memory. */
 static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
     const int k = n->wbits;
     if (n->ksnap == NULL || n->ksnap->gen != n->version) {
         snap_unref(n->ksnap);
         n->ksnap = NULL;
-        uint32_t ns = 0;
-        const float levels = (float)((1u << k) - 1);
+        /* n->ksegs (coded_kbit_layout) has one segment per quantized tensor, in order */
+        uint32_t si = 0;
         for (uint32_t i = 0; i < n->ntens; i++) {
             const ntensor_t *t = &n->tens[i];
-            wire_seg_t *last = ns > 0 ? &n->ksegs[ns - 1] : NULL;
-            if (t->quantized) {
-                const float *w = n->params + t->off;
-                if (k == 1) quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
-                else quant_weight_forward_tanh(NULL, n->codes + t->off, shard_tanh(n) + t->off, t->len, k);
-                const float e = k == 1 ? quant_weight_mean(w, t->len) : 0.0f;
-                n->ksegs[ns++] = k == 1 ? (wire_seg_t){(uint32_t)t->len, 1, -e, 2.0f * e}
-                                        : (wire_seg_t){(uint32_t)t->len, (uint32_t)k, -1.0f, 2.0f / levels};
-            } else if (last != NULL && last->bits == 32 && last->length + t->len <= WIRE_MAX_FLOATS) {
-                last->length += (uint32_t)t->len;
+            if (!t->quantized) continue;
+            while (n->ksegs[si].bits == 32) si++;
+            const float *w = n->params + t->off;
+            if (k == 1) {
+                quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
+                const float e = quant_weight_mean(w, t->len);
+                n->ksegs[si].lo = -e;
+                n->ksegs[si].step = 2.0f * e;
             } else {
-                n->ksegs[ns++] = (wire_seg_t){(uint32_t)t->len, 32, 0.0f, 0.0f};
+                quant_weight_forward_tanh(NULL, n->codes + t->off, shard_tanh(n) + t->off, t->len, k);
             }
+            si++;
         }
-        n->nksegs = ns;
+        const uint32_t ns = n->nksegs;
         const size_t size = wire_segs_bytes(n->ksegs, ns);
         snap_t *s = malloc(sizeof *s + size + sizeof(float));
         if (s == NULL) return NULL;
@@ -741,16 +742,35 @@ static uint64_t first_non_finite(const float *v, uint64_t len) {
     return len;
 }
 
+/* 1 if every value of the coded payload of push p is finite without looking at them: a segment of
+ * codes decodes to lo + step * c (wire_dequant), which is monotonic in c, so it is finite for
+ * every c if it is at c = 0 and at the segment's largest code. 0 for an f32 payload or a 32-bit
+ * segment, whose values must be scanned. */
+static int coded_finite(const wire_push_t *p) {
+    if (p->encoding == WIRE_ENC_F32) return 0;
+    for (uint32_t i = 0; i < p->nsegs; i++) {
+        const wire_seg_t *s = &p->segs[i];
+        if (s->bits == 32) return 0;
+        const float a = wire_dequant(s->lo, s->step, 0), b = wire_dequant(s->lo, s->step, (1u << s->bits) - 1);
+        if (!isfinite(a) || !isfinite(b)) return 0;
+    }
+    return 1;
+}
+
 /* In a kbit run a push carries dL/dwq for the quantized tensors: n->grad becomes dL/dw through
- * the quantizer's backward with the shard's current latent weights (quant_weight_backward, as
- * model_backward does in one process). */
+ * the quantizer's backward with the shard's current latent weights (quant_weight_backward into
+ * zeroed gradients, as model_backward does in one process; for k >= 2 in place, with the same
+ * bits). */
 static void quant_backward(node_t *n) {
     for (uint32_t i = 0; i < n->ntens; i++) {
         const ntensor_t *t = &n->tens[i];
         if (!t->quantized) continue;
+        if (n->wbits >= 2) {
+            quant_weight_backward_tanh(n->grad + t->off, n->grad + t->off, shard_tanh(n) + t->off, t->len, 0);
+            continue;
+        }
         memset(n->qbuf, 0, t->len * sizeof(float));
-        if (n->wbits == 1) quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
-        else quant_weight_backward_tanh(n->qbuf, n->grad + t->off, shard_tanh(n) + t->off, t->len);
+        quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
         memcpy(n->grad + t->off, n->qbuf, t->len * sizeof(float));
     }
 }
@@ -846,7 +866,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
         return;
     }
-    uint64_t bad = first_non_finite(n->grad, n->len);
+    uint64_t bad = coded_finite(p) ? n->len : first_non_finite(n->grad, n->len);
     if (bad < n->len) { /* nothing of it is applied: a NaN would spread to every parameter */
         refuse(n, in, m->type, m->rid, WIRE_ERR_NON_FINITE, "PUSH from worker %" PRIu32 ": gradient value %"
                PRIu64 " is %g", p->worker, n->off + bad, (double)n->grad[bad]);
@@ -961,10 +981,10 @@ static int shard_tensors(node_t *n, const model_t *model, auxps_error_t *err) {
     n->qbuf = malloc((qmax ? qmax : 1) * sizeof(float));
     n->tw = malloc((n->len ? n->len : 1) * sizeof(float));
     n->tw_version = UINT64_MAX;
-    n->ksegs = malloc((n->ntens ? n->ntens : 1) * sizeof *n->ksegs);
+    n->ksegs = malloc((size_t)T * sizeof *n->ksegs);
     if (n->codes == NULL || n->qbuf == NULL || n->tw == NULL || n->ksegs == NULL)
         return auxps_error_set(err, AUXPS_ENOMEM, "out of memory for k-bit pulls");
-    return 0;
+    return coded_kbit_layout(model, n->off, n->len, n->wbits, n->ksegs, (uint32_t)T, &n->nksegs, err);
 }
 
 /* NODE_READY: this node serves its shard, at its current version. */
@@ -1266,13 +1286,14 @@ static int serve_coord(node_t *n, auxps_error_t *err) {
 static int serve_data(node_t *n, auxps_error_t *err) {
     wire_in_t in = {0};
     wire_msg_t m = {0};
-    int rc = 0;
+    int rc = 0, drained = 0;
     for (int k = 0; k < NODE_DATA_BURST; k++) {
         auxps_error_t e = {0};
         int r = wire_recv(n->data, 1, &in, ZMQ_DONTWAIT, &e);
         if (r == AUXPS_EIO) {
             if (errno != EAGAIN && errno != EINTR)
                 rc = auxps_error_set(err, AUXPS_EIO, "node %" PRIu32 ": data socket: %s", n->cnt.id, e.msg);
+            drained = errno == EAGAIN;
             break;
         }
         if (ignored(n, &in)) continue;
@@ -1304,6 +1325,13 @@ static int serve_data(node_t *n, auxps_error_t *err) {
     }
     wire_msg_clear(&m);
     wire_in_close(&in);
+    /* Nothing waits: the k-bit snapshot of a new version is made now rather than when its PULL
+     * comes (the worker that pushed it pulls next, and is still reading its PUSH_ACK). A PULL
+     * that arrives meanwhile waits no longer than it would have for the snapshot itself. */
+    if (rc == 0 && drained && n->kbit && (n->ksnap == NULL || n->ksnap->gen != n->version)) {
+        size_t bytes;
+        (void)kbit_snapshot(n, &bytes); /* out of memory: the PULL tries again and answers ERROR */
+    }
     return rc;
 }
 

@@ -515,3 +515,17 @@ Test(config_text, empty_text_loads_the_defaults) {
     cr_expect_eq(b.model.wbits, a.model.wbits);
     cr_expect_str_eq(b.path, "WELCOME");
 }
+
+/* The one parser of integer command-line values takes whole base-10 integers in range only. */
+Test(config, parse_int_takes_whole_integers_in_range_only) {
+    int v = 7;
+    cr_assert_eq(config_parse_int("42", 1, 100, &v), 0);
+    cr_assert_eq(v, 42);
+    cr_assert_eq(config_parse_int("-3", -5, 5, &v), 0);
+    cr_assert_eq(v, -3);
+    static const char *const bad[] = {"", "12x", "1.5", " ", "0x10", "101", "0", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(config_parse_int(bad[i], 1, 100, &v), -1, "'%s' was taken", bad[i]);
+        cr_assert_eq(v, -3, "'%s' changed the value", bad[i]);
+    }
+}

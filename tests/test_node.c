@@ -837,6 +837,46 @@ Test(node, a_push_or_stats_push_with_nan_or_inf_is_refused_whole_and_counted) {
     free(g), free(p), free(st), free(st0), free(st1);
 }
 
+/* A q8 push is checked by its segments' extreme codes when those are finite; when they are not,
+ * by its values: a huge step is fine while every code sent stays in range, and refused whole
+ * once one code decodes past the float range. */
+Test(node, a_q8_push_is_refused_only_if_a_code_it_sends_decodes_to_infinity) {
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    void *s = fx.w[0];
+    const size_t len = my()->length;
+    uint8_t *codes = calloc(len, 1);
+    float *p = malloc(len * sizeof(float));
+    wire_seg_t seg = {(uint32_t)len, 8, -1.0f, 1e37f}; /* code 255 is 2.55e39: infinite */
+    for (int i = 0; i < 3; i++) {
+        for (size_t j = 0; j < len; j++) codes[j] = (uint8_t)(j % 2);
+        if (i == 1) codes[len - 1] = 255;
+        if (i == 2) seg.step = 1e-3f, codes[len / 2] = 255; /* every code finite: no scan */
+        wire_msg_t m = push_msg(0, (uint64_t)i, 0, BATCH, NULL);
+        m.push.encoding = WIRE_ENC_Q8;
+        m.push.segs = &seg;
+        m.push.nsegs = 1;
+        m.payload = codes;
+        m.payload_size = len;
+        if (i == 1) {
+            expect_error(s, &m, WIRE_ERR_NON_FINITE);
+            continue;
+        }
+        send_to(s, NULL, 0, &m);
+        wire_in_t in = {0};
+        expect(s, 0, WIRE_PUSH_ACK, &in, &m);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+    }
+    cr_assert_eq(pull(s, 0, WIRE_VEC_PARAMS, 2, p), 2, "two pushes applied");
+    for (size_t j = 0; j < len; j++) cr_assert(isfinite(p[j]), "param %zu is %g", j, (double)p[j]);
+    finish();
+    node_counters_t c;
+    node_get_counters(fx.node, &c);
+    cr_assert_eq(c.rejected[WIRE_REJECT_NON_FINITE], 1);
+    cr_assert_eq(c.pushes, 2);
+    free(codes), free(p);
+}
+
 Test(node, a_worker_id_is_bound_to_its_first_connection_and_must_be_below_num_workers) {
     start_node(WIRE_CONS_ASYNC, 0, 2, 1000, 60000);
     cr_assert_eq(pull(fx.w[0], 1, WIRE_VEC_PARAMS, 0, NULL), 0);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "util.h"
 #include "wire.h"
 
 /* ---- sample messages ------------------------------------------------------------------- */
@@ -1089,6 +1090,91 @@ Test(wire, payload_codes_gives_the_codes_of_k_bit_segments_and_the_floats_of_the
         if (i == 4 || i == 5) cr_assert(got[i] == values[i], "float %d", i);
         else cr_assert(gc[i] == codes[i] && got[i] == 9.0f, "code %d: %u (value %g untouched?)", i, gc[i], got[i]);
     cr_assert_eq(wire_payload_codes(&m, got, NULL, &e), AUXPS_EINVAL);
+}
+
+/* The fast packers (whole bytes for k = 1, 2, 4, 8) and the general one agree with a plain
+ * LSB-first bit writer, for every width and for lengths with and without a partial last byte;
+ * unpacking gives the codes and lo + step * code back, and a set padding bit is refused. */
+Test(wire, kbit_pack_and_unpack_match_a_plain_bit_writer_for_every_width_and_length) {
+    static const uint32_t lens[] = {1, 3, 7, 8, 13, 64, 101, 1000};
+    enum { MAXN = 1000 };
+    static uint8_t codes[MAXN], out[MAXN + 1], want[MAXN + 1], got[MAXN];
+    static float vals[MAXN];
+    util_rng_t r = {31};
+    auxps_error_t e = {0};
+    for (uint32_t k = 1; k <= 8; k++)
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const uint32_t n = lens[li];
+            const wire_seg_t seg = {n, k, -1.5f, 0.125f};
+            const size_t bytes = wire_segs_bytes(&seg, 1);
+            for (uint32_t i = 0; i < n; i++) codes[i] = (uint8_t)(util_rng_next(&r) & ((1u << k) - 1));
+            memset(want, 0, sizeof want);
+            for (uint32_t i = 0; i < n; i++)
+                for (uint32_t b = 0; b < k; b++)
+                    if (codes[i] >> b & 1) want[(i * k + b) / 8] |= (uint8_t)(1u << ((i * k + b) % 8));
+            cr_assert_eq(wire_pack_codes(&seg, 1, codes, NULL, out, bytes, &e), 0, "k %u n %u: %s", k, n, e.msg);
+            cr_assert(memcmp(out, want, bytes) == 0, "k %u n %u: packed bytes differ", k, n);
+            wire_msg_t m;
+            memset(&m, 0, sizeof m);
+            m.type = WIRE_PULL_REP;
+            m.pull_rep = (wire_pull_rep_t){.length = n, .encoding = WIRE_ENC_KBIT, .segs = &seg, .nsegs = 1};
+            m.payload = out;
+            m.payload_size = bytes;
+            cr_assert_eq(wire_payload_codes(&m, vals, got, &e), 0, "k %u n %u: %s", k, n, e.msg);
+            cr_assert(memcmp(got, codes, n) == 0, "k %u n %u: unpacked codes differ", k, n);
+            cr_assert_eq(wire_payload_f32(&m, vals, &e), 0, "k %u n %u: %s", k, n, e.msg);
+            for (uint32_t i = 0; i < n; i++)
+                cr_assert(vals[i] == wire_dequant(-1.5f, 0.125f, codes[i]), "k %u n %u: value %u", k, n, i);
+            if ((n * k) % 8 != 0) {
+                out[bytes - 1] |= 0x80;
+                cr_assert_eq(wire_payload_codes(&m, vals, got, &e), AUXPS_EFORMAT, "k %u n %u", k, n);
+                cr_assert_eq(wire_payload_f32(&m, vals, &e), AUXPS_EFORMAT, "k %u n %u", k, n);
+            }
+            codes[n - 1] = (uint8_t)(k < 8 ? 1u << k : 0);
+            if (k < 8) cr_assert_eq(wire_pack_codes(&seg, 1, codes, NULL, out, bytes, &e), AUXPS_EINVAL);
+        }
+}
+
+/* wire_q8_encode gives the bits of the plain two-pass loop (a float max, a branch per value),
+ * with and without error feedback, on values that exercise the clamp and exact halves. */
+Test(wire, q8_encoding_matches_the_plain_loop_bit_for_bit) {
+    enum { N = 517 };
+    static float g[N], r1[N], r2[N];
+    static uint8_t c1[N], c2[N];
+    util_rng_t r = {32};
+    util_fill_unif(g, N, &r, -3.0, 3.0);
+    util_fill_unif(r1, N, &r, -0.01, 0.01);
+    g[5] = -3.5f, g[6] = 0.0f, g[7] = -0.0f;
+    for (int fb = 0; fb < 2; fb++) {
+        memcpy(r2, r1, sizeof r1);
+        wire_seg_t seg;
+        cr_assert_eq(wire_q8_encode(g, fb ? r2 : NULL, N, &seg, c2, NULL), 0);
+        float amax = 0.0f;
+        for (int i = 0; i < N; i++) {
+            const float a = fabsf(fb ? g[i] + r1[i] : g[i]);
+            if (a > amax) amax = a;
+        }
+        const float step = amax / 127.0f, inv = 1.0f / step, lo = -128.0f * step;
+        cr_assert(seg.step == step && seg.lo == lo && seg.bits == 8 && seg.length == N);
+        for (int i = 0; i < N; i++) {
+            const float v = fb ? g[i] + r1[i] : g[i];
+            float c = rintf(v * inv);
+            if (c < -127.0f) c = -127.0f;
+            if (c > 127.0f) c = 127.0f;
+            c1[i] = (uint8_t)(c + 128.0f);
+            cr_assert_eq(c2[i], c1[i], "feedback %d, value %d: code %u, want %u", fb, i, c2[i], c1[i]);
+            if (fb) {
+                const float want = v - wire_dequant(lo, step, c1[i]);
+                cr_assert(memcmp(&want, &r2[i], sizeof want) == 0, "value %d: residual %a, want %a", i,
+                          (double)r2[i], (double)want);
+            }
+        }
+    }
+    g[100] = NAN;
+    wire_seg_t seg;
+    cr_assert_eq(wire_q8_encode(g, NULL, N, &seg, c2, NULL), AUXPS_ERANGE);
+    g[100] = -INFINITY;
+    cr_assert_eq(wire_q8_encode(g, r1, N, &seg, c2, NULL), AUXPS_ERANGE);
 }
 
 /* q8 with error feedback: every code in 1..255, each value sent within half a step of g + r,

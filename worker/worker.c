@@ -3,11 +3,11 @@
 #include "worker.h"
 
 #include "clock.h"
+#include "coded.h"
 #include "config.h"
 #include "data.h"
 #include "model.h"
 #include "peer.h"
-#include "quant.h"
 #include "rng.h"
 
 #include <cblas.h>
@@ -312,43 +312,19 @@ static int64_t retry_wait_ms(const worker_t *w, const link_t *l) {
 }
 
 /* kbit runs: the params of PULL_REP m into the model, which trains frozen on the k-bit weights
- * (model_set_frozen, model_set_qgrads). Each quantized tensor must be inside one segment of
- * DoReFa codes of the run's width and is decoded exactly as the quantizer does; the other
- * tensors must be in float32 segments. An f32 answer (PROTOCOL.md allows it) is quantized
- * here instead. Returns 0 or AUXPS_EFORMAT with the reason. */
+ * (model_set_frozen, model_set_qgrads): coded_take_kbit checks and decodes a k-bit answer; an
+ * f32 answer (PROTOCOL.md allows it) is quantized here instead. Returns 0 or AUXPS_EFORMAT
+ * with the reason. */
 static int take_weights(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     const wire_pull_rep_t *r = &m->pull_rep;
     model_t *md = w->model;
-    float *params = model_params(md);
-    const int k = w->cfg.model.wbits, T = model_num_tensors(md);
-    int rc = r->encoding == WIRE_ENC_KBIT ? wire_payload_codes(m, params + r->offset, w->codes + r->offset, err)
-                                          : wire_payload_f32(m, params + r->offset, err);
+    if (r->encoding == WIRE_ENC_KBIT)
+        return coded_take_kbit(md, m, w->cfg.model.wbits, model_params(md), model_qweights(md), w->codes, err);
+    int rc = wire_payload_f32(m, model_params(md) + r->offset, err);
     if (rc != 0) return rc;
-    uint32_t si = 0;
-    uint64_t spos = r->offset; /* where segment si starts */
-    for (int i = 0; i < T; i++) {
+    for (int i = 0; i < model_num_tensors(md); i++) {
         const model_tensor_t *t = model_tensor(md, i);
-        if (t->offset < r->offset || t->offset + t->size > r->offset + r->length) continue;
-        if (r->encoding != WIRE_ENC_KBIT) {
-            model_quantize_tensor(md, i);
-            continue;
-        }
-        while (si < r->nsegs && spos + r->segs[si].length <= t->offset) spos += r->segs[si++].length;
-        const wire_seg_t *g = si < r->nsegs ? &r->segs[si] : NULL;
-        if (g == NULL || t->offset + t->size > spos + g->length)
-            return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: tensor %s spans two segments", t->name);
-        if (!t->quantized) {
-            if (g->bits != 32)
-                return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: full-precision tensor %s sent in %" PRIu32
-                                       "-bit codes", t->name, g->bits);
-            continue;
-        }
-        const float levels = (float)((1u << k) - 1);
-        if (g->bits != (uint32_t)k || (k == 1 ? g->lo != -0.5f * g->step : g->lo != -1.0f || g->step != 2.0f / levels))
-            return auxps_error_set(err, AUXPS_EFORMAT, "PULL_REP: tensor %s sent as %" PRIu32 "-bit codes with "
-                                   "lo %g and step %g, not the run's %d-bit weights", t->name, g->bits,
-                                   (double)g->lo, (double)g->step, k);
-        quant_weight_decode(model_qweights(md) + t->offset, w->codes + t->offset, t->size, k, 0.5f * g->step);
+        if (t->offset >= r->offset && t->offset + t->size <= r->offset + r->length) model_quantize_tensor(md, i);
     }
     return 0;
 }
@@ -636,17 +612,10 @@ static int pull_all(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *er
 static int encode_q8(worker_t *w, uint32_t s, auxps_error_t *err) {
     const wire_shard_t *sh = &w->shards[s];
     link_t *l = &w->links[s];
-    const float *g = model_grads(w->model);
-    l->nsegs = 0;
-    for (int i = 0; i < model_num_tensors(w->model); i++) {
-        const model_tensor_t *t = model_tensor(w->model, i);
-        if (t->offset < sh->offset || t->offset >= sh->offset + sh->length) continue;
-        int rc = wire_q8_encode(g + t->offset, w->resid + t->offset, (uint32_t)t->size, &l->segs[l->nsegs++],
-                                w->qcodes + t->offset, err);
-        if (rc != 0)
-            return auxps_error_set(err, rc, "worker %" PRIu32 ": the gradient of %s: %s", w->cnt.id, t->name,
-                                   err->msg);
-    }
+    auxps_error_t e = {0};
+    int rc = coded_q8_encode(w->model, sh->offset, sh->length, model_grads(w->model), w->resid, w->qcodes, l->segs,
+                             (uint32_t)model_num_tensors(w->model), &l->nsegs, &e);
+    if (rc != 0) return auxps_error_set(err, rc, "worker %" PRIu32 ": %s", w->cnt.id, e.msg);
     return 0;
 }
 
@@ -1242,14 +1211,10 @@ int worker_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && nsets < PEER_MAX_SETS) {
             sets[nsets++] = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            long v = strtol(argv[++i], &end, 10);
-            if (errno != 0 || end == argv[i] || *end != '\0' || v < 1 || v > 256) {
+            if (config_parse_int(argv[++i], 1, 256, &threads) != 0) {
                 fprintf(stderr, "auxps worker: --threads '%s': expected an integer in 1..256\n", argv[i]);
                 return 2;
             }
-            threads = (int)v;
         } else {
             fprintf(stderr, "auxps worker: unknown or incomplete argument '%s'\n", argv[i]);
             coordinator = NULL;
