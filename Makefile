@@ -6,7 +6,7 @@ SANITIZE ?=
 BUILD    ?= $(if $(SANITIZE),build-san,build)
 PKGS     := libzmq msgpack openblas libuv zlib inih jansson
 CFLAGS   ?= -O3 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -Ips -Iworker -Ilaunch \
+CFLAGS   += $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -MMD -MP -Icommon -Ips -Iworker -Ilaunch \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -march=x86-64-v2 -mtune=native -fno-math-errno -fno-trapping-math
 LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 ifneq ($(SANITIZE),)
@@ -21,7 +21,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test deps clean bench build-all run-tests train test-compose test-swarm test-load fuzz fuzz-build \
-        fuzz-seeds valgrind
+        fuzz-seeds valgrind test-clones
 CONFIG ?= configs/fmnist-resnet8-w2a2-aux.ini
 # The public targets first install missing Debian packages, then build in a fresh make so that
 # pkg-config sees the newly installed libraries.
@@ -115,6 +115,13 @@ fuzz-seeds: $(BUILD)/tests/fuzz/seeds
 
 $(BUILD)/tests/fuzz/seeds: $(BUILD)/tests/fuzz/seeds.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# The elementwise kernels' AVX2 clones (common/hot.h) against a build without them
+# (build-noclones/, -DAUXPS_NO_CLONES): the same trainings must export the same bytes.
+test-clones: deps
+	@$(MAKE) --no-print-directory build-all
+	@$(MAKE) --no-print-directory BUILD=build-noclones EXTRA_CFLAGS=-DAUXPS_NO_CLONES build-noclones/auxps
+	sh tests/clones/run $(BUILD)/auxps build-noclones/auxps
 
 # ---- valgrind (tests/valgrind/run, docs/TESTING.md) ----
 # Memcheck on the normal build: two short trainings, an evaluation and a distributed run (a

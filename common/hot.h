@@ -1,11 +1,12 @@
 /* hot.h - HOT marks an elementwise kernel to be compiled for AVX2 (x86-64-v3) beside the
  * baseline (x86-64-v2); the loader picks the one the machine runs. No floating-point contraction
  * is allowed (-std=c11 implies -ffp-contract=off) and no kernel reorders a sum, so both clones
- * give the same bits: a cluster of mixed machines trains as one machine does. */
+ * give the same bits: a cluster of mixed machines trains as one machine does. `make test-clones`
+ * checks it: a build with -DAUXPS_NO_CLONES (baseline only) must export the same model bytes. */
 #ifndef AUXPS_HOT_H
 #define AUXPS_HOT_H
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AUXPS_NO_CLONES)
 #define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define HOT

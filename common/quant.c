@@ -74,7 +74,7 @@ float quant_weight_mean(const float *w, size_t n) {
     return n ? (float)(s / (double)n) : 0.0f;
 }
 
-void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e) {
+HOT void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e) {
     if (k == 1) {
         for (size_t i = 0; i < n; i++) wq[i] = codes[i] ? e : -e;
         return;
@@ -101,7 +101,7 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
  * takes the polynomial alone, which is what tanh_approx selects for each of them, at a third of
  * the cost. */
 #define TANH_BLOCK 64
-void quant_weight_tanh(float *t, const float *w, size_t n) {
+HOT void quant_weight_tanh(float *t, const float *w, size_t n) {
     for (size_t at = 0; at < n; at += TANH_BLOCK) {
         const size_t len = n - at < TANH_BLOCK ? n - at : TANH_BLOCK;
         const float *x = w + at;
@@ -120,7 +120,7 @@ void quant_weight_tanh(float *t, const float *w, size_t n) {
     }
 }
 
-void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
+HOT void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
     float m = abs_max(t, n);
     if (m == 0.0f) m = 1.0f; /* all-zero tensor: u = 1/2 everywhere, no division by zero */
     const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
@@ -179,7 +179,7 @@ static void weight_backward(float *dw, const float *dwq, const float *w, const f
     }
 }
 
-void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
+HOT void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
     if (k == 1) {
         for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
         return;
@@ -187,7 +187,7 @@ void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n
     weight_backward(dw, dwq, w, NULL, n, 1);
 }
 
-void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n, int acc) {
+HOT void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n, int acc) {
     weight_backward(dw, dwq, NULL, tw, n, acc);
 }
 
