@@ -148,7 +148,9 @@ typedef struct {
 
 static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
     conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
-    if (!conv_is_pointwise(s)) {
+    if (conv_is_pointwise(s) && s->cin == s->cout) {
+        sc.col = (size_t)s->cin * s->h * s->w; /* one image's dx, when dx is dout */
+    } else if (!conv_is_pointwise(s)) {
         sc.col = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
         if (conv_dx_is_conv(s)) {
             const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w; /* im2col of dout */
@@ -271,7 +273,12 @@ static void conv_backward_part(void *arg, int part) {
                     1.0f, dw, kk);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
-        if (pointwise) {
+        if (pointwise && dx == dy) {
+            /* in place (acc = 0): this image's dout is read for the last time here */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
+                        0.0f, col, howo);
+            memcpy(dx, col, sizeof(float) * xsz);
+        } else if (pointwise) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
                         j->acc ? 1.0f : 0.0f, dx, howo);
         } else if (dx_conv) {

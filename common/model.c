@@ -3,8 +3,8 @@
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
  * for the activations of a pass at max_batch and their gradients, planned from the lifetimes of
  * its buffers (docs/MODEL.md "Memory"): quantized activations are kept as codes, and o, the last
- * block's a_out, s, the stem's output and the auxiliary module's 1x1 convolution outputs are
- * recomputed by the backward pass instead of kept. Forward and
+ * block's a_out, s, the stem's output and the shortcuts' and the auxiliary module's 1x1
+ * convolution outputs are recomputed by the backward pass instead of kept. Forward and
  * backward are written out layer by layer so that the backward pass reads as the forward pass
  * in reverse. Activations nobody reads again are not stored: a block's
  * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
@@ -33,10 +33,10 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
-/* Activations: thirteen per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed
- * ob, sccb, adb and dnb) and thirteen outside the blocks (in, sc0, s, x0, asc, a0, pool, logits,
- * apool, alogits, the recomputed scb, sb and ascb); the MLP has seven. */
-#define MAX_ACTS (13 * MAX_RES_BLOCKS + 13)
+/* Activations: fourteen per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed
+ * ob, sccb, sccg, adb and dnb) and thirteen outside the blocks (in, sc0, s, x0, asc, a0, pool,
+ * logits, apool, alogits, the recomputed scb, sb and ascb); the MLP has seven. */
+#define MAX_ACTS (14 * MAX_RES_BLOCKS + 13)
 #define MAX_VARS (2 * MAX_ACTS)
 
 /* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
@@ -68,7 +68,7 @@ typedef struct {
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
     size_t ob;          /* o as the backward pass recomputes it */
-    size_t sccb;        /* scc as the backward pass recomputes it */
+    size_t sccb, sccg;  /* scc as the backward pass recomputes it, for o and for its gradient */
     size_t adb, dnb;    /* adc and dnc as the backward pass recomputes them */
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
@@ -243,6 +243,7 @@ static void build_resnet(model_t *m) {
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
                 b->sccb = act_alloc(m, len);
+                b->sccg = act_alloc(m, len);
             }
             b->out = b->last ? act_alloc(m, len) : act_alloc_codes(m, len);
             b->ob = act_alloc(m, len);
@@ -431,6 +432,8 @@ static void sched_resnet(sched_t *q) {
                 }
                 share(q, VA(b->adb), VG(b->adb));
                 UA(b->adb); UG(b->a_out); UG(b->adb); STEP();
+                /* the adaptor (1x1, w -> w) writes o's gradient over its output's, image by image */
+                share(q, VG(b->adb), VG(b->o));
                 UA(b->ob); UG(b->adb); UG(b->o); STEP();
             }
             UA(b->ob); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
@@ -446,11 +449,7 @@ static void sched_resnet(sched_t *q) {
                 share(q, VG(b->a_out), VG(b->a_in));
                 UG(b->a_out); UG(b->a_in); STEP();
             }
-            if (b->has_sc) {
-                share(q, VA(b->sccb), VG(b->sccb));
-                UA(b->sccb); UG(b->o); UG(b->sccb); STEP();
-                UA(b->x_in); UG(b->sccb); UG(b->x_in); STEP();
-            } else {
+            if (!b->has_sc) {
                 /* the identity shortcut: x_in's gradient starts as o's, with no copy; o's is
                  * read once more by BN2, before conv1 adds to x_in's */
                 share(q, VG(b->o), VG(b->x_in));
@@ -463,6 +462,13 @@ static void sched_resnet(sched_t *q) {
             UA(b->h); UG(b->c2); UG(b->h); STEP();
             share(q, VA(b->c1), VG(b->c1));
             UA(b->c1); UG(b->h); UG(b->c1); STEP();
+            if (b->has_sc) {
+                /* the shortcut once the block's own buffers are gone */
+                UA(b->x_in); UA(b->sccg); STEP();
+                share(q, VA(b->sccg), VG(b->sccg));
+                UA(b->sccg); UG(b->o); UG(b->sccg); STEP();
+                UA(b->x_in); UG(b->sccg); UG(b->x_in); STEP();
+            }
             UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
             /* D's input gradient last, when the block's own buffers are gone */
             if (aux && b->has_dn) {
@@ -1081,15 +1087,17 @@ static void resnet_backward(model_t *m) {
         }
         /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
          * shortcut (first) and conv1. */
-        if (b->has_sc) {
-            bn_bwd(m, &b->bnsc, b->sccb, G(b->o));
-            conv_bwd(m, &b->sc, b->x_in, b->sccb, 1, 0);
-        } else if (G(b->x_in) != G(b->o)) {
-            memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
-        }
+        if (!b->has_sc && G(b->x_in) != G(b->o)) memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
         conv_bwd(m, &b->conv2, b->h, b->c2, 1, 0);
         bn_act_bwd(m, &b->bn1, b->c1, b->h);
+        if (b->has_sc) {
+            /* the shortcut's 1x1 convolution once more, rather than keep its output alive: its
+             * backward pass comes once the block's own buffers are gone */
+            conv_fwd(m, &b->sc, b->x_in, b->sccg);
+            bn_bwd(m, &b->bnsc, b->sccg, G(b->o));
+            conv_bwd(m, &b->sc, b->x_in, b->sccg, 1, 0);
+        }
         conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
         /* D's input gradient last, when the block's own buffers are gone */
         if (aux && b->has_dn) conv_bwd(m, &b->dn, b->a_in, b->dnb, 1, 0);
