@@ -190,8 +190,6 @@ typedef struct {
     const float *x;      /* (n, cin, h, w), or NULL with xq */
     const uint8_t *xq;   /* (n, cin, h, w) k-bit codes */
     int bits;
-    conv_image_fn image; /* or the images from this function */
-    void *image_arg;
     const float *w;      /* (cout, cin, k, k) */
     float *out;          /* forward: (n, cout, ho, wo) */
     const float *dout;   /* backward: (n, cout, ho, wo) */
@@ -200,11 +198,9 @@ typedef struct {
     int acc;
 } conv_job_t;
 
-/* Image n of the input as floats: x's own, its k-bit codes decoded into buf, or the image
- * function's. */
+/* Image n of the input as floats: x's own, or its k-bit codes decoded into buf. */
 static const float *image_at(const conv_job_t *j, int n, float *buf) {
     const size_t xsz = (size_t)j->s->cin * j->s->h * j->s->w;
-    if (j->image != NULL) return j->image(j->image_arg, n, buf);
     if (j->xq == NULL) return j->x + n * xsz;
     quant_act_decode(buf, j->xq + n * xsz, xsz, j->bits);
     return buf;
@@ -329,13 +325,6 @@ void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout
                            const float *w, const conv_shape_t *s, float *col, int acc) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .dout = dout,
                     .dx = dx, .dw = dw, .acc = acc};
-    conv_backward_run(pool, &j);
-}
-
-void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
-                            const float *w, const conv_shape_t *s, float *col, int acc) {
-    conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .image = image, .image_arg = arg, .w = w,
-                    .dout = dout, .dx = dx, .dw = dw, .acc = acc};
     conv_backward_run(pool, &j);
 }
 

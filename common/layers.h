@@ -51,13 +51,6 @@ void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, con
                           float *col);
 void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k,
                            const float *w, const conv_shape_t *s, float *col, int acc);
-/* The backward pass with the input given image by image: image(arg, n, buf) returns image n
- * (cin, h, w) of the input, written into buf (cin*h*w floats) or from its own memory. It is
- * called once per image, from the pool's threads, at most one call per part at a time, each
- * with its own buf. col holds conv_scratch_size_codes. */
-typedef const float *(*conv_image_fn)(void *arg, int n, float *buf);
-void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
-                            const float *w, const conv_shape_t *s, float *col, int acc);
 /* The items [*lo, *hi) of n that part `part` (0..LAYER_PARTS-1) works on. */
 void layer_part_range(int n, int part, int *lo, int *hi);
 /* Plain loops, the reference the fast path is tested against. */
