@@ -1,6 +1,10 @@
 /* data.h - image classification datasets in IDX format (MNIST, Fashion-MNIST) and the batch
  * builder that turns stored bytes into normalised, optionally augmented float tensors.
  *
+ * A dataset is either in memory (dataset_load: the trainer, tests) or opened from a cache file
+ * (dataset_open: a worker), whose images are read with pread as batches need them, so that the
+ * process keeps only the labels resident and the images stay in the page cache.
+ *
  * Files are read through zlib, so each may be gzip-compressed or plain. IDX stores every
  * integer big-endian; this module accepts only the unsigned-byte element type (0x08). A data
  * file is input from outside: every header field is checked against the limits below, and a
@@ -20,11 +24,14 @@
 #define DATA_MAX_DIM 4096           /* each of c, h, w */
 #define DATA_MAX_SAMPLE_BYTES (1 << 24) /* c * h * w */
 
+typedef struct dataset_file dataset_file_t;
+
 typedef struct {
     int n, c, h, w;      /* sample count and image shape (Fashion-MNIST: c = 1, h = w = 28) */
     int classes;         /* max label + 1, over the whole label file (see dataset_load) */
-    uint8_t *images;     /* (n, c, h, w), owned */
+    uint8_t *images;     /* (n, c, h, w), owned; NULL for an opened dataset */
     uint8_t *labels;     /* (n), owned */
+    dataset_file_t *file; /* an opened dataset's cache file and read buffer, owned; else NULL */
 } dataset_t;
 
 typedef struct {
@@ -59,12 +66,35 @@ int dataset_load_idx(dataset_t *ds, const char *images_path, const char *labels_
  * Errors as dataset_load_idx; a path longer than PATH_MAX is AUXPS_EINVAL. */
 int dataset_load(dataset_t *ds, const char *dir, int train, int limit, auxps_error_t *err);
 
-/* Frees both buffers and zeroes ds. Safe on a zeroed or already freed dataset, and on NULL. */
+/* The same split as dataset_load, with the labels in memory and the images left in a cache
+ * file: the decompressed image bodies of dir's image file, written once to cache_dir (NULL:
+ * $TMPDIR, else /tmp) as auxps-<file name>-<16 hex digits>.cache, the digits a hash of the source's
+ * path, device, inode, size and modification time, so that a changed source gets a new cache.
+ * The cache (format below) is written to a temporary name and renamed into place, so workers that
+ * open the same split at once each get a whole file. A cache that does not match its source or
+ * fails its checksums is replaced. Images are then read with pread, one sample at a time.
+ * Errors as dataset_load, and:
+ *   AUXPS_EIO      the cache cannot be created, written or read (message names it).
+ * Cache file, byte order little-endian: "AUXPSIMG", u32 version (1), u32 n, c, h, w, u32 crc32
+ * of the body, u64 source size, u64 source mtime in ns, u64 source inode, u32 0, u32 crc32 of
+ * the 60 bytes before it; then the n * c * h * w image bytes. */
+int dataset_open(dataset_t *ds, const char *dir, int train, int limit, const char *cache_dir,
+                 auxps_error_t *err);
+
+/* Frees both buffers (and an opened dataset's file) and zeroes ds. Safe on a zeroed or already
+ * freed dataset, and on NULL. */
 void dataset_free(dataset_t *ds);
 
 /* The sample order of one epoch: order (n) becomes a permutation of 0..n-1 drawn from seed and
  * epoch alone, so that the trainer, the coordinator and every worker derive the same order. */
 void data_epoch_order(int *order, int n, uint64_t seed, int epoch);
+
+/* dataset_batch for either kind of dataset: returns 0, AUXPS_ERANGE (an index outside
+ * [0, ds->n)), or for an opened dataset AUXPS_EIO (a failed read) or AUXPS_EFORMAT (the cache
+ * file was cut short after it was opened), with err naming the file. x and y are then
+ * unspecified. An opened dataset has one read buffer: one call at a time per dataset. */
+int dataset_read(const dataset_t *ds, const int *idx, int count, const data_transform_t *t, rng_t *rng,
+                 float *x, int *y, auxps_error_t *err);
 
 /* Writes samples idx[0..count) (each in [0, ds->n)) as x (count, c, h, w), normalised per t,
  * and their labels to y (count). rng == NULL disables augmentation (evaluation). Otherwise,
@@ -76,5 +106,7 @@ void data_epoch_order(int *order, int n, uint64_t seed, int epoch);
  * Never allocates. */
 void dataset_batch(const dataset_t *ds, const int *idx, int count, const data_transform_t *t,
                    rng_t *rng, float *x, int *y);
+/* (dataset_batch is for an in-memory dataset; on an opened one it is dataset_read with the
+ * error dropped.) */
 
 #endif

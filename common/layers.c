@@ -148,7 +148,9 @@ typedef struct {
 
 static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
     conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
-    if (!conv_is_pointwise(s)) {
+    if (conv_is_pointwise(s) && s->cin == s->cout) {
+        sc.col = (size_t)s->cin * s->h * s->w; /* one image's dx, when dx is dout */
+    } else if (!conv_is_pointwise(s)) {
         sc.col = (size_t)s->cin * s->k * s->k * s->ho * s->wo;
         if (conv_dx_is_conv(s)) {
             const size_t nd = (size_t)s->cout * s->k * s->k * s->h * s->w; /* im2col of dout */
@@ -188,8 +190,6 @@ typedef struct {
     const float *x;      /* (n, cin, h, w), or NULL with xq */
     const uint8_t *xq;   /* (n, cin, h, w) k-bit codes */
     int bits;
-    conv_image_fn image; /* or the images from this function */
-    void *image_arg;
     const float *w;      /* (cout, cin, k, k) */
     float *out;          /* forward: (n, cout, ho, wo) */
     const float *dout;   /* backward: (n, cout, ho, wo) */
@@ -198,11 +198,9 @@ typedef struct {
     int acc;
 } conv_job_t;
 
-/* Image n of the input as floats: x's own, its k-bit codes decoded into buf, or the image
- * function's. */
+/* Image n of the input as floats: x's own, or its k-bit codes decoded into buf. */
 static const float *image_at(const conv_job_t *j, int n, float *buf) {
     const size_t xsz = (size_t)j->s->cin * j->s->h * j->s->w;
-    if (j->image != NULL) return j->image(j->image_arg, n, buf);
     if (j->xq == NULL) return j->x + n * xsz;
     quant_act_decode(buf, j->xq + n * xsz, xsz, j->bits);
     return buf;
@@ -271,7 +269,12 @@ static void conv_backward_part(void *arg, int part) {
                     1.0f, dw, kk);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
-        if (pointwise) {
+        if (pointwise && dx == dy) {
+            /* in place (acc = 0): this image's dout is read for the last time here */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
+                        0.0f, col, howo);
+            memcpy(dx, col, sizeof(float) * xsz);
+        } else if (pointwise) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
                         j->acc ? 1.0f : 0.0f, dx, howo);
         } else if (dx_conv) {
@@ -322,13 +325,6 @@ void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout
                            const float *w, const conv_shape_t *s, float *col, int acc) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .dout = dout,
                     .dx = dx, .dw = dw, .acc = acc};
-    conv_backward_run(pool, &j);
-}
-
-void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
-                            const float *w, const conv_shape_t *s, float *col, int acc) {
-    conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .image = image, .image_arg = arg, .w = w,
-                    .dout = dout, .dx = dx, .dw = dw, .acc = acc};
     conv_backward_run(pool, &j);
 }
 

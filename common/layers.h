@@ -31,14 +31,16 @@ typedef struct {
 void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, int k, int stride, int pad);
 /* Floats of scratch the convolution needs, forward and backward: for each of the LAYER_PARTS
  * parts an im2col area of (cin*k*k, ho*wo) (for stride 1 the larger of that and (cout*k*k, h*w);
- * none for a 1x1 stride-1 pad-0 conv) and a partial dw of cout*cin*k*k; for stride 1 also one
- * flipped kernel of cin*cout*k*k. */
+ * none for a 1x1 stride-1 pad-0 conv, or one image of cin*h*w when cin == cout) and a partial dw
+ * of cout*cin*k*k; for stride 1 also one flipped kernel of cin*cout*k*k. */
 size_t conv_scratch_size(const conv_shape_t *s);
 
 /* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
 void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
 /* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
- * dx may be x itself: each image of x is read before that image's gradient is written. */
+ * dx may be x itself: each image of x is read before that image's gradient is written; and for
+ * a pointwise convolution (1x1, stride 1, no padding) with cin == cout, dx may be dout itself:
+ * each image's dx goes through the scratch, then over that image's dout. */
 void conv2d_backward(pool_t *pool, float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const conv_shape_t *s, float *col, int acc);
 /* The same with x given as k-bit activation codes (quant_act_encode), decoded one image at a
@@ -49,13 +51,6 @@ void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, con
                           float *col);
 void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout, const uint8_t *x, int k,
                            const float *w, const conv_shape_t *s, float *col, int acc);
-/* The backward pass with the input given image by image: image(arg, n, buf) returns image n
- * (cin, h, w) of the input, written into buf (cin*h*w floats) or from its own memory. It is
- * called once per image, from the pool's threads, at most one call per part at a time, each
- * with its own buf. col holds conv_scratch_size_codes. */
-typedef const float *(*conv_image_fn)(void *arg, int n, float *buf);
-void conv2d_backward_images(pool_t *pool, float *dx, float *dw, const float *dout, conv_image_fn image, void *arg,
-                            const float *w, const conv_shape_t *s, float *col, int acc);
 /* The items [*lo, *hi) of n that part `part` (0..LAYER_PARTS-1) works on. */
 void layer_part_range(int n, int part, int *lo, int *hi);
 /* Plain loops, the reference the fast path is tested against. */

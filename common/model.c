@@ -2,8 +2,9 @@
  *
  * model_new lays out the parameter vector (docs/MODEL.md), the statistics vector and one arena
  * for the activations of a pass at max_batch and their gradients, planned from the lifetimes of
- * its buffers (docs/MODEL.md "Memory"): quantized activations are kept as codes, and o, a_out, s
- * and the stem's output are recomputed by the backward pass instead of kept. Forward and
+ * its buffers (docs/MODEL.md "Memory"): quantized activations are kept as codes, and o, the last
+ * block's a_out, s, the stem's output and the shortcuts' and the auxiliary module's 1x1
+ * convolution outputs are recomputed by the backward pass instead of kept. Forward and
  * backward are written out layer by layer so that the backward pass reads as the forward pass
  * in reverse. Activations nobody reads again are not stored: a block's
  * o = BN2(c2) + shortcut is written in one pass onto the shortcut's BN output (or from x), the
@@ -32,10 +33,10 @@
  * bias). The MLP needs 7 tensors and 2 batch norms. */
 #define MAX_TENSORS (15 * MAX_RES_BLOCKS + 2 * 3 + 2 * 2)
 #define MAX_BNS (5 * MAX_RES_BLOCKS + 2)
-/* Activations: ten per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed ob)
- * and twelve outside the blocks (in, sc0, s, x0, asc, a0, pool, logits, apool, alogits, the
- * recomputed scb and sb); the MLP has seven. */
-#define MAX_ACTS (10 * MAX_RES_BLOCKS + 12)
+/* Activations: fourteen per block (c1, h, c2, o, scc, out, adc, a_out, dnc and the recomputed
+ * ob, sccb, sccg, adb and dnb) and thirteen outside the blocks (in, sc0, s, x0, asc, a0, pool,
+ * logits, apool, alogits, the recomputed scb, sb and ascb); the MLP has seven. */
+#define MAX_ACTS (14 * MAX_RES_BLOCKS + 13)
 #define MAX_VARS (2 * MAX_ACTS)
 
 /* One buffer of the arena: activation t is var 2t, its gradient var 2t + 1. */
@@ -67,6 +68,8 @@ typedef struct {
     size_t x_in, c1, h, c2, o, scc, out;
     size_t a_in, adc, a_out, dnc;
     size_t ob;          /* o as the backward pass recomputes it */
+    size_t sccb, sccg;  /* scc as the backward pass recomputes it, for o and for its gradient */
+    size_t adb, dnb;    /* adc and dnc as the backward pass recomputes them */
     size_t out_len, a_len;  /* per image, floats */
 } block_t;
 
@@ -99,7 +102,7 @@ struct model {
     size_t narena;              /* floats */
     float *col;                 /* the convolutions' scratch (conv_scratch_size_codes) */
     size_t ncol;
-    float *img;                 /* one image of the auxiliary stream, recomputed, per part */
+    float *img;                 /* one image of the last block's a_out, recomputed, per part */
     size_t nimg;                /* floats of one part's image */
     pool_t *threads;            /* the kernels' threads (model_set_threads), or NULL */
     int *y;
@@ -112,6 +115,7 @@ struct model {
     int nblocks;
     size_t in, sc0, s, x0, asc, a0;
     size_t scb, sb;     /* sc0 and s as the backward pass recomputes them */
+    size_t ascb;        /* asc as the backward pass recomputes it */
     size_t pool, logits, apool, alogits;
     int feat, hw_last;
     size_t p_fc1, p_fc2;
@@ -238,6 +242,8 @@ static void build_resnet(model_t *m) {
             b->o = act_alloc(m, len);
             if (b->has_sc) {
                 b->scc = act_alloc(m, len);
+                b->sccb = act_alloc(m, len);
+                b->sccg = act_alloc(m, len);
             }
             b->out = b->last ? act_alloc(m, len) : act_alloc_codes(m, len);
             b->ob = act_alloc(m, len);
@@ -261,6 +267,7 @@ static void build_resnet(model_t *m) {
     bn_make(m, &m->as_bn, "aux.start.bn", 1, c, h * w);
     m->asc = act_alloc(m, (size_t)c * h * w);
     m->a0 = act_alloc(m, (size_t)c * h * w);
+    m->ascb = act_alloc(m, (size_t)c * h * w);
     size_t a = m->a0;
     for (int i = 0; i < m->nblocks; i++) {
         block_t *b = &m->blocks[i];
@@ -273,6 +280,7 @@ static void build_resnet(model_t *m) {
             snprintf(name, sizeof name, "aux.s%d.b%d.dn.bn", st, j);
             bn_make(m, &b->bndn, name, 1, cout, hw);
             b->dnc = act_alloc(m, len);
+            b->dnb = act_alloc(m, len);
         }
         snprintf(name, sizeof name, "aux.s%d.b%d.ad.conv.w", st, j);
         conv_make(m, &b->ad, name, 1, 0, cout, ho, wo, cout, 1, 1);
@@ -280,9 +288,9 @@ static void build_resnet(model_t *m) {
         bn_make(m, &b->bnad, name, 1, cout, hw);
         b->a_in = a;
         b->adc = act_alloc(m, len);
+        b->adb = act_alloc(m, len);
         b->a_out = act_alloc(m, len);
-        if (len > m->nimg) m->nimg = len;
-        if ((size_t)c * h * w > m->nimg) m->nimg = (size_t)c * h * w;
+        if (b->last) m->nimg = len;
         b->a_len = len;
         a = b->a_out;
         c = cout; h = ho; w = wo;
@@ -352,19 +360,6 @@ static void share(sched_t *q, size_t a, size_t b) {
 #define VG(t) (2 * (t) + 1)
 #define STEP() (q->step++)
 
-/* aux_recompute's reads */
-static void sched_aux_recompute(sched_t *q, int i) {
-    model_t *m = q->m;
-    if (i < 0) {
-        use(q, 2 * m->asc);
-        return;
-    }
-    const block_t *b = &m->blocks[i];
-    if (b->has_dn) use(q, 2 * b->dnc);
-    else sched_aux_recompute(q, i - 1);
-    use(q, 2 * b->adc);
-}
-
 static void sched_resnet(sched_t *q) {
     model_t *m = q->m;
     const int aux = m->spec.aux;
@@ -419,31 +414,42 @@ static void sched_resnet(sched_t *q) {
         }
         for (int i = m->nblocks - 1; i >= 0; i--) {
             const block_t *b = &m->blocks[i];
-            if (aux) {
-                sched_aux_recompute(q, i); UG(b->a_out); STEP();
-                if (b->has_dn) {
-                    /* a batch norm's input is read by nothing else: its gradient overwrites it */
-                    share(q, VA(b->dnc), VG(b->dnc));
-                    UA(b->dnc); UG(b->a_out); UG(b->dnc); STEP();
-                    sched_aux_recompute(q, i - 1); UG(b->dnc); UG(b->a_in); STEP();
-                } else {
-                    /* D is the identity: a_in's gradient is a_out's, with no copy */
-                    share(q, VG(b->a_out), VG(b->a_in));
-                    UG(b->a_out); UG(b->a_in); STEP();
-                }
-                share(q, VA(b->adc), VG(b->adc));
-                UA(b->adc); UG(b->a_out); UG(b->adc); STEP();
+            /* the mask of a_out: a kept one first, the last block's once it is recomputed */
+            if (aux && !b->last) {
+                UA(b->a_out); UG(b->a_out); STEP();
             }
-            UA(b->c2); UA(b->has_sc ? b->scc : b->x_in); UA(b->ob); STEP();
+            if (b->has_sc) {
+                UA(b->x_in); UA(b->sccb); STEP();
+            }
+            UA(b->c2); UA(b->has_sc ? b->sccb : b->x_in); UA(b->ob); STEP();
             if (aux) {
-                UA(b->ob); UG(b->adc); UG(b->o); STEP();
+                UA(b->ob); UA(b->adb); STEP();
+                if (b->last) {
+                    if (b->has_dn) {
+                        UA(b->a_in); UA(b->dnb); STEP();
+                    }
+                    UA(b->adb); UA(b->has_dn ? b->dnb : b->a_in); UG(b->a_out); STEP();
+                }
+                share(q, VA(b->adb), VG(b->adb));
+                UA(b->adb); UG(b->a_out); UG(b->adb); STEP();
+                /* the adaptor (1x1, w -> w) writes o's gradient over its output's, image by image */
+                share(q, VG(b->adb), VG(b->o));
+                UA(b->ob); UG(b->adb); UG(b->o); STEP();
             }
             UA(b->ob); UG(b->out); UG(b->o); STEP(); /* the last block's ReLU mask is read from o */
-            if (b->has_sc) {
-                share(q, VA(b->scc), VG(b->scc));
-                UA(b->scc); UG(b->o); UG(b->scc); STEP();
-                UA(b->x_in); UG(b->scc); UG(b->x_in); STEP();
-            } else {
+            if (aux && b->has_dn) {
+                if (!b->last) {
+                    UA(b->a_in); UA(b->dnb); STEP();
+                }
+                /* a batch norm's input is read by nothing else: its gradient overwrites it */
+                share(q, VA(b->dnb), VG(b->dnb));
+                UA(b->dnb); UG(b->a_out); UG(b->dnb); STEP();
+            } else if (aux) {
+                /* D is the identity: a_in's gradient is a_out's, with no copy */
+                share(q, VG(b->a_out), VG(b->a_in));
+                UG(b->a_out); UG(b->a_in); STEP();
+            }
+            if (!b->has_sc) {
                 /* the identity shortcut: x_in's gradient starts as o's, with no copy; o's is
                  * read once more by BN2, before conv1 adds to x_in's */
                 share(q, VG(b->o), VG(b->x_in));
@@ -456,15 +462,27 @@ static void sched_resnet(sched_t *q) {
             UA(b->h); UG(b->c2); UG(b->h); STEP();
             share(q, VA(b->c1), VG(b->c1));
             UA(b->c1); UG(b->h); UG(b->c1); STEP();
+            if (b->has_sc) {
+                /* the shortcut once the block's own buffers are gone */
+                UA(b->x_in); UA(b->sccg); STEP();
+                share(q, VA(b->sccg), VG(b->sccg));
+                UA(b->sccg); UG(b->o); UG(b->sccg); STEP();
+                UA(b->x_in); UG(b->sccg); UG(b->x_in); STEP();
+            }
             UA(b->x_in); UG(b->c1); UG(b->x_in); STEP();
+            /* D's input gradient last, when the block's own buffers are gone */
+            if (aux && b->has_dn) {
+                UA(b->a_in); UG(b->dnb); UG(b->a_in); STEP();
+            }
         }
         UA(m->in); UA(m->scb); STEP();
         UA(m->scb); UA(m->sb); STEP();
         UA(m->sb); UG(m->x0); UG(m->s); STEP();
         if (aux) {
-            share(q, VA(m->asc), VG(m->asc));
-            UA(m->asc); UG(m->a0); UG(m->asc); STEP();
-            UA(m->sb); UG(m->asc); UG(m->s); STEP();
+            UA(m->sb); UA(m->ascb); STEP();
+            share(q, VA(m->ascb), VG(m->ascb));
+            UA(m->ascb); UG(m->a0); UG(m->ascb); STEP();
+            UA(m->sb); UG(m->ascb); UG(m->s); STEP();
         }
         share(q, VA(m->scb), VG(m->scb));
         UA(m->scb); UG(m->s); UG(m->scb); STEP();
@@ -974,49 +992,45 @@ static void bn_recompute_image(const model_t *m, const bn_t *bn, size_t in, cons
                         P(bn->p + bn->c), m->save + bn->save, m->save + bn->save + bn->c, 1, bn->c, bn->hw);
 }
 
-/* Image j of block i's a_out (i = -1: a0) into y, by the forward pass's own steps from the
- * batch norm inputs, which the arena keeps: through the blocks back to a down-sampling one or
- * the start. One image at a time, so that it needs no buffer of the batch. */
-static void aux_recompute(const model_t *m, int i, float *y, int j) {
-    if (i < 0) {
-        bn_recompute_image(m, &m->as_bn, m->asc, NULL, y, j);
-        return;
+/* Image j of the last block's a_out into y, by the forward pass's own steps from the batch norm
+ * inputs the backward pass recomputed (adb, dnb) or a_in, which the arena keeps. */
+static void aux_recompute_last(const model_t *m, float *y, int j) {
+    const block_t *b = &m->blocks[m->nblocks - 1];
+    if (b->has_dn) {
+        bn_recompute_image(m, &b->bndn, b->dnb, NULL, y, j);
+        bn_recompute_image(m, &b->bnad, b->adb, y, y, j);
+    } else {
+        bn_recompute_image(m, &b->bnad, b->adb, A(b->a_in) + (size_t)j * b->a_len, y, j);
     }
-    const block_t *b = &m->blocks[i];
-    if (b->has_dn) bn_recompute_image(m, &b->bndn, b->dnc, NULL, y, j);
-    else aux_recompute(m, i - 1, y, j);
-    bn_recompute_image(m, &b->bnad, b->adc, y, y, j);
     relu_forward(y, y, b->a_len);
 }
 
-/* The auxiliary stream's backward over images, in the kernels' parts: each part recomputes its
- * images into its own m->img. */
+/* The mask of block i's a_out over images, in the kernels' parts: each part recomputes the last
+ * block's images into its own m->img; the other blocks' a_out is kept. */
 typedef struct {
     const model_t *m;
-    int i;          /* the block whose a_out is recomputed */
+    int i;          /* the block */
     float *ga;      /* (n, a_len) the gradient of block i's a_out */
 } aux_job_t;
 
-/* ga *= (a_out > 0), a_out recomputed image by image. */
+/* ga *= (a_out > 0) */
 static void aux_mask_part(void *arg, int part) {
     const aux_job_t *job = arg;
     const model_t *m = job->m;
-    const size_t len = m->blocks[job->i].a_len;
-    float *y = m->img + (size_t)part * m->nimg;
+    const block_t *b = &m->blocks[job->i];
+    const size_t len = b->a_len;
+    float *buf = m->img + (size_t)part * m->nimg;
     int lo, hi;
     layer_part_range(m->n, part, &lo, &hi);
     for (int j = lo; j < hi; j++) {
-        aux_recompute(m, job->i, y, j);
+        const float *y = A(b->a_out) + (size_t)j * len;
+        if (b->last) {
+            aux_recompute_last(m, buf, j);
+            y = buf;
+        }
         float *g = job->ga + (size_t)j * len;
         for (size_t e = 0; e < len; e++) g[e] = y[e] > 0.0f ? g[e] : 0.0f;
     }
-}
-
-/* conv_image_fn: image n of block i's a_out (i = -1: a0), recomputed into buf. */
-static const float *aux_image(void *arg, int n, float *buf) {
-    const aux_job_t *job = arg;
-    aux_recompute(job->m, job->i, buf, n);
-    return buf;
 }
 
 static void resnet_backward(model_t *m) {
@@ -1037,50 +1051,56 @@ static void resnet_backward(model_t *m) {
     for (int i = m->nblocks - 1; i >= 0; i--) {
         block_t *b = &m->blocks[i];
         const size_t len = b->out_len * m->n;
-        /* The arena does not keep o, a_out and s past the forward pass: they are recomputed,
-         * bit-exact, from the batch norm inputs it keeps, each just before its first use. */
-        if (aux) {
-            /* a_out = ReLU(sum): mask its gradient in place, which is then d(sum). */
-            float *ga = G(b->a_out);
-            aux_job_t job = {m, i, ga};
-            pool_run(m->threads, LAYER_PARTS, aux_mask_part, &job);
-            /* a_in's only consumer is this block's D, a convolution, which takes a_in image by
-             * image as aux_image recomputes it */
-            if (b->has_dn) {
-                bn_bwd(m, &b->bndn, b->dnc, ga);
-                conv_t *cv = &b->dn;
-                cv->s.n = m->n;
-                job.i = i - 1;
-                conv2d_backward_images(m->threads, G(b->a_in), m->grads + cv->w, G(b->dnc), aux_image, &job,
-                                       conv_weight(m, cv), &cv->s, m->col, 0);
-            } else if (G(b->a_in) != ga) {
-                memcpy(G(b->a_in), ga, sizeof(float) * len);
-            }
-            bn_bwd(m, &b->bnad, b->adc, ga);
-        }
+        /* The arena does not keep o, s and the auxiliary module's convolution outputs past the
+         * forward pass: they are recomputed, bit-exact, from what it keeps (the batch norms'
+         * inputs, the codes, every a_out but the last) just before their first use. */
+        /* a_out = ReLU(sum): its gradient is masked in place, and is then d(sum) */
+        float *ga = aux ? G(b->a_out) : NULL;
+        aux_job_t job = {m, i, ga};
+        if (aux && !b->last) pool_run(m->threads, LAYER_PARTS, aux_mask_part, &job);
         /* ob = BN2(c2) + shortcut */
         if (b->has_sc) {
-            bn_recompute(m, &b->bnsc, b->scc, NO_RES, b->ob);
+            conv_fwd(m, &b->sc, b->x_in, b->sccb);
+            bn_recompute(m, &b->bnsc, b->sccb, NO_RES, b->ob);
             bn_recompute(m, &b->bn2, b->c2, b->ob, b->ob);
         } else {
             bn_recompute(m, &b->bn2, b->c2, b->x_in, b->ob);
         }
-        if (aux) conv_bwd_from(m, &b->ad, b->ob, b->o, b->adc, 1, 0);
+        if (aux) {
+            conv_fwd(m, &b->ad, b->ob, b->adb);
+            if (b->last) {
+                if (b->has_dn) conv_fwd(m, &b->dn, b->a_in, b->dnb);
+                pool_run(m->threads, LAYER_PARTS, aux_mask_part, &job);
+            }
+            bn_bwd(m, &b->bnad, b->adb, ga);
+            conv_bwd_from(m, &b->ad, b->ob, b->o, b->adb, 1, 0);
+        }
         /* o's gradient: the adaptor wrote it first when there is one */
         if (b->last) relu_backward(G(b->o), G(b->out), A(b->ob), len, aux); /* o > 0 where out > 0 */
         else act_bwd(m, b->ob, b->o, b->out, b->out_len, aux);
+        /* D's batch norm once o's buffers are gone; its input gradient comes at the end */
+        if (aux && b->has_dn) {
+            if (!b->last) conv_fwd(m, &b->dn, b->a_in, b->dnb);
+            bn_bwd(m, &b->bndn, b->dnb, ga);
+        } else if (aux && G(b->a_in) != ga) {
+            memcpy(G(b->a_in), ga, sizeof(float) * len);
+        }
         /* o = BN2(c2) + shortcut: G(o) is the gradient of both terms. x_in's consumers are the
          * shortcut (first) and conv1. */
-        if (b->has_sc) {
-            bn_bwd(m, &b->bnsc, b->scc, G(b->o));
-            conv_bwd(m, &b->sc, b->x_in, b->scc, 1, 0);
-        } else if (G(b->x_in) != G(b->o)) {
-            memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
-        }
+        if (!b->has_sc && G(b->x_in) != G(b->o)) memcpy(G(b->x_in), G(b->o), sizeof(float) * len);
         bn_bwd(m, &b->bn2, b->c2, G(b->o));
         conv_bwd(m, &b->conv2, b->h, b->c2, 1, 0);
         bn_act_bwd(m, &b->bn1, b->c1, b->h);
+        if (b->has_sc) {
+            /* the shortcut's 1x1 convolution once more, rather than keep its output alive: its
+             * backward pass comes once the block's own buffers are gone */
+            conv_fwd(m, &b->sc, b->x_in, b->sccg);
+            bn_bwd(m, &b->bnsc, b->sccg, G(b->o));
+            conv_bwd(m, &b->sc, b->x_in, b->sccg, 1, 0);
+        }
         conv_bwd(m, &b->conv1, b->x_in, b->c1, 1, 1);
+        /* D's input gradient last, when the block's own buffers are gone */
+        if (aux && b->has_dn) conv_bwd(m, &b->dn, b->a_in, b->dnb, 1, 0);
     }
     const size_t slen = (size_t)sp->widths[0] * sp->in_h * sp->in_w;
     /* The stem's convolution, with one input channel, costs little: its output is recomputed
@@ -1089,8 +1109,9 @@ static void resnet_backward(model_t *m) {
     bn_recompute(m, &m->stem_bn, m->scb, NO_RES, m->sb);
     act_bwd(m, m->sb, m->s, m->x0, slen, 0);
     if (aux) {
-        bn_bwd(m, &m->as_bn, m->asc, G(m->a0));
-        conv_bwd_from(m, &m->as, m->sb, m->s, m->asc, 1, 1);
+        conv_fwd(m, &m->as, m->sb, m->ascb);
+        bn_bwd(m, &m->as_bn, m->ascb, G(m->a0));
+        conv_bwd_from(m, &m->as, m->sb, m->s, m->ascb, 1, 1);
     }
     bn_bwd(m, &m->stem_bn, m->scb, G(m->s));
     conv_bwd(m, &m->stem, m->in, m->scb, 0, 0);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -617,4 +618,243 @@ Test(data, real_fashion_mnist_train_is_60000_balanced_28x28, .timeout = 60) {
 
 Test(data, real_fashion_mnist_test_is_10000_balanced_28x28, .timeout = 60) {
     check_real_split(0, 10000, 9, 33456);
+}
+
+/* ---- an opened dataset: images in a cache file, read with pread ---- */
+
+/* The cache directory of a test, and the names in it. */
+static const char *cache_dir(char buf[256]) {
+    tpath(buf, "cache");
+    mkdir(buf, 0700);
+    return buf;
+}
+
+/* How many entries of dir start with prefix; the last one's path goes to path. */
+static int count_files(const char *dir, const char *prefix, char path[512]) {
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    int count = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        count++;
+        if (path != NULL) snprintf(path, 512, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    return count;
+}
+
+/* Every sample of the in-memory and the opened dataset, augmented with the same draws, is the
+ * same bits. */
+static void assert_same_batches(const dataset_t *mem, const dataset_t *opened) {
+    cr_assert(mem->n == opened->n && mem->c == opened->c && mem->h == opened->h && mem->w == opened->w);
+    cr_assert_eq(mem->classes, opened->classes);
+    cr_assert_null(opened->images);
+    const size_t sample = (size_t)mem->c * mem->h * mem->w;
+    int *idx = malloc(sizeof(int) * (size_t)mem->n), *y1 = malloc(sizeof(int) * (size_t)mem->n);
+    int *y2 = malloc(sizeof(int) * (size_t)mem->n);
+    float *x1 = malloc(sizeof(float) * sample * mem->n), *x2 = malloc(sizeof(float) * sample * mem->n);
+    for (int i = 0; i < mem->n; i++) idx[i] = mem->n - 1 - i;
+    const data_transform_t t = {0.25f, 0.5f, 2, 1};
+    rng_t r1, r2;
+    rng_seed(&r1, 5);
+    rng_seed(&r2, 5);
+    auxps_error_t err = {0};
+    dataset_batch(mem, idx, mem->n, &t, &r1, x1, y1);
+    cr_assert_eq(dataset_read(opened, idx, mem->n, &t, &r2, x2, y2, &err), 0, "%s", err.msg);
+    cr_assert(memcmp(x1, x2, sizeof(float) * sample * mem->n) == 0, "images differ");
+    cr_assert(memcmp(y1, y2, sizeof(int) * mem->n) == 0, "labels differ");
+    free(idx); free(y1); free(y2); free(x1); free(x2);
+}
+
+static void open_fixture_and_compare(const char *cache) {
+    dataset_t mem, opened;
+    auxps_error_t err = {0};
+    cr_assert_eq(dataset_load(&mem, tmp_dir, 1, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(dataset_open(&opened, tmp_dir, 1, 0, cache, &err), 0, "%s", err.msg);
+    assert_same_batches(&mem, &opened);
+    dataset_free(&mem);
+    dataset_free(&opened);
+    cr_assert_null(opened.file);
+}
+
+Test(data, open_reads_the_same_batches_as_load_from_a_cache_it_writes_once) {
+    char im[256], lb[256], cd[256], cache[512];
+    write_random_gz_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"));
+    open_fixture_and_compare(cache_dir(cd));
+    cr_assert_eq(count_files(cd, "auxps-train-images-idx3-ubyte-", cache), 1, "one cache, no temporary file left");
+    cr_assert_eq(file_size(cache), 64 + 50 * 28 * 28, "a 64-byte header and the bodies");
+    struct stat before, after;
+    cr_assert_eq(stat(cache, &before), 0);
+    open_fixture_and_compare(cd);
+    cr_assert_eq(stat(cache, &after), 0);
+    cr_assert(before.st_ino == after.st_ino && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec,
+              "a valid cache is used as it is");
+    cr_assert_eq(count_files(cd, "auxps-", NULL), 1);
+    assert_no_leaks();
+}
+
+Test(data, open_of_plain_files_and_the_test_split_with_a_limit) {
+    char im[256], lb[256], cd[256];
+    write_fixture(tpath(im, "t10k-images-idx3-ubyte"), tpath(lb, "t10k-labels-idx1-ubyte"), 0);
+    dataset_t ds;
+    auxps_error_t err = {0};
+    cr_assert_eq(dataset_open(&ds, tmp_dir, 0, 2, cache_dir(cd), &err), 0, "%s", err.msg);
+    cr_assert(ds.n == 2 && ds.h == FIX_H && ds.w == FIX_W && ds.classes == 6);
+    float x[FIX_H * FIX_W];
+    int y, i = 1;
+    const data_transform_t t = {0.0f, 1.0f / 255.0f, 0, 0};
+    cr_assert_eq(dataset_read(&ds, &i, 1, &t, NULL, x, &y, &err), 0, "%s", err.msg);
+    for (int k = 0; k < FIX_H * FIX_W; k++) cr_assert_float_eq(x[k], (float)(10 + k), 1e-3);
+    cr_assert_eq(y, 0);
+    i = 2; /* beyond the limit */
+    cr_assert_eq(dataset_read(&ds, &i, 1, &t, NULL, x, &y, &err), AUXPS_ERANGE);
+    i = -1;
+    cr_assert_eq(dataset_read(&ds, &i, 1, &t, NULL, x, &y, &err), AUXPS_ERANGE);
+    cr_assert_eq(count_files(cd, "auxps-t10k-images-idx3-ubyte-", NULL), 1);
+    dataset_free(&ds);
+    assert_no_leaks();
+}
+
+/* A cache cut short, or with a byte changed, no longer matches: it is replaced. */
+static void damaged_cache_is_replaced(int cut) {
+    char im[256], lb[256], cd[256], cache[512];
+    write_random_gz_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"));
+    open_fixture_and_compare(cache_dir(cd));
+    cr_assert_eq(count_files(cd, "auxps-", cache), 1);
+    const size_t size = file_size(cache);
+    if (cut) {
+        cr_assert_eq(truncate(cache, (off_t)(size - 100)), 0);
+    } else {
+        FILE *f = fopen(cache, "r+b");
+        cr_assert_not_null(f);
+        fseek(f, 64 + 1000, SEEK_SET);
+        int c = fgetc(f);
+        fseek(f, 64 + 1000, SEEK_SET);
+        fputc(c ^ 0x10, f);
+        fclose(f);
+    }
+    open_fixture_and_compare(cd);
+    cr_assert_eq(file_size(cache), size);
+    cr_assert_eq(count_files(cd, "auxps-", NULL), 1);
+    assert_no_leaks();
+}
+
+Test(data, open_replaces_a_truncated_cache) { damaged_cache_is_replaced(1); }
+
+Test(data, open_replaces_a_cache_whose_body_fails_its_checksum) { damaged_cache_is_replaced(0); }
+
+Test(data, open_of_a_changed_source_writes_a_new_cache) {
+    char im[256], lb[256], cd[256];
+    write_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"), 1);
+    open_fixture_and_compare(cache_dir(cd));
+    write_random_gz_fixture(im, lb);
+    open_fixture_and_compare(cd);
+    cr_assert_eq(count_files(cd, "auxps-train-images-idx3-ubyte-", NULL), 2, "the old cache is not reused");
+}
+
+/* A broken source fails as dataset_load does, and leaves neither a cache nor a temporary file. */
+static void expect_open_error(const char *cd, int code, const char *names, const char *says) {
+    dataset_t ds = {.n = 99};
+    auxps_error_t err = {0};
+    const int rc = dataset_open(&ds, tmp_dir, 1, 0, cd, &err);
+    cr_assert_eq(rc, code, "rc %d (%s), want %d", rc, err.msg, code);
+    cr_assert_not_null(strstr(err.msg, names), "message \"%s\" does not name %s", err.msg, names);
+    cr_assert_not_null(strstr(err.msg, says), "message \"%s\" does not say %s", err.msg, says);
+    cr_assert(ds.n == 0 && ds.labels == NULL && ds.file == NULL);
+    assert_no_leaks();
+}
+
+Test(data, open_of_a_truncated_gzip_source_is_eformat_and_leaves_no_cache) {
+    char im[256], lb[256], cd[256];
+    write_random_gz_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"));
+    cr_assert_eq(truncate(im, (off_t)(file_size(im) / 2)), 0);
+    expect_open_error(cache_dir(cd), AUXPS_EFORMAT, im, "truncated");
+    cr_assert_eq(count_files(cd, "auxps-", NULL), 0);
+}
+
+Test(data, open_of_a_source_with_a_bad_magic_is_eformat) {
+    char im[256], lb[256], cd[256];
+    write_fixture(tpath(im, "train-images-idx3-ubyte"), tpath(lb, "train-labels-idx1-ubyte"), 0);
+    write_idx(im, 0, 0x801, 1, (uint32_t[]){FIX_N}, fix_labels, FIX_N);
+    expect_open_error(cache_dir(cd), AUXPS_EFORMAT, im, "bad magic");
+    cr_assert_eq(count_files(cd, "auxps-", NULL), 0);
+}
+
+Test(data, open_into_a_missing_cache_dir_is_eio_naming_it) {
+    char im[256], lb[256], cd[256];
+    write_fixture(tpath(im, "train-images-idx3-ubyte"), tpath(lb, "train-labels-idx1-ubyte"), 0);
+    expect_open_error(tpath(cd, "no/such/dir"), AUXPS_EIO, cd, "cannot create the image cache");
+}
+
+/* A cache that shrinks under an open dataset makes the read fail with a message, not a crash
+ * (reads are pread, not a mapping that would fault). */
+Test(data, a_cache_cut_short_after_open_fails_the_read_with_eformat) {
+    char im[256], lb[256], cd[256], cache[512];
+    write_random_gz_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"));
+    dataset_t ds;
+    auxps_error_t err = {0};
+    cr_assert_eq(dataset_open(&ds, tmp_dir, 1, 0, cache_dir(cd), &err), 0, "%s", err.msg);
+    cr_assert_eq(count_files(cd, "auxps-", cache), 1);
+    cr_assert_eq(truncate(cache, 64 + 10 * 28 * 28), 0);
+    float x[2 * 28 * 28];
+    int y[2], idx[2] = {3, 40};
+    const data_transform_t t = {0.0f, 1.0f, 0, 0};
+    cr_assert_eq(dataset_read(&ds, idx, 2, &t, NULL, x, y, &err), AUXPS_EFORMAT);
+    cr_assert_not_null(strstr(err.msg, cache), "message \"%s\" does not name the cache", err.msg);
+    cr_assert_not_null(strstr(err.msg, "image 40"), "message \"%s\"", err.msg);
+    dataset_free(&ds);
+    assert_no_leaks();
+}
+
+Test(data, open_and_read_refuse_null_arguments) {
+    dataset_t ds;
+    auxps_error_t err = {0};
+    cr_assert_eq(dataset_open(NULL, tmp_dir, 1, 0, NULL, &err), AUXPS_EINVAL);
+    cr_assert_eq(dataset_open(&ds, NULL, 1, 0, NULL, &err), AUXPS_EINVAL);
+    dataset_t empty = {0};
+    float x[1];
+    int y[1], i = 0;
+    const data_transform_t t = {0.0f, 1.0f, 0, 0};
+    cr_assert_eq(dataset_read(&empty, &i, 1, &t, NULL, x, y, &err), AUXPS_EINVAL);
+}
+
+/* Two processes that open the same split at once each get a whole cache: the file is written
+ * under a temporary name and renamed into place. */
+Test(data, concurrent_opens_of_one_split_each_get_a_whole_cache, .timeout = 60) {
+    char im[256], lb[256], cd[256];
+    write_random_gz_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"));
+    cache_dir(cd);
+    enum { KIDS = 4 };
+    pid_t kids[KIDS];
+    for (int k = 0; k < KIDS; k++) {
+        kids[k] = fork();
+        cr_assert_neq(kids[k], -1);
+        if (kids[k] == 0) {
+            int bad = 0;
+            for (int round = 0; round < 5 && !bad; round++) {
+                dataset_t mem, ds;
+                if (dataset_load(&mem, tmp_dir, 1, 0, NULL) != 0 || dataset_open(&ds, tmp_dir, 1, 0, cd, NULL) != 0) {
+                    bad = 1;
+                    break;
+                }
+                float x[28 * 28], xm[28 * 28];
+                int y, ym;
+                const data_transform_t t = {0.0f, 1.0f, 0, 0};
+                for (int i = 0; i < mem.n && !bad; i++) {
+                    dataset_batch(&mem, &i, 1, &t, NULL, xm, &ym);
+                    bad = dataset_read(&ds, &i, 1, &t, NULL, x, &y, NULL) != 0 || memcmp(x, xm, sizeof x) != 0 ||
+                          y != ym;
+                }
+                dataset_free(&mem);
+                dataset_free(&ds);
+            }
+            _exit(bad);
+        }
+    }
+    for (int k = 0; k < KIDS; k++) {
+        int status = 0;
+        cr_assert_eq(waitpid(kids[k], &status, 0), kids[k]);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d failed", k);
+    }
+    cr_assert_eq(count_files(cd, "auxps-", NULL), 1, "one cache, no temporary file left");
 }

@@ -127,6 +127,9 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     cr_assert_eq(s.ho, 7);
     cr_assert_eq(s.wo, 5);
     cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * 4 * 3, "1x1 stride-1 pad-0 conv: the partial dw only");
+    conv_shape_init(&s, 2, 4, 7, 5, 4, 1, 1, 0);
+    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (4 * 7 * 5 + 4 * 4),
+                 "1x1 conv with cin == cout: one image, for dx over dout, and the partial dw");
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
     cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (2 * 3 * 3 + 4 * 2));
@@ -755,6 +758,33 @@ Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
         cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu: dw differs in place", t);
         free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
     }
+}
+
+/* A 1x1 convolution with cin == cout writes dx over dout, image by image through its scratch,
+ * with the bits of separate buffers, on any number of threads. */
+Test(layers, pointwise_conv_backward_over_its_output_gradient_equals_separate_buffers) {
+    util_rng_t r = {23};
+    const int shapes[][4] = {{5, 8, 7, 7}, {1, 3, 4, 6}, {9, 16, 3, 3}}; /* n, c, h, w */
+    pool_t *pool = pool_new(3);
+    cr_assert_not_null(pool);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        conv_shape_t s;
+        conv_shape_init(&s, shapes[t][0], shapes[t][1], shapes[t][2], shapes[t][3], shapes[t][1], 1, 1, 0);
+        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin;
+        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(nx), *col = falloc(conv_scratch_size(&s));
+        float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
+        util_fill_unif(x, nx, &r, -1, 1);
+        util_fill_unif(w, nw, &r, -1, 1);
+        util_fill_unif(dout, nx, &r, -1, 1);
+        util_prefill(dw1, nw);
+        util_prefill(dw2, nw);
+        conv2d_backward(NULL, dx, dw1, dout, x, w, &s, col, 0);
+        conv2d_backward(pool, dout, dw2, dout, x, w, &s, col, 0);
+        cr_assert(memcmp(dx, dout, sizeof(float) * nx) == 0, "case %zu: dx differs over dout", t);
+        cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu: dw differs over dout", t);
+        free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
+    }
+    pool_destroy(&pool);
 }
 
 /* The batch-norm kernels that write or read codes equal the float ones on decoded values, and

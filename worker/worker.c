@@ -684,7 +684,7 @@ static int run_eval(worker_t *w, const wire_eval_req_t *q, uint32_t rid, auxps_e
     for (uint32_t start = 0; start < q->count; start += (uint32_t)b) {
         const int n = q->count - start < (uint32_t)b ? (int)(q->count - start) : b;
         for (int i = 0; i < n; i++) w->idx[i] = (int)(q->first + start) + i;
-        dataset_batch(ds, w->idx, n, &w->tf, NULL, w->x, w->y);
+        if ((rc = dataset_read(ds, w->idx, n, &w->tf, NULL, w->x, w->y, err)) != 0) return rc;
         model_result_t r;
         model_forward(w->model, w->x, w->y, n, 0, &r);
         loss_low += (double)r.loss_low * n;
@@ -768,7 +768,7 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
         const int n = (int)(l->count - trained < b ? l->count - trained : b);
         for (int i = 0; i < n; i++)
             w->idx[i] = l->mode == WIRE_LEASE_RANGE ? w->order[l->first + trained + i] : (int)w->list[trained + i];
-        dataset_batch(&w->train, w->idx, n, &w->tf, &w->rng, w->x, w->y);
+        if ((rc = dataset_read(&w->train, w->idx, n, &w->tf, &w->rng, w->x, w->y, err)) != 0) return rc;
         if (!fetched && (rc = pull_all(w, WIRE_VEC_PARAMS, w->cnt.clock, err)) != 0) return rc;
         if ((rc = pump(w, 0, err)) != 0 || (rc = wait_released(w, err)) != 0) return rc;
         for (uint32_t s = 0; s < w->cnt.nshards; s++) w->links[s].base = w->links[s].version;
@@ -880,12 +880,13 @@ typedef struct {
     auxps_error_t *err;
 } load_job_t;
 
-/* peer_run_beating's job: the training and test sets of the run's configuration. */
+/* peer_run_beating's job: the training and test sets of the run's configuration, their images
+ * left in cache files in $TMPDIR (data.h dataset_open) and read as batches need them. */
 static int load_data(void *arg) {
     load_job_t *j = arg;
     const auxps_config_t *c = &j->w->cfg;
-    int rc = dataset_load(&j->w->train, c->data.dir, 1, c->data.train_limit, j->err);
-    if (rc == 0) rc = dataset_load(&j->w->test, c->data.dir, 0, c->data.test_limit, j->err);
+    int rc = dataset_open(&j->w->train, c->data.dir, 1, c->data.train_limit, NULL, j->err);
+    if (rc == 0) rc = dataset_open(&j->w->test, c->data.dir, 0, c->data.test_limit, NULL, j->err);
     return rc;
 }
 
