@@ -2,6 +2,7 @@
 #include "optim.h"
 
 #include "config.h"
+#include "hot.h"
 
 #include <math.h>
 
@@ -19,7 +20,7 @@ float optim_lr(const optim_t *o, long step) {
     }
 }
 
-void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *buf, size_t n) {
+HOT void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *buf, size_t n) {
     const float mu = o->momentum, wd = o->weight_decay;
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * w[i];

@@ -136,7 +136,7 @@ HOT void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, si
  * computed from w chunk by chunk when tw is NULL (the same tanh_approx, so both give the same
  * bits). u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j,
  * and dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
-static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n, int acc) {
+HOT static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n, int acc) {
     float buf[QUANT_CHUNK];
     /* The first pass finds m and counts its ties (each chunk's max and ties, merged), and sums
      * gt = sum_i dL/du_i * t_i = 2 sum_i dwq_i t_i in four interleaved double accumulators (a

@@ -7,6 +7,8 @@
  * would refuse. */
 #include "wire.h"
 
+#include "hot.h"
+
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
@@ -1155,7 +1157,7 @@ int wire_decode_in(wire_in_t *in, wire_msg_t *m, auxps_error_t *err) {
  * the last byte, which a valid payload has zero. unpack_any takes any k in 1..8; unpack_pow2 the
  * k that divide 8, with loops over whole bytes that GCC vectorises (k is a constant where it is
  * inlined). */
-static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+HOT static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
                            float step) {
     uint64_t acc = 0;
     uint32_t nb = 0, mask = (1u << k) - 1;
@@ -1187,7 +1189,7 @@ static inline uint32_t unpack_bytes(const uint8_t *p, uint32_t len, const uint32
                                       out + whole * per, lo, step);
 }
 
-static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+HOT static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
                             float step) {
     switch (k) {
     case 8:
@@ -1268,7 +1270,7 @@ int wire_payload_codes(const wire_msg_t *m, float *values, uint8_t *codes, auxps
 /* The largest |v| is found on the bits (an integer max vectorises, a float one does not), and
  * the same max flags a NaN or an infinity: their bits are at least those of +inf. The value
  * sent, lo + step * code, is computed from the float c + 128, which is code exactly. */
-int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
+HOT int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
                    auxps_error_t *err) {
     int32_t mb = 0;
     if (resid != NULL)
