@@ -410,8 +410,15 @@ Test(elastic, a_hundred_workers_joining_and_leaving_leave_memory_and_descriptors
                 nrss0, nrss1, nfd0, nfd1);
     cr_assert_leq(fd1, fd0 + 2, "coordinator descriptors grew from %d to %d", fd0, fd1);
     cr_assert_leq(nfd1, nfd0 + 2, "node descriptors grew from %d to %d", nfd0, nfd1);
-    cr_assert_leq(rss1, rss0 + 2048, "coordinator memory grew from %ld to %ld kB", rss0, rss1);
-    cr_assert_leq(nrss1, nrss0 + 2048, "node memory grew from %ld to %ld kB", nrss0, nrss1);
+    /* Under AddressSanitizer freed blocks wait in its quarantine (up to 256 MB) before reuse, so
+     * the resident set creeps up without a leak; there LeakSanitizer checks for leaks instead. */
+#if defined(__SANITIZE_ADDRESS__)
+    const long slack_kb = 8192;
+#else
+    const long slack_kb = 2048;
+#endif
+    cr_assert_leq(rss1, rss0 + slack_kb, "coordinator memory grew from %ld to %ld kB", rss0, rss1);
+    cr_assert_leq(nrss1, nrss0 + slack_kb, "node memory grew from %ld to %ld kB", nrss0, nrss1);
     const char *rec = r.p[0]->out.buf;
     cr_assert_eq(count(rec, ") joined;"), 100);
     kill(r.p[0]->pid, SIGINT); /* the run is far from over: end it, exporting what there is */
