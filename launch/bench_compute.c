@@ -2,6 +2,7 @@
  * batches and threads, OpenBLAS sgemm's peak, and the table of a suite's JSON lines
  * (bench_compute.h says what is measured and how). */
 #include "bench_compute.h"
+#include "blas.h"
 
 #include "clock.h"
 #include "model.h"
@@ -235,9 +236,9 @@ static int run_sgemm(const list_t *threads, double seconds) {
             if (t - s < best) best = t - s;
             calls++;
         }
-        printf("{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"threads\":%d,\"n\":%d,\"calls\":%d,\"seconds\":%.3f,"
-               "\"gflops\":%.3f,\"gflops_mean\":%.3f}\n",
-               threads->v[e], n, calls, t - t0, flop / best / 1e9, flop * calls / (t - t0) / 1e9);
+        printf("{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"kernels\":\"%s\",\"threads\":%d,\"n\":%d,\"calls\":%d,"
+               "\"seconds\":%.3f,\"gflops\":%.3f,\"gflops_mean\":%.3f}\n",
+               blas_core(), threads->v[e], n, calls, t - t0, flop / best / 1e9, flop * calls / (t - t0) / 1e9);
         fflush(stdout);
     }
     rc = 0;
@@ -261,6 +262,7 @@ typedef struct {
     row_t rows[MAX_ROWS];
     int nrows;
     double peak[257];        /* sgemm GFLOP/s by threads */
+    char kernels[32];        /* OpenBLAS's kernels in the sgemm lines */
     char torch_version[32];
     double load[2];          /* 1-minute load average at the start and the end of the run */
     int load_seen[2], cpus;
@@ -310,6 +312,7 @@ static void add_line(table_t *t, json_t *o) {
         const int th = jint(o, "threads");
         const double g = jnum(o, "gflops");
         if (th >= 1 && th <= 256 && g > t->peak[th]) t->peak[th] = g; /* the peak of the run */
+        if (json_object_get(o, "kernels")) snprintf(t->kernels, sizeof t->kernels, "%s", jstr(o, "kernels"));
     } else if (strcmp(bench, "load") == 0) {
         const int end = strcmp(jstr(o, "when"), "end") == 0;
         t->load[end] = jnum(o, "loadavg_1min");
@@ -347,7 +350,8 @@ static void print_compute(const table_t *t) {
                fmt(b6, sizeof b6, "%.2f", r->torch_tuned > 0 ? r->auxps / r->torch_tuned : 0),
                fmt(b7, sizeof b7, "%.2f", r->torch_untuned > 0 ? r->auxps / r->torch_untuned : 0));
     }
-    printf("sgemm peak (OpenBLAS, n = %d, fastest call of the run):", BENCH_SGEMM_N);
+    printf("sgemm peak (OpenBLAS%s%s%s, n = %d, fastest call of the run):", t->kernels[0] ? " " : "", t->kernels,
+           t->kernels[0] ? " kernels" : "", BENCH_SGEMM_N);
     int any = 0;
     for (int th = 1; th <= 256; th++)
         if (t->peak[th] > 0) printf("%s%d thread%s %.1f GFLOP/s", any++ ? "; " : " ", th, th > 1 ? "s" : "", t->peak[th]);

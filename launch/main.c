@@ -2,6 +2,7 @@
  * (coord, ps, worker, cluster). Only main exits. */
 #include "bench_compute.h"
 #include "bench_transport.h"
+#include "blas.h"
 #include "cluster.h"
 #include "config.h"
 #include "coord.h"
@@ -15,6 +16,7 @@
 #include "trainer.h"
 #include "worker.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -225,6 +227,10 @@ static int cmd_keygen(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    const char *why = NULL, *better = blas_better_core();
+    if (blas_select(argv, &why) != 0)
+        fprintf(stderr, "auxps: OpenBLAS runs its %s kernels, and restarting with OPENBLAS_CORETYPE=%s failed (%s); "
+                        "training will be slower\n", blas_core(), better, why);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -241,7 +247,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "status") == 0) return status_cli_main(argc - 2, argv + 2);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
-        printf("auxps %s\n", AUXPS_VERSION);
+        printf("auxps %s\n%s; kernels %s\n", AUXPS_VERSION, openblas_get_config(), blas_core());
         return 0;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

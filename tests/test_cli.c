@@ -510,6 +510,42 @@ Test(cli, version_prints_a_version) {
     util_proc_free(&p);
 }
 
+/* The kernels `auxps version` names, read from its "; kernels NAME" line. */
+static void version_kernels(char *name, size_t len) {
+    proc_t p;
+    RUN(&p, "version");
+    util_expect_exit(&p, 0);
+    const char *k = strstr(p.out.buf, "; kernels ");
+    cr_assert(k != NULL, "no kernels in: %s", p.out.buf);
+    k += strlen("; kernels ");
+    snprintf(name, len, "%.*s", (int)strcspn(k, "\n"), k);
+    util_proc_free(&p);
+}
+
+/* Debian's OpenBLAS 0.3.21 falls back to its SSE3 kernels on CPUs newer than its model table;
+ * auxps restarts itself with kernels as wide as the CPU's features, unless told otherwise. */
+Test(cli, openblas_runs_kernels_as_wide_as_the_cpu_unless_openblas_coretype_says) {
+    unsetenv("OPENBLAS_CORETYPE");
+    char name[64];
+    version_kernels(name, sizeof name);
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int wide512 = strcmp(name, "SkylakeX") == 0 || strcmp(name, "Cooperlake") == 0 ||
+                        strcmp(name, "SapphireRapids") == 0;
+    const int wide256 = wide512 || strcmp(name, "Haswell") == 0 || strcmp(name, "Zen") == 0 ||
+                        strcmp(name, "Excavator") == 0;
+    cr_log_info("OpenBLAS kernels %s; CPU AVX-512 %d, AVX2 %d", name, avx512, avx2);
+    if (avx512) cr_assert(wide512, "an AVX-512 CPU runs OpenBLAS's %s kernels", name);
+    else if (avx2) cr_assert(wide256, "an AVX2 CPU runs OpenBLAS's %s kernels", name);
+
+    cr_assert_eq(setenv("OPENBLAS_CORETYPE", "Prescott", 1), 0);
+    version_kernels(name, sizeof name);
+    cr_assert_str_eq(name, "Prescott", "OPENBLAS_CORETYPE=Prescott gave %s kernels", name);
+}
+
 /* ---- 8: SIGINT ---- */
 
 Test(cli, sigint_during_train_still_evaluates_exports_and_exits_130) {
