@@ -43,10 +43,16 @@ static void valid_cols(const conv_shape_t *s, int kx, int *lo, int *hi) {
     *hi = b;
 }
 
+/* Zeroes n floats, n usually 0 or 1 (a row's padding columns): a store, not a call to memset. */
+static inline void zero_few(float *p, int n) {
+    if (n == 1) p[0] = 0.0f;
+    else if (n > 1) memset(p, 0, sizeof(float) * (size_t)n);
+}
+
 /* im2col of a stride-1 convolution whose output is as wide as its input (2 pad = k - 1): the
  * valid rows of one (c, ky, kx) are one contiguous stretch of the input, copied at once, and
  * the columns that fall in the padding are zeroed after. */
-static void im2col_same(float *col, const float *x, const conv_shape_t *s) {
+static void im2col_same(float *col, const float *x, const conv_shape_t *s, int zeros) {
     const int k = s->k, w = s->w, ho = s->ho, howo = ho * w;
     for (int c = 0; c < s->cin; c++) {
         const float *xc = x + (size_t)c * s->h * w;
@@ -58,17 +64,20 @@ static void im2col_same(float *col, const float *x, const conv_shape_t *s) {
                 int lo, hi;
                 valid_cols(s, kx, &lo, &hi);
                 if (oy1 <= oy0 || lo >= hi) {
-                    memset(row, 0, sizeof(float) * (size_t)howo);
+                    if (zeros) memset(row, 0, sizeof(float) * (size_t)howo);
                     continue;
                 }
                 const size_t a = (size_t)oy0 * w + lo, b = (size_t)(oy1 - 1) * w + hi;
-                memset(row, 0, sizeof(float) * a);
+                if (zeros) {
+                    memset(row, 0, sizeof(float) * a);
+                    memset(row + b, 0, sizeof(float) * ((size_t)howo - b));
+                }
+                /* the stretch also covers the padding columns between its rows */
                 memcpy(row + a, xc + (ptrdiff_t)dy * w + (kx - s->pad) + a, sizeof(float) * (b - a));
-                memset(row + b, 0, sizeof(float) * ((size_t)howo - b));
                 for (int oy = oy0; oy < oy1; oy++) {
                     float *r = row + (size_t)oy * w;
-                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
-                    for (int ox = hi; ox < w; ox++) r[ox] = 0.0f;
+                    if (oy > oy0) zero_few(r, lo);
+                    if (oy < oy1 - 1) zero_few(r + hi, w - hi);
                 }
             }
         }
@@ -76,11 +85,13 @@ static void im2col_same(float *col, const float *x, const conv_shape_t *s) {
 }
 
 /* col (cin*k*k, ho*wo) from one image x (cin, h, w). The bounds are worked out once per kernel
- * column, so the inner loops are plain copies that the compiler vectorises. */
-static void im2col(float *col, const float *x, const conv_shape_t *s) {
+ * column, so the inner loops are plain copies that the compiler vectorises. The padding's
+ * zeros sit at the same places for every image of one shape: zeros = 0 leaves them as the last
+ * im2col of this shape into col wrote them, and writes only the image's values. */
+static void im2col(float *col, const float *x, const conv_shape_t *s, int zeros) {
     const int k = s->k, wo = s->wo, howo = s->ho * wo, st = s->stride;
     if (st == 1 && wo == s->w) {
-        im2col_same(col, x, s);
+        im2col_same(col, x, s, zeros);
         return;
     }
     for (int c = 0; c < s->cin; c++) {
@@ -95,17 +106,19 @@ static void im2col(float *col, const float *x, const conv_shape_t *s) {
                     const int iy = oy * st - s->pad + ky;
                     float *restrict r = row + oy * wo;
                     if (iy < 0 || iy >= s->h || lo >= hi) {
-                        memset(r, 0, sizeof(float) * (size_t)wo);
+                        if (zeros) memset(r, 0, sizeof(float) * (size_t)wo);
                         continue;
                     }
                     const float *restrict xr = xc + (size_t)iy * s->w; /* input column ox * st + off */
-                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (zeros) {
+                        zero_few(r, lo);
+                        zero_few(r + hi, wo - hi);
+                    }
                     if (st == 1) {
                         memcpy(r + lo, xr + lo + off, sizeof(float) * (size_t)(hi - lo));
                     } else {
                         for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * st + off];
                     }
-                    for (int ox = hi; ox < wo; ox++) r[ox] = 0.0f;
                 }
             }
         }
@@ -221,7 +234,7 @@ static void conv_forward_part(void *arg, int part) {
     for (int n = lo; n < hi; n++) {
         const float *b = image_at(j, n, buf);
         if (!conv_is_pointwise(s)) {
-            im2col(col, b, s);
+            im2col(col, b, s, n == lo);
             b = col;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, j->w, kk, b, howo,
@@ -262,7 +275,8 @@ static void conv_backward_part(void *arg, int part) {
         const float *dy = j->dout + n * osz;
         const float *b = image_at(j, n, buf);
         if (!pointwise) {
-            im2col(col, b, s);
+            /* with dx, col holds other values between images */
+            im2col(col, b, s, n == lo || j->dx != NULL);
             b = col;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
@@ -279,7 +293,7 @@ static void conv_backward_part(void *arg, int part) {
                         j->acc ? 1.0f : 0.0f, dx, howo);
         } else if (dx_conv) {
             const int hw = s->h * s->w, kt = s->cout * s->k * s->k;
-            im2col(col, dy, &t);
+            im2col(col, dy, &t, 1);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cin, hw, kt, 1.0f, j->wt, kt, col, hw,
                         j->acc ? 1.0f : 0.0f, dx, hw);
         } else {

@@ -101,12 +101,15 @@ static double conv_loss(const void *p) {
 
 /* n, cin, h, w, cout, k, stride, pad: k = 1, 3, 5; stride 1, 2; pad 0, 1, 2; non-square; batch > 1;
  * channel counts that are not powers of two; the 1x1 stride-1 pad-0 pointwise path; uncovered
- * input rows (h = 6, k = 3, stride 2, pad 0). */
+ * input rows (h = 6, k = 3, stride 2, pad 0); and batches of 9, whose parts hold several images,
+ * so that im2col reuses the padding's zeros of a part's first image. */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
     {2, 3, 5, 6, 4, 1, 1, 1},  {1, 3, 6, 6, 2, 3, 2, 0}, {2, 3, 7, 7, 3, 3, 1, 0},
     {1, 2, 5, 5, 3, 5, 1, 0},  {2, 12, 4, 4, 20, 3, 1, 1}, {3, 1, 9, 4, 1, 3, 2, 2},
+    {9, 2, 5, 4, 3, 3, 1, 1},  {9, 2, 7, 6, 3, 3, 2, 1},   {9, 1, 6, 6, 2, 3, 2, 0},
+    {9, 2, 6, 5, 2, 5, 1, 2},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -178,7 +181,8 @@ Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
 
 /* The fast path equals conv2d_forward_ref, and both equal the scatter reference in double. The
  * scratch buffer is exactly conv_scratch_size floats (ASan catches overruns), NULL for the
- * pointwise path, and the output is overwritten, not accumulated. */
+ * pointwise path, and starts as NaN (so a padding zero left unwritten shows); the output is
+ * overwritten, not accumulated. */
 Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
     util_rng_t r = {1};
     for (size_t t = 0; t < N_CONV_CASES; t++) {
@@ -191,6 +195,7 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
         util_fill_unif(x, nx, &r, -1, 1);
         util_fill_unif(w, nw, &r, -1, 1);
         for (size_t i = 0; i < no; i++) out[i] = 1e30f;
+        for (size_t i = 0; i < ncol; i++) col[i] = NAN;
         conv2d_forward(NULL, out, x, w, &s, col);
         conv2d_forward_ref(ref, x, w, &s);
         double *xd = to_double(x, nx), *wd = to_double(w, nw), *od = dalloc(no);
@@ -230,7 +235,9 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overw
         memcpy(dw2, dw0, sizeof(float) * nw);
         memcpy(dw3, dw0, sizeof(float) * nw);
         for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
+        for (size_t i = 0; i < ncol; i++) col[i] = NAN; /* as in the forward test */
         conv2d_backward(NULL, dx, dw, c, x, w, &s, col, 1);
+        for (size_t i = 0; i < ncol; i++) col[i] = NAN;
         conv2d_backward(NULL, NULL, dw2, c, x, w, &s, col, 1);
         conv2d_backward(NULL, dxo, dw3, c, x, w, &s, col, 0);
 
