@@ -294,6 +294,7 @@ Test(bench, sgemm_reports_the_fastest_call_per_thread_count) {
         cr_assert_geq(jnum(o, "calls"), 3);
         const double peak = jnum(o, "gflops"), mean = jnum(o, "gflops_mean");
         cr_assert(mean > 0 && isfinite(peak) && peak >= mean * 0.999, "peak %g, mean %g", peak, mean);
+        cr_assert(strlen(jstr(o, "kernels")) > 0, "no OpenBLAS kernels named: %s", p.out.buf);
     }
     json_decref(lines);
     util_proc_free(&p);
@@ -332,7 +333,8 @@ Test(bench, table_pairs_each_configuration_with_pytorch_and_the_peak) {
           "\"wbits\":2,\"abits\":2,\"aux\":true,\"batch\":128,\"threads\":1,\"images_per_s\":50.0}\n"
           "{\"bench\":\"compute\",\"impl\":\"auxps\",\"model\":\"resnet20\",\"wbits\":32,\"abits\":32,\"aux\":false,"
           "\"batch\":32,\"threads\":2,\"images_per_s\":30.0,\"gflops\":5.0}\n"
-          "{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"threads\":1,\"n\":1024,\"gflops\":50.0}\n"
+          "{\"bench\":\"sgemm\",\"impl\":\"openblas\",\"kernels\":\"SkylakeX\",\"threads\":1,\"n\":1024,"
+          "\"gflops\":50.0}\n"
           "{\"bench\":\"cluster\",\"mode\":\"cluster\",\"config\":\"c.ini\",\"workers\":2,\"threads\":1,\"steps\":60,"
           "\"images_per_s\":321.0,\"wall_s\":40.5}\n"
           "{\"bench\":\"load\",\"when\":\"end\",\"cpus\":2,\"loadavg_1min\":4.25}\n",
@@ -350,7 +352,8 @@ Test(bench, table_pairs_each_configuration_with_pytorch_and_the_peak) {
     cr_assert_not_null(r20, "%s", p.out.buf);
     cr_assert_eq(strchr(r20, '\n') - r20, strchr(line_with(p.out.buf, (const char *const[]){"resnet8", "W2A2", NULL}), '\n') -
                  line_with(p.out.buf, (const char *const[]){"resnet8", "W2A2", NULL}), "columns differ:\n%s", p.out.buf);
-    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"1 thread 50.0 GFLOP/s", NULL}), "%s", p.out.buf);
+    cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"OpenBLAS SkylakeX kernels", "1 thread 50.0 GFLOP/s",
+                                                                   NULL}), "%s", p.out.buf);
     cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"PyTorch 9.9", NULL}), "%s", p.out.buf);
     cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"cluster", "321.0", "40.5", NULL}), "%s", p.out.buf);
     cr_assert_not_null(line_with(p.out.buf, (const char *const[]){"2 CPUs", "3.50", "4.25", NULL}), "%s", p.out.buf);
