@@ -1204,28 +1204,49 @@ HOT static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint
 
 /* The payload of a PULL_REP, PUSH or STATS_PUSH into out (32-bit segments and f32) and, when
  * codes is non-NULL, the k-bit segments' codes into codes instead of their values into out. */
-static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps_error_t *err) {
-    uint64_t length;
-    uint32_t encoding = WIRE_ENC_F32, nsegs = 0;
-    const wire_seg_t *segs = NULL;
+/* The length, encoding and segments of m's float payload; AUXPS_EINVAL for a message without
+ * one. */
+static int payload_shape(const wire_msg_t *m, uint64_t *length, uint32_t *encoding, const wire_seg_t **segs,
+                         uint32_t *nsegs, auxps_error_t *err) {
+    *length = 0, *encoding = WIRE_ENC_F32, *segs = NULL, *nsegs = 0;
     switch (m->type) {
     case WIRE_PULL_REP:
-        length = m->pull_rep.length, encoding = m->pull_rep.encoding;
-        segs = m->pull_rep.segs, nsegs = m->pull_rep.nsegs;
-        break;
+        *length = m->pull_rep.length, *encoding = m->pull_rep.encoding;
+        *segs = m->pull_rep.segs, *nsegs = m->pull_rep.nsegs;
+        return 0;
     case WIRE_PUSH:
-        length = m->push.length, encoding = m->push.encoding;
-        segs = m->push.segs, nsegs = m->push.nsegs;
-        break;
-    case WIRE_STATS_PUSH: length = m->stats_push.length; break;
+        *length = m->push.length, *encoding = m->push.encoding;
+        *segs = m->push.segs, *nsegs = m->push.nsegs;
+        return 0;
+    case WIRE_STATS_PUSH: *length = m->stats_push.length; return 0;
     default:
-        return auxps_error_set(err, AUXPS_EINVAL, "%s carries no float payload",
-                               wire_type_name(m->type));
+        return auxps_error_set(err, AUXPS_EINVAL, "%s carries no float payload", wire_type_name(m->type));
     }
+}
+
+int wire_payload_f32_view(const wire_msg_t *m, const float **out, auxps_error_t *err) {
+    uint64_t length;
+    uint32_t encoding, nsegs;
+    const wire_seg_t *segs;
+    *out = NULL;
+    int rc = payload_shape(m, &length, &encoding, &segs, &nsegs, err);
+    if (rc != 0 || encoding != WIRE_ENC_F32 || length == 0) return rc;
+    if (m->payload == NULL || m->payload_size != length * 4)
+        return auxps_error_set(err, AUXPS_EFORMAT, "%s: payload is %zu bytes, expected %" PRIu64,
+                               wire_type_name(m->type), m->payload == NULL ? 0 : m->payload_size, length * 4);
+    if ((uintptr_t)m->payload % _Alignof(float) == 0) *out = (const float *)m->payload;
+    return 0;
+}
+
+static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps_error_t *err) {
+    uint64_t length;
+    uint32_t encoding, nsegs;
+    const wire_seg_t *segs;
+    int rc = payload_shape(m, &length, &encoding, &segs, &nsegs, err);
+    if (rc != 0) return rc;
     if (out == NULL || (m->payload == NULL && m->payload_size > 0))
         return auxps_error_set(err, AUXPS_EINVAL, "%s payload: NULL buffer", wire_type_name(m->type));
-    int rc = encoding == WIRE_ENC_F32 ? 0 : check_segs(wire_type_name(m->type), encoding, segs,
-                                                       nsegs, length, err);
+    rc = encoding == WIRE_ENC_F32 ? 0 : check_segs(wire_type_name(m->type), encoding, segs, nsegs, length, err);
     if (rc < 0) return rc;
     size_t want = encoding == WIRE_ENC_F32 ? length * 4 : wire_segs_bytes(segs, nsegs);
     if (m->payload_size != want)

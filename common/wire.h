@@ -32,8 +32,8 @@
  *   - A wire_msg_t filled for sending borrows everything: wire_encode and wire_send read the
  *     caller's shards, segments, config and payload and free none of them, except a payload
  *     given to wire_send with a free function (see wire_send).
- *   - Payload bytes received from ZeroMQ may be unaligned: read them with memcpy or
- *     wire_payload_f32, never through a float pointer. */
+ *   - Payload bytes received from ZeroMQ may be unaligned: read them with memcpy,
+ *     wire_payload_f32, or the pointer wire_payload_f32_view gives only when they are not. */
 #ifndef AUXPS_WIRE_H
 #define AUXPS_WIRE_H
 
@@ -411,6 +411,13 @@ void wire_in_close(wire_in_t *in);
  * size is wrong), AUXPS_EINVAL (a message without float payload, NULL out) or the error of
  * an invalid segment table (a hand-built m). */
 int wire_payload_f32(const wire_msg_t *m, float *out, auxps_error_t *err);
+
+/* The F32 payload of a decoded PULL_REP, PUSH or STATS_PUSH read in place: *out points into
+ * m's payload frame (valid as long as that frame is) when the payload is F32, not empty, and
+ * aligned for floats; otherwise *out is NULL, and wire_payload_f32 copies the values out.
+ * Returns 0, AUXPS_EFORMAT (an F32 payload of the wrong size) or AUXPS_EINVAL (a message
+ * without float payload). */
+int wire_payload_f32_view(const wire_msg_t *m, const float **out, auxps_error_t *err);
 
 /* As wire_payload_f32, but the codes of the k-bit segments (bits 1..8) go to codes (length
  * bytes, indexed as out) and their values are not written; 32-bit segments and f32 payloads are

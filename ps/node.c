@@ -861,22 +861,30 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
                w->in_sum ? ", which already pushed this clock" : "");
         return;
     }
+    /* An f32 gradient is read in place where it can be; a kbit run's is turned into dL/dw in
+     * n->grad. */
     auxps_error_t e = {0};
-    if (wire_payload_f32(m, n->grad, &e) != 0) {
+    const float *g = NULL;
+    int rc = n->kbit ? 0 : wire_payload_f32_view(m, &g, &e);
+    if (rc == 0 && g == NULL) {
+        rc = wire_payload_f32(m, n->grad, &e);
+        g = n->grad;
+    }
+    if (rc != 0) {
         refuse(n, in, m->type, m->rid, WIRE_ERR_BAD_MESSAGE, "%s", e.msg);
         return;
     }
-    uint64_t bad = coded_finite(p) ? n->len : first_non_finite(n->grad, n->len);
+    uint64_t bad = coded_finite(p) ? n->len : first_non_finite(g, n->len);
     if (bad < n->len) { /* nothing of it is applied: a NaN would spread to every parameter */
         refuse(n, in, m->type, m->rid, WIRE_ERR_NON_FINITE, "PUSH from worker %" PRIu32 ": gradient value %"
-               PRIu64 " is %g", p->worker, n->off + bad, (double)n->grad[bad]);
+               PRIu64 " is %g", p->worker, n->off + bad, (double)g[bad]);
         return;
     }
     if (n->kbit) quant_backward(n);
     uint64_t stale = p->version < n->version ? n->version - p->version : 0;
     if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
     if (n->consistency == WIRE_CONS_BSP) {
-        for (uint64_t i = 0; i < n->len; i++) n->sum[i] += (double)p->samples * n->grad[i];
+        for (uint64_t i = 0; i < n->len; i++) n->sum[i] += (double)p->samples * g[i];
         n->sum_samples += p->samples;
         n->sum_clock = p->clock;
         if (stale > n->sum_stale) n->sum_stale = stale;
@@ -884,7 +892,7 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         w->in_sum = 1;
         if (n->sum_count >= n->num_workers) apply_sum(n);
     } else {
-        apply_update(n, n->grad, stale, 1);
+        apply_update(n, g, stale, 1);
         if (p->clock + 1 > w->clock) w->clock = p->clock + 1;
     }
     ack(n, in, m->rid, WIRE_VEC_PARAMS);

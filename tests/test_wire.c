@@ -1280,6 +1280,39 @@ static void wait_for_freed(int n) {
 
 TestSuite(wire_zmq, .init = zmq_up, .fini = zmq_down, .timeout = 30);
 
+/* The in-place view of an f32 payload: the frame itself when aligned, NULL (copy it out) when
+ * not or when the payload is coded, and the size and type checks of wire_payload_f32. */
+Test(wire, an_f32_payload_is_viewed_in_place_only_when_aligned) {
+    float buf[9] = {0};
+    unsigned char *bytes = (unsigned char *)buf;
+    wire_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = WIRE_PUSH;
+    m.push = (wire_push_t){.worker = 1, .length = 8, .samples = 1, .encoding = WIRE_ENC_F32};
+    m.payload = bytes;
+    m.payload_size = 32;
+    auxps_error_t e = {0};
+    const float *v = (const float *)1;
+    cr_assert_eq(wire_payload_f32_view(&m, &v, &e), 0, "%s", e.msg);
+    cr_assert_eq(v, buf);
+    m.payload = bytes + 1; /* as a frame may sit in ZeroMQ's receive buffer */
+    cr_assert_eq(wire_payload_f32_view(&m, &v, &e), 0, "%s", e.msg);
+    cr_assert_null(v, "an unaligned payload is not read through a float pointer");
+    m.payload = bytes;
+    m.payload_size = 28;
+    cr_assert_eq(wire_payload_f32_view(&m, &v, &e), AUXPS_EFORMAT);
+    cr_assert_null(v);
+    cr_assert(strstr(e.msg, "28 bytes") != NULL, "%s", e.msg);
+    m.payload_size = 8; /* a q8 push of 8 one-byte codes: decoded, never viewed */
+    wire_seg_t seg = {.length = 8, .bits = 8, .lo = -1.0f, .step = 1.0f / 128};
+    m.push.encoding = WIRE_ENC_Q8, m.push.segs = &seg, m.push.nsegs = 1;
+    cr_assert_eq(wire_payload_f32_view(&m, &v, &e), 0, "%s", e.msg);
+    cr_assert_null(v);
+    m.type = WIRE_HEARTBEAT;
+    cr_assert_eq(wire_payload_f32_view(&m, &v, &e), AUXPS_EINVAL);
+    cr_assert_null(v);
+}
+
 Test(wire_zmq, a_push_of_87044_floats_crosses_tcp_intact_without_a_copy) {
     float *grad = malloc(NGRAD * sizeof(float)), *expect = malloc(NGRAD * sizeof(float));
     cr_assert(grad && expect);
@@ -1321,6 +1354,10 @@ Test(wire_zmq, a_push_of_87044_floats_crosses_tcp_intact_without_a_copy) {
     cr_assert_eq(wire_payload_f32(&d, out, &e), 0, "%s", e.msg);
     cr_assert(memcmp(out, expect, NGRAD * sizeof(float)) == 0);
     cr_assert(signbit(out[0]) && out[1] == 1e-45f && out[2] == FLT_MAX);
+    /* ZeroMQ gives a frame this large its own allocation, so the node reads it in place. */
+    const float *view = NULL;
+    cr_assert_eq(wire_payload_f32_view(&d, &view, &e), 0, "%s", e.msg);
+    cr_assert_eq((const void *)view, d.payload, "an aligned f32 payload is read in place");
 
     /* The node answers on the route it learned; the worker matches the reply by rid. */
     wire_msg_t ack;
