@@ -1202,8 +1202,6 @@ HOT static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint
     }
 }
 
-/* The payload of a PULL_REP, PUSH or STATS_PUSH into out (32-bit segments and f32) and, when
- * codes is non-NULL, the k-bit segments' codes into codes instead of their values into out. */
 /* The length, encoding and segments of m's float payload; AUXPS_EINVAL for a message without
  * one. */
 static int payload_shape(const wire_msg_t *m, uint64_t *length, uint32_t *encoding, const wire_seg_t **segs,
@@ -1238,6 +1236,8 @@ int wire_payload_f32_view(const wire_msg_t *m, const float **out, auxps_error_t 
     return 0;
 }
 
+/* The payload of a PULL_REP, PUSH or STATS_PUSH into out (32-bit segments and f32) and, when
+ * codes is non-NULL, the k-bit segments' codes into codes instead of their values into out. */
 static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps_error_t *err) {
     uint64_t length;
     uint32_t encoding, nsegs;
