@@ -20,7 +20,8 @@ float optim_lr(const optim_t *o, long step) {
     }
 }
 
-HOT void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *buf, size_t n) {
+HOT void optim_sgd_to(const optim_t *o, float lr, float *out, const float *w, const float *g, float *buf,
+                      size_t n) {
     const float mu = o->momentum, wd = o->weight_decay;
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * w[i];
@@ -28,6 +29,10 @@ HOT void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *
             buf[i] = mu * buf[i] + d;
             d = o->nesterov ? d + mu * buf[i] : buf[i];
         }
-        w[i] -= lr * d;
+        out[i] = w[i] - lr * d;
     }
+}
+
+void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *buf, size_t n) {
+    optim_sgd_to(o, lr, w, w, g, buf, n);
 }

@@ -24,4 +24,7 @@ float optim_lr(const optim_t *o, long step);
 /* One SGD update of n parameters w with gradient g and momentum buffer buf (same length). */
 void optim_sgd(const optim_t *o, float lr, float *w, const float *g, float *buf, size_t n);
 
+/* The same update written to out instead of w (out may be w): the same bits as optim_sgd. */
+void optim_sgd_to(const optim_t *o, float lr, float *out, const float *w, const float *g, float *buf, size_t n);
+
 #endif

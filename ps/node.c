@@ -29,9 +29,10 @@
 #define NODE_DATA_BURST 256      /* data messages handled before the coordinator is looked at */
 #define NODE_HWM 64              /* queued messages per peer on the data socket */
 
-/* An immutable copy of one vector's shard at one generation (params: the version), shared by
- * the PULL_REPs that send it without a copy. The last reference, the node's or that of
- * ZeroMQ's free callback on an I/O thread, frees it. */
+/* One vector's shard at one generation, shared by the PULL_REPs that send it without a copy:
+ * the stats snapshot of a generation, or the params themselves (pcur), which the node updates
+ * in place only while no reply holds them. The last reference, the node's or that of ZeroMQ's
+ * free callback on an I/O thread, frees it. */
 typedef struct {
     atomic_int refs;
     uint64_t gen;
@@ -80,8 +81,12 @@ struct node {
     auxps_config_t cfg;
     uint64_t off, len, soff, slen;       /* the shard: params [off, off+len), stats [soff, soff+slen) */
 
-    /* The shard's state. */
-    float *params, *momentum;            /* (len) */
+    /* The shard's state. The params live in pcur, which the PULL_REPs send without a copy;
+     * pspare is the buffer the next update writes while ZeroMQ still reads pcur (reply_pull
+     * keeps one whenever it shares pcur). */
+    snap_t *pcur, *pspare;
+    float *params;                       /* (len) pcur->data */
+    float *momentum;                     /* (len) */
     float *stats;                        /* (slen) the values served */
     float *grad;                         /* (len) scratch: a decoded gradient */
     float *sbuf;                         /* (slen) scratch: decoded statistics */
@@ -93,7 +98,7 @@ struct node {
     uint64_t version;                    /* optimizer steps applied */
     uint64_t stats_gen;                  /* changes with every stats push */
     int stats_dirty;                     /* the average must be recomputed */
-    snap_t *psnap, *ssnap;               /* latest snapshots, or NULL */
+    snap_t *ssnap;                       /* the latest stats snapshot, or NULL */
 
     /* k-bit pulls (cluster.pull = kbit; CLUSTER.md "Bytes per step"): the shard's tensors, the
      * packed codes of the params at ksnap->gen, and their segment table. */
@@ -136,12 +141,17 @@ static void say(node_t *n, const char *fmt, ...) {
 
 /* ---- snapshots ------------------------------------------------------------------------- */
 
-static snap_t *snap_new(const float *src, size_t len, uint64_t gen) {
+static snap_t *snap_alloc(size_t len, uint64_t gen) {
     snap_t *s = malloc(sizeof *s + len * sizeof(float));
     if (s == NULL) return NULL;
     atomic_init(&s->refs, 1);
     s->gen = gen;
-    memcpy(s->data, src, len * sizeof(float));
+    return s;
+}
+
+static snap_t *snap_new(const float *src, size_t len, uint64_t gen) {
+    snap_t *s = snap_alloc(len, gen);
+    if (s != NULL) memcpy(s->data, src, len * sizeof(float));
     return s;
 }
 
@@ -271,7 +281,8 @@ fail:
 }
 
 static void free_run(node_t *n) {
-    free(n->params);
+    snap_unref(n->pcur);
+    snap_unref(n->pspare);
     free(n->momentum);
     free(n->stats);
     free(n->grad);
@@ -281,7 +292,6 @@ static void free_run(node_t *n) {
         for (uint32_t i = 0; i < WIRE_MAX_WORKERS; i++) free(n->workers[i].stats);
     free(n->workers);
     free(n->seen);
-    snap_unref(n->psnap);
     snap_unref(n->ssnap);
     snap_unref(n->ksnap);
     free(n->tens);
@@ -295,7 +305,7 @@ static void free_run(node_t *n) {
     n->sum = NULL;
     n->workers = NULL;
     n->seen = NULL;
-    n->psnap = n->ssnap = NULL;
+    n->pcur = n->pspare = n->ssnap = NULL;
 }
 
 void node_destroy(node_t **np) {
@@ -534,18 +544,25 @@ static void reply_pull(node_t *n, const unsigned char *route, size_t route_size,
         reply_pull_kbit(n, route, route_size, rid, p);
         return;
     }
-    snap_t **sp = params ? &n->psnap : &n->ssnap;
-    if (!params && n->stats_dirty) recompute_stats(n);
-    uint64_t gen = params ? n->version : n->stats_gen;
-    if (*sp == NULL || (*sp)->gen != gen) {
-        snap_unref(*sp);
-        *sp = params ? snap_new(n->params, n->len, gen) : snap_new(n->stats, n->slen, gen);
-        if (*sp == NULL) {
-            refuse_route(n, route, route_size, rid, "out of memory for a snapshot");
+    snap_t *s;
+    if (params) {
+        /* pcur itself goes out; the next update then writes pspare (apply_update) */
+        if (n->pspare == NULL && (n->pspare = snap_alloc(n->len, 0)) == NULL) {
+            refuse_route(n, route, route_size, rid, "out of memory for a params buffer");
             return;
         }
+        s = n->pcur;
+    } else {
+        if (n->stats_dirty) recompute_stats(n);
+        if (n->ssnap == NULL || n->ssnap->gen != n->stats_gen) {
+            snap_unref(n->ssnap);
+            if ((n->ssnap = snap_new(n->stats, n->slen, n->stats_gen)) == NULL) {
+                refuse_route(n, route, route_size, rid, "out of memory for a snapshot");
+                return;
+            }
+        }
+        s = n->ssnap;
     }
-    snap_t *s = *sp;
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = WIRE_PULL_REP;
@@ -583,7 +600,19 @@ static void ack(node_t *n, const wire_in_t *in, uint32_t rid, uint32_t vec) {
 static void apply_update(node_t *n, const float *g, uint64_t staleness, uint32_t batches) {
     float lr = optim_lr(&n->optim, n->step);
     if (n->cfg.cluster.staleness_lr && staleness > 1) lr /= (float)staleness;
-    optim_sgd(&n->optim, lr, n->params, g, n->momentum, n->len);
+    snap_t *old = n->pcur;
+    if (atomic_load(&old->refs) > 1) {
+        /* A PULL_REP that ZeroMQ has not sent reads old: the update goes to the spare, and old
+         * is freed by the last of its readers. A count that drops meanwhile only costs this. */
+        n->pcur = n->pspare;
+        n->pspare = NULL;
+        n->params = n->pcur->data;
+        optim_sgd_to(&n->optim, lr, n->params, old->data, g, n->momentum, n->len);
+        snap_unref(old);
+        n->cnt.fresh_buffers++;
+    } else {
+        optim_sgd(&n->optim, lr, n->params, g, n->momentum, n->len);
+    }
     n->step += batches;
     n->version++;
     n->cnt.version = n->version;
@@ -1042,7 +1071,8 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     n->num_workers = w->num_workers;
     n->heartbeat_ms = w->heartbeat_ms;
     n->timeout_ms = w->timeout_ms;
-    n->params = malloc(n->len * sizeof(float));
+    n->pcur = snap_alloc(n->len, 0);
+    n->params = n->pcur != NULL ? n->pcur->data : NULL;
     n->momentum = calloc(n->len, sizeof(float));
     n->grad = malloc(n->len * sizeof(float));
     n->stats = malloc((n->slen ? n->slen : 1) * sizeof(float));

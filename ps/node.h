@@ -70,6 +70,8 @@ typedef struct {
     uint64_t checkpoint_version; /* of the newest checkpoint written; 0 = none */
     uint64_t checkpoint_unix_ms; /* when it was written */
     uint64_t bytes_in, bytes_out; /* payload bytes of pushes received and PULL_REPs sent */
+    uint64_t fresh_buffers;      /* updates written to a new params buffer because ZeroMQ was
+                                    still sending the old one in a PULL_REP */
     uint64_t auth_refused;       /* CURVE: connection attempts with a key not admitted (curve.h) */
     uint64_t rejected[WIRE_REJECT_COUNT]; /* refused messages by kind (WIRE_REJECT_*); every
                                            * refusal but the node's own out-of-memory counts */

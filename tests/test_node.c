@@ -385,6 +385,58 @@ Test(node, a_push_changes_the_slice_exactly_as_optim_sgd) {
     free(got);
 }
 
+/* A PULL and a PUSH sent back to back: the node answers the PULL with its params buffer
+ * itself and applies the PUSH while ZeroMQ may still be sending that buffer, so the update goes
+ * to a fresh one (counted). Every PULL_REP holds exactly the params of the version it names. */
+Test(node, a_pull_reply_in_flight_keeps_its_version_while_the_next_push_is_applied) {
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    const size_t len = my()->length;
+    enum { ROUNDS = 40 };
+    float *g = malloc(len * sizeof(float)), *buf = calloc(len, sizeof(float)), *got = malloc(len * sizeof(float));
+    float *want = malloc((ROUNDS + 1) * len * sizeof(float)); /* the params at every version */
+    memcpy(want, fx.init + my()->offset, len * sizeof(float));
+    wire_msg_t m;
+    wire_in_t in = {0};
+    auxps_error_t e = {0};
+    for (int k = 0; k < ROUNDS; k++) {
+        gradient(g, len, 0.01f, k);
+        memcpy(want + (size_t)(k + 1) * len, want + (size_t)k * len, len * sizeof(float));
+        optim_sgd(&fx.optim, optim_lr(&fx.optim, k), want + (size_t)(k + 1) * len, g, buf, len);
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PULL;
+        m.rid = ++fx.rid;
+        m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_PARAMS, my()->offset, len, (uint64_t)k, WIRE_ENC_F32};
+        send_to(fx.w[0], NULL, 0, &m);
+        const uint32_t pull_rid = fx.rid;
+        m = push_msg(0, (uint64_t)k, (uint64_t)k, BATCH, g);
+        send_to(fx.w[0], NULL, 0, &m);
+        expect(fx.w[0], 0, WIRE_PULL_REP, &in, &m);
+        cr_assert_eq(m.rid, pull_rid);
+        const uint64_t v = m.pull_rep.version;
+        cr_assert_eq(v, (uint64_t)k, "the PULL came before the PUSH");
+        cr_assert_eq(wire_payload_f32(&m, got, &e), 0, "%s", e.msg);
+        cr_assert(memcmp(got, want + v * len, len * sizeof(float)) == 0, "round %d: the reply of version %" PRIu64
+                  " holds other params", k, v);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+        expect(fx.w[0], 0, WIRE_PUSH_ACK, &in, &m);
+        cr_assert_eq(m.push_ack.version, (uint64_t)k + 1);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+    }
+    cr_assert_eq(pull(fx.w[0], 0, WIRE_VEC_PARAMS, ROUNDS, got), ROUNDS);
+    cr_assert(memcmp(got, want + (size_t)ROUNDS * len, len * sizeof(float)) == 0, "the final params differ");
+    node_counters_t c;
+    node_get_counters(fx.node, &c);
+    cr_log_info("%" PRIu64 " of %d updates went to a fresh buffer", c.fresh_buffers, ROUNDS);
+    cr_assert_gt(c.fresh_buffers, 0, "no update found its buffer still being sent");
+    finish();
+    free(g);
+    free(buf);
+    free(got);
+    free(want);
+}
+
 /* Restarts the fixture's run as a kbit run (cluster.pull = kbit; CLUSTER.md "Bytes per step")
  * whose shard 1 starts at the first tensor boundary past the middle. */
 static void kbit_run(model_t **m) {
