@@ -288,6 +288,8 @@ static int print_info(FILE *out, const char *url, const json_t *s, auxps_error_t
     fprintf(out, "consistency:%s\nstaleness_bound:%s\n", jtext(s, "consistency"),
             fmt(a, sizeof a, jnum(s, "staleness_bound"), -1));
     if (json_object_get(s, "pull") != NULL) fprintf(out, "pull:%s\npush:%s\n", jtext(s, "pull"), jtext(s, "push"));
+    if (json_object_get(s, "prefetch") != NULL)
+        fprintf(out, "prefetch:%s\n", json_is_true(json_object_get(s, "prefetch")) ? "on" : "off");
     const double age = jnum(s, "snapshot_age_s");
     if (age > 5) fprintf(out, "warning:no update from the coordinator for %.0f s\n", age);
 

@@ -1712,6 +1712,7 @@ static void publish_status(coord_t *c, int final) {
     snprintf(s->consistency, sizeof s->consistency, "%s", cons_name(cf->cluster.consistency));
     snprintf(s->pull, sizeof s->pull, "%s", cf->cluster.pull == PULL_KBIT ? "kbit" : "f32");
     snprintf(s->push, sizeof s->push, "%s", cf->cluster.push == PUSH_Q8 ? "q8" : "f32");
+    s->prefetch = cf->cluster.prefetch;
     s->staleness_bound = cf->cluster.consistency == CONS_SSP ? cf->cluster.staleness
                          : cf->cluster.consistency == CONS_BSP ? 0 : -1;
     s->epoch = c->started ? (c->epoch < cf->train.epochs ? c->epoch + 1 : cf->train.epochs) : 0;

@@ -159,6 +159,7 @@ int status_json(const status_snapshot_t *s, double age_s, double now_unix, char 
     jset(&c, root, "staleness_bound", s->staleness_bound >= 0 ? json_integer(s->staleness_bound) : json_null());
     jset(&c, root, "pull", jstr(s->pull, sizeof s->pull));
     jset(&c, root, "push", jstr(s->push, sizeof s->push));
+    jset(&c, root, "prefetch", json_boolean(s->prefetch));
     jset(&c, root, "epoch", json_integer(s->epoch));
     jset(&c, root, "epochs", json_integer(s->epochs));
     jset(&c, root, "step", juint(s->step));

@@ -65,6 +65,7 @@ typedef struct {
     } model;
     char consistency[8];           /* "async", "ssp", "bsp" */
     char pull[8], push[8];         /* cluster.pull ("f32", "kbit") and cluster.push ("f32", "q8") */
+    int prefetch;                  /* cluster.prefetch: workers pull the next version during a step */
     int staleness_bound;           /* ssp's s; 0 for bsp; < 0 = none (async) */
     int epoch, epochs;             /* epoch in progress, 1-based (0 before the first); total */
     uint64_t step, total_steps;    /* batches trained over all workers; planned */

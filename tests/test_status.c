@@ -70,6 +70,7 @@ static void fill_snapshot(status_snapshot_t *s, uint64_t step) {
     snprintf(s->consistency, sizeof s->consistency, "ssp");
     snprintf(s->pull, sizeof s->pull, "kbit");
     snprintf(s->push, sizeof s->push, "q8");
+    s->prefetch = 1;
     s->staleness_bound = 2;
     s->epochs = 10;
     s->epoch = 1 + (int)(step / 469);
@@ -434,6 +435,7 @@ Test(status, json_carries_every_field_of_the_schema) {
     cr_assert_str_eq(json_string_value(json_object_get(j, "consistency")), "ssp");
     cr_assert_str_eq(json_string_value(json_object_get(j, "pull")), "kbit");
     cr_assert_str_eq(json_string_value(json_object_get(j, "push")), "q8");
+    cr_assert(json_is_true(json_object_get(j, "prefetch")));
     cr_assert_eq(jnum(j, "staleness_bound"), 2);
     cr_assert_eq(jnum(j, "epoch"), 2);
     cr_assert_eq(jnum(j, "epochs"), 10);
@@ -1188,7 +1190,7 @@ Test(status, auxps_status_prints_an_info_view_with_an_epoch_progress_bar) {
     util_expect_exit(&p, 0);
     const char *out = p.out.buf;
     const char *want[] = {"# Run\n", "state:training\n", "model:resnet8 W2A2, auxiliary module on, 87044 params\n",
-                          "consistency:ssp\n", "staleness_bound:2\n", "pull:kbit\npush:q8\n", "epoch:2/10\n",
+                          "consistency:ssp\n", "staleness_bound:2\n", "pull:kbit\npush:q8\nprefetch:on\n", "epoch:2/10\n",
                           "epoch_progress:[####################....................]  48.9% (23/47 chunks done, 2 leased)\n",
                           "step:700/4690\n", "loss_low:0.2500\n", "test_accuracy:0.7500 (75.00%)\n",
                           "checkpoint:none\n", "# Workers\nworkers:2\n",
@@ -1299,8 +1301,8 @@ Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counte
                                                    "train.batch_size=32", "--set", "train.epochs=200", "--set",
                                                    "cluster.chunk_batches=2", "--set", "train.log_interval=20",
                                                    "--set", "cluster.heartbeat_ms=200", "--set",
-                                                   "cluster.timeout_ms=3000", "--set", port_set, "--set", out_set,
-                                                   NULL});
+                                                   "cluster.timeout_ms=3000", "--set", "cluster.prefetch=true",
+                                                   "--set", port_set, "--set", out_set, NULL});
     util_proc_start(&n0, (const char *const[]){"ps", "--coordinator", ep, NULL});
     util_proc_start(&n1, (const char *const[]){"ps", "--coordinator", ep, NULL});
     for (int i = 0; i < 2; i++)
@@ -1333,6 +1335,7 @@ Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counte
     cr_assert_gt(jnum(b, "step"), jnum(a, "step"), "step moves");
     cr_assert_gt(shard_updates(b, 0), shard_updates(a, 0), "shard 0's updates move");
     cr_assert_gt(jnum(b, "samples_per_s"), 0);
+    cr_assert(json_is_true(json_object_get(b, "prefetch")), "the run's cluster.prefetch");
     cr_assert_eq(json_array_size(json_object_get(b, "shards")), 2);
     const json_t *wk = json_array_get(json_object_get(b, "workers"), 0);
     cr_assert_lt(jnum(wk, "heartbeat_age_s"), 2.0);
