@@ -84,8 +84,7 @@ struct node {
     /* The shard's state. The params live in pcur, which the PULL_REPs send without a copy;
      * pspare is the buffer the next update writes while ZeroMQ still reads pcur (reply_pull
      * keeps one whenever it shares pcur). */
-    snap_t *pcur, *pspare;
-    float *params;                       /* (len) pcur->data */
+    snap_t *pcur, *pspare;               /* data: (len) */
     float *momentum;                     /* (len) */
     float *stats;                        /* (slen) the values served */
     float *grad;                         /* (len) scratch: a decoded gradient */
@@ -171,7 +170,7 @@ static const float *shard_tanh(node_t *n) {
     if (n->tw_version != n->version) {
         for (uint32_t i = 0; i < n->ntens; i++)
             if (n->tens[i].quantized)
-                quant_weight_tanh(n->tw + n->tens[i].off, n->params + n->tens[i].off, n->tens[i].len);
+                quant_weight_tanh(n->tw + n->tens[i].off, n->pcur->data + n->tens[i].off, n->tens[i].len);
         n->tw_version = n->version;
     }
     return n->tw;
@@ -192,7 +191,7 @@ static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
             const ntensor_t *t = &n->tens[i];
             if (!t->quantized) continue;
             while (n->ksegs[si].bits == 32) si++;
-            const float *w = n->params + t->off;
+            const float *w = n->pcur->data + t->off;
             if (k == 1) {
                 quant_weight_forward(n->qbuf, n->codes + t->off, w, t->len, k);
                 const float e = quant_weight_mean(w, t->len);
@@ -210,7 +209,7 @@ static snap_t *kbit_snapshot(node_t *n, size_t *bytes) {
         atomic_init(&s->refs, 1);
         s->gen = n->version;
         auxps_error_t e = {0};
-        if (wire_pack_codes(n->ksegs, ns, n->codes, n->params, s->data, size, &e) != 0) {
+        if (wire_pack_codes(n->ksegs, ns, n->codes, n->pcur->data, s->data, size, &e) != 0) {
             say(n, "internal: k-bit snapshot: %s", e.msg);
             free(s);
             return NULL;
@@ -301,7 +300,7 @@ static void free_run(node_t *n) {
     free(n->ksegs);
     n->tens = NULL, n->codes = NULL, n->qbuf = NULL, n->tw = NULL, n->ksegs = NULL, n->ksnap = NULL;
     n->ntens = 0;
-    n->params = n->momentum = n->stats = n->grad = n->sbuf = NULL;
+    n->momentum = n->stats = n->grad = n->sbuf = NULL;
     n->sum = NULL;
     n->workers = NULL;
     n->seen = NULL;
@@ -606,12 +605,11 @@ static void apply_update(node_t *n, const float *g, uint64_t staleness, uint32_t
          * is freed by the last of its readers. A count that drops meanwhile only costs this. */
         n->pcur = n->pspare;
         n->pspare = NULL;
-        n->params = n->pcur->data;
-        optim_sgd_to(&n->optim, lr, n->params, old->data, g, n->momentum, n->len);
+        optim_sgd_to(&n->optim, lr, n->pcur->data, old->data, g, n->momentum, n->len);
         snap_unref(old);
         n->cnt.fresh_buffers++;
     } else {
-        optim_sgd(&n->optim, lr, n->params, g, n->momentum, n->len);
+        optim_sgd(&n->optim, lr, old->data, g, n->momentum, n->len);
     }
     n->step += batches;
     n->version++;
@@ -676,7 +674,7 @@ static void write_checkpoint(node_t *n) {
                                n->cnt.pushes, n->cnt.stats_pushes};
     for (int i = 0; i < 9; i++) ckpt_put_u64(b + 8 * i, fixed[i]);
     unsigned char *p = b + NODE_CKPT_FIXED; /* little-endian host (wire.c) */
-    memcpy(p, n->params, n->len * sizeof(float));
+    memcpy(p, n->pcur->data, n->len * sizeof(float));
     memcpy(p + n->len * sizeof(float), n->momentum, n->len * sizeof(float));
     memcpy(p + 2 * n->len * sizeof(float), n->stats, n->slen * sizeof(float));
     auxps_error_t e = {0};
@@ -731,7 +729,7 @@ static int load_checkpoint(node_t *n, auxps_error_t *err) {
     n->cnt.stats_pushes = ckpt_get_u64(b + 64);
     n->cnt.version = n->version;
     const unsigned char *p = b + NODE_CKPT_FIXED;
-    memcpy(n->params, p, n->len * sizeof(float));
+    memcpy(n->pcur->data, p, n->len * sizeof(float));
     memcpy(n->momentum, p + n->len * sizeof(float), n->len * sizeof(float));
     memcpy(n->stats, p + 2 * n->len * sizeof(float), n->slen * sizeof(float));
     n->ckpt_version = n->version;
@@ -799,7 +797,7 @@ static void quant_backward(node_t *n) {
             continue;
         }
         memset(n->qbuf, 0, t->len * sizeof(float));
-        quant_weight_backward(n->qbuf, n->grad + t->off, n->params + t->off, t->len, 1);
+        quant_weight_backward(n->qbuf, n->grad + t->off, n->pcur->data + t->off, t->len, 1);
         memcpy(n->grad + t->off, n->qbuf, t->len * sizeof(float));
     }
 }
@@ -1072,7 +1070,6 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     n->heartbeat_ms = w->heartbeat_ms;
     n->timeout_ms = w->timeout_ms;
     n->pcur = snap_alloc(n->len, 0);
-    n->params = n->pcur != NULL ? n->pcur->data : NULL;
     n->momentum = calloc(n->len, sizeof(float));
     n->grad = malloc(n->len * sizeof(float));
     n->stats = malloc((n->slen ? n->slen : 1) * sizeof(float));
@@ -1080,14 +1077,14 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     n->sum = w->consistency == WIRE_CONS_BSP ? calloc(n->len, sizeof(double)) : NULL;
     n->workers = calloc(WIRE_MAX_WORKERS, sizeof *n->workers);
     n->seen = calloc(WIRE_MAX_WORKERS, sizeof *n->seen);
-    if (!n->params || !n->momentum || !n->grad || !n->stats || !n->sbuf || !n->workers || !n->seen ||
+    if (!n->pcur || !n->momentum || !n->grad || !n->stats || !n->sbuf || !n->workers || !n->seen ||
         (w->consistency == WIRE_CONS_BSP && n->sum == NULL)) {
         rc = auxps_error_set(err, AUXPS_ENOMEM, "out of memory for a shard of %" PRIu64 " floats", n->len);
         goto refused;
     }
     if ((rc = shard_tensors(n, model, err)) != 0) goto refused;
     model_init(model, w->seed);
-    memcpy(n->params, model_params(model) + n->off, n->len * sizeof(float));
+    memcpy(n->pcur->data, model_params(model) + n->off, n->len * sizeof(float));
     memcpy(n->stats, model_stats(model) + n->soff, n->slen * sizeof(float));
     const long b = n->cfg.train.batch_size, spe = (ds.n + b - 1) / b;
     long total = spe * n->cfg.train.epochs;
