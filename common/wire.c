@@ -1222,6 +1222,13 @@ static int payload_shape(const wire_msg_t *m, uint64_t *length, uint32_t *encodi
     }
 }
 
+/* AUXPS_EFORMAT unless m's payload is want bytes. */
+static int payload_size_check(const wire_msg_t *m, size_t want, auxps_error_t *err) {
+    if (m->payload_size == want) return 0;
+    return auxps_error_set(err, AUXPS_EFORMAT, "%s: payload is %zu bytes, expected %zu", wire_type_name(m->type),
+                           m->payload_size, want);
+}
+
 int wire_payload_f32_view(const wire_msg_t *m, const float **out, auxps_error_t *err) {
     uint64_t length;
     uint32_t encoding, nsegs;
@@ -1229,10 +1236,8 @@ int wire_payload_f32_view(const wire_msg_t *m, const float **out, auxps_error_t 
     *out = NULL;
     int rc = payload_shape(m, &length, &encoding, &segs, &nsegs, err);
     if (rc != 0 || encoding != WIRE_ENC_F32 || length == 0) return rc;
-    if (m->payload == NULL || m->payload_size != length * 4)
-        return auxps_error_set(err, AUXPS_EFORMAT, "%s: payload is %zu bytes, expected %" PRIu64,
-                               wire_type_name(m->type), m->payload == NULL ? 0 : m->payload_size, length * 4);
-    if ((uintptr_t)m->payload % _Alignof(float) == 0) *out = (const float *)m->payload;
+    if ((rc = payload_size_check(m, length * 4, err)) != 0) return rc;
+    if (m->payload != NULL && (uintptr_t)m->payload % _Alignof(float) == 0) *out = (const float *)m->payload;
     return 0;
 }
 
@@ -1249,9 +1254,7 @@ static int payload_unpack(const wire_msg_t *m, float *out, uint8_t *codes, auxps
     rc = encoding == WIRE_ENC_F32 ? 0 : check_segs(wire_type_name(m->type), encoding, segs, nsegs, length, err);
     if (rc < 0) return rc;
     size_t want = encoding == WIRE_ENC_F32 ? length * 4 : wire_segs_bytes(segs, nsegs);
-    if (m->payload_size != want)
-        return auxps_error_set(err, AUXPS_EFORMAT, "%s: payload is %zu bytes, expected %zu",
-                               wire_type_name(m->type), m->payload_size, want);
+    if ((rc = payload_size_check(m, want, err)) != 0) return rc;
     const uint8_t *p = m->payload;
     if (encoding == WIRE_ENC_F32) {
         if (want > 0) memcpy(out, p, want);
