@@ -45,10 +45,9 @@ const char *blas_better_core(void) {
     return can == 2 ? "SkylakeX" : "Haswell";
 }
 
-int blas_select(char **argv, const char **why) {
-    const char *core = blas_better_core();
-    if (!core) return 0;
-    if (setenv("OPENBLAS_CORETYPE", core, 1) != 0) {
+int blas_select(char **argv, const char **core, const char **why) {
+    if ((*core = blas_better_core()) == NULL) return 0;
+    if (setenv("OPENBLAS_CORETYPE", *core, 1) != 0) {
         *why = strerror(errno);
         return -1;
     }

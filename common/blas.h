@@ -23,7 +23,8 @@ const char *blas_better_core(void);
  * /proc/self/exe with argv (child processes inherit the variable and are not re-executed).
  * Call first thing in main, before any thread exists. Returns 0 when there was nothing to do,
  * and -1 when the exec failed: the process then goes on with the kernels it has, its children
- * are told to run the same ones, and *why says what failed (errno's text). */
-int blas_select(char **argv, const char **why);
+ * are told to run the same ones, *core names the kernels it tried and *why says what failed
+ * (errno's text). */
+int blas_select(char **argv, const char **core, const char **why);
 
 #endif

@@ -227,8 +227,8 @@ static int cmd_keygen(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    const char *why = NULL, *better = blas_better_core();
-    if (blas_select(argv, &why) != 0)
+    const char *better = NULL, *why = NULL;
+    if (blas_select(argv, &better, &why) != 0)
         fprintf(stderr, "auxps: OpenBLAS runs its %s kernels, and restarting with OPENBLAS_CORETYPE=%s failed (%s); "
                         "training will be slower\n", blas_core(), better, why);
     if (argc < 2) {
