@@ -34,6 +34,29 @@ static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
     conv_shape_init(t, 1, s->cout, s->ho, s->wo, s->cin, s->k, 1, s->k - 1 - s->pad);
 }
 
+/* Convolutions with fewer channels than this on either side keep im2col: with K = cin (or cout)
+ * that small, the shifted sgemms below are slower than one sgemm of K = cin*k*k. */
+#define SHIFT_MIN_CHANNELS 4
+
+/* A stride-1 convolution whose output is as large as its input (2 pad = k - 1), k > 1: computed
+ * by shifted sgemms over a padded plane, without im2col (conv_forward_shifted). */
+static int conv_is_shifted(const conv_shape_t *s) {
+    return s->stride == 1 && s->k > 1 && 2 * s->pad == s->k - 1 && s->cin >= SHIFT_MIN_CHANNELS &&
+           s->cout >= SHIFT_MIN_CHANNELS;
+}
+
+/* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
+ * output is computed at rows = h * wp positions, of which each row's first w are kept. */
+typedef struct {
+    int wp, rows;
+    size_t plane;
+} shift_geom_t;
+
+static shift_geom_t shift_geom(const conv_shape_t *s) {
+    const int wp = s->w + 2 * s->pad;
+    return (shift_geom_t){wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
+}
+
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
 static void valid_cols(const conv_shape_t *s, int kx, int *lo, int *hi) {
     int off = kx - s->pad, a = 0, b = s->wo;
@@ -154,13 +177,24 @@ HOT static void col2im_add(float *dx, const float *dcol, const conv_shape_t *s) 
 }
 
 /* A convolution's scratch: the flipped kernel, shared by the parts, then per part an im2col
- * area, one decoded image (codes only) and a partial dw. */
+ * area, one decoded image (codes only) and a partial dw. A shifted convolution's col holds its
+ * planes instead (scratch_of), and its img is 0. */
 typedef struct {
     size_t wt, col, img, dw;
 } conv_scratch_t;
 
 static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
     conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
+    if (conv_is_shifted(s)) {
+        /* the kernel relaid out by tap; per part the padded input and dout planes (each with k
+         * floats past its end, which the last tap's last, dropped, outputs read), and the
+         * output before cropping */
+        const shift_geom_t g = shift_geom(s);
+        const int cmax = s->cin > s->cout ? s->cin : s->cout;
+        sc.wt = (size_t)s->cin * s->cout * s->k * s->k;
+        sc.col = (size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k + (size_t)cmax * g.rows;
+        return sc;
+    }
     if (conv_is_pointwise(s) && s->cin == s->cout) {
         sc.col = (size_t)s->cin * s->h * s->w; /* one image's dx, when dx is dout */
     } else if (!conv_is_pointwise(s)) {
@@ -223,6 +257,138 @@ static float *part_area(const conv_job_t *j, int part) {
     return j->scratch + j->sc.wt + (size_t)part * (j->sc.col + j->sc.img + j->sc.dw);
 }
 
+/* ---- stride-1 'same' convolutions without im2col ---------------------------------------
+ *
+ * With one image zero-padded into planes of (h + 2 pad) x wp (wp = w + 2 pad), the input of
+ * output (oy, ox) at kernel tap (ky, kx) sits at plane position oy * wp + ox + ky * wp + kx. So
+ * for each tap, the inputs of all outputs form one matrix (cin, rows = h * wp) at offset
+ * ky * wp + kx, rows one plane apart: the convolution is k*k sgemms of K = cin that add into an
+ * output of rows columns per channel, and each of its rows keeps its first w columns. The
+ * other columns read past the row's end into padding and are dropped. OpenBLAS reads the plane
+ * in place, so nothing the size of an im2col matrix is written.
+ *
+ * The input gradient is the same over dout's padded plane with the kernel flipped and its
+ * channel axes swapped (conv_dx_is_conv). The weight gradient of tap (ky, kx) is one sgemm of
+ * dout, read in its plane as (cout, rows) whose extra columns are padding zeros, by that tap's
+ * shifted input. */
+
+/* Copies each (h, w) channel image of src into the interior of its plane in dst; the padding
+ * keeps what it holds (zeros). */
+static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const shift_geom_t *g) {
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < s->h; y++) {
+            float *restrict d = dst + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
+            const float *restrict r = src + ((size_t)ch * s->h + y) * s->w;
+            for (int e = 0; e < s->w; e++) d[e] = r[e];
+        }
+}
+
+/* out (c, h, w) (+)= the first w columns of each row of o (c, rows). */
+static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const shift_geom_t *g, int acc) {
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < s->h; y++) {
+            float *restrict d = out + ((size_t)ch * s->h + y) * s->w;
+            const float *restrict r = o + (size_t)ch * g->rows + (size_t)y * g->wp;
+            if (acc)
+                for (int e = 0; e < s->w; e++) d[e] += r[e];
+            else
+                for (int e = 0; e < s->w; e++) d[e] = r[e];
+        }
+}
+
+/* o (m, rows) = sum over the taps t of a_t (m, kc) times the plane p (kc channels) shifted by
+ * tap t; a holds the k*k matrices a_t one after the other. */
+static void shifted_sgemms(float *o, const float *a, const float *p, int m, int kc, const conv_shape_t *s,
+                           const shift_geom_t *g) {
+    const int k2 = s->k * s->k;
+    for (int t = 0; t < k2; t++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->rows, kc, 1.0f, a + (size_t)t * m * kc, kc,
+                    p + (size_t)(t / s->k) * g->wp + t % s->k, (int)g->plane, t == 0 ? 0.0f : 1.0f, o, g->rows);
+}
+
+/* The part's scratch: the input plane xp, dout's plane dp, the uncropped output o. */
+static void shift_areas(const conv_job_t *j, int part, float **xp, float **dp, float **o) {
+    const conv_shape_t *s = j->s;
+    const shift_geom_t g = shift_geom(s);
+    *xp = part_area(j, part);
+    *dp = *xp + (size_t)s->cin * g.plane + s->k;
+    *o = *dp + (size_t)s->cout * g.plane + s->k;
+}
+
+/* Image n of the input into the plane xp; codes are decoded row by row straight into it. */
+static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g) {
+    const conv_shape_t *s = j->s;
+    const size_t xsz = (size_t)s->cin * s->h * s->w;
+    if (j->xq == NULL) {
+        pad_planes(xp, j->x + n * xsz, s->cin, s, g);
+        return;
+    }
+    const uint8_t *q = j->xq + n * xsz;
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int y = 0; y < s->h; y++)
+            quant_act_decode(xp + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad,
+                             q + ((size_t)ch * s->h + y) * s->w, (size_t)s->w, j->bits);
+}
+
+static void conv_forward_shifted(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
+    const shift_geom_t g = shift_geom(s);
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    if (lo == hi) return;
+    float *xp, *dp, *o;
+    shift_areas(j, part, &xp, &dp, &o);
+    memset(xp, 0, sizeof(float) * ((size_t)s->cin * g.plane + s->k));
+    for (int n = lo; n < hi; n++) {
+        pad_input(j, n, xp, &g);
+        shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
+        crop_rows(j->out + (size_t)n * s->cout * s->h * s->w, o, s->cout, s, &g, 0);
+    }
+}
+
+/* Each part's dw goes to its own (k*k, cout, cin) area, which conv_backward_run adds into dw. */
+static void conv_backward_shifted(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
+    const shift_geom_t g = shift_geom(s);
+    const int k2 = s->k * s->k;
+    const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * s->h * s->w;
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    if (lo == hi) return;
+    float *xp, *dp, *o;
+    shift_areas(j, part, &xp, &dp, &o);
+    float *dw = part_area(j, part) + j->sc.col;
+    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k));
+    memset(dw, 0, sizeof(float) * j->sc.dw);
+    const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
+    for (int n = lo; n < hi; n++) {
+        pad_input(j, n, xp, &g); /* before dx is written: dx may be x */
+        pad_planes(dp, j->dout + n * osz, s->cout, s, &g);
+        for (int t = 0; t < k2; t++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,
+                        xp + (size_t)(t / s->k) * g.wp + t % s->k, (int)g.plane, 1.0f,
+                        dw + (size_t)t * s->cout * s->cin, s->cin);
+        if (j->dx == NULL) continue;
+        shifted_sgemms(o, j->wt, dp, s->cin, s->cout, s, &g);
+        crop_rows(j->dx + n * xsz, o, s->cin, s, &g, j->acc);
+    }
+}
+
+/* w (cout, cin, k, k) by tap into wt: forward (k*k, cout, cin); flipped, for the input
+ * gradient, (k*k, cin, cout) with tap t taking w's tap k*k - 1 - t. */
+static void shift_kernel(float *wt, const float *w, const conv_shape_t *s, int flipped) {
+    const int k2 = s->k * s->k;
+    for (int co = 0; co < s->cout; co++)
+        for (int ci = 0; ci < s->cin; ci++)
+            for (int t = 0; t < k2; t++) {
+                const float v = w[((size_t)co * s->cin + ci) * k2 + (flipped ? k2 - 1 - t : t)];
+                if (flipped) wt[((size_t)t * s->cin + ci) * s->cout + co] = v;
+                else wt[((size_t)t * s->cout + co) * s->cin + ci] = v;
+            }
+}
+
 static void conv_forward_part(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
@@ -242,15 +408,25 @@ static void conv_forward_part(void *arg, int part) {
     }
 }
 
+static void conv_forward_run(pool_t *pool, conv_job_t *j) {
+    if (conv_is_shifted(j->s)) {
+        shift_kernel(j->scratch, j->w, j->s, 0);
+        j->wt = j->scratch;
+        pool_run(pool, LAYER_PARTS, conv_forward_shifted, j);
+        return;
+    }
+    pool_run(pool, LAYER_PARTS, conv_forward_part, j);
+}
+
 void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 0), .scratch = col, .x = x, .w = w, .out = out};
-    pool_run(pool, LAYER_PARTS, conv_forward_part, &j);
+    conv_forward_run(pool, &j);
 }
 
 void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s,
                           float *col) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .out = out};
-    pool_run(pool, LAYER_PARTS, conv_forward_part, &j);
+    conv_forward_run(pool, &j);
 }
 
 /* Part 0 adds its images' dw into dw itself, the others into their own partial dw, which the
@@ -308,9 +484,28 @@ static void conv_backward_part(void *arg, int part) {
 
 static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
+    const int k2 = s->k * s->k;
+    if (conv_is_shifted(s)) {
+        if (j->dx != NULL) {
+            shift_kernel(j->scratch, j->w, s, 1);
+            j->wt = j->scratch;
+        }
+        pool_run(pool, LAYER_PARTS, conv_backward_shifted, j);
+        /* every part's (k*k, cout, cin) sums, added in part order */
+        for (int part = 0; part < LAYER_PARTS; part++) {
+            int lo, hi;
+            layer_part_range(s->n, part, &lo, &hi);
+            if (lo == hi) continue;
+            const float *pdw = part_area(j, part) + j->sc.col;
+            for (int co = 0; co < s->cout; co++)
+                for (int ci = 0; ci < s->cin; ci++)
+                    for (int t = 0; t < k2; t++)
+                        j->dw[((size_t)co * s->cin + ci) * k2 + t] += pdw[((size_t)t * s->cout + co) * s->cin + ci];
+        }
+        return;
+    }
     if (j->dx != NULL && !conv_is_pointwise(s) && conv_dx_is_conv(s)) {
         /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
-        const int k2 = s->k * s->k;
         float *wt = j->scratch;
         for (int co = 0; co < s->cout; co++)
             for (int ci = 0; ci < s->cin; ci++)

@@ -101,15 +101,19 @@ static double conv_loss(const void *p) {
 
 /* n, cin, h, w, cout, k, stride, pad: k = 1, 3, 5; stride 1, 2; pad 0, 1, 2; non-square; batch > 1;
  * channel counts that are not powers of two; the 1x1 stride-1 pad-0 pointwise path; uncovered
- * input rows (h = 6, k = 3, stride 2, pad 0); and batches of 9, whose parts hold several images,
- * so that im2col reuses the padding's zeros of a part's first image. */
+ * input rows (h = 6, k = 3, stride 2, pad 0); batches of 9, whose parts hold several images,
+ * so that im2col reuses the padding's zeros of a part's first image; and stride-1 convolutions
+ * as large as their input with at least 4 channels in and out, which run as shifted sgemms over
+ * a padded plane (k = 3 and 5, non-square, batch 9), beside one with 3 channels out, which
+ * does not. */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
     {2, 3, 5, 6, 4, 1, 1, 1},  {1, 3, 6, 6, 2, 3, 2, 0}, {2, 3, 7, 7, 3, 3, 1, 0},
     {1, 2, 5, 5, 3, 5, 1, 0},  {2, 12, 4, 4, 20, 3, 1, 1}, {3, 1, 9, 4, 1, 3, 2, 2},
     {9, 2, 5, 4, 3, 3, 1, 1},  {9, 2, 7, 6, 3, 3, 2, 1},   {9, 1, 6, 6, 2, 3, 2, 0},
-    {9, 2, 6, 5, 2, 5, 1, 2},
+    {9, 2, 6, 5, 2, 5, 1, 2},  {9, 5, 6, 7, 4, 3, 1, 1},   {3, 4, 5, 6, 6, 5, 1, 2},
+    {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -140,6 +144,14 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
     cr_assert_eq(conv_scratch_size(&s),
                  (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
+    /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap, and per
+     * part the padded input and dout planes (9 x 7, k floats past each), the uncropped output
+     * (the larger channel count times 7 rows of 7), and the partial dw; codes are decoded
+     * straight into the input plane */
+    conv_shape_init(&s, 2, 4, 7, 5, 6, 3, 1, 1);
+    const size_t planes = (size_t)(4 + 6) * 9 * 7 + 2 * 3, out = (size_t)6 * 7 * 7, kernel = (size_t)6 * 4 * 3 * 3;
+    cr_assert_eq(conv_scratch_size(&s), kernel + LAYER_PARTS * (planes + out + kernel));
+    cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s));
 }
 
 /* 4x4 input 1..16, 3x3 all-ones kernel, stride 2, pad 1: window sums computed by hand. */
@@ -716,7 +728,8 @@ Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
         const int k = 1 + (int)(t % 3);
         const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
         const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size_codes(&s);
-        cr_assert_geq(ncol, conv_scratch_size(&s) + (size_t)s.cin * s.h * s.w);
+        cr_assert_geq(ncol, conv_scratch_size(&s) + (s.cout < 4 || s.stride > 1 || 2 * s.pad != s.k - 1 || s.cin < 4
+                                                         ? (size_t)s.cin * s.h * s.w : 0));
         uint8_t *q = malloc(nx);
         float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = falloc(ncol);
         float *o1 = falloc(no), *o2 = falloc(no), *dx1 = falloc(nx), *dx2 = falloc(nx), *dw1 = falloc(nw),
