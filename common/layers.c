@@ -315,19 +315,21 @@ static void shift_areas(const conv_job_t *j, int part, float **xp, float **dp, f
     *o = *dp + (size_t)s->cout * g.plane + s->k;
 }
 
-/* Image n of the input into the plane xp; codes are decoded row by row straight into it. */
-static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g) {
+/* Image n of the input into the plane xp; codes are decoded straight into it, row by row. */
+HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     if (j->xq == NULL) {
         pad_planes(xp, j->x + n * xsz, s->cin, s, g);
         return;
     }
-    const uint8_t *q = j->xq + n * xsz;
+    const float levels = (float)((1u << j->bits) - 1);
     for (int ch = 0; ch < s->cin; ch++)
-        for (int y = 0; y < s->h; y++)
-            quant_act_decode(xp + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad,
-                             q + ((size_t)ch * s->h + y) * s->w, (size_t)s->w, j->bits);
+        for (int y = 0; y < s->h; y++) {
+            float *restrict d = xp + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
+            const uint8_t *restrict q = j->xq + n * xsz + ((size_t)ch * s->h + y) * s->w;
+            for (int e = 0; e < s->w; e++) d[e] = quant_act_value(q[e], levels);
+        }
 }
 
 static void conv_forward_shifted(void *arg, int part) {

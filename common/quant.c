@@ -217,7 +217,7 @@ HOT void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k) {
 
 HOT void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k) {
     const float levels = (float)((1u << k) - 1);
-    for (size_t i = 0; i < n; i++) y[i] = codes[i] == QUANT_CODE_NAN ? NAN : (float)codes[i] / levels;
+    for (size_t i = 0; i < n; i++) y[i] = quant_act_value(codes[i], levels);
 }
 
 /* dx (+)= dy * mask, the mask of one precision: dy is loaded unconditionally so that the loops

@@ -4,6 +4,7 @@
 #ifndef AUXPS_QUANT_H
 #define AUXPS_QUANT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,11 @@ void quant_act_forward(float *y, const float *x, size_t n, int k);
 #define QUANT_CODE_NAN 255
 void quant_act_encode(uint8_t *codes, const float *x, size_t n, int k);
 void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k);
+/* One code's value, as quant_act_decode gives it, with levels = 2^k - 1: for loops that decode
+ * a few values at a time into place. */
+static inline float quant_act_value(uint8_t code, float levels) {
+    return code == QUANT_CODE_NAN ? NAN : (float)code / levels;
+}
 /* dx += dy where 0 <= x <= 1 (k < 32) or x > 0 (k = 32), and 0 elsewhere; with acc = 0, dx is
  * overwritten instead (its old contents are never read). */
 void quant_act_backward(float *dx, const float *dy, const float *x, size_t n, int k, int acc);
