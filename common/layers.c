@@ -1,5 +1,6 @@
-/* layers.c - layer kernels. The convolution is im2col + sgemm per image: the per-image matrices
- * are already large enough for OpenBLAS, and the scratch stays one image's size per part. The
+/* layers.c - layer kernels. A convolution works one image at a time, so that its scratch stays
+ * one image's size per part: a stride-1 convolution as large as its input runs as k*k shifted
+ * sgemms over the zero-padded image (no im2col matrix); the others are im2col + one sgemm. The
  * parts (layers.h) run on the pool's threads; the elementwise loops are HOT (hot.h). */
 #include "layers.h"
 

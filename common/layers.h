@@ -32,10 +32,17 @@ void conv_shape_init(conv_shape_t *s, int n, int cin, int h, int w, int cout, in
 /* Floats of scratch the convolution needs, forward and backward: for each of the LAYER_PARTS
  * parts an im2col area of (cin*k*k, ho*wo) (for stride 1 the larger of that and (cout*k*k, h*w);
  * none for a 1x1 stride-1 pad-0 conv, or one image of cin*h*w when cin == cout) and a partial dw
- * of cout*cin*k*k; for stride 1 also one flipped kernel of cin*cout*k*k. */
+ * of cout*cin*k*k; for stride 1 also one flipped kernel of cin*cout*k*k. A stride-1 convolution
+ * as large as its input (2 pad = k - 1, k > 1) with 4 channels or more on each side needs,
+ * instead of the im2col area, the padded planes of one image's input (cin) and dout (cout), each
+ * channel's (h + 2 pad) rows of w + 2 pad, with k floats more after each, and its uncropped
+ * output (the larger of cin and cout, times h rows of w + 2 pad); its kernel area also holds
+ * the kernel by tap for the forward pass. */
 size_t conv_scratch_size(const conv_shape_t *s);
 
-/* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)); im2col + OpenBLAS sgemm. */
+/* out (n, cout, ho, wo) = conv(x (n, cin, h, w), w (cout, cin, k, k)) with OpenBLAS sgemm: k*k
+ * shifted ones over the padded image for the stride-1 convolutions above, otherwise im2col and
+ * one. */
 void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
 /* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
  * dx may be x itself: each image of x is read before that image's gradient is written; and for
