@@ -245,12 +245,15 @@ Test(elastic, churn_kill_join_and_leave_completes_every_chunk_once) {
     double churn = exported_accuracy(rec);
     double calm = undisturbed_accuracy();
     cr_log_info("churn: %.4f, undisturbed: %.4f; %ld chunks re-leased, %ld returned", churn, calm, released, returned);
-    /* Tolerance 5 points: the churned run trains every sample once per epoch like the calm one,
-     * in another order and with other staleness (and the part of a chunk a killed worker
-     * trained but did not report, twice). Measured: churned 71.6, 74.1, 72.9% against
-     * undisturbed 70.6, 71.7, 71.3% (differences 1.0 to 2.4 points). */
-    cr_assert(fabs(churn - calm) <= 0.05, "churned run %.4f, undisturbed %.4f", churn, calm);
+    /* Churn must cost no accuracy: at most 5 points below the calm run. The churned run trains
+     * every sample once per epoch like the calm one, in another order and with other staleness
+     * (and the part of a chunk a killed worker trained but did not report, twice). Measured:
+     * churned 71.6, 74.1, 72.9% against undisturbed 70.6, 71.7, 71.3% (differences 1.0 to 2.4
+     * points). One-sided: the calm async run's own accuracy moves with timing (once 69.25%
+     * against a churned 74.30%), and a churned run that scores higher has lost nothing. */
+    cr_assert_geq(churn, calm - 0.05, "churned run %.4f, undisturbed %.4f", churn, calm);
     cr_assert_gt(calm, 0.6);
+    cr_assert_gt(churn, 0.6);
     free_run(&r);
 }
 
