@@ -363,7 +363,7 @@ static void conv_backward_shifted(void *arg, int part) {
     float *xp, *dp, *o;
     shift_areas(j, part, &xp, &dp, &o);
     float *dw = part_area(j, part) + j->sc.col;
-    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k));
+    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k)); /* and dp */
     memset(dw, 0, sizeof(float) * j->sc.dw);
     const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
     for (int n = lo; n < hi; n++) {
