@@ -308,12 +308,10 @@ static void shifted_sgemms(float *o, const float *a, const float *p, int m, int 
 }
 
 /* The part's scratch: the input plane xp, dout's plane dp, the uncropped output o. */
-static void shift_areas(const conv_job_t *j, int part, float **xp, float **dp, float **o) {
-    const conv_shape_t *s = j->s;
-    const shift_geom_t g = shift_geom(s);
+static void shift_areas(const conv_job_t *j, int part, const shift_geom_t *g, float **xp, float **dp, float **o) {
     *xp = part_area(j, part);
-    *dp = *xp + (size_t)s->cin * g.plane + s->k;
-    *o = *dp + (size_t)s->cout * g.plane + s->k;
+    *dp = *xp + (size_t)j->s->cin * g->plane + j->s->k;
+    *o = *dp + (size_t)j->s->cout * g->plane + j->s->k;
 }
 
 /* Image n of the input into the plane xp; codes are decoded straight into it, row by row. */
@@ -341,7 +339,7 @@ static void conv_forward_shifted(void *arg, int part) {
     layer_part_range(s->n, part, &lo, &hi);
     if (lo == hi) return;
     float *xp, *dp, *o;
-    shift_areas(j, part, &xp, &dp, &o);
+    shift_areas(j, part, &g, &xp, &dp, &o);
     memset(xp, 0, sizeof(float) * ((size_t)s->cin * g.plane + s->k));
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g);
@@ -361,7 +359,7 @@ static void conv_backward_shifted(void *arg, int part) {
     layer_part_range(s->n, part, &lo, &hi);
     if (lo == hi) return;
     float *xp, *dp, *o;
-    shift_areas(j, part, &xp, &dp, &o);
+    shift_areas(j, part, &g, &xp, &dp, &o);
     float *dw = part_area(j, part) + j->sc.col;
     memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k)); /* and dp */
     memset(dw, 0, sizeof(float) * j->sc.dw);
