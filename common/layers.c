@@ -4,6 +4,7 @@
  * parts (layers.h) run on the pool's threads; the elementwise loops are HOT (hot.h). */
 #include "layers.h"
 
+#include "dconv.h"
 #include "hot.h"
 #include "pool.h"
 #include "quant.h"
@@ -39,6 +40,11 @@ static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
  * that small, the shifted sgemms below are slower than one sgemm of K = cin*k*k. */
 #define SHIFT_MIN_CHANNELS 4
 
+/* With the direct kernels (dconv.h), a weight gradient over fewer output positions than this
+ * stays with the sgemms: the kernel's per-weight reduction costs more than the positions'
+ * multiply-adds. */
+#define DIRECT_DW_MIN_ROWS 128
+
 /* A stride-1 convolution whose output is as large as its input (2 pad = k - 1), k > 1: computed
  * by shifted sgemms over a padded plane, without im2col (conv_forward_shifted). */
 static int conv_is_shifted(const conv_shape_t *s) {
@@ -48,14 +54,15 @@ static int conv_is_shifted(const conv_shape_t *s) {
 
 /* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
  * output is computed at rows = h * wp positions, of which each row's first w are kept. */
-typedef struct {
-    int wp, rows;
-    size_t plane;
-} shift_geom_t;
-
-static shift_geom_t shift_geom(const conv_shape_t *s) {
+static dconv_geom_t shift_geom(const conv_shape_t *s) {
     const int wp = s->w + 2 * s->pad;
-    return (shift_geom_t){wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
+    return (dconv_geom_t){s->k, wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
+}
+
+/* Floats kept past each plane area: the last outputs' taps, and the direct kernels' last tile,
+ * read there. They stay zero. */
+static size_t shift_slack(const conv_shape_t *s) {
+    return DCONV_TILE + (size_t)s->k;
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -187,13 +194,14 @@ typedef struct {
 static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
     conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
     if (conv_is_shifted(s)) {
-        /* the kernel relaid out by tap; per part the padded input and dout planes (each with k
-         * floats past its end, which the last tap's last, dropped, outputs read), and the
-         * output before cropping */
-        const shift_geom_t g = shift_geom(s);
+        /* the kernel relaid out by tap, or packed for the direct kernels (either way, forward
+         * or flipped); per part the padded input and dout planes, each followed by its slack,
+         * and the output before cropping */
+        const dconv_geom_t g = shift_geom(s);
         const int cmax = s->cin > s->cout ? s->cin : s->cout;
-        sc.wt = (size_t)s->cin * s->cout * s->k * s->k;
-        sc.col = (size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k + (size_t)cmax * g.rows;
+        const size_t pf = dconv_packed_size(s->cout, s->cin, s->k), pb = dconv_packed_size(s->cin, s->cout, s->k);
+        sc.wt = pf > pb ? pf : pb;
+        sc.col = (size_t)(s->cin + s->cout) * g.plane + 2 * shift_slack(s) + (size_t)cmax * g.rows;
         return sc;
     }
     if (conv_is_pointwise(s) && s->cin == s->cout) {
@@ -242,8 +250,9 @@ typedef struct {
     float *out;          /* forward: (n, cout, ho, wo) */
     const float *dout;   /* backward: (n, cout, ho, wo) */
     float *dx, *dw;      /* backward: (n, cin, h, w) or NULL; (cout, cin, k, k) */
-    const float *wt;     /* backward with dx_conv: (cin, cout, k, k) */
+    const float *wt;     /* backward with dx_conv: (cin, cout, k, k); shifted: by tap, or packed */
     int acc;
+    int direct;          /* shifted: the dconv kernels instead of sgemms */
 } conv_job_t;
 
 /* Image n of the input as floats: x's own, or its k-bit codes decoded into buf. */
@@ -275,7 +284,7 @@ static float *part_area(const conv_job_t *j, int part) {
 
 /* Copies each (h, w) channel image of src into the interior of its plane in dst; the padding
  * keeps what it holds (zeros). */
-static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const shift_geom_t *g) {
+static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const dconv_geom_t *g) {
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < s->h; y++) {
             float *restrict d = dst + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
@@ -285,7 +294,7 @@ static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *
 }
 
 /* out (c, h, w) (+)= the first w columns of each row of o (c, rows). */
-static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const shift_geom_t *g, int acc) {
+static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const dconv_geom_t *g, int acc) {
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < s->h; y++) {
             float *restrict d = out + ((size_t)ch * s->h + y) * s->w;
@@ -300,7 +309,7 @@ static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, 
 /* o (m, rows) = sum over the taps t of a_t (m, kc) times the plane p (kc channels) shifted by
  * tap t; a holds the k*k matrices a_t one after the other. */
 static void shifted_sgemms(float *o, const float *a, const float *p, int m, int kc, const conv_shape_t *s,
-                           const shift_geom_t *g) {
+                           const dconv_geom_t *g) {
     const int k2 = s->k * s->k;
     for (int t = 0; t < k2; t++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->rows, kc, 1.0f, a + (size_t)t * m * kc, kc,
@@ -308,14 +317,14 @@ static void shifted_sgemms(float *o, const float *a, const float *p, int m, int 
 }
 
 /* The part's scratch: the input plane xp, dout's plane dp, the uncropped output o. */
-static void shift_areas(const conv_job_t *j, int part, const shift_geom_t *g, float **xp, float **dp, float **o) {
+static void shift_areas(const conv_job_t *j, int part, const dconv_geom_t *g, float **xp, float **dp, float **o) {
     *xp = part_area(j, part);
-    *dp = *xp + (size_t)j->s->cin * g->plane + j->s->k;
-    *o = *dp + (size_t)j->s->cout * g->plane + j->s->k;
+    *dp = *xp + (size_t)j->s->cin * g->plane + shift_slack(j->s);
+    *o = *dp + (size_t)j->s->cout * g->plane + shift_slack(j->s);
 }
 
 /* Image n of the input into the plane xp; codes are decoded straight into it, row by row. */
-HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g) {
+HOT static void pad_input(const conv_job_t *j, int n, float *xp, const dconv_geom_t *g) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     if (j->xq == NULL) {
@@ -334,16 +343,17 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geo
 static void conv_forward_shifted(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
-    const shift_geom_t g = shift_geom(s);
+    const dconv_geom_t g = shift_geom(s);
     int lo, hi;
     layer_part_range(s->n, part, &lo, &hi);
     if (lo == hi) return;
     float *xp, *dp, *o;
     shift_areas(j, part, &g, &xp, &dp, &o);
-    memset(xp, 0, sizeof(float) * ((size_t)s->cin * g.plane + s->k));
+    memset(xp, 0, sizeof(float) * ((size_t)s->cin * g.plane + shift_slack(s)));
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g);
-        shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
+        if (j->direct) dconv_forward(o, j->wt, xp, s->cout, s->cin, &g);
+        else shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
         crop_rows(j->out + (size_t)n * s->cout * s->h * s->w, o, s->cout, s, &g, 0);
     }
 }
@@ -352,7 +362,7 @@ static void conv_forward_shifted(void *arg, int part) {
 static void conv_backward_shifted(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
-    const shift_geom_t g = shift_geom(s);
+    const dconv_geom_t g = shift_geom(s);
     const int k2 = s->k * s->k;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * s->h * s->w;
     int lo, hi;
@@ -361,18 +371,22 @@ static void conv_backward_shifted(void *arg, int part) {
     float *xp, *dp, *o;
     shift_areas(j, part, &g, &xp, &dp, &o);
     float *dw = part_area(j, part) + j->sc.col;
-    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * (size_t)s->k)); /* and dp */
+    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * shift_slack(s))); /* and dp */
     memset(dw, 0, sizeof(float) * j->sc.dw);
     const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
+    const int direct_dw = j->direct && g.rows >= DIRECT_DW_MIN_ROWS;
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g); /* before dx is written: dx may be x */
         pad_planes(dp, j->dout + n * osz, s->cout, s, &g);
-        for (int t = 0; t < k2; t++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,
-                        xp + (size_t)(t / s->k) * g.wp + t % s->k, (int)g.plane, 1.0f,
-                        dw + (size_t)t * s->cout * s->cin, s->cin);
+        if (direct_dw) dconv_weight_grad(dw, dy, xp, s->cout, s->cin, &g);
+        else
+            for (int t = 0; t < k2; t++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,
+                            xp + (size_t)(t / s->k) * g.wp + t % s->k, (int)g.plane, 1.0f,
+                            dw + (size_t)t * s->cout * s->cin, s->cin);
         if (j->dx == NULL) continue;
-        shifted_sgemms(o, j->wt, dp, s->cin, s->cout, s, &g);
+        if (j->direct) dconv_forward(o, j->wt, dp, s->cin, s->cout, &g);
+        else shifted_sgemms(o, j->wt, dp, s->cin, s->cout, s, &g);
         crop_rows(j->dx + n * xsz, o, s->cin, s, &g, j->acc);
     }
 }
@@ -411,7 +425,9 @@ static void conv_forward_part(void *arg, int part) {
 
 static void conv_forward_run(pool_t *pool, conv_job_t *j) {
     if (conv_is_shifted(j->s)) {
-        shift_kernel(j->scratch, j->w, j->s, 0);
+        j->direct = dconv_enabled();
+        if (j->direct) dconv_pack(j->scratch, j->w, j->s->cout, j->s->cin, j->s->k, 0);
+        else shift_kernel(j->scratch, j->w, j->s, 0);
         j->wt = j->scratch;
         pool_run(pool, LAYER_PARTS, conv_forward_shifted, j);
         return;
@@ -487,8 +503,10 @@ static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
     const int k2 = s->k * s->k;
     if (conv_is_shifted(s)) {
+        j->direct = dconv_enabled();
         if (j->dx != NULL) {
-            shift_kernel(j->scratch, j->w, s, 1);
+            if (j->direct) dconv_pack(j->scratch, j->w, s->cout, s->cin, s->k, 1);
+            else shift_kernel(j->scratch, j->w, s, 1);
             j->wt = j->scratch;
         }
         pool_run(pool, LAYER_PARTS, conv_backward_shifted, j);

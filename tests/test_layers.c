@@ -105,7 +105,9 @@ static double conv_loss(const void *p) {
  * so that im2col reuses the padding's zeros of a part's first image; and stride-1 convolutions
  * as large as their input with at least 4 channels in and out, which run as shifted sgemms over
  * a padded plane (k = 3 and 5, non-square, batch 9), beside one with 3 channels out, which
- * does not. */
+ * does not; one of them (9 out, 11 x 11) has enough positions for the direct weight gradient
+ * (dconv.h). The shifted cases run both ways: with the direct kernels where the CPU has them,
+ * and with the sgemms (conv_paths). */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
@@ -113,9 +115,18 @@ static const int conv_cases[][8] = {
     {1, 2, 5, 5, 3, 5, 1, 0},  {2, 12, 4, 4, 20, 3, 1, 1}, {3, 1, 9, 4, 1, 3, 2, 2},
     {9, 2, 5, 4, 3, 3, 1, 1},  {9, 2, 7, 6, 3, 3, 2, 1},   {9, 1, 6, 6, 2, 3, 2, 0},
     {9, 2, 6, 5, 2, 5, 1, 2},  {9, 5, 6, 7, 4, 3, 1, 1},   {3, 4, 5, 6, 6, 5, 1, 2},
-    {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},
+    {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},  {2, 5, 11, 11, 9, 3, 1, 1},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
+
+/* AUXPS_DCONV for each pass over the cases: the direct kernels (where the CPU has them), then
+ * the sgemms. Criterion runs every test in a process of its own. */
+static const char *const conv_paths[] = {"1", "0"};
+#define N_CONV_PATHS 2
+
+static void conv_path(int p) {
+    cr_assert_eq(setenv("AUXPS_DCONV", conv_paths[p], 1), 0);
+}
 
 static void conv_case(conv_shape_t *s, size_t i) {
     const int *c = conv_cases[i];
@@ -144,13 +155,15 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
     cr_assert_eq(conv_scratch_size(&s),
                  (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
-    /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap, and per
-     * part the padded input and dout planes (9 x 7, k floats past each), the uncropped output
-     * (the larger channel count times 7 rows of 7), and the partial dw; codes are decoded
-     * straight into the input plane */
+    /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap or packed
+     * for the direct kernels (the larger of 8 outputs by 6 inputs or 8 by 4, times 3 x 3), and
+     * per part the padded input and dout planes (9 x 7, 32 + k floats past each), the uncropped
+     * output (the larger channel count times 7 rows of 7), and the partial dw (6 x 4 x 3 x 3);
+     * codes are decoded straight into the input plane */
     conv_shape_init(&s, 2, 4, 7, 5, 6, 3, 1, 1);
-    const size_t planes = (size_t)(4 + 6) * 9 * 7 + 2 * 3, out = (size_t)6 * 7 * 7, kernel = (size_t)6 * 4 * 3 * 3;
-    cr_assert_eq(conv_scratch_size(&s), kernel + LAYER_PARTS * (planes + out + kernel));
+    const size_t planes = (size_t)(4 + 6) * 9 * 7 + 2 * (32 + 3), out = (size_t)6 * 7 * 7;
+    const size_t packed = (size_t)8 * 6 * 3 * 3, dw = (size_t)6 * 4 * 3 * 3;
+    cr_assert_eq(conv_scratch_size(&s), packed + LAYER_PARTS * (planes + out + dw));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s));
 }
 
@@ -197,28 +210,31 @@ Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
  * overwritten, not accumulated. */
 Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
     util_rng_t r = {1};
-    for (size_t t = 0; t < N_CONV_CASES; t++) {
-        conv_shape_t s;
-        conv_case(&s, t);
-        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
-        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-        float *x = falloc(nx), *w = falloc(nw), *out = falloc(no), *ref = falloc(no);
-        float *col = ncol ? falloc(ncol) : NULL;
-        util_fill_unif(x, nx, &r, -1, 1);
-        util_fill_unif(w, nw, &r, -1, 1);
-        for (size_t i = 0; i < no; i++) out[i] = 1e30f;
-        for (size_t i = 0; i < ncol; i++) col[i] = NAN;
-        conv2d_forward(NULL, out, x, w, &s, col);
-        conv2d_forward_ref(ref, x, w, &s);
-        double *xd = to_double(x, nx), *wd = to_double(w, nw), *od = dalloc(no);
-        conv_scatter_double(od, xd, wd, &s);
-        for (size_t i = 0; i < no; i++) {
-            cr_assert(fabsf(out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])),
-                      "case %zu out[%zu]: fast %.9g, ref %.9g", t, i, out[i], ref[i]);
-            cr_assert(fabs(ref[i] - od[i]) <= 1e-6 * (1.0 + fabs(od[i])),
-                      "case %zu out[%zu]: ref %.9g, double %.9g", t, i, ref[i], od[i]);
+    for (int path = 0; path < N_CONV_PATHS; path++) {
+        conv_path(path);
+        for (size_t t = 0; t < N_CONV_CASES; t++) {
+            conv_shape_t s;
+            conv_case(&s, t);
+            const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+            const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+            float *x = falloc(nx), *w = falloc(nw), *out = falloc(no), *ref = falloc(no);
+            float *col = ncol ? falloc(ncol) : NULL;
+            util_fill_unif(x, nx, &r, -1, 1);
+            util_fill_unif(w, nw, &r, -1, 1);
+            for (size_t i = 0; i < no; i++) out[i] = 1e30f;
+            for (size_t i = 0; i < ncol; i++) col[i] = NAN;
+            conv2d_forward(NULL, out, x, w, &s, col);
+            conv2d_forward_ref(ref, x, w, &s);
+            double *xd = to_double(x, nx), *wd = to_double(w, nw), *od = dalloc(no);
+            conv_scatter_double(od, xd, wd, &s);
+            for (size_t i = 0; i < no; i++) {
+                cr_assert(fabsf(out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])),
+                          "AUXPS_DCONV=%s case %zu out[%zu]: fast %.9g, ref %.9g", conv_paths[path], t, i, out[i], ref[i]);
+                cr_assert(fabs(ref[i] - od[i]) <= 1e-6 * (1.0 + fabs(od[i])),
+                          "AUXPS_DCONV=%s case %zu out[%zu]: ref %.9g, double %.9g", conv_paths[path], t, i, ref[i], od[i]);
+            }
+            free(x); free(w); free(out); free(ref); free(col); free(xd); free(wd); free(od);
         }
-        free(x); free(w); free(out); free(ref); free(col); free(xd); free(wd); free(od);
     }
 }
 
@@ -229,43 +245,46 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
  * the old contents would show. */
 Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overwrites) {
     util_rng_t r = {2};
-    for (size_t t = 0; t < N_CONV_CASES; t++) {
-        conv_shape_t s;
-        conv_case(&s, t);
-        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
-        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-        float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
-        float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
-        float *col = ncol ? falloc(ncol) : NULL, *dxo = falloc(nx), *dw3 = falloc(nw);
-        util_fill_unif(x, nx, &r, -1, 1);
-        util_fill_unif(w, nw, &r, -1, 1);
-        util_fill_unif(c, no, &r, -1, 1);
-        util_prefill(dx0, nx);
-        util_prefill(dw0, nw);
-        memcpy(dx, dx0, sizeof(float) * nx);
-        memcpy(dw, dw0, sizeof(float) * nw);
-        memcpy(dw2, dw0, sizeof(float) * nw);
-        memcpy(dw3, dw0, sizeof(float) * nw);
-        for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
-        for (size_t i = 0; i < ncol; i++) col[i] = NAN; /* as in the forward test */
-        conv2d_backward(NULL, dx, dw, c, x, w, &s, col, 1);
-        for (size_t i = 0; i < ncol; i++) col[i] = NAN;
-        conv2d_backward(NULL, NULL, dw2, c, x, w, &s, col, 1);
-        conv2d_backward(NULL, dxo, dw3, c, x, w, &s, col, 0);
+    for (int path = 0; path < N_CONV_PATHS; path++) {
+        conv_path(path);
+        for (size_t t = 0; t < N_CONV_CASES; t++) {
+            conv_shape_t s;
+            conv_case(&s, t);
+            const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+            const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+            float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
+            float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
+            float *col = ncol ? falloc(ncol) : NULL, *dxo = falloc(nx), *dw3 = falloc(nw);
+            util_fill_unif(x, nx, &r, -1, 1);
+            util_fill_unif(w, nw, &r, -1, 1);
+            util_fill_unif(c, no, &r, -1, 1);
+            util_prefill(dx0, nx);
+            util_prefill(dw0, nw);
+            memcpy(dx, dx0, sizeof(float) * nx);
+            memcpy(dw, dw0, sizeof(float) * nw);
+            memcpy(dw2, dw0, sizeof(float) * nw);
+            memcpy(dw3, dw0, sizeof(float) * nw);
+            for (size_t i = 0; i < nx; i++) dxo[i] = NAN;
+            for (size_t i = 0; i < ncol; i++) col[i] = NAN; /* as in the forward test */
+            conv2d_backward(NULL, dx, dw, c, x, w, &s, col, 1);
+            for (size_t i = 0; i < ncol; i++) col[i] = NAN;
+            conv2d_backward(NULL, NULL, dw2, c, x, w, &s, col, 1);
+            conv2d_backward(NULL, dxo, dw3, c, x, w, &s, col, 0);
 
-        conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
-        double *gx = dalloc(nx), *gw = dalloc(nw);
-        fd_grad(gx, cx.x, nx, 1e-2, conv_loss, &cx);
-        fd_grad(gw, cx.w, nw, 1e-2, conv_loss, &cx);
-        cr_log_info("conv case %zu: %zu dx and %zu dw values checked", t, nx, nw);
-        assert_close(dx, dx0, gx, nx, 1e-4, 1e-4, "conv dx");
-        assert_close(dw, dw0, gw, nw, 1e-4, 1e-4, "conv dw");
-        assert_close(dw2, dw0, gw, nw, 1e-4, 1e-4, "conv dw (dx = NULL)");
-        assert_close(dxo, NULL, gx, nx, 1e-4, 1e-4, "conv dx (acc = 0)");
-        assert_close(dw3, dw0, gw, nw, 1e-4, 1e-4, "conv dw (acc = 0)");
-        free(x); free(w); free(c); free(dx); free(dw); free(dx0); free(dw0); free(dw2); free(col);
-        free(dxo); free(dw3);
-        free(cx.x); free(cx.w); free(cx.c); free(cx.out); free(gx); free(gw);
+            conv_ctx_t cx = {&s, to_double(x, nx), to_double(w, nw), to_double(c, no), dalloc(no)};
+            double *gx = dalloc(nx), *gw = dalloc(nw);
+            fd_grad(gx, cx.x, nx, 1e-2, conv_loss, &cx);
+            fd_grad(gw, cx.w, nw, 1e-2, conv_loss, &cx);
+            cr_log_info("AUXPS_DCONV=%s conv case %zu: %zu dx and %zu dw values checked", conv_paths[path], t, nx, nw);
+            assert_close(dx, dx0, gx, nx, 1e-4, 1e-4, "conv dx");
+            assert_close(dw, dw0, gw, nw, 1e-4, 1e-4, "conv dw");
+            assert_close(dw2, dw0, gw, nw, 1e-4, 1e-4, "conv dw (dx = NULL)");
+            assert_close(dxo, NULL, gx, nx, 1e-4, 1e-4, "conv dx (acc = 0)");
+            assert_close(dw3, dw0, gw, nw, 1e-4, 1e-4, "conv dw (acc = 0)");
+            free(x); free(w); free(c); free(dx); free(dw); free(dx0); free(dw0); free(dw2); free(col);
+            free(dxo); free(dw3);
+            free(cx.x); free(cx.w); free(cx.c); free(cx.out); free(gx); free(gw);
+        }
     }
 }
 
@@ -722,62 +741,68 @@ static void fill_codes(uint8_t *q, size_t n, int k, util_rng_t *r) {
  * output, input gradient (overwritten and accumulated) and weight gradient, bit for bit. */
 Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
     util_rng_t r = {21};
-    for (size_t t = 0; t < N_CONV_CASES; t++) {
-        conv_shape_t s;
-        conv_case(&s, t);
-        const int k = 1 + (int)(t % 3);
-        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
-        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size_codes(&s);
-        /* shifted convolutions (layers.c conv_is_shifted) decode into their input plane */
-        const int shifted = s.stride == 1 && s.k > 1 && 2 * s.pad == s.k - 1 && s.cin >= 4 && s.cout >= 4;
-        cr_assert_geq(ncol, conv_scratch_size(&s) + (shifted ? 0 : (size_t)s.cin * s.h * s.w));
-        uint8_t *q = malloc(nx);
-        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = falloc(ncol);
-        float *o1 = falloc(no), *o2 = falloc(no), *dx1 = falloc(nx), *dx2 = falloc(nx), *dw1 = falloc(nw),
-              *dw2 = falloc(nw);
-        cr_assert_not_null(q);
-        fill_codes(q, nx, k, &r);
-        quant_act_decode(x, q, nx, k);
-        util_fill_unif(w, nw, &r, -1, 1);
-        util_fill_unif(dout, no, &r, -1, 1);
-        conv2d_forward(NULL, o1, x, w, &s, col);
-        conv2d_forward_codes(NULL, o2, q, k, w, &s, col);
-        cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "case %zu: forward differs", t);
-        for (int acc = 0; acc <= 1; acc++) {
-            util_prefill(dx1, nx);
-            util_prefill(dx2, nx);
-            util_prefill(dw1, nw);
-            util_prefill(dw2, nw);
-            conv2d_backward(NULL, dx1, dw1, dout, x, w, &s, col, acc);
-            conv2d_backward_codes(NULL, dx2, dw2, dout, q, k, w, &s, col, acc);
-            cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "case %zu acc %d: dx differs", t, acc);
-            cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu acc %d: dw differs", t, acc);
+    for (int path = 0; path < N_CONV_PATHS; path++) {
+        conv_path(path);
+        for (size_t t = 0; t < N_CONV_CASES; t++) {
+            conv_shape_t s;
+            conv_case(&s, t);
+            const int k = 1 + (int)(t % 3);
+            const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+            const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size_codes(&s);
+            /* shifted convolutions (layers.c conv_is_shifted) decode into their input plane */
+            const int shifted = s.stride == 1 && s.k > 1 && 2 * s.pad == s.k - 1 && s.cin >= 4 && s.cout >= 4;
+            cr_assert_geq(ncol, conv_scratch_size(&s) + (shifted ? 0 : (size_t)s.cin * s.h * s.w));
+            uint8_t *q = malloc(nx);
+            float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = falloc(ncol);
+            float *o1 = falloc(no), *o2 = falloc(no), *dx1 = falloc(nx), *dx2 = falloc(nx), *dw1 = falloc(nw),
+                  *dw2 = falloc(nw);
+            cr_assert_not_null(q);
+            fill_codes(q, nx, k, &r);
+            quant_act_decode(x, q, nx, k);
+            util_fill_unif(w, nw, &r, -1, 1);
+            util_fill_unif(dout, no, &r, -1, 1);
+            conv2d_forward(NULL, o1, x, w, &s, col);
+            conv2d_forward_codes(NULL, o2, q, k, w, &s, col);
+            cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "AUXPS_DCONV=%s case %zu: forward differs", conv_paths[path], t);
+            for (int acc = 0; acc <= 1; acc++) {
+                util_prefill(dx1, nx);
+                util_prefill(dx2, nx);
+                util_prefill(dw1, nw);
+                util_prefill(dw2, nw);
+                conv2d_backward(NULL, dx1, dw1, dout, x, w, &s, col, acc);
+                conv2d_backward_codes(NULL, dx2, dw2, dout, q, k, w, &s, col, acc);
+                cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu acc %d: dx differs", conv_paths[path], t, acc);
+                cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu acc %d: dw differs", conv_paths[path], t, acc);
+            }
+            free(q); free(x); free(w); free(dout); free(col); free(o1); free(o2);
+            free(dx1); free(dx2); free(dw1); free(dw2);
         }
-        free(q); free(x); free(w); free(dout); free(col); free(o1); free(o2);
-        free(dx1); free(dx2); free(dw1); free(dw2);
     }
 }
 
 /* With acc = 0 the input gradient may overwrite the input itself: same dx and dw, bit for bit. */
 Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
     util_rng_t r = {22};
-    for (size_t t = 0; t < N_CONV_CASES; t++) {
-        conv_shape_t s;
-        conv_case(&s, t);
-        const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
-        const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = ncol ? falloc(ncol) : NULL;
-        float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
-        util_fill_unif(x, nx, &r, -1, 1);
-        util_fill_unif(w, nw, &r, -1, 1);
-        util_fill_unif(dout, no, &r, -1, 1);
-        util_prefill(dw1, nw);
-        util_prefill(dw2, nw);
-        conv2d_backward(NULL, dx, dw1, dout, x, w, &s, col, 0);
-        conv2d_backward(NULL, x, dw2, dout, x, w, &s, col, 0);
-        cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "case %zu: dx differs in place", t);
-        cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "case %zu: dw differs in place", t);
-        free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
+    for (int path = 0; path < N_CONV_PATHS; path++) {
+        conv_path(path);
+        for (size_t t = 0; t < N_CONV_CASES; t++) {
+            conv_shape_t s;
+            conv_case(&s, t);
+            const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+            const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
+            float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = ncol ? falloc(ncol) : NULL;
+            float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
+            util_fill_unif(x, nx, &r, -1, 1);
+            util_fill_unif(w, nw, &r, -1, 1);
+            util_fill_unif(dout, no, &r, -1, 1);
+            util_prefill(dw1, nw);
+            util_prefill(dw2, nw);
+            conv2d_backward(NULL, dx, dw1, dout, x, w, &s, col, 0);
+            conv2d_backward(NULL, x, dw2, dout, x, w, &s, col, 0);
+            cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu: dx differs in place", conv_paths[path], t);
+            cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu: dw differs in place", conv_paths[path], t);
+            free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
+        }
     }
 }
 

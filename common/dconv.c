@@ -1,0 +1,166 @@
+/* dconv.c - direct convolution kernels over a zero-padded plane (see dconv.h). */
+#include "dconv.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DCONV_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
+int dconv_enabled(void) {
+    const char *e = getenv("AUXPS_DCONV");
+    if (e != NULL && strcmp(e, "0") == 0) return 0;
+#ifdef DCONV_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+#else
+    return 0;
+#endif
+}
+
+size_t dconv_packed_size(int m, int kc, int k) {
+    const size_t blocks = ((size_t)m + DCONV_BLOCK - 1) / DCONV_BLOCK;
+    return blocks * DCONV_BLOCK * (size_t)kc * k * k;
+}
+
+/* Layout: block b, input channel c, tap t, then the block's DCONV_BLOCK outputs, so that the
+ * forward kernel reads the weights in one stream. */
+void dconv_pack(float *dst, const float *w, int cout, int cin, int k, int flipped) {
+    const int k2 = k * k, m = flipped ? cin : cout, kc = flipped ? cout : cin;
+    const int blocks = (m + DCONV_BLOCK - 1) / DCONV_BLOCK;
+    for (int b = 0; b < blocks; b++)
+        for (int c = 0; c < kc; c++)
+            for (int t = 0; t < k2; t++)
+                for (int i = 0; i < DCONV_BLOCK; i++) {
+                    const int o = b * DCONV_BLOCK + i;
+                    float v = 0.0f;
+                    if (o < m)
+                        v = flipped ? w[((size_t)c * cin + o) * k2 + (k2 - 1 - t)] : w[((size_t)o * cin + c) * k2 + t];
+                    *dst++ = v;
+                }
+}
+
+#ifdef DCONV_X86
+
+_Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32, "the kernels hold 8 outputs by 2 vectors of 16");
+
+/* Lanes [0, n) of a 16-lane mask, n clipped to [0, 16]. */
+static inline __mmask16 first_lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* One block of up to 8 outputs: 16 accumulators of 16 lanes hold 8 outputs by 32 positions
+ * over every input channel and tap; each step loads two vectors of the plane and broadcasts
+ * 8 weights for 16 multiply-adds. */
+AVX512 static void forward_block(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g) {
+    const int k = g->k, wp = g->wp, rows = g->rows;
+    for (int p0 = 0; p0 < rows; p0 += DCONV_TILE) {
+        __m512 a0[8], a1[8];
+        for (int i = 0; i < 8; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+        const float *wq = wb;
+        for (int c = 0; c < kc; c++) {
+            const float *x = p + (size_t)c * g->plane + p0;
+            for (int ky = 0; ky < k; ky++, x += wp)
+                for (int kx = 0; kx < k; kx++, wq += 8) {
+                    const __m512 x0 = _mm512_loadu_ps(x + kx), x1 = _mm512_loadu_ps(x + kx + 16);
+                    for (int i = 0; i < 8; i++) {
+                        const __m512 wv = _mm512_set1_ps(wq[i]);
+                        a0[i] = _mm512_fmadd_ps(wv, x0, a0[i]);
+                        a1[i] = _mm512_fmadd_ps(wv, x1, a1[i]);
+                    }
+                }
+        }
+        const __mmask16 m0 = first_lanes(rows - p0), m1 = first_lanes(rows - p0 - 16);
+        for (int i = 0; i < 8; i++) {
+            if (i >= nout) break;
+            float *d = o + (size_t)i * rows + p0;
+            _mm512_mask_storeu_ps(d, m0, a0[i]);
+            _mm512_mask_storeu_ps(d + 16, m1, a1[i]);
+        }
+    }
+}
+
+AVX512 void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g) {
+    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->k * g->k;
+    for (int b = 0; b * DCONV_BLOCK < m; b++) {
+        const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
+        forward_block(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g);
+    }
+}
+
+/* Tiles of 4 output by 4 input channels, one tap at a time: 16 accumulators sum over the
+ * positions 16 lanes at a time, and each lane sum is reduced at the end. Rows past a tile's
+ * edge read the edge's row again and are not stored. */
+AVX512 void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g) {
+    const int k = g->k, rows = g->rows, full = rows / 16;
+    const __mmask16 tail = first_lanes(rows % 16);
+    for (int t = 0; t < k * k; t++) {
+        const size_t off = (size_t)(t / k) * g->wp + t % k;
+        for (int cb = 0; cb < cout; cb += 4)
+            for (int ib = 0; ib < cin; ib += 4) {
+                const int nc = cout - cb < 4 ? cout - cb : 4, ni = cin - ib < 4 ? cin - ib : 4;
+                const float *d[4], *xr[4];
+                for (int i = 0; i < 4; i++) {
+                    d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * g->plane;
+                    xr[i] = x + (size_t)(ib + (i < ni ? i : ni - 1)) * g->plane + off;
+                }
+                __m512 a[4][4];
+                for (int i = 0; i < 4; i++)
+                    for (int v = 0; v < 4; v++) a[i][v] = _mm512_setzero_ps();
+                int q = 0;
+                for (int r = 0; r < full; r++, q += 16) {
+                    __m512 xv[4];
+                    for (int v = 0; v < 4; v++) xv[v] = _mm512_loadu_ps(xr[v] + q);
+                    for (int i = 0; i < 4; i++) {
+                        const __m512 dv = _mm512_loadu_ps(d[i] + q);
+                        for (int v = 0; v < 4; v++) a[i][v] = _mm512_fmadd_ps(dv, xv[v], a[i][v]);
+                    }
+                }
+                if (tail) {
+                    __m512 xv[4];
+                    for (int v = 0; v < 4; v++) xv[v] = _mm512_maskz_loadu_ps(tail, xr[v] + q);
+                    for (int i = 0; i < 4; i++) {
+                        const __m512 dv = _mm512_maskz_loadu_ps(tail, d[i] + q);
+                        for (int v = 0; v < 4; v++) a[i][v] = _mm512_fmadd_ps(dv, xv[v], a[i][v]);
+                    }
+                }
+                for (int i = 0; i < 4; i++)
+                    for (int v = 0; v < 4; v++)
+                        if (i < nc && v < ni)
+                            dw[((size_t)t * cout + cb + i) * cin + ib + v] += _mm512_reduce_add_ps(a[i][v]);
+            }
+    }
+}
+
+#else /* plain C, for CPUs without the kernels (dconv_enabled is 0 there) */
+
+void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g) {
+    const int k2 = g->k * g->k;
+    for (int oc = 0; oc < m; oc++) {
+        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * k2 + oc % DCONV_BLOCK;
+        for (int q = 0; q < g->rows; q++) {
+            float s = 0.0f;
+            for (int c = 0; c < kc; c++)
+                for (int t = 0; t < k2; t++)
+                    s += wb[((size_t)c * k2 + t) * DCONV_BLOCK] *
+                         p[(size_t)c * g->plane + q + (size_t)(t / g->k) * g->wp + t % g->k];
+            o[(size_t)oc * g->rows + q] = s;
+        }
+    }
+}
+
+void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g) {
+    for (int t = 0; t < g->k * g->k; t++) {
+        const size_t off = (size_t)(t / g->k) * g->wp + t % g->k;
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) {
+                float s = 0.0f;
+                for (int q = 0; q < g->rows; q++) s += dy[(size_t)co * g->plane + q] * x[(size_t)ci * g->plane + q + off];
+                dw[((size_t)t * cout + co) * cin + ci] += s;
+            }
+    }
+}
+
+#endif

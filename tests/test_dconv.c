@@ -1,0 +1,129 @@
+/* test_dconv.c - the direct convolution kernels against plain double-precision loops over the
+ * same padded planes; test_layers holds the convolutions that use them to finite differences.
+ * On a CPU without AVX-512 the kernels do not run, and these tests are skipped. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "dconv.h"
+#include "util.h"
+
+static float *falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    cr_assert_not_null(p);
+    return p;
+}
+
+static void need_kernels(void) {
+    if (!dconv_enabled()) cr_skip_test("this CPU has no AVX-512: the direct kernels do not run");
+}
+
+/* k, h, w (the plane has h + k - 1 rows of w + k - 1 columns), m outputs, kc inputs: outputs
+ * that fill no block, one block, several and a part of one; positions that end a tile exactly,
+ * inside its first or its second vector. */
+static const int shapes[][5] = {
+    {3, 28, 28, 16, 16}, {3, 14, 14, 32, 32}, {3, 7, 7, 64, 64}, {3, 5, 6, 3, 5},
+    {5, 6, 7, 9, 4},     {3, 4, 6, 17, 11},   {3, 2, 6, 8, 1},   {3, 9, 5, 20, 7},
+};
+#define N_SHAPES (sizeof shapes / sizeof shapes[0])
+
+static dconv_geom_t geom_of(const int *sh) {
+    const int k = sh[0], wp = sh[2] + k - 1;
+    return (dconv_geom_t){k, wp, sh[1] * wp, (size_t)(sh[1] + k - 1) * wp};
+}
+
+/* Planes of c channels, values in [-1, 1) everywhere (the kernels do not care what the padding
+ * holds), followed by the DCONV_TILE + k floats the kernels may read. */
+static float *planes(int c, const dconv_geom_t *g, util_rng_t *r) {
+    const size_t n = (size_t)c * g->plane + DCONV_TILE + g->k;
+    float *p = falloc(n);
+    util_fill_unif(p, n, r, -1, 1);
+    return p;
+}
+
+Test(dconv, forward_equals_double_loops_and_writes_only_m_rows) {
+    need_kernels();
+    util_rng_t r = {31};
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        const int *sh = shapes[i], k = sh[0], m = sh[3], kc = sh[4], k2 = k * k;
+        const dconv_geom_t g = geom_of(sh);
+        float *p = planes(kc, &g, &r), *w = falloc((size_t)m * kc * k2);
+        float *wpk = falloc(dconv_packed_size(m, kc, k));
+        const size_t no = (size_t)m * g.rows;
+        float *o = falloc(no + 64);
+        util_fill_unif(w, (size_t)m * kc * k2, &r, -1, 1);
+        for (size_t j = 0; j < no + 64; j++) o[j] = 1e30f;
+        dconv_pack(wpk, w, m, kc, k, 0);
+        dconv_forward(o, wpk, p, m, kc, &g);
+        for (int oc = 0; oc < m; oc++)
+            for (int q = 0; q < g.rows; q++) {
+                double s = 0.0;
+                for (int c = 0; c < kc; c++)
+                    for (int t = 0; t < k2; t++)
+                        s += (double)w[((size_t)oc * kc + c) * k2 + t] *
+                             p[(size_t)c * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+                const float v = o[(size_t)oc * g.rows + q];
+                cr_assert(fabs(v - s) <= 1e-5 * (1.0 + fabs(s)), "shape %zu out %d pos %d: %.9g, double %.9g", i,
+                          oc, q, v, s);
+            }
+        for (size_t j = no; j < no + 64; j++) cr_assert_eq(o[j], 1e30f, "shape %zu: wrote past m rows", i);
+        free(p); free(w); free(wpk); free(o);
+    }
+}
+
+/* The flipped packing is the input gradient's kernel: output ci over input co, taps reversed. */
+Test(dconv, flipped_kernel_swaps_channel_axes_and_reverses_taps) {
+    need_kernels();
+    util_rng_t r = {32};
+    const int shape[5] = {3, 6, 5, 5, 11}; /* cout 5, cin 11: dx has 11 outputs over 5 */
+    const int k = 3, cout = 5, cin = 11, k2 = 9;
+    const dconv_geom_t g = geom_of(shape);
+    float *p = planes(cout, &g, &r), *w = falloc((size_t)cout * cin * k2), *o = falloc((size_t)cin * g.rows);
+    float *wpk = falloc(dconv_packed_size(cin, cout, k));
+    util_fill_unif(w, (size_t)cout * cin * k2, &r, -1, 1);
+    dconv_pack(wpk, w, cout, cin, k, 1);
+    dconv_forward(o, wpk, p, cin, cout, &g);
+    for (int ci = 0; ci < cin; ci++)
+        for (int q = 0; q < g.rows; q++) {
+            double s = 0.0;
+            for (int co = 0; co < cout; co++)
+                for (int t = 0; t < k2; t++)
+                    s += (double)w[((size_t)co * cin + ci) * k2 + (k2 - 1 - t)] *
+                         p[(size_t)co * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+            cr_assert(fabs(o[(size_t)ci * g.rows + q] - s) <= 1e-5 * (1.0 + fabs(s)), "dx %d pos %d", ci, q);
+        }
+    free(p); free(w); free(o); free(wpk);
+}
+
+/* dw (k*k, cout, cin) gains the sums over the rows positions, and keeps what it held. */
+Test(dconv, weight_grad_adds_double_loop_sums) {
+    need_kernels();
+    util_rng_t r = {33};
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        const int *sh = shapes[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
+        const dconv_geom_t g = geom_of(sh);
+        float *dy = planes(cout, &g, &r), *x = planes(cin, &g, &r);
+        const size_t nw = (size_t)k2 * cout * cin;
+        float *dw = falloc(nw), *dw0 = falloc(nw);
+        util_prefill(dw0, nw);
+        for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
+        dconv_weight_grad(dw, dy, x, cout, cin, &g);
+        for (int t = 0; t < k2; t++)
+            for (int co = 0; co < cout; co++)
+                for (int ci = 0; ci < cin; ci++) {
+                    double s = 0.0;
+                    for (int q = 0; q < g.rows; q++)
+                        s += (double)dy[(size_t)co * g.plane + q] *
+                             x[(size_t)ci * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+                    const size_t j = ((size_t)t * cout + co) * cin + ci;
+                    cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
+                              "shape %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);
+                }
+        free(dy); free(x); free(dw); free(dw0);
+    }
+}
+
+Test(dconv, zero_turns_the_kernels_off) {
+    cr_assert_eq(setenv("AUXPS_DCONV", "0", 1), 0);
+    cr_assert_eq(dconv_enabled(), 0);
+}
