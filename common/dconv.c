@@ -44,7 +44,8 @@ void dconv_pack(float *dst, const float *w, int cout, int cin, int k, int flippe
 
 #ifdef DCONV_X86
 
-_Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32, "the kernels hold 8 outputs by 2 vectors of 16");
+_Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32 && DCONV_WIDE == 64,
+               "the kernels' tiles: 8 outputs by 2 vectors of 16; 4 vectors of 16 inputs");
 
 /* Lanes [0, n) of a 16-lane mask, n clipped to [0, 16]. */
 static inline __mmask16 first_lanes(int n) {
@@ -90,16 +91,32 @@ AVX512 void dconv_forward(float *o, const float *wpk, const float *p, int m, int
     }
 }
 
+/* The sums of the lanes of 16 vectors: the result's lanes 4 l + j hold those of x[4 j + l]. Four
+ * rounds of shuffles and adds (45 instructions) instead of 16 reductions of one vector each. */
+AVX512 static inline __m512 reduce16(const __m512 *x) {
+    __m512 s[8], t[4], u[2];
+    for (int j = 0; j < 8; j++) /* 256-bit halves: x[2j] in the low one, x[2j+1] in the high */
+        s[j] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * j], x[2 * j + 1], 0x44),
+                             _mm512_shuffle_f32x4(x[2 * j], x[2 * j + 1], 0xEE));
+    for (int j = 0; j < 4; j++) /* 128-bit lane l: x[4j + l] */
+        t[j] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * j], s[2 * j + 1], 0x88),
+                             _mm512_shuffle_f32x4(s[2 * j], s[2 * j + 1], 0xDD));
+    for (int j = 0; j < 2; j++) /* lane l: partial pairs of x[8j + l] and x[8j + 4 + l], interleaved */
+        u[j] = _mm512_add_ps(_mm512_unpacklo_ps(t[2 * j], t[2 * j + 1]), _mm512_unpackhi_ps(t[2 * j], t[2 * j + 1]));
+    /* lane l: x[l], x[4 + l], x[8 + l], x[12 + l] */
+    return _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], 0x44), _mm512_shuffle_ps(u[0], u[1], 0xEE));
+}
+
 /* Tiles of 4 output by 4 input channels, one tap at a time: 16 accumulators sum over the
  * positions 16 lanes at a time, and each lane sum is reduced at the end. Rows past a tile's
  * edge read the edge's row again and are not stored. */
 AVX512 void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g) {
     const int k = g->k, rows = g->rows, full = rows / 16;
     const __mmask16 tail = first_lanes(rows % 16);
-    for (int t = 0; t < k * k; t++) {
-        const size_t off = (size_t)(t / k) * g->wp + t % k;
-        for (int cb = 0; cb < cout; cb += 4)
-            for (int ib = 0; ib < cin; ib += 4) {
+    for (int cb = 0; cb < cout; cb += 4)
+        for (int ib = 0; ib < cin; ib += 4)
+            for (int t = 0; t < k * k; t++) {
+                const size_t off = (size_t)(t / k) * g->wp + t % k;
                 const int nc = cout - cb < 4 ? cout - cb : 4, ni = cin - ib < 4 ? cin - ib : 4;
                 const float *d[4], *xr[4];
                 for (int i = 0; i < 4; i++) {
@@ -126,12 +143,52 @@ AVX512 void dconv_weight_grad(float *dw, const float *dy, const float *x, int co
                         for (int v = 0; v < 4; v++) a[i][v] = _mm512_fmadd_ps(dv, xv[v], a[i][v]);
                     }
                 }
+                __m512 x16[16];
+                float sum[16];
                 for (int i = 0; i < 4; i++)
-                    for (int v = 0; v < 4; v++)
-                        if (i < nc && v < ni)
-                            dw[((size_t)t * cout + cb + i) * cin + ib + v] += _mm512_reduce_add_ps(a[i][v]);
+                    for (int v = 0; v < 4; v++) x16[4 * v + i] = a[i][v];
+                _mm512_storeu_ps(sum, reduce16(x16)); /* sum[4 i + v]: a[i][v] */
+                for (int i = 0; i < nc; i++) {
+                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;
+                    for (int v = 0; v < ni; v++) row[v] += sum[4 * i + v];
+                }
             }
-    }
+}
+
+/* The same sums with x transposed, xt (positions, cin): 6 output channels by 64 input channels
+ * (4 vectors) are summed over the positions one at a time, a broadcast of dy by a row of xt,
+ * with no reduction across lanes. */
+AVX512 void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin,
+                                const dconv_geom_t *g) {
+    const int k = g->k, rows = g->rows;
+    for (int ib = 0; ib < cin; ib += DCONV_WIDE)
+        for (int cb = 0; cb < cout; cb += 6) {
+            const int nc = cout - cb < 6 ? cout - cb : 6;
+            const float *d[6];
+            for (int i = 0; i < 6; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * g->plane;
+            for (int t = 0; t < k * k; t++) {
+                const float *x = xt + ((size_t)(t / k) * g->wp + t % k) * cin + ib;
+                __m512 a[6][4];
+                for (int i = 0; i < 6; i++)
+                    for (int v = 0; v < 4; v++) a[i][v] = _mm512_setzero_ps();
+                for (int q = 0; q < rows; q++, x += cin) {
+                    const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
+                                 x3 = _mm512_loadu_ps(x + 48);
+                    for (int i = 0; i < 6; i++) {
+                        const __m512 dv = _mm512_set1_ps(d[i][q]);
+                        a[i][0] = _mm512_fmadd_ps(dv, x0, a[i][0]);
+                        a[i][1] = _mm512_fmadd_ps(dv, x1, a[i][1]);
+                        a[i][2] = _mm512_fmadd_ps(dv, x2, a[i][2]);
+                        a[i][3] = _mm512_fmadd_ps(dv, x3, a[i][3]);
+                    }
+                }
+                for (int i = 0; i < nc; i++) {
+                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;
+                    for (int v = 0; v < 4; v++)
+                        _mm512_storeu_ps(row + 16 * v, _mm512_add_ps(_mm512_loadu_ps(row + 16 * v), a[i][v]));
+                }
+            }
+        }
 }
 
 #else /* plain C, for CPUs without the kernels (dconv_enabled is 0 there) */
@@ -158,6 +215,18 @@ void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int
             for (int ci = 0; ci < cin; ci++) {
                 float s = 0.0f;
                 for (int q = 0; q < g->rows; q++) s += dy[(size_t)co * g->plane + q] * x[(size_t)ci * g->plane + q + off];
+                dw[((size_t)t * cout + co) * cin + ci] += s;
+            }
+    }
+}
+
+void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin, const dconv_geom_t *g) {
+    for (int t = 0; t < g->k * g->k; t++) {
+        const size_t off = (size_t)(t / g->k) * g->wp + t % g->k;
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) {
+                float s = 0.0f;
+                for (int q = 0; q < g->rows; q++) s += dy[(size_t)co * g->plane + q] * xt[(q + off) * cin + ci];
                 dw[((size_t)t * cout + co) * cin + ci] += s;
             }
     }

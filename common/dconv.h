@@ -52,4 +52,10 @@ void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, co
  * columns are the padding's zeros); x is the input planes (cin, plane). */
 void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g);
 
+/* The same, with the input planes transposed: xt (plane + DCONV_TILE + k positions, cin), cin a
+ * multiple of DCONV_WIDE. For wide layers on small planes, where dconv_weight_grad's
+ * reduction of each weight's lanes costs as much as its multiply-adds. */
+#define DCONV_WIDE 64
+void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin, const dconv_geom_t *g);
+
 #endif

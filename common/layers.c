@@ -40,11 +40,6 @@ static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
  * that small, the shifted sgemms below are slower than one sgemm of K = cin*k*k. */
 #define SHIFT_MIN_CHANNELS 4
 
-/* With the direct kernels (dconv.h), a weight gradient over fewer output positions than this
- * stays with the sgemms: the kernel's per-weight reduction costs more than the positions'
- * multiply-adds. */
-#define DIRECT_DW_MIN_ROWS 128
-
 /* A stride-1 convolution whose output is as large as its input (2 pad = k - 1), k > 1: computed
  * by shifted sgemms over a padded plane, without im2col (conv_forward_shifted). */
 static int conv_is_shifted(const conv_shape_t *s) {
@@ -59,10 +54,11 @@ static dconv_geom_t shift_geom(const conv_shape_t *s) {
     return (dconv_geom_t){s->k, wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
 }
 
-/* Floats kept past each plane area: the last outputs' taps, and the direct kernels' last tile,
- * read there. They stay zero. */
-static size_t shift_slack(const conv_shape_t *s) {
-    return DCONV_TILE + (size_t)s->k;
+/* The floats of c channels' planes, each followed by a slack that the last outputs' taps and the
+ * direct kernels' last tile read (zeros); or of the same planes transposed, (positions, c),
+ * plane and slack positions. */
+static size_t shift_area(int c, const dconv_geom_t *g) {
+    return (size_t)c * (g->plane + DCONV_TILE + (size_t)g->k);
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -201,7 +197,7 @@ static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
         const int cmax = s->cin > s->cout ? s->cin : s->cout;
         const size_t pf = dconv_packed_size(s->cout, s->cin, s->k), pb = dconv_packed_size(s->cin, s->cout, s->k);
         sc.wt = pf > pb ? pf : pb;
-        sc.col = (size_t)(s->cin + s->cout) * g.plane + 2 * shift_slack(s) + (size_t)cmax * g.rows;
+        sc.col = shift_area(s->cin, &g) + shift_area(s->cout, &g) + (size_t)cmax * g.rows;
         return sc;
     }
     if (conv_is_pointwise(s) && s->cin == s->cout) {
@@ -319,19 +315,32 @@ static void shifted_sgemms(float *o, const float *a, const float *p, int m, int 
 /* The part's scratch: the input plane xp, dout's plane dp, the uncropped output o. */
 static void shift_areas(const conv_job_t *j, int part, const dconv_geom_t *g, float **xp, float **dp, float **o) {
     *xp = part_area(j, part);
-    *dp = *xp + (size_t)j->s->cin * g->plane + shift_slack(j->s);
-    *o = *dp + (size_t)j->s->cout * g->plane + shift_slack(j->s);
+    *dp = *xp + shift_area(j->s->cin, g);
+    *o = *dp + shift_area(j->s->cout, g);
 }
 
-/* Image n of the input into the plane xp; codes are decoded straight into it, row by row. */
-HOT static void pad_input(const conv_job_t *j, int n, float *xp, const dconv_geom_t *g) {
+/* Image n of the input into the plane xp; codes are decoded straight into it, row by row. With
+ * transposed, into the planes transposed, (positions, cin). */
+HOT static void pad_input(const conv_job_t *j, int n, float *xp, const dconv_geom_t *g, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
+    const float levels = (float)((1u << j->bits) - 1);
+    if (transposed) {
+        for (int ch = 0; ch < s->cin; ch++)
+            for (int y = 0; y < s->h; y++) {
+                float *restrict d = xp + ((size_t)(y + s->pad) * g->wp + s->pad) * s->cin + ch;
+                const size_t i = n * xsz + ((size_t)ch * s->h + y) * s->w;
+                if (j->xq == NULL)
+                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = j->x[i + e];
+                else
+                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = quant_act_value(j->xq[i + e], levels);
+            }
+        return;
+    }
     if (j->xq == NULL) {
         pad_planes(xp, j->x + n * xsz, s->cin, s, g);
         return;
     }
-    const float levels = (float)((1u << j->bits) - 1);
     for (int ch = 0; ch < s->cin; ch++)
         for (int y = 0; y < s->h; y++) {
             float *restrict d = xp + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
@@ -349,9 +358,9 @@ static void conv_forward_shifted(void *arg, int part) {
     if (lo == hi) return;
     float *xp, *dp, *o;
     shift_areas(j, part, &g, &xp, &dp, &o);
-    memset(xp, 0, sizeof(float) * ((size_t)s->cin * g.plane + shift_slack(s)));
+    memset(xp, 0, sizeof(float) * shift_area(s->cin, &g));
     for (int n = lo; n < hi; n++) {
-        pad_input(j, n, xp, &g);
+        pad_input(j, n, xp, &g, 0);
         if (j->direct) dconv_forward(o, j->wt, xp, s->cout, s->cin, &g);
         else shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
         crop_rows(j->out + (size_t)n * s->cout * s->h * s->w, o, s->cout, s, &g, 0);
@@ -371,14 +380,16 @@ static void conv_backward_shifted(void *arg, int part) {
     float *xp, *dp, *o;
     shift_areas(j, part, &g, &xp, &dp, &o);
     float *dw = part_area(j, part) + j->sc.col;
-    memset(xp, 0, sizeof(float) * ((size_t)(s->cin + s->cout) * g.plane + 2 * shift_slack(s))); /* and dp */
+    memset(xp, 0, sizeof(float) * (shift_area(s->cin, &g) + shift_area(s->cout, &g))); /* and dp */
     memset(dw, 0, sizeof(float) * j->sc.dw);
     const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
-    const int direct_dw = j->direct && g.rows >= DIRECT_DW_MIN_ROWS;
+    /* the direct weight gradient of a wide layer reads its input transposed */
+    const int wide = j->direct && s->cin % DCONV_WIDE == 0;
     for (int n = lo; n < hi; n++) {
-        pad_input(j, n, xp, &g); /* before dx is written: dx may be x */
+        pad_input(j, n, xp, &g, wide); /* before dx is written: dx may be x */
         pad_planes(dp, j->dout + n * osz, s->cout, s, &g);
-        if (direct_dw) dconv_weight_grad(dw, dy, xp, s->cout, s->cin, &g);
+        if (wide) dconv_weight_grad_t(dw, dy, xp, s->cout, s->cin, &g);
+        else if (j->direct) dconv_weight_grad(dw, dy, xp, s->cout, s->cin, &g);
         else
             for (int t = 0; t < k2; t++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,

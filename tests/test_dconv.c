@@ -123,6 +123,37 @@ Test(dconv, weight_grad_adds_double_loop_sums) {
     }
 }
 
+/* With the input transposed (cin a multiple of DCONV_WIDE): the same sums, added. */
+Test(dconv, transposed_weight_grad_adds_double_loop_sums) {
+    need_kernels();
+    util_rng_t r = {34};
+    const int wide[][5] = {{3, 7, 7, 64, 64}, {3, 5, 6, 13, 64}, {5, 4, 4, 7, 128}}; /* as shapes */
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
+        const int *sh = wide[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
+        const dconv_geom_t g = geom_of(sh);
+        const size_t npos = g.plane + DCONV_TILE + k;
+        float *dy = planes(cout, &g, &r), *xt = falloc(npos * cin);
+        util_fill_unif(xt, npos * cin, &r, -1, 1);
+        const size_t nw = (size_t)k2 * cout * cin;
+        float *dw = falloc(nw), *dw0 = falloc(nw);
+        util_prefill(dw0, nw);
+        for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
+        dconv_weight_grad_t(dw, dy, xt, cout, cin, &g);
+        for (int t = 0; t < k2; t++)
+            for (int co = 0; co < cout; co++)
+                for (int ci = 0; ci < cin; ci++) {
+                    double s = 0.0;
+                    for (int q = 0; q < g.rows; q++)
+                        s += (double)dy[(size_t)co * g.plane + q] *
+                             xt[((size_t)q + (size_t)(t / k) * g.wp + t % k) * cin + ci];
+                    const size_t j = ((size_t)t * cout + co) * cin + ci;
+                    cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
+                              "wide %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);
+                }
+        free(dy); free(xt); free(dw); free(dw0);
+    }
+}
+
 Test(dconv, zero_turns_the_kernels_off) {
     cr_assert_eq(setenv("AUXPS_DCONV", "0", 1), 0);
     cr_assert_eq(dconv_enabled(), 0);

@@ -105,9 +105,9 @@ static double conv_loss(const void *p) {
  * so that im2col reuses the padding's zeros of a part's first image; and stride-1 convolutions
  * as large as their input with at least 4 channels in and out, which run as shifted sgemms over
  * a padded plane (k = 3 and 5, non-square, batch 9), beside one with 3 channels out, which
- * does not; one of them (9 out, 11 x 11) has enough positions for the direct weight gradient
- * (dconv.h). The shifted cases run both ways: with the direct kernels where the CPU has them,
- * and with the sgemms (conv_paths). */
+ * does not, and one with 64 channels in, whose direct weight gradient reads the input
+ * transposed (dconv.h). The shifted cases run both ways: with the direct kernels where the CPU
+ * has them, and with the sgemms (conv_paths). */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
@@ -116,6 +116,7 @@ static const int conv_cases[][8] = {
     {9, 2, 5, 4, 3, 3, 1, 1},  {9, 2, 7, 6, 3, 3, 2, 1},   {9, 1, 6, 6, 2, 3, 2, 0},
     {9, 2, 6, 5, 2, 5, 1, 2},  {9, 5, 6, 7, 4, 3, 1, 1},   {3, 4, 5, 6, 6, 5, 1, 2},
     {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},  {2, 5, 11, 11, 9, 3, 1, 1},
+    {1, 64, 3, 3, 4, 3, 1, 1},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -157,11 +158,11 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
                  (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
     /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap or packed
      * for the direct kernels (the larger of 8 outputs by 6 inputs or 8 by 4, times 3 x 3), and
-     * per part the padded input and dout planes (9 x 7, 32 + k floats past each), the uncropped
+     * per part the padded input and dout planes (9 x 7, each followed by 32 + k floats), the uncropped
      * output (the larger channel count times 7 rows of 7), and the partial dw (6 x 4 x 3 x 3);
      * codes are decoded straight into the input plane */
     conv_shape_init(&s, 2, 4, 7, 5, 6, 3, 1, 1);
-    const size_t planes = (size_t)(4 + 6) * 9 * 7 + 2 * (32 + 3), out = (size_t)6 * 7 * 7;
+    const size_t planes = (size_t)(4 + 6) * (9 * 7 + 32 + 3), out = (size_t)6 * 7 * 7;
     const size_t packed = (size_t)8 * 6 * 3 * 3, dw = (size_t)6 * 4 * 3 * 3;
     cr_assert_eq(conv_scratch_size(&s), packed + LAYER_PARTS * (planes + out + dw));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s));
