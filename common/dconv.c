@@ -23,24 +23,30 @@ int dconv_enabled(void) {
 #endif
 }
 
-size_t dconv_packed_size(int m, int kc, int k) {
-    const size_t blocks = ((size_t)m + DCONV_BLOCK - 1) / DCONV_BLOCK;
-    return blocks * DCONV_BLOCK * (size_t)kc * k * k;
+void dconv_geom_same(dconv_geom_t *g, int k, int wp, int rows, size_t plane) {
+    g->taps = k * k;
+    g->rows = rows;
+    g->stride = plane;
+    for (int t = 0; t < k * k; t++) g->off[t] = (size_t)(t / k) * wp + t % k;
 }
 
-/* Layout: block b, input channel c, tap t, then the block's DCONV_BLOCK outputs, so that the
+size_t dconv_packed_size(int m, int kc, int taps) {
+    const size_t blocks = ((size_t)m + DCONV_BLOCK - 1) / DCONV_BLOCK;
+    return blocks * DCONV_BLOCK * (size_t)kc * taps;
+}
+
+/* Layout: block b, input channel c, tap i, then the block's DCONV_BLOCK outputs, so that the
  * forward kernel reads the weights in one stream. */
-void dconv_pack(float *dst, const float *w, int cout, int cin, int k, int flipped) {
-    const int k2 = k * k, m = flipped ? cin : cout, kc = flipped ? cout : cin;
+void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int transposed, const int *tap, int ntaps) {
+    const int m = transposed ? cin : cout, kc = transposed ? cout : cin;
     const int blocks = (m + DCONV_BLOCK - 1) / DCONV_BLOCK;
     for (int b = 0; b < blocks; b++)
         for (int c = 0; c < kc; c++)
-            for (int t = 0; t < k2; t++)
-                for (int i = 0; i < DCONV_BLOCK; i++) {
-                    const int o = b * DCONV_BLOCK + i;
+            for (int i = 0; i < ntaps; i++)
+                for (int l = 0; l < DCONV_BLOCK; l++) {
+                    const int o = b * DCONV_BLOCK + l;
                     float v = 0.0f;
-                    if (o < m)
-                        v = flipped ? w[((size_t)c * cin + o) * k2 + (k2 - 1 - t)] : w[((size_t)o * cin + c) * k2 + t];
+                    if (o < m) v = transposed ? w[((size_t)c * cin + o) * k2 + tap[i]] : w[((size_t)o * cin + c) * k2 + tap[i]];
                     *dst++ = v;
                 }
 }
@@ -57,40 +63,45 @@ static inline __mmask16 first_lanes(int n) {
 
 /* One block of up to 8 outputs: 16 accumulators of 16 lanes hold 8 outputs by 32 positions
  * over every input channel and tap; each step loads two vectors of the plane and broadcasts
- * 8 weights for 16 multiply-adds. */
-AVX512 static void forward_block(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g) {
-    const int k = g->k, wp = g->wp, rows = g->rows;
+ * 8 weights for 16 multiply-adds. The last tile's loads and stores stop at rows. */
+AVX512 static void forward_block(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g,
+                                 int acc) {
+    const int rows = g->rows;
     for (int p0 = 0; p0 < rows; p0 += DCONV_TILE) {
+        const __mmask16 m0 = first_lanes(rows - p0), m1 = first_lanes(rows - p0 - 16);
         __m512 a0[8], a1[8];
         for (int i = 0; i < 8; i++) a0[i] = a1[i] = _mm512_setzero_ps();
         const float *wq = wb;
         for (int c = 0; c < kc; c++) {
-            const float *x = p + (size_t)c * g->plane + p0;
-            for (int ky = 0; ky < k; ky++, x += wp)
-                for (int kx = 0; kx < k; kx++, wq += 8) {
-                    const __m512 x0 = _mm512_loadu_ps(x + kx), x1 = _mm512_loadu_ps(x + kx + 16);
-                    for (int i = 0; i < 8; i++) {
-                        const __m512 wv = _mm512_set1_ps(wq[i]);
-                        a0[i] = _mm512_fmadd_ps(wv, x0, a0[i]);
-                        a1[i] = _mm512_fmadd_ps(wv, x1, a1[i]);
-                    }
+            const float *x = p + (size_t)c * g->stride + p0;
+            for (int t = 0; t < g->taps; t++, wq += 8) {
+                const float *xt = x + g->off[t];
+                const __m512 x0 = _mm512_maskz_loadu_ps(m0, xt), x1 = _mm512_maskz_loadu_ps(m1, xt + 16);
+                for (int i = 0; i < 8; i++) {
+                    const __m512 wv = _mm512_set1_ps(wq[i]);
+                    a0[i] = _mm512_fmadd_ps(wv, x0, a0[i]);
+                    a1[i] = _mm512_fmadd_ps(wv, x1, a1[i]);
                 }
+            }
         }
-        const __mmask16 m0 = first_lanes(rows - p0), m1 = first_lanes(rows - p0 - 16);
         for (int i = 0; i < 8; i++) {
             if (i >= nout) break;
             float *d = o + (size_t)i * rows + p0;
+            if (acc) {
+                a0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d), a0[i]);
+                a1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d + 16), a1[i]);
+            }
             _mm512_mask_storeu_ps(d, m0, a0[i]);
             _mm512_mask_storeu_ps(d + 16, m1, a1[i]);
         }
     }
 }
 
-AVX512 void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g) {
-    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->k * g->k;
+AVX512 void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
+    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
     for (int b = 0; b * DCONV_BLOCK < m; b++) {
         const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
-        forward_block(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g);
+        forward_block(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g, acc);
     }
 }
 
@@ -113,18 +124,18 @@ AVX512 static inline __m512 reduce16(const __m512 *x) {
 /* Tiles of 4 output by 4 input channels, one tap at a time: 16 accumulators sum over the
  * positions 16 lanes at a time, and each lane sum is reduced at the end. Rows past a tile's
  * edge read the edge's row again and are not stored. */
-AVX512 void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g) {
-    const int k = g->k, rows = g->rows, full = rows / 16;
+AVX512 void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                              const dconv_geom_t *g) {
+    const int rows = g->rows, full = rows / 16;
     const __mmask16 tail = first_lanes(rows % 16);
     for (int cb = 0; cb < cout; cb += 4)
         for (int ib = 0; ib < cin; ib += 4)
-            for (int t = 0; t < k * k; t++) {
-                const size_t off = (size_t)(t / k) * g->wp + t % k;
+            for (int t = 0; t < g->taps; t++) {
                 const int nc = cout - cb < 4 ? cout - cb : 4, ni = cin - ib < 4 ? cin - ib : 4;
                 const float *d[4], *xr[4];
                 for (int i = 0; i < 4; i++) {
-                    d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * g->plane;
-                    xr[i] = x + (size_t)(ib + (i < ni ? i : ni - 1)) * g->plane + off;
+                    d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;
+                    xr[i] = x + (size_t)(ib + (i < ni ? i : ni - 1)) * g->stride + g->off[t];
                 }
                 __m512 a[4][4];
                 for (int i = 0; i < 4; i++)
@@ -161,16 +172,16 @@ AVX512 void dconv_weight_grad(float *dw, const float *dy, const float *x, int co
 /* The same sums with x transposed, xt (positions, cin): 6 output channels by 64 input channels
  * (4 vectors) are summed over the positions one at a time, a broadcast of dy by a row of xt,
  * with no reduction across lanes. */
-AVX512 void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin,
+AVX512 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                                 const dconv_geom_t *g) {
-    const int k = g->k, rows = g->rows;
+    const int rows = g->rows;
     for (int ib = 0; ib < cin; ib += DCONV_WIDE)
         for (int cb = 0; cb < cout; cb += 6) {
             const int nc = cout - cb < 6 ? cout - cb : 6;
             const float *d[6];
-            for (int i = 0; i < 6; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * g->plane;
-            for (int t = 0; t < k * k; t++) {
-                const float *x = xt + ((size_t)(t / k) * g->wp + t % k) * cin + ib;
+            for (int i = 0; i < 6; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;
+            for (int t = 0; t < g->taps; t++) {
+                const float *x = xt + g->off[t] * cin + ib;
                 __m512 a[6][4];
                 for (int i = 0; i < 6; i++)
                     for (int v = 0; v < 4; v++) a[i][v] = _mm512_setzero_ps();
@@ -196,43 +207,39 @@ AVX512 void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int
 
 #else /* plain C, for CPUs without the kernels (dconv_enabled is 0 there) */
 
-void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g) {
-    const int k2 = g->k * g->k;
+void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
     for (int oc = 0; oc < m; oc++) {
-        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * k2 + oc % DCONV_BLOCK;
+        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * g->taps + oc % DCONV_BLOCK;
         for (int q = 0; q < g->rows; q++) {
             float s = 0.0f;
             for (int c = 0; c < kc; c++)
-                for (int t = 0; t < k2; t++)
-                    s += wb[((size_t)c * k2 + t) * DCONV_BLOCK] *
-                         p[(size_t)c * g->plane + q + (size_t)(t / g->k) * g->wp + t % g->k];
-            o[(size_t)oc * g->rows + q] = s;
+                for (int t = 0; t < g->taps; t++)
+                    s += wb[((size_t)c * g->taps + t) * DCONV_BLOCK] * p[(size_t)c * g->stride + q + g->off[t]];
+            o[(size_t)oc * g->rows + q] = acc ? o[(size_t)oc * g->rows + q] + s : s;
         }
     }
 }
 
-void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g) {
-    for (int t = 0; t < g->k * g->k; t++) {
-        const size_t off = (size_t)(t / g->k) * g->wp + t % g->k;
+void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                       const dconv_geom_t *g) {
+    for (int t = 0; t < g->taps; t++)
         for (int co = 0; co < cout; co++)
             for (int ci = 0; ci < cin; ci++) {
                 float s = 0.0f;
-                for (int q = 0; q < g->rows; q++) s += dy[(size_t)co * g->plane + q] * x[(size_t)ci * g->plane + q + off];
+                for (int q = 0; q < g->rows; q++) s += dy[co * dy_stride + q] * x[ci * g->stride + q + g->off[t]];
                 dw[((size_t)t * cout + co) * cin + ci] += s;
             }
-    }
 }
 
-void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin, const dconv_geom_t *g) {
-    for (int t = 0; t < g->k * g->k; t++) {
-        const size_t off = (size_t)(t / g->k) * g->wp + t % g->k;
+void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+                         const dconv_geom_t *g) {
+    for (int t = 0; t < g->taps; t++)
         for (int co = 0; co < cout; co++)
             for (int ci = 0; ci < cin; ci++) {
                 float s = 0.0f;
-                for (int q = 0; q < g->rows; q++) s += dy[(size_t)co * g->plane + q] * xt[(q + off) * cin + ci];
+                for (int q = 0; q < g->rows; q++) s += dy[co * dy_stride + q] * xt[(q + g->off[t]) * cin + ci];
                 dw[((size_t)t * cout + co) * cin + ci] += s;
             }
-    }
 }
 
 #endif

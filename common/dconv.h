@@ -1,13 +1,15 @@
-/* dconv.h - direct convolution kernels over a zero-padded plane, for CPUs with AVX-512.
+/* dconv.h - direct convolution kernels, for CPUs with AVX-512.
  *
  * The stride-1 "same" convolutions of layers.c (conv_is_shifted) read each image from a padded
  * plane of (h + 2 pad) rows of wp = w + 2 pad columns per channel, and compute the output at
  * rows = h * wp positions per channel, of which each row's first w are kept. Output position p
- * reads, at tap t = (ky, kx), plane position p + ky * wp + kx. layers.c runs that as k*k sgemms;
- * these kernels run it directly, with the k*k taps and all input channels summed in registers
+ * reads, at tap t = (ky, kx), plane position p + ky * wp + kx. layers.c can run that as k*k
+ * sgemms; these kernels run it directly, with every tap and input channel summed in registers
  * for a tile of 8 output channels by 32 positions, so that no output is loaded and stored once
- * per tap and nothing is packed. OpenBLAS may be held to narrower kernels than the CPU runs
- * (OPENBLAS_CORETYPE); these use AVX-512 whenever the CPU has it.
+ * per tap and nothing is packed. A 1x1 convolution is the case of one tap over the image
+ * itself, and a stride-2 one that of taps spread over four phase planes (layers.c). OpenBLAS
+ * may be held to narrower kernels than the CPU runs (OPENBLAS_CORETYPE); these use AVX-512
+ * whenever the CPU has it.
  *
  * The sums run in a fixed order that does not depend on the thread or the part, but differs
  * from the sgemms', so results differ from the sgemm path in the last bits. */
@@ -19,43 +21,54 @@
 /* Output channels per register tile: a packed kernel holds ceil(m / DCONV_BLOCK) blocks. */
 #define DCONV_BLOCK 8
 
-/* Positions of one register tile; a plane is read up to DCONV_TILE - 1 floats past the last
- * output position's last tap, and those reads only reach outputs that are not kept. */
+/* Positions of one register tile. */
 #define DCONV_TILE 32
 
-/* The geometry of one padded image: k x k kernel, wp columns, rows output positions, plane
- * floats per channel. */
+/* The most taps a kernel may have (5 x 5). */
+#define DCONV_MAX_TAPS 25
+
+/* What one call reads. Output position q (of rows per channel) reads, at tap t, input
+ * position q + off[t]; input channels are stride floats apart. A stride-1 convolution over
+ * padded planes of wp columns has off[ky k + kx] = ky wp + kx (dconv_geom_same); layers.c
+ * lays a stride-2 one's input out in phase planes so that it is one of these too. */
 typedef struct {
-    int k, wp, rows;
-    size_t plane;
+    int taps, rows;
+    size_t stride;
+    size_t off[DCONV_MAX_TAPS];
 } dconv_geom_t;
+
+/* The geometry of a k x k stride-1 convolution over planes of wp columns and plane floats,
+ * computed at rows positions. */
+void dconv_geom_same(dconv_geom_t *g, int k, int wp, int rows, size_t plane);
 
 /* 1 when the CPU runs AVX-512 (F) and the environment does not turn the kernels off
  * (AUXPS_DCONV=0, for tests and benchmarks of the sgemm path); else 0. */
 int dconv_enabled(void);
 
-/* Floats of a packed kernel with m outputs and kc inputs per output. */
-size_t dconv_packed_size(int m, int kc, int k);
+/* Floats of a packed kernel with m outputs, kc inputs per output and the given taps. */
+size_t dconv_packed_size(int m, int kc, int taps);
 
-/* Packs w (cout, cin, k, k) for dconv_forward: flipped = 0 gives m = cout outputs over kc = cin
- * input channels; flipped = 1 gives the input gradient's kernel, m = cin outputs over kc = cout
- * channels with the taps reversed. dst holds dconv_packed_size(m, kc, k) floats; output channels
- * past m are zero. */
-void dconv_pack(float *dst, const float *w, int cout, int cin, int k, int flipped);
+/* Packs taps tap[0 .. ntaps) of w (cout, cin, k2) for dconv_forward: transposed = 0 gives
+ * m = cout outputs over kc = cin input channels, transposed = 1 m = cin outputs over kc = cout
+ * (an input gradient's kernel). dst holds dconv_packed_size(m, kc, ntaps) floats; output
+ * channels past m are zero. */
+void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int transposed, const int *tap, int ntaps);
 
-/* o (m, rows) = the convolution of the planes p (kc, plane) with the packed kernel wpk.
- * p must be readable for DCONV_TILE + k floats past its last plane. */
-void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g);
+/* o (m, rows) = (acc = 0) or += (acc = 1) the convolution of the input p (kc channels) with the
+ * packed kernel wpk, taps as in g. */
+void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc);
 
-/* dw (k*k, cout, cin) += for every tap t, sum over the positions q < rows of dy(co, q) x(ci, q +
- * ky wp + kx). dy is read as (cout, rows) rows one plane apart (dout in its plane: the extra
- * columns are the padding's zeros); x is the input planes (cin, plane). */
-void dconv_weight_grad(float *dw, const float *dy, const float *x, int cout, int cin, const dconv_geom_t *g);
+/* dw (taps, cout, cin) += for every tap t, the sum over the positions q < rows of dy(co, q)
+ * x(ci, q + off[t]). dy's channels are dy_stride floats apart; where an output is not kept
+ * (a plane's extra columns), dy must be zero. */
+void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                       const dconv_geom_t *g);
 
-/* The same, with the input planes transposed: xt (plane + DCONV_TILE + k positions, cin), cin a
- * multiple of DCONV_WIDE. For wide layers on small planes, where dconv_weight_grad's
- * reduction of each weight's lanes costs as much as its multiply-adds. */
+/* The same, with the input transposed: xt (positions, cin), cin a multiple of DCONV_WIDE; g's
+ * stride is not used. For wide layers on small planes, where dconv_weight_grad's reduction of
+ * each weight's lanes costs as much as its multiply-adds. */
 #define DCONV_WIDE 64
-void dconv_weight_grad_t(float *dw, const float *dy, const float *xt, int cout, int cin, const dconv_geom_t *g);
+void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+                         const dconv_geom_t *g);
 
 #endif

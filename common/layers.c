@@ -47,18 +47,34 @@ static int conv_is_shifted(const conv_shape_t *s) {
            s->cout >= SHIFT_MIN_CHANNELS;
 }
 
-/* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
- * output is computed at rows = h * wp positions, of which each row's first w are kept. */
-static dconv_geom_t shift_geom(const conv_shape_t *s) {
-    const int wp = s->w + 2 * s->pad;
-    return (dconv_geom_t){s->k, wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
+/* Whether the direct kernels (dconv.h) run this convolution's sums. */
+static int direct_ok(const conv_shape_t *s) {
+    return s->k * s->k <= DCONV_MAX_TAPS && dconv_enabled();
 }
 
-/* The floats of c channels' planes, each followed by a slack that the last outputs' taps and the
- * direct kernels' last tile read (zeros); or of the same planes transposed, (positions, c),
- * plane and slack positions. */
-static size_t shift_area(int c, const dconv_geom_t *g) {
-    return (size_t)c * (g->plane + DCONV_TILE + (size_t)g->k);
+/* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
+ * output is computed at rows = h * wp positions, of which each row's first w are kept. */
+typedef struct {
+    int k, wp, rows;
+    size_t plane;
+} shift_geom_t;
+
+static shift_geom_t shift_geom(const conv_shape_t *s) {
+    const int wp = s->w + 2 * s->pad;
+    return (shift_geom_t){s->k, wp, s->h * wp, (size_t)(s->h + 2 * s->pad) * wp};
+}
+
+/* The same for the direct kernels. */
+static dconv_geom_t shift_dgeom(const shift_geom_t *g) {
+    dconv_geom_t d;
+    dconv_geom_same(&d, g->k, g->wp, g->rows, g->plane);
+    return d;
+}
+
+/* The floats of c channels' planes, each followed by k floats that the last outputs' last taps
+ * read (zeros); or of the same planes transposed, (plane + k positions, c). */
+static size_t shift_area(int c, const shift_geom_t *g) {
+    return (size_t)c * (g->plane + (size_t)g->k);
 }
 
 /* The output columns [*lo, *hi) whose input column ox * stride - pad + kx lies inside [0, w). */
@@ -193,12 +209,17 @@ static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
         /* the kernel relaid out by tap, or packed for the direct kernels (either way, forward
          * or flipped); per part the padded input and dout planes, each followed by its slack,
          * and the output before cropping */
-        const dconv_geom_t g = shift_geom(s);
+        const shift_geom_t g = shift_geom(s);
         const int cmax = s->cin > s->cout ? s->cin : s->cout;
-        const size_t pf = dconv_packed_size(s->cout, s->cin, s->k), pb = dconv_packed_size(s->cin, s->cout, s->k);
+        const int k2 = s->k * s->k;
+        const size_t pf = dconv_packed_size(s->cout, s->cin, k2), pb = dconv_packed_size(s->cin, s->cout, k2);
         sc.wt = pf > pb ? pf : pb;
         sc.col = shift_area(s->cin, &g) + shift_area(s->cout, &g) + (size_t)cmax * g.rows;
         return sc;
+    }
+    if (s->k == 1) { /* for the direct kernels, packed forward or flipped */
+        const size_t pf = dconv_packed_size(s->cout, s->cin, 1), pb = dconv_packed_size(s->cin, s->cout, 1);
+        sc.wt = pf > pb ? pf : pb;
     }
     if (conv_is_pointwise(s) && s->cin == s->cout) {
         sc.col = (size_t)s->cin * s->h * s->w; /* one image's dx, when dx is dout */
@@ -280,7 +301,7 @@ static float *part_area(const conv_job_t *j, int part) {
 
 /* Copies each (h, w) channel image of src into the interior of its plane in dst; the padding
  * keeps what it holds (zeros). */
-static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const dconv_geom_t *g) {
+static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const shift_geom_t *g) {
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < s->h; y++) {
             float *restrict d = dst + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
@@ -290,7 +311,7 @@ static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *
 }
 
 /* out (c, h, w) (+)= the first w columns of each row of o (c, rows). */
-static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const dconv_geom_t *g, int acc) {
+static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const shift_geom_t *g, int acc) {
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < s->h; y++) {
             float *restrict d = out + ((size_t)ch * s->h + y) * s->w;
@@ -305,7 +326,7 @@ static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, 
 /* o (m, rows) = sum over the taps t of a_t (m, kc) times the plane p (kc channels) shifted by
  * tap t; a holds the k*k matrices a_t one after the other. */
 static void shifted_sgemms(float *o, const float *a, const float *p, int m, int kc, const conv_shape_t *s,
-                           const dconv_geom_t *g) {
+                           const shift_geom_t *g) {
     const int k2 = s->k * s->k;
     for (int t = 0; t < k2; t++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->rows, kc, 1.0f, a + (size_t)t * m * kc, kc,
@@ -313,7 +334,7 @@ static void shifted_sgemms(float *o, const float *a, const float *p, int m, int 
 }
 
 /* The part's scratch: the input plane xp, dout's plane dp, the uncropped output o. */
-static void shift_areas(const conv_job_t *j, int part, const dconv_geom_t *g, float **xp, float **dp, float **o) {
+static void shift_areas(const conv_job_t *j, int part, const shift_geom_t *g, float **xp, float **dp, float **o) {
     *xp = part_area(j, part);
     *dp = *xp + shift_area(j->s->cin, g);
     *o = *dp + shift_area(j->s->cout, g);
@@ -321,7 +342,7 @@ static void shift_areas(const conv_job_t *j, int part, const dconv_geom_t *g, fl
 
 /* Image n of the input into the plane xp; codes are decoded straight into it, row by row. With
  * transposed, into the planes transposed, (positions, cin). */
-HOT static void pad_input(const conv_job_t *j, int n, float *xp, const dconv_geom_t *g, int transposed) {
+HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     const float levels = (float)((1u << j->bits) - 1);
@@ -352,16 +373,17 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const dconv_geo
 static void conv_forward_shifted(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
-    const dconv_geom_t g = shift_geom(s);
+    const shift_geom_t g = shift_geom(s);
     int lo, hi;
     layer_part_range(s->n, part, &lo, &hi);
     if (lo == hi) return;
     float *xp, *dp, *o;
     shift_areas(j, part, &g, &xp, &dp, &o);
+    const dconv_geom_t dg = shift_dgeom(&g);
     memset(xp, 0, sizeof(float) * shift_area(s->cin, &g));
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g, 0);
-        if (j->direct) dconv_forward(o, j->wt, xp, s->cout, s->cin, &g);
+        if (j->direct) dconv_forward(o, j->wt, xp, s->cout, s->cin, &dg, 0);
         else shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
         crop_rows(j->out + (size_t)n * s->cout * s->h * s->w, o, s->cout, s, &g, 0);
     }
@@ -371,7 +393,7 @@ static void conv_forward_shifted(void *arg, int part) {
 static void conv_backward_shifted(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
-    const dconv_geom_t g = shift_geom(s);
+    const shift_geom_t g = shift_geom(s);
     const int k2 = s->k * s->k;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * s->h * s->w;
     int lo, hi;
@@ -385,18 +407,19 @@ static void conv_backward_shifted(void *arg, int part) {
     const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
     /* the direct weight gradient of a wide layer reads its input transposed */
     const int wide = j->direct && s->cin % DCONV_WIDE == 0;
+    const dconv_geom_t dg = shift_dgeom(&g);
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g, wide); /* before dx is written: dx may be x */
         pad_planes(dp, j->dout + n * osz, s->cout, s, &g);
-        if (wide) dconv_weight_grad_t(dw, dy, xp, s->cout, s->cin, &g);
-        else if (j->direct) dconv_weight_grad(dw, dy, xp, s->cout, s->cin, &g);
+        if (wide) dconv_weight_grad_t(dw, dy, g.plane, xp, s->cout, s->cin, &dg);
+        else if (j->direct) dconv_weight_grad(dw, dy, g.plane, xp, s->cout, s->cin, &dg);
         else
             for (int t = 0; t < k2; t++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,
                             xp + (size_t)(t / s->k) * g.wp + t % s->k, (int)g.plane, 1.0f,
                             dw + (size_t)t * s->cout * s->cin, s->cin);
         if (j->dx == NULL) continue;
-        if (j->direct) dconv_forward(o, j->wt, dp, s->cin, s->cout, &g);
+        if (j->direct) dconv_forward(o, j->wt, dp, s->cin, s->cout, &dg, 0);
         else shifted_sgemms(o, j->wt, dp, s->cin, s->cout, s, &g);
         crop_rows(j->dx + n * xsz, o, s->cin, s, &g, j->acc);
     }
@@ -415,6 +438,15 @@ static void shift_kernel(float *wt, const float *w, const conv_shape_t *s, int f
             }
 }
 
+/* w packed for the direct kernels with every tap: forward, or (flipped) the input gradient's
+ * kernel of a stride-1 convolution, channel axes swapped and taps reversed. */
+static void pack_taps(float *dst, const float *w, const conv_shape_t *s, int flipped) {
+    const int k2 = s->k * s->k;
+    int tap[DCONV_MAX_TAPS];
+    for (int t = 0; t < k2; t++) tap[t] = flipped ? k2 - 1 - t : t;
+    dconv_pack(dst, w, s->cout, s->cin, k2, flipped, tap, k2);
+}
+
 static void conv_forward_part(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
@@ -429,15 +461,29 @@ static void conv_forward_part(void *arg, int part) {
             im2col(col, b, s, n == lo);
             b = col;
         }
+        if (j->direct) {
+            dconv_geom_t g;
+            dconv_geom_same(&g, 1, howo, howo, (size_t)howo);
+            dconv_forward(j->out + n * osz, j->wt, b, s->cout, s->cin, &g, 0);
+            continue;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, j->w, kk, b, howo,
                     0.0f, j->out + n * osz, howo);
     }
 }
 
 static void conv_forward_run(pool_t *pool, conv_job_t *j) {
+    if (j->s->k == 1 && direct_ok(j->s)) {
+        /* a 1x1 convolution of the image (stride 1) or of its im2col (stride 2) */
+        j->direct = 1;
+        dconv_pack(j->scratch, j->w, j->s->cout, j->s->cin, 1, 0, (const int[]){0}, 1);
+        j->wt = j->scratch;
+        pool_run(pool, LAYER_PARTS, conv_forward_part, j);
+        return;
+    }
     if (conv_is_shifted(j->s)) {
-        j->direct = dconv_enabled();
-        if (j->direct) dconv_pack(j->scratch, j->w, j->s->cout, j->s->cin, j->s->k, 0);
+        j->direct = direct_ok(j->s);
+        if (j->direct) pack_taps(j->scratch, j->w, j->s, 0);
         else shift_kernel(j->scratch, j->w, j->s, 0);
         j->wt = j->scratch;
         pool_run(pool, LAYER_PARTS, conv_forward_shifted, j);
@@ -464,7 +510,9 @@ static void conv_backward_part(void *arg, int part) {
     const conv_shape_t *s = j->s;
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * howo;
-    const int pointwise = conv_is_pointwise(s), dx_conv = j->wt != NULL;
+    const int pointwise = conv_is_pointwise(s), dx_conv = !j->direct && j->wt != NULL;
+    dconv_geom_t g; /* direct: the 1x1 convolution */
+    dconv_geom_same(&g, 1, howo, howo, (size_t)howo);
     float *col = part_area(j, part), *buf = col + j->sc.col, *dw = j->dw;
     int lo, hi;
     layer_part_range(s->n, part, &lo, &hi);
@@ -483,11 +531,22 @@ static void conv_backward_part(void *arg, int part) {
             im2col(col, b, s, n == lo || j->dx != NULL);
             b = col;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
-                    1.0f, dw, kk);
+        if (j->direct) dconv_weight_grad(dw, dy, (size_t)howo, b, s->cout, s->cin, &g);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
+                        1.0f, dw, kk);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
-        if (pointwise && dx == dy) {
+        if (j->direct && pointwise && dx == dy) {
+            dconv_forward(col, j->wt, dy, s->cin, s->cout, &g, 0);
+            memcpy(dx, col, sizeof(float) * xsz);
+        } else if (j->direct && pointwise) {
+            dconv_forward(dx, j->wt, dy, s->cin, s->cout, &g, j->acc);
+        } else if (j->direct) {
+            dconv_forward(col, j->wt, dy, s->cin, s->cout, &g, 0);
+            if (!j->acc) memset(dx, 0, sizeof(float) * xsz);
+            col2im_add(dx, col, s);
+        } else if (pointwise && dx == dy) {
             /* in place (acc = 0): this image's dout is read for the last time here */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, howo, s->cout, 1.0f, j->w, kk, dy, howo,
                         0.0f, col, howo);
@@ -513,10 +572,17 @@ static void conv_backward_part(void *arg, int part) {
 static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
     const int k2 = s->k * s->k;
-    if (conv_is_shifted(s)) {
-        j->direct = dconv_enabled();
+    if (s->k == 1 && direct_ok(s)) {
+        j->direct = 1;
         if (j->dx != NULL) {
-            if (j->direct) dconv_pack(j->scratch, j->w, s->cout, s->cin, s->k, 1);
+            dconv_pack(j->scratch, j->w, s->cout, s->cin, 1, 1, (const int[]){0}, 1);
+            j->wt = j->scratch;
+        }
+    }
+    if (conv_is_shifted(s)) {
+        j->direct = direct_ok(s);
+        if (j->dx != NULL) {
+            if (j->direct) pack_taps(j->scratch, j->w, s, 1);
             else shift_kernel(j->scratch, j->w, s, 1);
             j->wt = j->scratch;
         }
@@ -534,7 +600,7 @@ static void conv_backward_run(pool_t *pool, conv_job_t *j) {
         }
         return;
     }
-    if (j->dx != NULL && !conv_is_pointwise(s) && conv_dx_is_conv(s)) {
+    if (j->dx != NULL && !j->direct && !conv_is_pointwise(s) && conv_dx_is_conv(s)) {
         /* (cin, cout, k, k): w with channel axes swapped and the kernel flipped */
         float *wt = j->scratch;
         for (int co = 0; co < s->cout; co++)

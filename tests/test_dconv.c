@@ -20,22 +20,32 @@ static void need_kernels(void) {
 
 /* k, h, w (the plane has h + k - 1 rows of w + k - 1 columns), m outputs, kc inputs: outputs
  * that fill no block, one block, several and a part of one; positions that end a tile exactly,
- * inside its first or its second vector. */
+ * inside its first or its second vector; 1x1 kernels, whose plane is the image itself. */
 static const int shapes[][5] = {
     {3, 28, 28, 16, 16}, {3, 14, 14, 32, 32}, {3, 7, 7, 64, 64}, {3, 5, 6, 3, 5},
     {5, 6, 7, 9, 4},     {3, 4, 6, 17, 11},   {3, 2, 6, 8, 1},   {3, 9, 5, 20, 7},
+    {1, 7, 7, 12, 10},   {1, 14, 14, 16, 32},
 };
 #define N_SHAPES (sizeof shapes / sizeof shapes[0])
 
-static dconv_geom_t geom_of(const int *sh) {
+/* The stride-1 geometry of a shape, and its planes' size. */
+static dconv_geom_t geom_of(const int *sh, size_t *plane) {
     const int k = sh[0], wp = sh[2] + k - 1;
-    return (dconv_geom_t){k, wp, sh[1] * wp, (size_t)(sh[1] + k - 1) * wp};
+    dconv_geom_t g;
+    *plane = (size_t)(sh[1] + k - 1) * wp;
+    dconv_geom_same(&g, k, wp, sh[1] * wp, *plane);
+    return g;
+}
+
+/* Taps 0 .. k2 - 1 in order, or reversed. */
+static void taps(int *t, int k2, int reversed) {
+    for (int i = 0; i < k2; i++) t[i] = reversed ? k2 - 1 - i : i;
 }
 
 /* Planes of c channels, values in [-1, 1) everywhere (the kernels do not care what the padding
- * holds), followed by the DCONV_TILE + k floats the kernels may read. */
-static float *planes(int c, const dconv_geom_t *g, util_rng_t *r) {
-    const size_t n = (size_t)c * g->plane + DCONV_TILE + g->k;
+ * holds), followed by the k floats the kernels may read. */
+static float *planes(int c, size_t plane, int k, util_rng_t *r) {
+    const size_t n = (size_t)c * plane + k;
     float *p = falloc(n);
     util_fill_unif(p, n, r, -1, 1);
     return p;
@@ -46,27 +56,35 @@ Test(dconv, forward_equals_double_loops_and_writes_only_m_rows) {
     util_rng_t r = {31};
     for (size_t i = 0; i < N_SHAPES; i++) {
         const int *sh = shapes[i], k = sh[0], m = sh[3], kc = sh[4], k2 = k * k;
-        const dconv_geom_t g = geom_of(sh);
-        float *p = planes(kc, &g, &r), *w = falloc((size_t)m * kc * k2);
-        float *wpk = falloc(dconv_packed_size(m, kc, k));
+        size_t plane;
+        const dconv_geom_t g = geom_of(sh, &plane);
+        int tap[DCONV_MAX_TAPS];
+        taps(tap, k2, 0);
+        float *p = planes(kc, plane, k, &r), *w = falloc((size_t)m * kc * k2);
+        float *wpk = falloc(dconv_packed_size(m, kc, k2));
         const size_t no = (size_t)m * g.rows;
         float *o = falloc(no + 64);
         util_fill_unif(w, (size_t)m * kc * k2, &r, -1, 1);
         for (size_t j = 0; j < no + 64; j++) o[j] = 1e30f;
-        dconv_pack(wpk, w, m, kc, k, 0);
-        dconv_forward(o, wpk, p, m, kc, &g);
+        dconv_pack(wpk, w, m, kc, k2, 0, tap, k2);
+        dconv_forward(o, wpk, p, m, kc, &g, 0);
         for (int oc = 0; oc < m; oc++)
             for (int q = 0; q < g.rows; q++) {
                 double s = 0.0;
                 for (int c = 0; c < kc; c++)
                     for (int t = 0; t < k2; t++)
                         s += (double)w[((size_t)oc * kc + c) * k2 + t] *
-                             p[(size_t)c * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+                             p[(size_t)c * plane + q + (size_t)(t / k) * (sh[2] + k - 1) + t % k];
                 const float v = o[(size_t)oc * g.rows + q];
                 cr_assert(fabs(v - s) <= 1e-5 * (1.0 + fabs(s)), "shape %zu out %d pos %d: %.9g, double %.9g", i,
                           oc, q, v, s);
             }
         for (size_t j = no; j < no + 64; j++) cr_assert_eq(o[j], 1e30f, "shape %zu: wrote past m rows", i);
+        float *o2 = falloc(no);
+        for (size_t j = 0; j < no; j++) o2[j] = o[j];
+        dconv_forward(o2, wpk, p, m, kc, &g, 1); /* acc = 1 adds the same sums again */
+        for (size_t j = 0; j < no; j++) cr_assert_eq(o2[j], o[j] + o[j], "shape %zu: acc = 1 at %zu", i, j);
+        free(o2);
         free(p); free(w); free(wpk); free(o);
     }
 }
@@ -77,19 +95,22 @@ Test(dconv, flipped_kernel_swaps_channel_axes_and_reverses_taps) {
     util_rng_t r = {32};
     const int shape[5] = {3, 6, 5, 5, 11}; /* cout 5, cin 11: dx has 11 outputs over 5 */
     const int k = 3, cout = 5, cin = 11, k2 = 9;
-    const dconv_geom_t g = geom_of(shape);
-    float *p = planes(cout, &g, &r), *w = falloc((size_t)cout * cin * k2), *o = falloc((size_t)cin * g.rows);
-    float *wpk = falloc(dconv_packed_size(cin, cout, k));
+    size_t plane;
+    const dconv_geom_t g = geom_of(shape, &plane);
+    int tap[DCONV_MAX_TAPS];
+    taps(tap, k2, 1);
+    float *p = planes(cout, plane, k, &r), *w = falloc((size_t)cout * cin * k2), *o = falloc((size_t)cin * g.rows);
+    float *wpk = falloc(dconv_packed_size(cin, cout, k2));
     util_fill_unif(w, (size_t)cout * cin * k2, &r, -1, 1);
-    dconv_pack(wpk, w, cout, cin, k, 1);
-    dconv_forward(o, wpk, p, cin, cout, &g);
+    dconv_pack(wpk, w, cout, cin, k2, 1, tap, k2);
+    dconv_forward(o, wpk, p, cin, cout, &g, 0);
     for (int ci = 0; ci < cin; ci++)
         for (int q = 0; q < g.rows; q++) {
             double s = 0.0;
             for (int co = 0; co < cout; co++)
                 for (int t = 0; t < k2; t++)
                     s += (double)w[((size_t)co * cin + ci) * k2 + (k2 - 1 - t)] *
-                         p[(size_t)co * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+                         p[(size_t)co * plane + q + (size_t)(t / k) * 7 + t % k];
             cr_assert(fabs(o[(size_t)ci * g.rows + q] - s) <= 1e-5 * (1.0 + fabs(s)), "dx %d pos %d", ci, q);
         }
     free(p); free(w); free(o); free(wpk);
@@ -101,20 +122,21 @@ Test(dconv, weight_grad_adds_double_loop_sums) {
     util_rng_t r = {33};
     for (size_t i = 0; i < N_SHAPES; i++) {
         const int *sh = shapes[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
-        const dconv_geom_t g = geom_of(sh);
-        float *dy = planes(cout, &g, &r), *x = planes(cin, &g, &r);
+        size_t plane;
+        const dconv_geom_t g = geom_of(sh, &plane);
+        float *dy = planes(cout, plane, k, &r), *x = planes(cin, plane, k, &r);
         const size_t nw = (size_t)k2 * cout * cin;
         float *dw = falloc(nw), *dw0 = falloc(nw);
         util_prefill(dw0, nw);
         for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
-        dconv_weight_grad(dw, dy, x, cout, cin, &g);
+        dconv_weight_grad(dw, dy, plane, x, cout, cin, &g);
         for (int t = 0; t < k2; t++)
             for (int co = 0; co < cout; co++)
                 for (int ci = 0; ci < cin; ci++) {
                     double s = 0.0;
                     for (int q = 0; q < g.rows; q++)
-                        s += (double)dy[(size_t)co * g.plane + q] *
-                             x[(size_t)ci * g.plane + q + (size_t)(t / k) * g.wp + t % k];
+                        s += (double)dy[(size_t)co * plane + q] *
+                             x[(size_t)ci * plane + q + (size_t)(t / k) * (sh[2] + k - 1) + t % k];
                     const size_t j = ((size_t)t * cout + co) * cin + ci;
                     cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
                               "shape %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);
@@ -130,22 +152,23 @@ Test(dconv, transposed_weight_grad_adds_double_loop_sums) {
     const int wide[][5] = {{3, 7, 7, 64, 64}, {3, 5, 6, 13, 64}, {5, 4, 4, 7, 128}}; /* as shapes */
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
         const int *sh = wide[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
-        const dconv_geom_t g = geom_of(sh);
-        const size_t npos = g.plane + DCONV_TILE + k;
-        float *dy = planes(cout, &g, &r), *xt = falloc(npos * cin);
+        size_t plane;
+        const dconv_geom_t g = geom_of(sh, &plane);
+        const size_t npos = plane + k;
+        float *dy = planes(cout, plane, k, &r), *xt = falloc(npos * cin);
         util_fill_unif(xt, npos * cin, &r, -1, 1);
         const size_t nw = (size_t)k2 * cout * cin;
         float *dw = falloc(nw), *dw0 = falloc(nw);
         util_prefill(dw0, nw);
         for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
-        dconv_weight_grad_t(dw, dy, xt, cout, cin, &g);
+        dconv_weight_grad_t(dw, dy, plane, xt, cout, cin, &g);
         for (int t = 0; t < k2; t++)
             for (int co = 0; co < cout; co++)
                 for (int ci = 0; ci < cin; ci++) {
                     double s = 0.0;
                     for (int q = 0; q < g.rows; q++)
-                        s += (double)dy[(size_t)co * g.plane + q] *
-                             xt[((size_t)q + (size_t)(t / k) * g.wp + t % k) * cin + ci];
+                        s += (double)dy[(size_t)co * plane + q] *
+                             xt[((size_t)q + (size_t)(t / k) * (sh[2] + k - 1) + t % k) * cin + ci];
                     const size_t j = ((size_t)t * cout + co) * cin + ci;
                     cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
                               "wide %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);

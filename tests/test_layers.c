@@ -145,24 +145,27 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 2, 3, 7, 5, 4, 1, 1, 0);
     cr_assert_eq(s.ho, 7);
     cr_assert_eq(s.wo, 5);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * 4 * 3, "1x1 stride-1 pad-0 conv: the partial dw only");
+    /* a 1x1 convolution's kernel, packed for the direct kernels (dconv.h): the larger of 8
+     * outputs by cin or 8 by cout */
+    cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 + LAYER_PARTS * 4 * 3,
+                 "1x1 stride-1 pad-0 conv: the packed kernel and the partial dw");
     conv_shape_init(&s, 2, 4, 7, 5, 4, 1, 1, 0);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (4 * 7 * 5 + 4 * 4),
+    cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 + LAYER_PARTS * (4 * 7 * 5 + 4 * 4),
                  "1x1 conv with cin == cout: one image, for dx over dout, and the partial dw");
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
-    cr_assert_eq(conv_scratch_size(&s), (size_t)LAYER_PARTS * (2 * 3 * 3 + 4 * 2));
+    cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 + LAYER_PARTS * (2 * 3 * 3 + 4 * 2));
     /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) per part, and one flipped kernel */
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
     cr_assert_eq(conv_scratch_size(&s),
                  (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
     /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap or packed
      * for the direct kernels (the larger of 8 outputs by 6 inputs or 8 by 4, times 3 x 3), and
-     * per part the padded input and dout planes (9 x 7, each followed by 32 + k floats), the uncropped
+     * per part the padded input and dout planes (9 x 7, each followed by k floats), the uncropped
      * output (the larger channel count times 7 rows of 7), and the partial dw (6 x 4 x 3 x 3);
      * codes are decoded straight into the input plane */
     conv_shape_init(&s, 2, 4, 7, 5, 6, 3, 1, 1);
-    const size_t planes = (size_t)(4 + 6) * (9 * 7 + 32 + 3), out = (size_t)6 * 7 * 7;
+    const size_t planes = (size_t)(4 + 6) * (9 * 7 + 3), out = (size_t)6 * 7 * 7;
     const size_t packed = (size_t)8 * 6 * 3 * 3, dw = (size_t)6 * 4 * 3 * 3;
     cr_assert_eq(conv_scratch_size(&s), packed + LAYER_PARTS * (planes + out + dw));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s));
