@@ -47,6 +47,28 @@ static int conv_is_shifted(const conv_shape_t *s) {
            s->cout >= SHIFT_MIN_CHANNELS;
 }
 
+/* A stride-2 convolution larger than 1x1, when the direct kernels run it: each image is laid out
+ * in four phase planes, the padded input's even or odd rows by its even or odd columns, so that
+ * every tap reads one of them shifted by whole rows and columns, as a stride-1 convolution reads
+ * its plane. */
+static int conv_is_phased(const conv_shape_t *s) {
+    return s->stride == 2 && s->k > 1;
+}
+
+/* e = (k - 1) / 2, how far a tap reaches into a phase plane; hq rows of wd = wo + 2 e columns per
+ * phase plane (pplane floats). wd is also the pitch of the outputs (rows = ho wd positions, each
+ * row's first wo kept), of dout's padded plane (ho + 2 e rows, dplane floats, dout from row and
+ * column e) and of an input-gradient phase (prows = hq wd positions). */
+typedef struct {
+    int e, hq, wd, rows, prows;
+    size_t pplane, dplane;
+} phase_geom_t;
+
+static phase_geom_t phase_geom(const conv_shape_t *s) {
+    const int e = (s->k - 1) / 2, wd = s->wo + 2 * e, hq = s->ho + e;
+    return (phase_geom_t){e, hq, wd, s->ho * wd, hq * wd, (size_t)hq * wd, (size_t)(s->ho + 2 * e) * wd};
+}
+
 /* Whether the direct kernels (dconv.h) run this convolution's sums. */
 static int direct_ok(const conv_shape_t *s) {
     return s->k * s->k <= DCONV_MAX_TAPS && dconv_enabled();
@@ -232,6 +254,21 @@ static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
         }
     }
     if (codes) sc.img = (size_t)s->cin * s->h * s->w;
+    if (conv_is_phased(s) && s->k * s->k <= DCONV_MAX_TAPS) {
+        /* room for the direct kernels too: the packed kernel (all taps, forward or in the input
+         * gradient's four phases), and per part the phase planes, dout's plane (each followed by
+         * k floats) and the output or one input-gradient phase; codes are decoded into the
+         * phase planes */
+        const phase_geom_t pg = phase_geom(s);
+        const int k2 = s->k * s->k;
+        const size_t pf = dconv_packed_size(s->cout, s->cin, k2), pb = dconv_packed_size(s->cin, s->cout, k2);
+        const size_t o = (size_t)s->cout * pg.rows > (size_t)s->cin * pg.prows ? (size_t)s->cout * pg.rows
+                                                                              : (size_t)s->cin * pg.prows;
+        const size_t col = 4 * (size_t)s->cin * pg.pplane + (size_t)s->cout * pg.dplane + 2 * (size_t)s->k + o;
+        if (pf > sc.wt) sc.wt = pf;
+        if (pb > sc.wt) sc.wt = pb;
+        if (col > sc.col) sc.col = col;
+    }
     return sc;
 }
 
@@ -299,28 +336,31 @@ static float *part_area(const conv_job_t *j, int part) {
  * dout, read in its plane as (cout, rows) whose extra columns are padding zeros, by that tap's
  * shifted input. */
 
+/* dst (=) or += (acc) src, c channels of h rows of w floats: rows dpitch and spitch floats
+ * apart, channels dplane and splane. */
+static void copy_pitched(float *dst, int dpitch, size_t dplane, const float *src, int spitch, size_t splane, int c,
+                         int h, int w, int acc) {
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++) {
+            float *restrict d = dst + ch * dplane + (size_t)y * dpitch;
+            const float *restrict r = src + ch * splane + (size_t)y * spitch;
+            if (acc)
+                for (int e = 0; e < w; e++) d[e] += r[e];
+            else
+                for (int e = 0; e < w; e++) d[e] = r[e];
+        }
+}
+
 /* Copies each (h, w) channel image of src into the interior of its plane in dst; the padding
  * keeps what it holds (zeros). */
 static void pad_planes(float *dst, const float *src, int c, const conv_shape_t *s, const shift_geom_t *g) {
-    for (int ch = 0; ch < c; ch++)
-        for (int y = 0; y < s->h; y++) {
-            float *restrict d = dst + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
-            const float *restrict r = src + ((size_t)ch * s->h + y) * s->w;
-            for (int e = 0; e < s->w; e++) d[e] = r[e];
-        }
+    copy_pitched(dst + (size_t)s->pad * g->wp + s->pad, g->wp, g->plane, src, s->w, (size_t)s->h * s->w, c, s->h,
+                 s->w, 0);
 }
 
 /* out (c, h, w) (+)= the first w columns of each row of o (c, rows). */
 static void crop_rows(float *out, const float *o, int c, const conv_shape_t *s, const shift_geom_t *g, int acc) {
-    for (int ch = 0; ch < c; ch++)
-        for (int y = 0; y < s->h; y++) {
-            float *restrict d = out + ((size_t)ch * s->h + y) * s->w;
-            const float *restrict r = o + (size_t)ch * g->rows + (size_t)y * g->wp;
-            if (acc)
-                for (int e = 0; e < s->w; e++) d[e] += r[e];
-            else
-                for (int e = 0; e < s->w; e++) d[e] = r[e];
-        }
+    copy_pitched(out, s->w, (size_t)s->h * s->w, o, g->wp, (size_t)g->rows, c, s->h, s->w, acc);
 }
 
 /* o (m, rows) = sum over the taps t of a_t (m, kc) times the plane p (kc channels) shifted by
@@ -438,6 +478,136 @@ static void shift_kernel(float *wt, const float *w, const conv_shape_t *s, int f
             }
 }
 
+/* The phased forward geometry: tap (ky, kx) reads phase plane (ky mod 2, kx mod 2) from row ky / 2,
+ * column kx / 2; a channel's four phase planes are one after the other. */
+static dconv_geom_t phase_forward_geom(const conv_shape_t *s, const phase_geom_t *pg) {
+    dconv_geom_t d = {.taps = s->k * s->k, .rows = pg->rows, .stride = 4 * pg->pplane};
+    for (int t = 0; t < d.taps; t++) {
+        const int ky = t / s->k, kx = t % s->k;
+        d.off[t] = (size_t)((ky % 2) * 2 + kx % 2) * pg->pplane + (size_t)(ky / 2) * pg->wd + kx / 2;
+    }
+    return d;
+}
+
+/* The input gradient's phase ph = 2 ry + rx, input pixels (2 i + ry - pad, 2 jj + rx - pad): the
+ * taps with ky mod 2 = ry and kx mod 2 = rx (listed in tap), each reading dout's plane at row
+ * i - ky / 2 + e, column jj - kx / 2 + e. */
+static dconv_geom_t phase_dx_geom(const conv_shape_t *s, const phase_geom_t *pg, int ph, int *tap) {
+    dconv_geom_t d = {.taps = 0, .rows = pg->prows, .stride = pg->dplane};
+    for (int t = 0; t < s->k * s->k; t++) {
+        const int ky = t / s->k, kx = t % s->k;
+        if ((ky % 2) * 2 + kx % 2 != ph) continue;
+        tap[d.taps] = t;
+        d.off[d.taps++] = (size_t)(pg->e - ky / 2) * pg->wd + (size_t)(pg->e - kx / 2);
+    }
+    return d;
+}
+
+/* The part's scratch: the phase planes xq, dout's plane dp, the output or a phase of dx o. */
+static void phase_areas(const conv_job_t *j, int part, const phase_geom_t *pg, float **xq, float **dp, float **o) {
+    *xq = part_area(j, part);
+    *dp = *xq + 4 * (size_t)j->s->cin * pg->pplane + j->s->k;
+    *o = *dp + (size_t)j->s->cout * pg->dplane + j->s->k;
+}
+
+/* Image n of the input into its phase planes xq (cin, 4, hq, wd), zeros where a phase position
+ * falls outside the image; codes are decoded on the way. */
+HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_geom_t *pg) {
+    const conv_shape_t *s = j->s;
+    const size_t xsz = (size_t)s->cin * s->h * s->w;
+    const float levels = (float)((1u << j->bits) - 1);
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int ph = 0; ph < 4; ph++)
+            for (int i = 0; i < pg->hq; i++) {
+                float *restrict d = xq + ((size_t)ch * 4 + ph) * pg->pplane + (size_t)i * pg->wd;
+                const int y = 2 * i + ph / 2 - s->pad, c0 = ph % 2 - s->pad;
+                if (y < 0 || y >= s->h) {
+                    memset(d, 0, sizeof(float) * (size_t)pg->wd);
+                    continue;
+                }
+                const size_t r = n * xsz + ((size_t)ch * s->h + y) * s->w;
+                for (int jj = 0; jj < pg->wd; jj++) {
+                    const int c = c0 + 2 * jj;
+                    float v = 0.0f;
+                    if (c >= 0 && c < s->w) v = j->xq != NULL ? quant_act_value(j->xq[r + c], levels) : j->x[r + c];
+                    d[jj] = v;
+                }
+            }
+}
+
+/* dx (cin, h, w) += phase ph of the input gradient, o (cin, prows). Each pixel of dx is in one
+ * phase, so it gains one sum. */
+static void scatter_phase(float *dx, const float *o, int ph, const conv_shape_t *s, const phase_geom_t *pg) {
+    for (int ch = 0; ch < s->cin; ch++)
+        for (int i = 0; i < pg->hq; i++) {
+            const int y = 2 * i + ph / 2 - s->pad, c0 = ph % 2 - s->pad;
+            if (y < 0 || y >= s->h) continue;
+            float *restrict d = dx + ((size_t)ch * s->h + y) * s->w;
+            const float *restrict r = o + (size_t)ch * pg->prows + (size_t)i * pg->wd;
+            for (int jj = 0; jj < pg->wd; jj++) {
+                const int c = c0 + 2 * jj;
+                if (c >= 0 && c < s->w) d[c] += r[jj];
+            }
+        }
+}
+
+static void conv_forward_phased(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
+    const phase_geom_t pg = phase_geom(s);
+    const dconv_geom_t dg = phase_forward_geom(s, &pg);
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    if (lo == hi) return;
+    float *xq, *dp, *o;
+    phase_areas(j, part, &pg, &xq, &dp, &o);
+    memset(dp - s->k, 0, sizeof(float) * (size_t)s->k); /* the last taps of dropped outputs read it */
+    for (int n = lo; n < hi; n++) {
+        pad_phases(j, n, xq, &pg);
+        dconv_forward(o, j->wt, xq, s->cout, s->cin, &dg, 0);
+        copy_pitched(j->out + (size_t)n * s->cout * s->ho * s->wo, s->wo, (size_t)s->ho * s->wo, o, pg.wd,
+                     (size_t)pg.rows, s->cout, s->ho, s->wo, 0);
+    }
+}
+
+/* Each part's dw goes to its own (k*k, cout, cin) area, as a shifted convolution's does. */
+static void conv_backward_phased(void *arg, int part) {
+    const conv_job_t *j = arg;
+    const conv_shape_t *s = j->s;
+    const phase_geom_t pg = phase_geom(s);
+    const dconv_geom_t dg = phase_forward_geom(s, &pg);
+    const size_t xsz = (size_t)s->cin * s->h * s->w, osz = (size_t)s->cout * s->ho * s->wo;
+    int lo, hi;
+    layer_part_range(s->n, part, &lo, &hi);
+    if (lo == hi) return;
+    float *xq, *dp, *o;
+    phase_areas(j, part, &pg, &xq, &dp, &o);
+    float *dw = part_area(j, part) + j->sc.col;
+    memset(xq, 0, sizeof(float) * (size_t)(o - xq)); /* and dp with its padding */
+    memset(dw, 0, sizeof(float) * j->sc.dw);
+    dconv_geom_t dxg[4];
+    const float *wph[4];
+    int tap[DCONV_MAX_TAPS];
+    for (int ph = 0; ph < 4; ph++) {
+        dxg[ph] = phase_dx_geom(s, &pg, ph, tap);
+        wph[ph] = ph == 0 ? j->wt : wph[ph - 1] + dconv_packed_size(s->cin, s->cout, dxg[ph - 1].taps);
+    }
+    const float *dy = dp + (size_t)pg.e * pg.wd + pg.e; /* dout as (cout, rows), zeros between rows */
+    for (int n = lo; n < hi; n++) {
+        pad_phases(j, n, xq, &pg); /* before dx is written: dx may be x */
+        copy_pitched(dp + (size_t)pg.e * pg.wd + pg.e, pg.wd, pg.dplane, j->dout + n * osz, s->wo,
+                     (size_t)s->ho * s->wo, s->cout, s->ho, s->wo, 0);
+        dconv_weight_grad(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
+        if (j->dx == NULL) continue;
+        float *dx = j->dx + n * xsz;
+        if (!j->acc) memset(dx, 0, sizeof(float) * xsz);
+        for (int ph = 0; ph < 4; ph++) {
+            dconv_forward(o, wph[ph], dp, s->cin, s->cout, &dxg[ph], 0);
+            scatter_phase(dx, o, ph, s, &pg);
+        }
+    }
+}
+
 /* w packed for the direct kernels with every tap: forward, or (flipped) the input gradient's
  * kernel of a stride-1 convolution, channel axes swapped and taps reversed. */
 static void pack_taps(float *dst, const float *w, const conv_shape_t *s, int flipped) {
@@ -479,6 +649,13 @@ static void conv_forward_run(pool_t *pool, conv_job_t *j) {
         dconv_pack(j->scratch, j->w, j->s->cout, j->s->cin, 1, 0, (const int[]){0}, 1);
         j->wt = j->scratch;
         pool_run(pool, LAYER_PARTS, conv_forward_part, j);
+        return;
+    }
+    if (conv_is_phased(j->s) && direct_ok(j->s)) {
+        j->direct = 1;
+        pack_taps(j->scratch, j->w, j->s, 0);
+        j->wt = j->scratch;
+        pool_run(pool, LAYER_PARTS, conv_forward_phased, j);
         return;
     }
     if (conv_is_shifted(j->s)) {
@@ -579,14 +756,31 @@ static void conv_backward_run(pool_t *pool, conv_job_t *j) {
             j->wt = j->scratch;
         }
     }
-    if (conv_is_shifted(s)) {
-        j->direct = direct_ok(s);
-        if (j->dx != NULL) {
-            if (j->direct) pack_taps(j->scratch, j->w, s, 1);
-            else shift_kernel(j->scratch, j->w, s, 1);
+    const int phased = conv_is_phased(s) && direct_ok(s);
+    if (phased) {
+        j->direct = 1;
+        if (j->dx != NULL) { /* the input gradient's kernel, phase by phase */
+            const phase_geom_t pg = phase_geom(s);
+            float *dst = j->scratch;
+            for (int ph = 0; ph < 4; ph++) {
+                int tap[DCONV_MAX_TAPS];
+                const dconv_geom_t d = phase_dx_geom(s, &pg, ph, tap);
+                dconv_pack(dst, j->w, s->cout, s->cin, k2, 1, tap, d.taps);
+                dst += dconv_packed_size(s->cin, s->cout, d.taps);
+            }
             j->wt = j->scratch;
         }
-        pool_run(pool, LAYER_PARTS, conv_backward_shifted, j);
+    }
+    if (phased || conv_is_shifted(s)) {
+        if (!phased) {
+            j->direct = direct_ok(s);
+            if (j->dx != NULL) {
+                if (j->direct) pack_taps(j->scratch, j->w, s, 1);
+                else shift_kernel(j->scratch, j->w, s, 1);
+                j->wt = j->scratch;
+            }
+        }
+        pool_run(pool, LAYER_PARTS, phased ? conv_backward_phased : conv_backward_shifted, j);
         /* every part's (k*k, cout, cin) sums, added in part order */
         for (int part = 0; part < LAYER_PARTS; part++) {
             int lo, hi;
