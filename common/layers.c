@@ -525,13 +525,18 @@ HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_ge
                     memset(d, 0, sizeof(float) * (size_t)pg->wd);
                     continue;
                 }
+                /* columns jj in [a, b) read the image's column c0 + 2 jj; the others are zeros */
+                const int a = c0 < 0 ? (1 - c0) / 2 : 0, b = (s->w - c0 + 1) / 2 < pg->wd ? (s->w - c0 + 1) / 2 : pg->wd;
                 const size_t r = n * xsz + ((size_t)ch * s->h + y) * s->w;
-                for (int jj = 0; jj < pg->wd; jj++) {
-                    const int c = c0 + 2 * jj;
-                    float v = 0.0f;
-                    if (c >= 0 && c < s->w) v = j->xq != NULL ? quant_act_value(j->xq[r + c], levels) : j->x[r + c];
-                    d[jj] = v;
+                for (int jj = 0; jj < a; jj++) d[jj] = 0.0f;
+                if (j->xq != NULL) {
+                    const uint8_t *restrict q = j->xq + r;
+                    for (int jj = a; jj < b; jj++) d[jj] = quant_act_value(q[c0 + 2 * jj], levels);
+                } else {
+                    const float *restrict x = j->x + r;
+                    for (int jj = a; jj < b; jj++) d[jj] = x[c0 + 2 * jj];
                 }
+                for (int jj = b > a ? b : a; jj < pg->wd; jj++) d[jj] = 0.0f;
             }
 }
 
