@@ -850,9 +850,46 @@ static void bn_act_fwd(model_t *m, const bn_t *bn, size_t in, size_t out, int tr
                           m->n, bn->c, bn->hw, training, m->bn_momentum, m->spec.abits);
 }
 
+/* An elementwise step of len values on the kernels' threads, cut into LAYER_PARTS ranges of
+ * whole cache lines, so that the other threads need not wait through it. Each value's result
+ * depends on that value alone: the same bits on any number of threads. */
+typedef enum { EW_RELU, EW_ENCODE, EW_QUANT, EW_QUANT_BWD } ew_op_t;
+
+typedef struct {
+    ew_op_t op;
+    float *y;      /* RELU, QUANT: the output; QUANT_BWD: dx */
+    uint8_t *q;    /* ENCODE: the codes */
+    const float *x, *dy;
+    size_t len;
+    int k, acc;
+} ew_job_t;
+
+static void ew_part(void *arg, int part) {
+    const ew_job_t *j = arg;
+    const size_t per = (j->len / LAYER_PARTS + 15) & ~(size_t)15;
+    const size_t lo = per * (size_t)part < j->len ? per * (size_t)part : j->len;
+    const size_t n = part == LAYER_PARTS - 1 ? j->len - lo : (lo + per < j->len ? per : j->len - lo);
+    switch (j->op) {
+    case EW_RELU: relu_forward(j->y + lo, j->x + lo, n); break;
+    case EW_ENCODE: quant_act_encode(j->q + lo, j->x + lo, n, j->k); break;
+    case EW_QUANT: quant_act_forward(j->y + lo, j->x + lo, n, j->k); break;
+    case EW_QUANT_BWD: quant_act_backward(j->y + lo, j->dy + lo, j->x + lo, n, j->k, j->acc); break;
+    }
+}
+
+static void elementwise(model_t *m, ew_job_t j) {
+    pool_run(m->threads, LAYER_PARTS, ew_part, &j);
+}
+
 static void act_fwd(model_t *m, size_t in, size_t out, size_t len) {
-    if (CODED(out)) quant_act_encode(AQ(out), A(in), len * m->n, m->spec.abits);
-    else quant_act_forward(A(out), A(in), len * m->n, m->spec.abits);
+    if (CODED(out))
+        elementwise(m, (ew_job_t){.op = EW_ENCODE, .q = AQ(out), .x = A(in), .len = len * m->n, .k = m->spec.abits});
+    else
+        elementwise(m, (ew_job_t){.op = EW_QUANT, .y = A(out), .x = A(in), .len = len * m->n, .k = m->spec.abits});
+}
+
+static void relu_fwd(model_t *m, float *y, const float *x, size_t len) {
+    elementwise(m, (ew_job_t){.op = EW_RELU, .y = y, .x = x, .len = len});
 }
 
 static void resnet_forward(model_t *m, int training) {
@@ -879,7 +916,7 @@ static void resnet_forward(model_t *m, int training) {
         } else {
             bn_add_fwd(m, &b->bn2, b->c2, b->x_in, b->o, training);
         }
-        if (b->last) relu_forward(A(b->out), A(b->o), len);
+        if (b->last) relu_fwd(m, A(b->out), A(b->o), len);
         else act_fwd(m, b->o, b->out, b->out_len);
         if (aux) {
             conv_fwd(m, &b->ad, b->o, b->adc);
@@ -890,7 +927,7 @@ static void resnet_forward(model_t *m, int training) {
             } else {
                 bn_add_fwd(m, &b->bnad, b->adc, b->a_in, b->a_out, training);
             }
-            relu_forward(A(b->a_out), A(b->a_out), len);
+            relu_fwd(m, A(b->a_out), A(b->a_out), len);
         }
     }
     const block_t *lb = &m->blocks[m->nblocks - 1];
@@ -974,7 +1011,8 @@ static void bn_act_bwd(model_t *m, const bn_t *bn, size_t in, size_t out) {
 
 /* The quantizer's mask is read from activation x: in itself, or in recomputed. */
 static void act_bwd(model_t *m, size_t x, size_t in, size_t out, size_t len, int acc) {
-    quant_act_backward(G(in), G(out), A(x), len * m->n, m->spec.abits, acc);
+    elementwise(m, (ew_job_t){.op = EW_QUANT_BWD, .y = G(in), .dy = G(out), .x = A(x), .len = len * m->n,
+                              .k = m->spec.abits, .acc = acc});
 }
 
 /* A(out) = BN(in) (+ A(res) when res is not NO_RES) as the forward pass computed it. */
