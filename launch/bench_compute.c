@@ -5,6 +5,8 @@
 #include "blas.h"
 
 #include "clock.h"
+#include "dconv.h"
+#include "layers.h"
 #include "model.h"
 #include "optim.h"
 #include "config.h"
@@ -37,6 +39,7 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "\nusage: auxps bench [--model resnet8,resnet20] [--bits 32,4,2] [--aux on,off] [--batch B,..]\n"
                     "                   [--threads T,..] [--steps N] [--seconds S] [--warmup N] [--warmup-seconds S]\n"
                     "       auxps bench --sgemm [--threads T,..] [--seconds S]\n"
+                    "       auxps bench --conv [--seconds S]\n"
                     "       auxps bench --table FILE\n"
                     "       auxps bench --transport [--seconds S] [--curve] [--coded]\n");
     return 2;
@@ -249,6 +252,84 @@ done:
     return rc;
 }
 
+/* ---- convolution layers ----------------------------------------------------------------- */
+
+/* ResNet-8's convolution shapes (METHOD.md; the auxiliary module's are among the 1x1 ones):
+ * cin, h, cout, k, stride, pad. */
+static const int conv_layers[][6] = {
+    {1, 28, 16, 3, 1, 1},  {16, 28, 16, 3, 1, 1}, {16, 28, 32, 3, 2, 1}, {32, 14, 32, 3, 1, 1},
+    {32, 14, 64, 3, 2, 1}, {64, 7, 64, 3, 1, 1},  {16, 28, 16, 1, 1, 0}, {16, 28, 32, 1, 2, 0},
+    {32, 14, 64, 1, 2, 0}, {64, 7, 64, 1, 1, 0},
+};
+
+/* Seconds per call (the fastest of at least 3 calls and `seconds`) of the forward pass (back =
+ * 0) or of the backward pass with dx (1) of convolution s, AUXPS_DCONV as set. */
+static double time_conv(const conv_shape_t *s, int back, float *x, float *w, float *y, float *dx, float *dw,
+                        float *col, double seconds) {
+    double best = INFINITY, t0 = clock_now_s(), t = t0;
+    for (int calls = 0; calls < 3 || t - t0 < seconds; calls++) {
+        const double a = t;
+        if (back) conv2d_backward(NULL, dx, dw, y, x, w, s, col, 0);
+        else conv2d_forward(NULL, y, x, w, s, col);
+        t = clock_now_s();
+        if (t - a < best) best = t - a;
+    }
+    return best;
+}
+
+/* Every ResNet-8 convolution at batch 128 on one thread, forward and backward, with the direct
+ * kernels (dconv.h) and with OpenBLAS's sgemms (AUXPS_DCONV=0), one after the other. */
+static int run_conv(double seconds) {
+    const int n = 128;
+    int rc = 1;
+    const char *before = getenv("AUXPS_DCONV");
+    char *saved = before != NULL ? strdup(before) : NULL;
+    setenv("AUXPS_DCONV", "1", 1);
+    const int direct = dconv_enabled();
+    openblas_set_num_threads(1);
+    for (size_t i = 0; i < sizeof conv_layers / sizeof conv_layers[0]; i++) {
+        const int *c = conv_layers[i];
+        conv_shape_t s;
+        conv_shape_init(&s, n, c[0], c[1], c[1], c[2], c[3], c[4], c[5]);
+        const size_t nx = (size_t)n * s.cin * s.h * s.w, ny = (size_t)n * s.cout * s.ho * s.wo;
+        const size_t nw = (size_t)s.cout * s.cin * s.k * s.k, ncol = conv_scratch_size(&s);
+        /* x and dx, y (the output, then dout), w and dw, the scratch */
+        float *buf = malloc(sizeof(float) * (2 * nx + ny + 2 * nw + ncol));
+        if (buf == NULL) {
+            fprintf(stderr, "auxps bench: out of memory\n");
+            goto done;
+        }
+        float *x = buf, *dx = x + nx, *y = dx + nx, *w = y + ny, *dw = w + nw, *col = dw + nw;
+        rng_t r;
+        rng_seed(&r, 5);
+        for (size_t k = 0; k < nx; k++) x[k] = rng_normal(&r);
+        for (size_t k = 0; k < nw; k++) w[k] = rng_normal(&r), dw[k] = 0.0f;
+        const double flop = 2.0 * s.ho * s.wo * s.cout * s.cin * s.k * s.k * n;
+        double sec[2][2]; /* [direct][back] */
+        for (int d = direct; d >= 0; d--) {
+            setenv("AUXPS_DCONV", d ? "1" : "0", 1);
+            for (int back = 0; back <= 1; back++) sec[d][back] = time_conv(&s, back, x, w, y, dx, dw, col, seconds);
+        }
+        for (int back = 0; back <= 1; back++)
+            printf("{\"bench\":\"conv\",\"pass\":\"%s\",\"cin\":%d,\"h\":%d,\"cout\":%d,\"k\":%d,\"stride\":%d,"
+                   "\"batch\":%d,\"threads\":1,\"sgemm_ms\":%.3f,\"direct_ms\":%.3f,\"sgemm_gflops\":%.1f,"
+                   "\"direct_gflops\":%.1f,\"speedup\":%.2f}\n",
+                   back ? "backward" : "forward", s.cin, s.h, s.cout, s.k, s.stride, n, sec[0][back] * 1e3,
+                   direct ? sec[1][back] * 1e3 : 0.0, flop * (back ? 2 : 1) / sec[0][back] / 1e9,
+                   direct ? flop * (back ? 2 : 1) / sec[1][back] / 1e9 : 0.0,
+                   direct ? sec[0][back] / sec[1][back] : 0.0);
+        fflush(stdout);
+        free(buf);
+    }
+    if (!direct) fprintf(stderr, "auxps bench: this CPU has no AVX-512; only the sgemm path was measured\n");
+    rc = 0;
+done:
+    if (saved != NULL) setenv("AUXPS_DCONV", saved, 1);
+    else unsetenv("AUXPS_DCONV");
+    free(saved);
+    return rc;
+}
+
 /* ---- the table -------------------------------------------------------------------------- */
 
 /* One compute configuration and what each implementation measured for it (0 = not measured). */
@@ -318,7 +399,8 @@ static void add_line(table_t *t, json_t *o) {
         t->load[end] = jnum(o, "loadavg_1min");
         t->load_seen[end] = 1;
         t->cpus = jint(o, "cpus");
-    } else if (strcmp(bench, "transport") == 0 || strcmp(bench, "cluster") == 0 || strcmp(bench, "accuracy") == 0) {
+    } else if (strcmp(bench, "conv") == 0 || strcmp(bench, "transport") == 0 || strcmp(bench, "cluster") == 0 ||
+               strcmp(bench, "accuracy") == 0) {
         json_array_append(t->others, o);
     }
 }
@@ -364,6 +446,18 @@ static void print_others(const table_t *t) {
     size_t i;
     json_t *o;
     int head = 0;
+    json_array_foreach(t->others, i, o) {
+        if (strcmp(jstr(o, "bench"), "conv") != 0) continue;
+        if (!head++) printf("\nconv: ResNet-8's convolutions, batch %d, 1 thread, ms per call (GFLOP/s)\n%-8s %4s %3s %4s %2s %6s"
+                            " %17s %17s %7s\n", jint(o, "batch"), "pass", "cin", "h", "cout", "k", "stride", "sgemm",
+                            "direct", "speedup");
+        char a[48], b[48] = "-", c[32];
+        snprintf(a, sizeof a, "%.3f (%.1f)", jnum(o, "sgemm_ms"), jnum(o, "sgemm_gflops"));
+        if (jnum(o, "direct_ms") > 0) snprintf(b, sizeof b, "%.3f (%.1f)", jnum(o, "direct_ms"), jnum(o, "direct_gflops"));
+        printf("%-8s %4d %3d %4d %2d %6d %17s %17s %7s\n", jstr(o, "pass"), jint(o, "cin"), jint(o, "h"), jint(o, "cout"),
+               jint(o, "k"), jint(o, "stride"), a, b, fmt(c, sizeof c, "%.2f", jnum(o, "speedup")));
+    }
+    head = 0;
     json_array_foreach(t->others, i, o) {
         if (strcmp(jstr(o, "bench"), "transport") != 0) continue;
         if (!head++) printf("\ntransport: pull+push rounds/s of the %d-value vector\n%7s %5s %8s %6s %12s %14s %9s\n",
@@ -440,12 +534,16 @@ done:
 int bench_compute(int argc, char **argv) {
     list_t models = {{0}, 1}, bits = {{2}, 1}, auxs = {{1}, 1}, batches = {{128}, 1}, threads = {{1, 2}, 2};
     timing_t tm = {2, -1, 0.0, 0.0};
-    int sgemm = 0, seconds_given = 0;
+    int sgemm = 0, conv = 0, seconds_given = 0;
     const char *table = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--sgemm") == 0) {
             sgemm = 1;
+            continue;
+        }
+        if (strcmp(a, "--conv") == 0) {
+            conv = 1;
             continue;
         }
         if (v == NULL) return usage_error("'%s' needs a value%s", a, "");
@@ -479,6 +577,7 @@ int bench_compute(int argc, char **argv) {
     }
     if (table != NULL) return run_table(table);
     if (sgemm) return run_sgemm(&threads, seconds_given ? tm.min_seconds : 1.0);
+    if (conv) return run_conv(seconds_given ? tm.min_seconds : 0.5);
     if (tm.min_steps < 0) tm.min_steps = seconds_given ? 3 : 20;
     return run_compute(&models, &bits, &auxs, &batches, &threads, &tm);
 }

@@ -33,6 +33,18 @@
  *          "gflops":PEAK,"gflops_mean":MEAN}
  *       gflops is the fastest call (2 n^3 FLOPs), gflops_mean all calls over their time.
  *
+ *   auxps bench --conv [--seconds S]
+ *       Every convolution shape of ResNet-8 (3x3 stride 1 and 2, the stem, 1x1 stride 1 and 2)
+ *       at batch 128 on one thread through layers.h: conv2d_forward, and conv2d_backward with
+ *       the input gradient, each timed for S seconds (default 0.5, at least 3 calls; the
+ *       fastest call counts) with OpenBLAS's sgemms (AUXPS_DCONV=0) and, where the CPU has
+ *       AVX-512, with the direct kernels (dconv.h):
+ *         {"bench":"conv","pass":"forward"|"backward","cin":C,"h":H,"cout":C,"k":K,"stride":S,
+ *          "batch":128,"threads":1,"sgemm_ms":MS,"direct_ms":MS,"sgemm_gflops":G,
+ *          "direct_gflops":G,"speedup":R}
+ *       The FLOPs are 2 per multiply-add, twice the forward's for the backward pass; direct_ms,
+ *       direct_gflops and speedup are 0 without the direct kernels.
+ *
  *   auxps bench --table FILE
  *       Reads a suite's JSON lines (the lines above, those of --transport, bench/run's
  *       pytorch, cluster and accuracy lines; other lines are skipped) and prints the tables of

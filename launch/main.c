@@ -48,6 +48,7 @@ static void usage(FILE *f) {
             "                                               training images/s and GFLOP/s (default ResNet-8 W2A2 + aux,\n"
             "                                               batch 128, 1 and 2 threads; JSON lines)\n"
             "  bench --sgemm [--threads T,..]               OpenBLAS sgemm's peak GFLOP/s\n"
+            "  bench --conv [--seconds S]                   each ResNet-8 convolution: direct kernels vs sgemm\n"
             "  bench --table FILE                           the table of a suite's JSON lines (bench/run)\n"
             "  bench --transport [--seconds S] [--curve] [--coded]\n"
             "                                               pull+push rounds/s through the nodes vs bare ZeroMQ,\n"

@@ -1,4 +1,4 @@
-/* test_bench.c - `auxps bench` (compute, --sgemm, --table, --transport) and the suite
+/* test_bench.c - `auxps bench` (compute, --sgemm, --conv, --table, --transport) and the suite
  * bench/run as a user runs them: the real program (path from AUXPS_BIN, default build/auxps)
  * and /bin/sh started as processes, their JSON lines parsed and counted. The machine is shared
  * and noisy, so nothing here asserts a speed: only that every configuration was measured once,
@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bench_compute.h"
+#include "dconv.h"
 #include "model.h"
 #include "util.h"
 
@@ -295,6 +296,35 @@ Test(bench, sgemm_reports_the_fastest_call_per_thread_count) {
         const double peak = jnum(o, "gflops"), mean = jnum(o, "gflops_mean");
         cr_assert(mean > 0 && isfinite(peak) && peak >= mean * 0.999, "peak %g, mean %g", peak, mean);
         cr_assert(strlen(jstr(o, "kernels")) > 0, "no OpenBLAS kernels named: %s", p.out.buf);
+    }
+    json_decref(lines);
+    util_proc_free(&p);
+}
+
+/* --conv: every ResNet-8 convolution, forward and backward, both ways where the CPU has the
+ * direct kernels, with rates that agree with the times. */
+Test(bench, conv_times_every_resnet8_convolution_both_ways) {
+    proc_t p;
+    RUN(&p, "bench", "--conv", "--seconds", "0.01");
+    util_expect_exit(&p, 0);
+    json_t *lines = json_lines(p.out.buf);
+    cr_assert_eq(json_array_size(lines), 20, "10 layers, forward and backward: %s", p.out.buf);
+    const int direct = dconv_enabled();
+    for (size_t i = 0; i < 20; i++) {
+        const json_t *o = json_array_get(lines, i);
+        cr_assert_str_eq(jstr(o, "bench"), "conv");
+        cr_assert_str_eq(jstr(o, "pass"), i % 2 ? "backward" : "forward");
+        cr_assert_eq(jnum(o, "batch"), 128);
+        const double ms = jnum(o, "sgemm_ms"), dms = jnum(o, "direct_ms");
+        const double flop = 2.0 * 128 * jnum(o, "cout") * jnum(o, "cin") * jnum(o, "k") * jnum(o, "k") *
+                            pow(jnum(o, "h") / jnum(o, "stride"), 2) * (i % 2 ? 2 : 1);
+        cr_assert(ms > 0 && fabs(flop / (ms * 1e-3) / 1e9 - jnum(o, "sgemm_gflops")) < 0.1 + 0.01 * jnum(o, "sgemm_gflops"),
+                  "line %zu: %g ms, %g GFLOP/s", i, ms, jnum(o, "sgemm_gflops"));
+        if (direct)
+            cr_assert(dms > 0 && fabs(ms / dms - jnum(o, "speedup")) < 0.01 + 0.01 * jnum(o, "speedup"),
+                      "line %zu: %g against %g ms, speedup %g", i, ms, dms, jnum(o, "speedup"));
+        else
+            cr_assert_eq(dms, 0.0, "no direct kernels on this CPU, yet a time");
     }
     json_decref(lines);
     util_proc_free(&p);
