@@ -306,7 +306,7 @@ typedef struct {
     float *dx, *dw;      /* backward: (n, cin, h, w) or NULL; (cout, cin, k, k) */
     const float *wt;     /* backward with dx_conv: (cin, cout, k, k); shifted: by tap, or packed */
     int acc;
-    int direct;          /* shifted: the dconv kernels instead of sgemms */
+    int direct;          /* the direct kernels (dconv.h) instead of sgemms: wt is packed for them */
 } conv_job_t;
 
 /* Image n of the input as floats: x's own, or its k-bit codes decoded into buf. */
@@ -622,6 +622,18 @@ static void pack_taps(float *dst, const float *w, const conv_shape_t *s, int fli
     dconv_pack(dst, w, s->cout, s->cin, k2, flipped, tap, k2);
 }
 
+/* The input gradient's kernel of a phased convolution: for each phase, its taps packed
+ * transposed, one after the other. */
+static void pack_phases(float *dst, const float *w, const conv_shape_t *s) {
+    const phase_geom_t pg = phase_geom(s);
+    for (int ph = 0; ph < 4; ph++) {
+        int tap[DCONV_MAX_TAPS];
+        const dconv_geom_t d = phase_dx_geom(s, &pg, ph, tap);
+        dconv_pack(dst, w, s->cout, s->cin, s->k * s->k, 1, tap, d.taps);
+        dst += dconv_packed_size(s->cin, s->cout, d.taps);
+    }
+}
+
 static void conv_forward_part(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
@@ -648,30 +660,17 @@ static void conv_forward_part(void *arg, int part) {
 }
 
 static void conv_forward_run(pool_t *pool, conv_job_t *j) {
-    if (j->s->k == 1 && direct_ok(j->s)) {
-        /* a 1x1 convolution of the image (stride 1) or of its im2col (stride 2) */
-        j->direct = 1;
-        dconv_pack(j->scratch, j->w, j->s->cout, j->s->cin, 1, 0, (const int[]){0}, 1);
-        j->wt = j->scratch;
-        pool_run(pool, LAYER_PARTS, conv_forward_part, j);
-        return;
-    }
-    if (conv_is_phased(j->s) && direct_ok(j->s)) {
-        j->direct = 1;
-        pack_taps(j->scratch, j->w, j->s, 0);
-        j->wt = j->scratch;
-        pool_run(pool, LAYER_PARTS, conv_forward_phased, j);
-        return;
-    }
-    if (conv_is_shifted(j->s)) {
-        j->direct = direct_ok(j->s);
-        if (j->direct) pack_taps(j->scratch, j->w, j->s, 0);
-        else shift_kernel(j->scratch, j->w, j->s, 0);
-        j->wt = j->scratch;
-        pool_run(pool, LAYER_PARTS, conv_forward_shifted, j);
-        return;
-    }
-    pool_run(pool, LAYER_PARTS, conv_forward_part, j);
+    const conv_shape_t *s = j->s;
+    j->direct = direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
+    if (j->direct) pack_taps(j->scratch, j->w, s, 0);
+    else if (conv_is_shifted(s)) shift_kernel(j->scratch, j->w, s, 0);
+    if (j->direct || conv_is_shifted(s)) j->wt = j->scratch;
+    /* a direct 1x1 convolution reads the image (stride 1) or its im2col (stride 2) */
+    pool_run(pool, LAYER_PARTS,
+             j->direct && conv_is_phased(s) ? conv_forward_phased
+             : conv_is_shifted(s)           ? conv_forward_shifted
+                                            : conv_forward_part,
+             j);
 }
 
 void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col) {
@@ -754,37 +753,17 @@ static void conv_backward_part(void *arg, int part) {
 static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
     const int k2 = s->k * s->k;
-    if (s->k == 1 && direct_ok(s)) {
-        j->direct = 1;
-        if (j->dx != NULL) {
-            dconv_pack(j->scratch, j->w, s->cout, s->cin, 1, 1, (const int[]){0}, 1);
-            j->wt = j->scratch;
-        }
-    }
-    const int phased = conv_is_phased(s) && direct_ok(s);
-    if (phased) {
-        j->direct = 1;
-        if (j->dx != NULL) { /* the input gradient's kernel, phase by phase */
-            const phase_geom_t pg = phase_geom(s);
-            float *dst = j->scratch;
-            for (int ph = 0; ph < 4; ph++) {
-                int tap[DCONV_MAX_TAPS];
-                const dconv_geom_t d = phase_dx_geom(s, &pg, ph, tap);
-                dconv_pack(dst, j->w, s->cout, s->cin, k2, 1, tap, d.taps);
-                dst += dconv_packed_size(s->cin, s->cout, d.taps);
-            }
-            j->wt = j->scratch;
-        }
+    j->direct = direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
+    const int phased = j->direct && conv_is_phased(s);
+    if (j->dx != NULL) {
+        /* the input gradient's kernel: the direct kernels' transposed, phase by phase at stride 2;
+         * the shifted sgemms' by tap */
+        if (phased) pack_phases(j->scratch, j->w, s);
+        else if (j->direct) pack_taps(j->scratch, j->w, s, 1);
+        else if (conv_is_shifted(s)) shift_kernel(j->scratch, j->w, s, 1);
+        if (j->direct || conv_is_shifted(s)) j->wt = j->scratch;
     }
     if (phased || conv_is_shifted(s)) {
-        if (!phased) {
-            j->direct = direct_ok(s);
-            if (j->dx != NULL) {
-                if (j->direct) pack_taps(j->scratch, j->w, s, 1);
-                else shift_kernel(j->scratch, j->w, s, 1);
-                j->wt = j->scratch;
-            }
-        }
         pool_run(pool, LAYER_PARTS, phased ? conv_backward_phased : conv_backward_shifted, j);
         /* every part's (k*k, cout, cin) sums, added in part order */
         for (int part = 0; part < LAYER_PARTS; part++) {
