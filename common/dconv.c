@@ -45,9 +45,8 @@ void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int trans
             for (int i = 0; i < ntaps; i++)
                 for (int l = 0; l < DCONV_BLOCK; l++) {
                     const int o = b * DCONV_BLOCK + l;
-                    float v = 0.0f;
-                    if (o < m) v = transposed ? w[((size_t)c * cin + o) * k2 + tap[i]] : w[((size_t)o * cin + c) * k2 + tap[i]];
-                    *dst++ = v;
+                    const size_t at = transposed ? (size_t)c * cin + o : (size_t)o * cin + c;
+                    *dst++ = o < m ? w[at * k2 + tap[i]] : 0.0f;
                 }
 }
 

@@ -526,7 +526,8 @@ HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_ge
                     continue;
                 }
                 /* columns jj in [a, b) read the image's column c0 + 2 jj; the others are zeros */
-                const int a = c0 < 0 ? (1 - c0) / 2 : 0, b = (s->w - c0 + 1) / 2 < pg->wd ? (s->w - c0 + 1) / 2 : pg->wd;
+                const int a = c0 < 0 ? (1 - c0) / 2 : 0;
+                const int b = (s->w - c0 + 1) / 2 < pg->wd ? (s->w - c0 + 1) / 2 : pg->wd;
                 const size_t r = n * xsz + ((size_t)ch * s->h + y) * s->w;
                 for (int jj = 0; jj < a; jj++) d[jj] = 0.0f;
                 if (j->xq != NULL) {

@@ -448,14 +448,16 @@ static void print_others(const table_t *t) {
     int head = 0;
     json_array_foreach(t->others, i, o) {
         if (strcmp(jstr(o, "bench"), "conv") != 0) continue;
-        if (!head++) printf("\nconv: ResNet-8's convolutions, batch %d, 1 thread, ms per call (GFLOP/s)\n%-8s %4s %3s %4s %2s %6s"
-                            " %17s %17s %7s\n", jint(o, "batch"), "pass", "cin", "h", "cout", "k", "stride", "sgemm",
-                            "direct", "speedup");
+        if (!head++)
+            printf("\nconv: ResNet-8's convolutions, batch %d, 1 thread, ms per call (GFLOP/s)\n"
+                   "%-8s %4s %3s %4s %2s %6s %17s %17s %7s\n",
+                   jint(o, "batch"), "pass", "cin", "h", "cout", "k", "stride", "sgemm", "direct", "speedup");
         char a[48], b[48] = "-", c[32];
         snprintf(a, sizeof a, "%.3f (%.1f)", jnum(o, "sgemm_ms"), jnum(o, "sgemm_gflops"));
-        if (jnum(o, "direct_ms") > 0) snprintf(b, sizeof b, "%.3f (%.1f)", jnum(o, "direct_ms"), jnum(o, "direct_gflops"));
-        printf("%-8s %4d %3d %4d %2d %6d %17s %17s %7s\n", jstr(o, "pass"), jint(o, "cin"), jint(o, "h"), jint(o, "cout"),
-               jint(o, "k"), jint(o, "stride"), a, b, fmt(c, sizeof c, "%.2f", jnum(o, "speedup")));
+        if (jnum(o, "direct_ms") > 0)
+            snprintf(b, sizeof b, "%.3f (%.1f)", jnum(o, "direct_ms"), jnum(o, "direct_gflops"));
+        printf("%-8s %4d %3d %4d %2d %6d %17s %17s %7s\n", jstr(o, "pass"), jint(o, "cin"), jint(o, "h"),
+               jint(o, "cout"), jint(o, "k"), jint(o, "stride"), a, b, fmt(c, sizeof c, "%.2f", jnum(o, "speedup")));
     }
     head = 0;
     json_array_foreach(t->others, i, o) {

@@ -116,33 +116,41 @@ Test(dconv, flipped_kernel_swaps_channel_axes_and_reverses_taps) {
     free(p); free(w); free(o); free(wpk);
 }
 
-/* dw (k*k, cout, cin) gains the sums over the rows positions, and keeps what it held. */
+/* dw (k*k, cout, cin) gains the sums over the rows positions of shape sh, and keeps what it
+ * held; with transposed, the input is read as (positions, cin) (dconv_weight_grad_t). */
+static void check_weight_grad(const int *sh, int transposed, util_rng_t *r, size_t i) {
+    const int k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
+    size_t plane;
+    const dconv_geom_t g = geom_of(sh, &plane);
+    const size_t nx = (size_t)cin * (plane + k);
+    float *dy = planes(cout, plane, k, r), *x = falloc(nx);
+    util_fill_unif(x, nx, r, -1, 1);
+    const size_t nw = (size_t)k2 * cout * cin;
+    float *dw = falloc(nw), *dw0 = falloc(nw);
+    util_prefill(dw0, nw);
+    for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
+    if (transposed) dconv_weight_grad_t(dw, dy, plane, x, cout, cin, &g);
+    else dconv_weight_grad(dw, dy, plane, x, cout, cin, &g);
+    for (int t = 0; t < k2; t++)
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) {
+                double s = 0.0;
+                for (int q = 0; q < g.rows; q++) {
+                    const size_t pos = (size_t)q + (size_t)(t / k) * (sh[2] + k - 1) + t % k;
+                    s += (double)dy[(size_t)co * plane + q] * x[transposed ? pos * cin + ci : ci * plane + pos];
+                }
+                const size_t j = ((size_t)t * cout + co) * cin + ci;
+                cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
+                          "%s shape %zu dw[%d][%d][%d]: %.9g, double %.9g", transposed ? "transposed" : "planes", i,
+                          t, co, ci, dw[j] - dw0[j], s);
+            }
+    free(dy); free(x); free(dw); free(dw0);
+}
+
 Test(dconv, weight_grad_adds_double_loop_sums) {
     need_kernels();
     util_rng_t r = {33};
-    for (size_t i = 0; i < N_SHAPES; i++) {
-        const int *sh = shapes[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
-        size_t plane;
-        const dconv_geom_t g = geom_of(sh, &plane);
-        float *dy = planes(cout, plane, k, &r), *x = planes(cin, plane, k, &r);
-        const size_t nw = (size_t)k2 * cout * cin;
-        float *dw = falloc(nw), *dw0 = falloc(nw);
-        util_prefill(dw0, nw);
-        for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
-        dconv_weight_grad(dw, dy, plane, x, cout, cin, &g);
-        for (int t = 0; t < k2; t++)
-            for (int co = 0; co < cout; co++)
-                for (int ci = 0; ci < cin; ci++) {
-                    double s = 0.0;
-                    for (int q = 0; q < g.rows; q++)
-                        s += (double)dy[(size_t)co * plane + q] *
-                             x[(size_t)ci * plane + q + (size_t)(t / k) * (sh[2] + k - 1) + t % k];
-                    const size_t j = ((size_t)t * cout + co) * cin + ci;
-                    cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
-                              "shape %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);
-                }
-        free(dy); free(x); free(dw); free(dw0);
-    }
+    for (size_t i = 0; i < N_SHAPES; i++) check_weight_grad(shapes[i], 0, &r, i);
 }
 
 /* With the input transposed (cin a multiple of DCONV_WIDE): the same sums, added. */
@@ -150,31 +158,7 @@ Test(dconv, transposed_weight_grad_adds_double_loop_sums) {
     need_kernels();
     util_rng_t r = {34};
     const int wide[][5] = {{3, 7, 7, 64, 64}, {3, 5, 6, 13, 64}, {5, 4, 4, 7, 128}}; /* as shapes */
-    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
-        const int *sh = wide[i], k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
-        size_t plane;
-        const dconv_geom_t g = geom_of(sh, &plane);
-        const size_t npos = plane + k;
-        float *dy = planes(cout, plane, k, &r), *xt = falloc(npos * cin);
-        util_fill_unif(xt, npos * cin, &r, -1, 1);
-        const size_t nw = (size_t)k2 * cout * cin;
-        float *dw = falloc(nw), *dw0 = falloc(nw);
-        util_prefill(dw0, nw);
-        for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
-        dconv_weight_grad_t(dw, dy, plane, xt, cout, cin, &g);
-        for (int t = 0; t < k2; t++)
-            for (int co = 0; co < cout; co++)
-                for (int ci = 0; ci < cin; ci++) {
-                    double s = 0.0;
-                    for (int q = 0; q < g.rows; q++)
-                        s += (double)dy[(size_t)co * plane + q] *
-                             xt[((size_t)q + (size_t)(t / k) * (sh[2] + k - 1) + t % k) * cin + ci];
-                    const size_t j = ((size_t)t * cout + co) * cin + ci;
-                    cr_assert(fabs(dw[j] - dw0[j] - s) <= 1e-4 * (1.0 + fabs(s)),
-                              "wide %zu dw[%d][%d][%d]: %.9g, double %.9g", i, t, co, ci, dw[j] - dw0[j], s);
-                }
-        free(dy); free(xt); free(dw); free(dw0);
-    }
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_weight_grad(wide[i], 1, &r, i);
 }
 
 Test(dconv, zero_turns_the_kernels_off) {

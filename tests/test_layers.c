@@ -238,9 +238,11 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
             conv_scatter_double(od, xd, wd, &s);
             for (size_t i = 0; i < no; i++) {
                 cr_assert(fabsf(out[i] - ref[i]) <= 1e-5f * (1.0f + fabsf(ref[i])),
-                          "AUXPS_DCONV=%s case %zu out[%zu]: fast %.9g, ref %.9g", conv_paths[path], t, i, out[i], ref[i]);
+                          "AUXPS_DCONV=%s case %zu out[%zu]: fast %.9g, ref %.9g",
+conv_paths[path], t, i, out[i], ref[i]);
                 cr_assert(fabs(ref[i] - od[i]) <= 1e-6 * (1.0 + fabs(od[i])),
-                          "AUXPS_DCONV=%s case %zu out[%zu]: ref %.9g, double %.9g", conv_paths[path], t, i, ref[i], od[i]);
+                          "AUXPS_DCONV=%s case %zu out[%zu]: ref %.9g, double %.9g",
+conv_paths[path], t, i, ref[i], od[i]);
             }
             free(x); free(w); free(out); free(ref); free(col); free(xd); free(wd); free(od);
         }
@@ -772,7 +774,8 @@ Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
             util_fill_unif(dout, no, &r, -1, 1);
             conv2d_forward(NULL, o1, x, w, &s, col);
             conv2d_forward_codes(NULL, o2, q, k, w, &s, col);
-            cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "AUXPS_DCONV=%s case %zu: forward differs", conv_paths[path], t);
+            cr_assert(memcmp(o1, o2, sizeof(float) * no) == 0, "AUXPS_DCONV=%s case %zu: forward differs",
+                      conv_paths[path], t);
             for (int acc = 0; acc <= 1; acc++) {
                 util_prefill(dx1, nx);
                 util_prefill(dx2, nx);
@@ -780,8 +783,10 @@ Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
                 util_prefill(dw2, nw);
                 conv2d_backward(NULL, dx1, dw1, dout, x, w, &s, col, acc);
                 conv2d_backward_codes(NULL, dx2, dw2, dout, q, k, w, &s, col, acc);
-                cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu acc %d: dx differs", conv_paths[path], t, acc);
-                cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu acc %d: dw differs", conv_paths[path], t, acc);
+                cr_assert(memcmp(dx1, dx2, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu acc %d: dx differs",
+                          conv_paths[path], t, acc);
+                cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu acc %d: dw differs",
+                          conv_paths[path], t, acc);
             }
             free(q); free(x); free(w); free(dout); free(col); free(o1); free(o2);
             free(dx1); free(dx2); free(dw1); free(dw2);
@@ -808,8 +813,10 @@ Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
             util_prefill(dw2, nw);
             conv2d_backward(NULL, dx, dw1, dout, x, w, &s, col, 0);
             conv2d_backward(NULL, x, dw2, dout, x, w, &s, col, 0);
-            cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu: dx differs in place", conv_paths[path], t);
-            cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu: dw differs in place", conv_paths[path], t);
+            cr_assert(memcmp(dx, x, sizeof(float) * nx) == 0, "AUXPS_DCONV=%s case %zu: dx differs in place",
+                      conv_paths[path], t);
+            cr_assert(memcmp(dw1, dw2, sizeof(float) * nw) == 0, "AUXPS_DCONV=%s case %zu: dw differs in place",
+                      conv_paths[path], t);
             free(x); free(w); free(dout); free(col); free(dx); free(dw1); free(dw2);
         }
     }
