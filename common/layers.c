@@ -870,7 +870,7 @@ static void bn_part(void *arg, int part) {
 
 /* Channel ch's normalisation y = x a + b: from the batch statistics in training (which it saves in
  * mean, rstd and folds into the running ones), from the running ones in evaluation. */
-static void bn_coefs(const bn_job_t *j, int ch, float *a, float *b) {
+HOT static void bn_coefs(const bn_job_t *j, int ch, float *a, float *b) {
     const int n = j->n, c = j->c, hw = j->hw;
     const double m = (double)n * hw;
     float mu, rs;
@@ -939,8 +939,8 @@ void batchnorm_forward(pool_t *pool, float *y, const float *x, const float *gamm
 #define BN_CHUNK 256
 
 /* q = p a + b + the residual, for row o: r's own floats or rq's codes decoded a chunk at a time. */
-static void bn_add_row(float *q, const float *p, float a, float b, const float *r, const uint8_t *rq, int k,
-                       size_t o, int hw) {
+HOT static void bn_add_row(float *q, const float *p, float a, float b, const float *r, const uint8_t *rq, int k,
+                           size_t o, int hw) {
     if (rq == NULL) {
         const float *u = r + o;
         for (int e = 0; e < hw; e++) q[e] = p[e] * a + b + u[e];
