@@ -52,8 +52,8 @@ void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int trans
 
 #ifdef DCONV_X86
 
-_Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32 && DCONV_WIDE == 64,
-               "the kernels' tiles: 8 outputs by 2 vectors of 16; 4 vectors of 16 inputs");
+_Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32 && DCONV_WIDE == 16,
+               "the kernels' tiles: 8 outputs by 2 vectors of 16; inputs by vectors of 16");
 
 /* Lanes [0, n) of a 16-lane mask, n clipped to [0, 16]. */
 static inline __mmask16 first_lanes(int n) {
@@ -168,40 +168,52 @@ AVX512 void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, cons
             }
 }
 
-/* The same sums with x transposed, xt (positions, cin): 6 output channels by 64 input channels
- * (4 vectors) are summed over the positions one at a time, a broadcast of dy by a row of xt,
- * with no reduction across lanes. */
+/* The same sums with x transposed, xt (positions, cin): NC output channels by NV vectors of 16
+ * input channels (24 accumulators) are summed over the positions one at a time, a broadcast of
+ * dy by a row of xt, with no reduction across lanes. One function per tile shape. */
+#define WEIGHT_GRAD_T(NAME, NC, NV)                                                                             \
+    AVX512 static void NAME(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,   \
+                            int ib, const dconv_geom_t *g) {                                                    \
+        for (int cb = 0; cb < cout; cb += NC) {                                                                 \
+            const int nc = cout - cb < NC ? cout - cb : NC;                                                     \
+            const float *d[NC];                                                                                 \
+            for (int i = 0; i < NC; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;         \
+            for (int t = 0; t < g->taps; t++) {                                                                 \
+                const float *x = xt + g->off[t] * cin + ib;                                                     \
+                __m512 a[NC][NV];                                                                               \
+                for (int i = 0; i < NC; i++)                                                                    \
+                    for (int v = 0; v < NV; v++) a[i][v] = _mm512_setzero_ps();                                 \
+                for (int q = 0; q < g->rows; q++, x += cin) {                                                   \
+                    __m512 xv[NV];                                                                              \
+                    for (int v = 0; v < NV; v++) xv[v] = _mm512_loadu_ps(x + 16 * v);                          \
+                    for (int i = 0; i < NC; i++) {                                                              \
+                        const __m512 dv = _mm512_set1_ps(d[i][q]);                                              \
+                        for (int v = 0; v < NV; v++) a[i][v] = _mm512_fmadd_ps(dv, xv[v], a[i][v]);            \
+                    }                                                                                           \
+                }                                                                                               \
+                for (int i = 0; i < nc; i++) {                                                                  \
+                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;                                   \
+                    for (int v = 0; v < NV; v++)                                                                \
+                        _mm512_storeu_ps(row + 16 * v, _mm512_add_ps(_mm512_loadu_ps(row + 16 * v), a[i][v])); \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+
+WEIGHT_GRAD_T(weight_grad_t4, 6, 4)
+WEIGHT_GRAD_T(weight_grad_t2, 12, 2)
+WEIGHT_GRAD_T(weight_grad_t1, 12, 1)
+
+/* Input channels in groups of 64, then 32, then 16. */
 AVX512 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                                 const dconv_geom_t *g) {
-    const int rows = g->rows;
-    for (int ib = 0; ib < cin; ib += DCONV_WIDE)
-        for (int cb = 0; cb < cout; cb += 6) {
-            const int nc = cout - cb < 6 ? cout - cb : 6;
-            const float *d[6];
-            for (int i = 0; i < 6; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;
-            for (int t = 0; t < g->taps; t++) {
-                const float *x = xt + g->off[t] * cin + ib;
-                __m512 a[6][4];
-                for (int i = 0; i < 6; i++)
-                    for (int v = 0; v < 4; v++) a[i][v] = _mm512_setzero_ps();
-                for (int q = 0; q < rows; q++, x += cin) {
-                    const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32),
-                                 x3 = _mm512_loadu_ps(x + 48);
-                    for (int i = 0; i < 6; i++) {
-                        const __m512 dv = _mm512_set1_ps(d[i][q]);
-                        a[i][0] = _mm512_fmadd_ps(dv, x0, a[i][0]);
-                        a[i][1] = _mm512_fmadd_ps(dv, x1, a[i][1]);
-                        a[i][2] = _mm512_fmadd_ps(dv, x2, a[i][2]);
-                        a[i][3] = _mm512_fmadd_ps(dv, x3, a[i][3]);
-                    }
-                }
-                for (int i = 0; i < nc; i++) {
-                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;
-                    for (int v = 0; v < 4; v++)
-                        _mm512_storeu_ps(row + 16 * v, _mm512_add_ps(_mm512_loadu_ps(row + 16 * v), a[i][v]));
-                }
-            }
-        }
+    int ib = 0;
+    for (; ib + 64 <= cin; ib += 64) weight_grad_t4(dw, dy, dy_stride, xt, cout, cin, ib, g);
+    if (ib + 32 <= cin) {
+        weight_grad_t2(dw, dy, dy_stride, xt, cout, cin, ib, g);
+        ib += 32;
+    }
+    if (ib < cin) weight_grad_t1(dw, dy, dy_stride, xt, cout, cin, ib, g);
 }
 
 #else /* plain C, for CPUs without the kernels (dconv_enabled is 0 there) */

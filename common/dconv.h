@@ -65,9 +65,9 @@ void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float
                        const dconv_geom_t *g);
 
 /* The same, with the input transposed: xt (positions, cin), cin a multiple of DCONV_WIDE; g's
- * stride is not used. For wide layers on small planes, where dconv_weight_grad's reduction of
- * each weight's lanes costs as much as its multiply-adds. */
-#define DCONV_WIDE 64
+ * stride is not used. For small planes, where dconv_weight_grad's reduction of each weight's
+ * lanes costs as much as its multiply-adds. */
+#define DCONV_WIDE 16
 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                          const dconv_geom_t *g);
 

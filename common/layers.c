@@ -69,6 +69,19 @@ static phase_geom_t phase_geom(const conv_shape_t *s) {
     return (phase_geom_t){e, hq, wd, s->ho * wd, hq * wd, (size_t)hq * wd, (size_t)(s->ho + 2 * e) * wd};
 }
 
+/* The floats of the phase planes of cin channels, followed by k floats that the last outputs'
+ * last taps read; or of the same transposed, (4 pplane + k positions, cin). */
+static size_t phase_area(const conv_shape_t *s, const phase_geom_t *pg) {
+    return (size_t)s->cin * (4 * pg->pplane + (size_t)s->k);
+}
+
+/* Whether the direct weight gradient reads its input transposed (dconv_weight_grad_t): on a
+ * plane of fewer than 128 output positions, where summing each weight's lanes would cost as
+ * much as its multiply-adds, when the input channels come in vectors of 16. */
+static int dw_transposed(const conv_shape_t *s, int rows) {
+    return rows < 128 && s->cin % DCONV_WIDE == 0;
+}
+
 /* Whether the direct kernels (dconv.h) run this convolution's sums. */
 static int direct_ok(const conv_shape_t *s) {
     return s->k * s->k <= DCONV_MAX_TAPS && dconv_enabled();
@@ -264,7 +277,7 @@ static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
         const size_t pf = dconv_packed_size(s->cout, s->cin, k2), pb = dconv_packed_size(s->cin, s->cout, k2);
         const size_t o = (size_t)s->cout * pg.rows > (size_t)s->cin * pg.prows ? (size_t)s->cout * pg.rows
                                                                               : (size_t)s->cin * pg.prows;
-        const size_t col = 4 * (size_t)s->cin * pg.pplane + (size_t)s->cout * pg.dplane + 2 * (size_t)s->k + o;
+        const size_t col = phase_area(s, &pg) + (size_t)s->cout * pg.dplane + (size_t)s->k + o;
         if (pf > sc.wt) sc.wt = pf;
         if (pb > sc.wt) sc.wt = pb;
         if (col > sc.col) sc.col = col;
@@ -445,8 +458,7 @@ static void conv_backward_shifted(void *arg, int part) {
     memset(xp, 0, sizeof(float) * (shift_area(s->cin, &g) + shift_area(s->cout, &g))); /* and dp */
     memset(dw, 0, sizeof(float) * j->sc.dw);
     const float *dy = dp + (size_t)s->pad * g.wp + s->pad; /* dout as (cout, rows), zeros between rows */
-    /* the direct weight gradient of a wide layer reads its input transposed */
-    const int wide = j->direct && s->cin % DCONV_WIDE == 0;
+    const int wide = j->direct && dw_transposed(s, g.rows);
     const dconv_geom_t dg = shift_dgeom(&g);
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g, wide); /* before dx is written: dx may be x */
@@ -506,16 +518,31 @@ static dconv_geom_t phase_dx_geom(const conv_shape_t *s, const phase_geom_t *pg,
 /* The part's scratch: the phase planes xq, dout's plane dp, the output or a phase of dx o. */
 static void phase_areas(const conv_job_t *j, int part, const phase_geom_t *pg, float **xq, float **dp, float **o) {
     *xq = part_area(j, part);
-    *dp = *xq + 4 * (size_t)j->s->cin * pg->pplane + j->s->k;
+    *dp = *xq + phase_area(j->s, pg);
     *o = *dp + (size_t)j->s->cout * pg->dplane + j->s->k;
 }
 
 /* Image n of the input into its phase planes xq (cin, 4, hq, wd), zeros where a phase position
- * falls outside the image; codes are decoded on the way. */
-HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_geom_t *pg) {
+ * falls outside the image; codes are decoded on the way. With transposed, into the planes
+ * transposed, (4, hq, wd, cin): zeros must be there already. */
+HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_geom_t *pg, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     const float levels = (float)((1u << j->bits) - 1);
+    if (transposed) {
+        for (int ch = 0; ch < s->cin; ch++)
+            for (int y = 0; y < s->h; y++) {
+                const int i = (y + s->pad) / 2, ry = (y + s->pad) % 2;
+                const size_t r = n * xsz + ((size_t)ch * s->h + y) * s->w;
+                for (int c = 0; c < s->w; c++) {
+                    const int jj = (c + s->pad) / 2, ph = 2 * ry + (c + s->pad) % 2;
+                    if (i >= pg->hq || jj >= pg->wd) continue; /* a pixel no output reads */
+                    xq[((ph * pg->pplane) + (size_t)i * pg->wd + jj) * s->cin + ch] =
+                        j->xq != NULL ? quant_act_value(j->xq[r + c], levels) : j->x[r + c];
+                }
+            }
+        return;
+    }
     for (int ch = 0; ch < s->cin; ch++)
         for (int ph = 0; ph < 4; ph++)
             for (int i = 0; i < pg->hq; i++) {
@@ -567,9 +594,10 @@ static void conv_forward_phased(void *arg, int part) {
     if (lo == hi) return;
     float *xq, *dp, *o;
     phase_areas(j, part, &pg, &xq, &dp, &o);
-    memset(dp - s->k, 0, sizeof(float) * (size_t)s->k); /* the last taps of dropped outputs read it */
+    float *slack = xq + 4 * (size_t)s->cin * pg.pplane; /* the last taps of dropped outputs read it */
+    memset(slack, 0, sizeof(float) * (size_t)(dp - slack));
     for (int n = lo; n < hi; n++) {
-        pad_phases(j, n, xq, &pg);
+        pad_phases(j, n, xq, &pg, 0);
         dconv_forward(o, j->wt, xq, s->cout, s->cin, &dg, 0);
         copy_pitched(j->out + (size_t)n * s->cout * s->ho * s->wo, s->wo, (size_t)s->ho * s->wo, o, pg.wd,
                      (size_t)pg.rows, s->cout, s->ho, s->wo, 0);
@@ -599,11 +627,13 @@ static void conv_backward_phased(void *arg, int part) {
         wph[ph] = ph == 0 ? j->wt : wph[ph - 1] + dconv_packed_size(s->cin, s->cout, dxg[ph - 1].taps);
     }
     const float *dy = dp + (size_t)pg.e * pg.wd + pg.e; /* dout as (cout, rows), zeros between rows */
+    const int wide = dw_transposed(s, pg.rows);
     for (int n = lo; n < hi; n++) {
-        pad_phases(j, n, xq, &pg); /* before dx is written: dx may be x */
+        pad_phases(j, n, xq, &pg, wide); /* before dx is written: dx may be x */
         copy_pitched(dp + (size_t)pg.e * pg.wd + pg.e, pg.wd, pg.dplane, j->dout + n * osz, s->wo,
                      (size_t)s->ho * s->wo, s->cout, s->ho, s->wo, 0);
-        dconv_weight_grad(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
+        if (wide) dconv_weight_grad_t(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
+        else dconv_weight_grad(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
         if (!j->acc) memset(dx, 0, sizeof(float) * xsz);

@@ -157,7 +157,9 @@ Test(dconv, weight_grad_adds_double_loop_sums) {
 Test(dconv, transposed_weight_grad_adds_double_loop_sums) {
     need_kernels();
     util_rng_t r = {34};
-    const int wide[][5] = {{3, 7, 7, 64, 64}, {3, 5, 6, 13, 64}, {5, 4, 4, 7, 128}}; /* as shapes */
+    /* as shapes: input channels in groups of 64, 32 and 16 */
+    const int wide[][5] = {{3, 7, 7, 64, 64}, {3, 5, 6, 13, 64}, {5, 4, 4, 7, 128}, {3, 7, 9, 20, 32},
+                           {3, 4, 4, 5, 48},  {3, 6, 6, 3, 16},  {1, 5, 5, 14, 112}};
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_weight_grad(wide[i], 1, &r, i);
 }
 

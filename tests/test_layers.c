@@ -105,9 +105,9 @@ static double conv_loss(const void *p) {
  * so that im2col reuses the padding's zeros of a part's first image; and stride-1 convolutions
  * as large as their input with at least 4 channels in and out, which run as shifted sgemms over
  * a padded plane (k = 3 and 5, non-square, batch 9), beside one with 3 channels out, which
- * does not, and one with 64 channels in, whose direct weight gradient reads the input
- * transposed (dconv.h). The shifted cases run both ways: with the direct kernels where the CPU
- * has them, and with the sgemms (conv_paths). */
+ * does not; and small planes with 16 or 64 channels in, stride 1 and 2, whose direct weight
+ * gradient reads the input transposed (dconv.h). The convolutions run both ways: with the
+ * direct kernels where the CPU has them, and with the sgemms (conv_paths). */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
@@ -116,7 +116,7 @@ static const int conv_cases[][8] = {
     {9, 2, 5, 4, 3, 3, 1, 1},  {9, 2, 7, 6, 3, 3, 2, 1},   {9, 1, 6, 6, 2, 3, 2, 0},
     {9, 2, 6, 5, 2, 5, 1, 2},  {9, 5, 6, 7, 4, 3, 1, 1},   {3, 4, 5, 6, 6, 5, 1, 2},
     {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},  {2, 5, 11, 11, 9, 3, 1, 1},
-    {1, 64, 3, 3, 4, 3, 1, 1},
+    {1, 64, 3, 3, 4, 3, 1, 1},  {1, 16, 6, 6, 4, 3, 2, 1}, {2, 16, 4, 4, 5, 3, 1, 1},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -141,10 +141,11 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     cr_assert_eq(s.wo, 3);
     /* stride 2, 3x3: room for im2col (cin*k*k, ho*wo) and for the direct kernels' phase planes,
      * the larger: the packed kernel (8 outputs by 4 inputs, 9 taps), and per part the phase
-     * planes (3 channels of 4 planes of 5 x 5) and dout's plane (4 channels of 6 x 5), each
-     * followed by k floats, the output or a phase of dx (the larger of 4 x 20 and 3 x 25), and
-     * the partial dw (cout, cin, k, k) */
-    const size_t phases = (size_t)3 * 4 * 25 + 3 + 4 * 30 + 3 + 80;
+     * planes (3 channels of 4 planes of 5 x 5, each channel followed by k floats, so that they
+     * can be laid out transposed), dout's plane (4 channels of 6 x 5) followed by k floats, the
+     * output or a phase of dx (the larger of 4 x 20 and 3 x 25), and the partial dw
+     * (cout, cin, k, k) */
+    const size_t phases = (size_t)3 * (4 * 25 + 3) + 4 * 30 + 3 + 80;
     cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 * 9 + LAYER_PARTS * (phases + 4 * 3 * 3 * 3));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s) + (size_t)LAYER_PARTS * 3 * 7 * 5);
     conv_shape_init(&s, 2, 3, 7, 5, 4, 1, 1, 0);
