@@ -441,8 +441,8 @@ static json_t *run_suite(proc_t *p, const char *parts) {
 }
 
 /* Counts the suite's lines by kind, checking each: [0] load, [1] sgemm, [2] auxps, [3] PyTorch
- * tuned, [4] untuned; macs[0] AuxPS's multiply-adds, [1] and [2] PyTorch's. */
-static void count_suite(const json_t *lines, int count[5], double macs[3]) {
+ * tuned, [4] untuned, [5] conv; macs[0] AuxPS's multiply-adds, [1] and [2] PyTorch's. */
+static void count_suite(const json_t *lines, int count[6], double macs[3]) {
     size_t i;
     json_t *o;
     json_array_foreach(lines, i, o) {
@@ -455,6 +455,9 @@ static void count_suite(const json_t *lines, int count[5], double macs[3]) {
             count[1]++;
             cr_assert_eq(jnum(o, "threads"), 1);
             cr_assert_gt(jnum(o, "gflops"), 0);
+        } else if (strcmp(b, "conv") == 0) {
+            count[5]++;
+            cr_assert_gt(jnum(o, "sgemm_ms"), 0);
         } else {
             cr_assert_str_eq(b, "compute", "unexpected line %s", json_dumps(o, JSON_COMPACT));
             check_compute(o, 8, 1);
@@ -479,13 +482,27 @@ static void count_suite(const json_t *lines, int count[5], double macs[3]) {
 Test(bench, suite_writes_json_lines_and_the_table) {
     proc_t p;
     json_t *lines = run_suite(&p, "compute");
-    int count[5] = {0};
+    int count[6] = {0};
     double macs[3] = {0};
     count_suite(lines, count, macs);
     cr_assert_eq(count[0], 2, "load at the start and the end");
     cr_assert_eq(count[1], 2, "sgemm before and after the compute part");
     cr_assert_eq(count[2], 1);
     cr_assert_eq(count[3] + count[4], 0, "PyTorch lines without the pytorch part");
+    json_decref(lines);
+    util_proc_free(&p);
+}
+
+/* The conv part: a line for each ResNet-8 convolution's forward and backward pass, and their
+ * table. */
+Test(bench, suite_runs_the_conv_part_and_prints_its_table) {
+    proc_t p;
+    json_t *lines = run_suite(&p, "compute,conv");
+    int count[6] = {0};
+    double macs[3] = {0};
+    count_suite(lines, count, macs);
+    cr_assert_eq(count[5], 20, "10 convolutions, forward and backward");
+    cr_assert_not_null(strstr(p.out.buf, "conv: ResNet-8's convolutions"), "no conv table:\n%s", p.out.buf);
     json_decref(lines);
     util_proc_free(&p);
 }
@@ -499,7 +516,7 @@ Test(bench, suite_runs_pytorch_tuned_and_untuned_beside_auxps) {
         cr_skip_test("/usr/bin/python3 has no torch (python3-torch): the suite measures AuxPS alone");
     proc_t p;
     json_t *lines = run_suite(&p, "compute,pytorch");
-    int count[5] = {0};
+    int count[6] = {0};
     double macs[3] = {0};
     count_suite(lines, count, macs);
     cr_assert(count[2] == 1 && count[3] == 1 && count[4] == 1, "auxps %d, tuned %d, untuned %d lines", count[2],
