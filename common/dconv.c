@@ -1,4 +1,5 @@
-/* dconv.c - direct convolution kernels over a zero-padded plane (see dconv.h). */
+/* dconv.c - direct convolution kernels (see dconv.h): AVX-512 where the CPU has it, plain C
+ * elsewhere (dconv_enabled is 0 there, and layers.c keeps its sgemms). */
 #include "dconv.h"
 #include <stdlib.h>
 #include <string.h>
