@@ -866,9 +866,9 @@ typedef struct {
 
 static void ew_part(void *arg, int part) {
     const ew_job_t *j = arg;
-    const size_t per = (j->len / LAYER_PARTS + 15) & ~(size_t)15;
+    const size_t per = (j->len / LAYER_PARTS + 15) & ~(size_t)15; /* the last part takes the rest */
     const size_t lo = per * (size_t)part < j->len ? per * (size_t)part : j->len;
-    const size_t n = part == LAYER_PARTS - 1 ? j->len - lo : (lo + per < j->len ? per : j->len - lo);
+    const size_t hi = part == LAYER_PARTS - 1 || lo + per > j->len ? j->len : lo + per, n = hi - lo;
     switch (j->op) {
     case EW_RELU: relu_forward(j->y + lo, j->x + lo, n); break;
     case EW_ENCODE: quant_act_encode(j->q + lo, j->x + lo, n, j->k); break;

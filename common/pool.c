@@ -11,8 +11,8 @@
 #include <stdlib.h>
 
 /* Polls of the generation before a thread sleeps on the condition, a few hundred microseconds:
- * with the direct convolution kernels a job often takes less than a wake-up costs on a
- * virtual machine, and 20,000 polls left the second of 2 threads idle 11% of a step. */
+ * with the direct convolution kernels a job often takes less than a wake-up costs on a virtual
+ * machine; with 20,000 polls the 2 CPUs were 11% idle during a 2-thread training step. */
 #define POOL_SPIN 400000
 
 struct pool {
