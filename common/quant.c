@@ -8,9 +8,9 @@
 #include <string.h>
 
 /* The weight passes work in chunks of this many values, so that tanh(w) computed on the fly
- * stays in a small stack buffer (L1) between the loops that read it. A multiple of 4 (gt's
- * accumulators below). */
+ * stays in a small stack buffer (L1) between the loops that read it. A multiple of GT_LANES. */
 #define QUANT_CHUNK 256
+#define GT_LANES 16 /* weight_backward's accumulators of gt, a power of 2 */
 
 /* tanh(x) within 1.34 ulp of the exact value for every float (tests/test_quant.c checks a sweep
  * against tanh in double; an exhaustive run over all floats gave 1.33 ulp at 0.6283), as
@@ -74,7 +74,7 @@ float quant_weight_mean(const float *w, size_t n) {
     return n ? (float)(s / (double)n) : 0.0f;
 }
 
-HOT void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e) {
+HOT_WIDE void quant_weight_decode(float *wq, const uint8_t *codes, size_t n, int k, float e) {
     if (k == 1) {
         for (size_t i = 0; i < n; i++) wq[i] = codes[i] ? e : -e;
         return;
@@ -101,7 +101,7 @@ void quant_weight_forward(float *wq, uint8_t *codes, const float *w, size_t n, i
  * takes the polynomial alone, which is what tanh_approx selects for each of them, at a third of
  * the cost. */
 #define TANH_BLOCK 64
-HOT void quant_weight_tanh(float *t, const float *w, size_t n) {
+HOT_WIDE void quant_weight_tanh(float *t, const float *w, size_t n) {
     for (size_t at = 0; at < n; at += TANH_BLOCK) {
         const size_t len = n - at < TANH_BLOCK ? n - at : TANH_BLOCK;
         const float *x = w + at;
@@ -120,7 +120,7 @@ HOT void quant_weight_tanh(float *t, const float *w, size_t n) {
     }
 }
 
-HOT void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
+HOT_WIDE void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, size_t n, int k) {
     float m = abs_max(t, n);
     if (m == 0.0f) m = 1.0f; /* all-zero tensor: u = 1/2 everywhere, no division by zero */
     const float levels = (float)((1u << k) - 1), inv2m = 0.5f / m;
@@ -136,17 +136,20 @@ HOT void quant_weight_forward_tanh(float *wq, uint8_t *codes, const float *t, si
  * computed from w chunk by chunk when tw is NULL (the same tanh_approx, so both give the same
  * bits). u = t / (2m) + 1/2 with m = max|t|: du_i/dt_j = d_ij / (2m) - t_i / (2m^2) dm/dt_j,
  * and dm/dt_j = sign(t_j) / ties for the maxima. wq = 2 q(u) - 1 gives dL/du = 2 dL/dwq. */
-HOT static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n, int acc) {
+HOT_WIDE static void weight_backward(float *dw, const float *dwq, const float *w, const float *tw, size_t n, int acc) {
     float buf[QUANT_CHUNK];
     /* The first pass finds m and counts its ties (each chunk's max and ties, merged), and sums
-     * gt = sum_i dL/du_i * t_i = 2 sum_i dwq_i t_i in four interleaved double accumulators (a
-     * fixed order, so that the sum does not depend on how the loop is compiled, and four times
-     * the throughput of one chain). */
+     * gt = sum_i dL/du_i * t_i = 2 sum_i dwq_i t_i in GT_LANES interleaved double accumulators
+     * (a fixed order, so that the sum does not depend on how the loop is compiled; enough
+     * independent chains that the additions' latency does not bound the loop). */
     float m = 0.0f;
     size_t ties = 0;
-    double gs[4] = {0.0, 0.0, 0.0, 0.0};
-    for (size_t at = 0; at < n; at += QUANT_CHUNK) {
-        const size_t len = n - at < QUANT_CHUNK ? n - at : QUANT_CHUNK;
+    double gs[GT_LANES] = {0.0};
+    /* Value i goes to accumulator i % GT_LANES however the values are chunked, so a kept tanh
+     * is read in one piece. */
+    const size_t chunk = tw != NULL ? n : QUANT_CHUNK;
+    for (size_t at = 0; at < n; at += chunk) {
+        const size_t len = n - at < chunk ? n - at : chunk;
         const float *t = tw != NULL ? tw + at : buf, *g = dwq + at;
         if (tw == NULL) quant_weight_tanh(buf, w + at, len);
         const float cm = abs_max(t, len);
@@ -155,20 +158,22 @@ HOT static void weight_backward(float *dw, const float *dwq, const float *w, con
         if (cm > m) m = cm, ties = ct;
         else if (cm == m) ties += ct;
         size_t i = 0;
-        for (; i + 4 <= len; i += 4)
-            for (int j = 0; j < 4; j++) gs[j] += (double)g[i + j] * t[i + j];
-        for (; i < len; i++) gs[i % 4] += (double)g[i] * t[i];
+        for (; i + GT_LANES <= len; i += GT_LANES)
+            for (int j = 0; j < GT_LANES; j++) gs[j] += (double)g[i + j] * t[i + j];
+        for (; i < len; i++) gs[i % GT_LANES] += (double)g[i] * t[i];
     }
     if (m == 0.0f) {
         for (size_t i = 0; i < n; i++) dw[i] = (acc ? dw[i] : 0.0f) + dwq[i];
         return;
     }
-    const double gt = 2.0 * ((gs[0] + gs[1]) + (gs[2] + gs[3]));
+    for (int w = GT_LANES / 2; w > 0; w /= 2) /* a pairwise tree, in a fixed order */
+        for (int j = 0; j < w; j++) gs[j] += gs[j + w];
+    const double gt = 2.0 * gs[0];
     /* dL/dt_i = dL/du_i / (2m) = dwq_i / m, as a product with 1/m (a division per value would
      * cost as much as the rest of the loop) */
     const float dm = (float)(-gt / (2.0 * (double)m * m)) / (float)ties, inv_m = 1.0f / m;
-    for (size_t at = 0; at < n; at += QUANT_CHUNK) {
-        const size_t len = n - at < QUANT_CHUNK ? n - at : QUANT_CHUNK;
+    for (size_t at = 0; at < n; at += chunk) {
+        const size_t len = n - at < chunk ? n - at : chunk;
         const float *t = tw != NULL ? tw + at : buf, *g = dwq + at;
         float *d = dw + at;
         if (tw == NULL) quant_weight_tanh(buf, w + at, len);
@@ -179,7 +184,7 @@ HOT static void weight_backward(float *dw, const float *dwq, const float *w, con
     }
 }
 
-HOT void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
+HOT_WIDE void quant_weight_backward(float *dw, const float *dwq, const float *w, size_t n, int k) {
     if (k == 1) {
         for (size_t i = 0; i < n; i++) dw[i] += dwq[i];
         return;
@@ -187,7 +192,7 @@ HOT void quant_weight_backward(float *dw, const float *dwq, const float *w, size
     weight_backward(dw, dwq, w, NULL, n, 1);
 }
 
-HOT void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n, int acc) {
+HOT_WIDE void quant_weight_backward_tanh(float *dw, const float *dwq, const float *tw, size_t n, int acc) {
     weight_backward(dw, dwq, NULL, tw, n, acc);
 }
 

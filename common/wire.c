@@ -1157,7 +1157,7 @@ int wire_decode_in(wire_in_t *in, wire_msg_t *m, auxps_error_t *err) {
  * the last byte, which a valid payload has zero. unpack_any takes any k in 1..8; unpack_pow2 the
  * k that divide 8, with loops over whole bytes that GCC vectorises (k is a constant where it is
  * inlined). */
-HOT static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+HOT_WIDE static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
                            float step) {
     uint64_t acc = 0;
     uint32_t nb = 0, mask = (1u << k) - 1;
@@ -1174,10 +1174,23 @@ HOT static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, uint8
     return (uint32_t)acc;
 }
 
+/* The codes of each byte value at 1 and 2 bits, in order: a byte unpacks as one copy. */
+#define UNPACK1(v) {(v) & 1, (v) >> 1 & 1, (v) >> 2 & 1, (v) >> 3 & 1, (v) >> 4 & 1, (v) >> 5 & 1, (v) >> 6 & 1, (v) >> 7}
+#define UNPACK2(v) {(v) & 3, (v) >> 2 & 3, (v) >> 4 & 3, (v) >> 6}
+#define UNPACK_4(F, v) F(v), F((v) + 1), F((v) + 2), F((v) + 3)
+#define UNPACK_16(F, v) UNPACK_4(F, v), UNPACK_4(F, (v) + 4), UNPACK_4(F, (v) + 8), UNPACK_4(F, (v) + 12)
+#define UNPACK_64(F, v) UNPACK_16(F, v), UNPACK_16(F, (v) + 16), UNPACK_16(F, (v) + 32), UNPACK_16(F, (v) + 48)
+#define UNPACK_256(F) UNPACK_64(F, 0), UNPACK_64(F, 64), UNPACK_64(F, 128), UNPACK_64(F, 192)
+static const uint8_t unpack1[256][8] = {UNPACK_256(UNPACK1)};
+static const uint8_t unpack2[256][4] = {UNPACK_256(UNPACK2)};
+
 static inline uint32_t unpack_bytes(const uint8_t *p, uint32_t len, const uint32_t k, uint8_t *codes, float *out,
                                     float lo, float step) {
     const uint32_t per = 8 / k, mask = (1u << k) - 1, whole = len / per;
-    if (codes != NULL) {
+    if (codes != NULL && k <= 2) {
+        const uint8_t *table = k == 1 ? unpack1[0] : unpack2[0];
+        for (uint32_t b = 0; b < whole; b++) memcpy(codes + b * per, table + p[b] * per, per);
+    } else if (codes != NULL) {
         for (uint32_t b = 0; b < whole; b++)
             for (uint32_t j = 0; j < per; j++) codes[b * per + j] = (uint8_t)((p[b] >> (j * k)) & mask);
     } else {
@@ -1189,7 +1202,7 @@ static inline uint32_t unpack_bytes(const uint8_t *p, uint32_t len, const uint32
                                       out + whole * per, lo, step);
 }
 
-HOT static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
+HOT_WIDE static uint32_t unpack_pow2(const uint8_t *p, uint32_t len, uint32_t k, uint8_t *codes, float *out, float lo,
                             float step) {
     switch (k) {
     case 8:
@@ -1291,10 +1304,19 @@ int wire_payload_codes(const wire_msg_t *m, float *values, uint8_t *codes, auxps
     return payload_unpack(m, values, codes, err);
 }
 
+/* The q8 code of x = v / a, finite and within about 127 of 0: round(x) clamped to [-127, 127],
+ * plus 128. The clamp is on integers, which vectorises without the NaN cases of a float one. */
+static inline int32_t q8_code(float x) {
+    int32_t c = (int32_t)rintf(x);
+    c = c < -127 ? -127 : c;
+    c = c > 127 ? 127 : c;
+    return c + 128;
+}
+
 /* The largest |v| is found on the bits (an integer max vectorises, a float one does not), and
  * the same max flags a NaN or an infinity: their bits are at least those of +inf. The value
- * sent, lo + step * code, is computed from the float c + 128, which is code exactly. */
-HOT int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
+ * sent, lo + step * code, is computed from the code converted to float, exactly. */
+HOT_WIDE int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg, uint8_t *codes,
                    auxps_error_t *err) {
     int32_t mb = 0;
     if (resid != NULL)
@@ -1323,20 +1345,12 @@ HOT int wire_q8_encode(const float *g, float *resid, uint32_t n, wire_seg_t *seg
     if (resid != NULL)
         for (uint32_t i = 0; i < n; i++) {
             const float v = g[i] + resid[i];
-            float c = rintf(v * inv);
-            c = c < -127.0f ? -127.0f : c;
-            c = c > 127.0f ? 127.0f : c;
-            const float code = c + 128.0f;
-            codes[i] = (uint8_t)(int32_t)code;
-            resid[i] = v - (lo + step * code);
+            const int32_t code = q8_code(v * inv);
+            codes[i] = (uint8_t)code;
+            resid[i] = v - (lo + step * (float)code);
         }
     else
-        for (uint32_t i = 0; i < n; i++) {
-            float c = rintf(g[i] * inv);
-            c = c < -127.0f ? -127.0f : c;
-            c = c > 127.0f ? 127.0f : c;
-            codes[i] = (uint8_t)(int32_t)(c + 128.0f);
-        }
+        for (uint32_t i = 0; i < n; i++) codes[i] = (uint8_t)q8_code(g[i] * inv);
     return 0;
 }
 
