@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -584,16 +585,20 @@ static void release_waiting(node_t *n) {
     }
 }
 
-static void ack(node_t *n, const wire_in_t *in, uint32_t rid, uint32_t vec) {
+/* PUSH_ACK of rid, saying that the shard is at version (PROTOCOL.md: the version after the
+ * push was applied). */
+static void ack_at(node_t *n, const wire_in_t *in, uint32_t rid, uint32_t vec, uint64_t version) {
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = WIRE_PUSH_ACK;
     m.rid = rid;
-    m.push_ack = (wire_push_ack_t){n->cnt.id, vec, n->version, min_clock(n)};
+    m.push_ack = (wire_push_ack_t){n->cnt.id, vec, version, min_clock(n)};
     auxps_error_t e = {0};
     if (wire_send(n->data, in->route, in->route_size, &m, NULL, NULL, ZMQ_DONTWAIT, &e) != 0)
         say(n, "PUSH_ACK not sent: %s", e.msg);
 }
+
+static void ack(node_t *n, const wire_in_t *in, uint32_t rid, uint32_t vec) { ack_at(n, in, rid, vec, n->version); }
 
 /* One SGD step of the shard with gradient g, standing for `batches` pushed batches. */
 static void apply_update(node_t *n, const float *g, uint64_t staleness, uint32_t batches) {
@@ -907,10 +912,10 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
                PRIu64 " is %g", p->worker, n->off + bad, (double)g[bad]);
         return;
     }
-    if (n->kbit) quant_backward(n);
     uint64_t stale = p->version < n->version ? n->version - p->version : 0;
     if (stale > n->cnt.max_staleness) n->cnt.max_staleness = stale;
     if (n->consistency == WIRE_CONS_BSP) {
+        if (n->kbit) quant_backward(n);
         for (uint64_t i = 0; i < n->len; i++) n->sum[i] += (double)p->samples * g[i];
         n->sum_samples += p->samples;
         n->sum_clock = p->clock;
@@ -918,11 +923,22 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
         n->sum_count++;
         w->in_sum = 1;
         if (n->sum_count >= n->num_workers) apply_sum(n);
+        ack(n, in, m->rid, WIRE_VEC_PARAMS);
     } else {
-        apply_update(n, g, stale, 1);
+        /* Nothing can fail from here on, so the ACK (with the version this push makes) goes
+         * first and the update is computed while it travels: a PULL that follows it is read
+         * after the update, by this same thread (PROTOCOL.md, PUSH_ACK). In a kbit run the
+         * update is long (the quantizer's backward, then the next codes in serve_data), and a
+         * yield lets ZeroMQ's I/O thread, which the send woke and the scheduler may have
+         * queued on this core, send the ACK first; an f32 update takes a few microseconds. */
         if (p->clock + 1 > w->clock) w->clock = p->clock + 1;
+        ack_at(n, in, m->rid, WIRE_VEC_PARAMS, n->version + 1);
+        if (n->kbit) {
+            sched_yield();
+            quant_backward(n);
+        }
+        apply_update(n, g, stale, 1);
     }
-    ack(n, in, m->rid, WIRE_VEC_PARAMS);
     release_waiting(n);
 }
 
