@@ -16,7 +16,7 @@
  * aux: model_num_params floats, 87,044 = 348,176 bytes), cut into shards at tensor boundaries
  * as the coordinator cuts it (CLUSTER.md "Shard map").
  *
- * Configurations: 1 and 4 workers against 1 and 2 nodes, each measured twice in a row:
+ * Configurations: 1 and 4 workers against 1 and 2 nodes, each measured both ways:
  *   bare   one ROUTER thread per node that moves the same frames with no processing: a request
  *          of the size of the PULL header is answered by a frame of the size of the PULL_REP
  *          header and the slice, sent without a copy from a fixed buffer; a PUSH-header-sized
@@ -28,11 +28,13 @@
  *          default configuration in async consistency, NODE_READY, HEARTBEAT every H, DONE,
  *          BYE), and workers in threads (a context each, the real worker's socket options)
  *          that speak PULL / PULL_REP / PUSH / PUSH_ACK through wire.c.
- * Everything runs on tcp://127.0.0.1 with ephemeral ports. Each configuration runs a warm-up of
- * BENCH_TRANSPORT_WARMUP_S (connections, first snapshots), then S seconds (default
- * BENCH_TRANSPORT_SECONDS). A round counts if it starts after the warm-up; the rate is the
- * counted rounds of all workers over the time from the end of the warm-up to the end of the last
- * counted round. A worker that has not finished a counted round when the time is up keeps going
+ * Everything runs on tcp://127.0.0.1 with ephemeral ports. Each configuration runs four times,
+ * bare, auxps, auxps, bare, so that a load that changes steadily weighs on both paths alike;
+ * each run starts afresh (servers, nodes, connections), runs a warm-up of
+ * BENCH_TRANSPORT_WARMUP_S (connections, first snapshots), then S / 2 seconds (S: default
+ * BENCH_TRANSPORT_SECONDS). A round counts if it starts after the warm-up; a path's rate is the
+ * counted rounds of all workers in its two runs over the time, in each run, from the end of the
+ * warm-up to the end of the last counted round. A worker that has not finished a counted round when the time is up keeps going
  * until it has one, so every rate is positive however loaded the machine is.
  *
  * Output, stdout: one JSON line per configuration, the bare one before the auxps one:

@@ -95,6 +95,8 @@ Test(bench, transport_measures_every_configuration_bare_and_auxps_with_positive_
         const double rounds = num(l, eol, "rounds"), rate = num(l, eol, "rounds_per_s");
         const double secs = num(l, eol, "seconds");
         cr_assert(rounds >= w && isfinite(rate) && rate > 0 && secs > 0, "%.*s", (int)(eol - l), l);
+        /* two runs of S / 2 (bare, auxps, auxps, bare), each timed until its last round ends */
+        cr_assert_geq(secs, 0.3, "%.*s", (int)(eol - l), l);
         /* The fields agree with each other (to the rounding of the printed values). */
         cr_assert(fabs(rate - rounds / secs) <= 0.01 * rate + 0.1, "rate %g, rounds %g in %g s", rate, rounds, secs);
         cr_assert(fabs(num(l, eol, "mb_per_s") - rate * 8 * params / 1e6) <= 0.001 * rate * 8 * params / 1e6 + 0.1);
