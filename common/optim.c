@@ -20,7 +20,7 @@ float optim_lr(const optim_t *o, long step) {
     }
 }
 
-HOT void optim_sgd_to(const optim_t *o, float lr, float *out, const float *w, const float *g, float *buf,
+HOT_WIDE void optim_sgd_to(const optim_t *o, float lr, float *out, const float *w, const float *g, float *buf,
                       size_t n) {
     const float mu = o->momentum, wd = o->weight_decay;
     for (size_t i = 0; i < n; i++) {
