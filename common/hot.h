@@ -7,8 +7,8 @@
 #define AUXPS_HOT_H
 
 /* HOT_WIDE adds an AVX-512 clone (x86-64-v4), for the kernels over a parameter vector that the
- * nodes and the workers run between two messages (the weights' quantizer, the codings, SGD):
- * there it halved the time of most of them. The activation kernels keep HOT: their AVX-512
+ * nodes and the workers run between two messages (the weights' quantizer, the codings, a
+ * push's finiteness check, SGD): there it halved the time of most of them. The activation kernels keep HOT: their AVX-512
  * clones made the training step about 5% slower. The same rules hold, so all clones give the
  * same bits. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AUXPS_NO_CLONES)

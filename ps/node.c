@@ -8,6 +8,7 @@
 #include "config.h"
 #include "curve.h"
 #include "data.h"
+#include "hot.h"
 #include "model.h"
 #include "optim.h"
 #include "peer.h"
@@ -758,7 +759,7 @@ static void maybe_checkpoint(node_t *n) {
 /* The index of the first NaN or infinity in v[0..len), or len if all are finite. The common
  * case, all finite, costs one pass that the compiler vectorises: the exponent bits of every value
  * are ORed into one flag with no branch; only a bad push is scanned again to name the value. */
-static uint64_t first_non_finite(const float *v, uint64_t len) {
+HOT_WIDE static uint64_t first_non_finite(const float *v, uint64_t len) {
     uint32_t any = 0;
     for (uint64_t i = 0; i < len; i++) {
         uint32_t u;
