@@ -166,8 +166,8 @@ HOT_WIDE static void weight_backward(float *dw, const float *dwq, const float *w
         for (size_t i = 0; i < n; i++) dw[i] = (acc ? dw[i] : 0.0f) + dwq[i];
         return;
     }
-    for (int w = GT_LANES / 2; w > 0; w /= 2) /* a pairwise tree, in a fixed order */
-        for (int j = 0; j < w; j++) gs[j] += gs[j + w];
+    for (int h = GT_LANES / 2; h > 0; h /= 2) /* a pairwise tree, in a fixed order */
+        for (int j = 0; j < h; j++) gs[j] += gs[j + h];
     const double gt = 2.0 * gs[0];
     /* dL/dt_i = dL/du_i / (2m) = dwq_i / m, as a product with 1/m (a division per value would
      * cost as much as the rest of the loop) */

@@ -1175,7 +1175,8 @@ HOT_WIDE static uint32_t unpack_any(const uint8_t *p, uint32_t len, uint32_t k, 
 }
 
 /* The codes of each byte value at 1 and 2 bits, in order: a byte unpacks as one copy. */
-#define UNPACK1(v) {(v) & 1, (v) >> 1 & 1, (v) >> 2 & 1, (v) >> 3 & 1, (v) >> 4 & 1, (v) >> 5 & 1, (v) >> 6 & 1, (v) >> 7}
+#define UNPACK1(v) \
+    {(v) & 1, (v) >> 1 & 1, (v) >> 2 & 1, (v) >> 3 & 1, (v) >> 4 & 1, (v) >> 5 & 1, (v) >> 6 & 1, (v) >> 7}
 #define UNPACK2(v) {(v) & 3, (v) >> 2 & 3, (v) >> 4 & 3, (v) >> 6}
 #define UNPACK_4(F, v) F(v), F((v) + 1), F((v) + 2), F((v) + 3)
 #define UNPACK_16(F, v) UNPACK_4(F, v), UNPACK_4(F, (v) + 4), UNPACK_4(F, (v) + 8), UNPACK_4(F, (v) + 12)

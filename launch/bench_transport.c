@@ -69,7 +69,7 @@ typedef struct {
 /* The whole bench: the default configuration, its model and shard maps. */
 typedef struct {
     double seconds;                        /* timed seconds of each configuration and path ... */
-    double run_seconds;                    /* ... in runs of this many (BT_ORDER) */
+    double run_seconds;                    /* ... in two runs of this many (bench_transport) */
     auxps_config_t cfg;
     char *config_text;                     /* the WELCOME's config: config_write of cfg */
     model_t *model;                        /* the tensor layout */

@@ -34,8 +34,9 @@
  * BENCH_TRANSPORT_WARMUP_S (connections, first snapshots), then S / 2 seconds (S: default
  * BENCH_TRANSPORT_SECONDS). A round counts if it starts after the warm-up; a path's rate is the
  * counted rounds of all workers in its two runs over the time, in each run, from the end of the
- * warm-up to the end of the last counted round. A worker that has not finished a counted round when the time is up keeps going
- * until it has one, so every rate is positive however loaded the machine is.
+ * warm-up to the end of the last counted round. A worker that has not finished a counted round
+ * when the time is up keeps going until it has one, so every rate is positive however loaded
+ * the machine is.
  *
  * Output, stdout: one JSON line per configuration, the bare one before the auxps one:
  *   {"bench":"transport","path":"bare"|"auxps","model":"resnet8","wbits":2,"abits":2,
