@@ -541,6 +541,68 @@ Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
     free(w), free(g), free(dw), free(mom), free(vals), free(wq), free(codes), free(want), free(got);
 }
 
+/* In an async run a node acknowledges a push before it computes the update (PROTOCOL.md,
+ * PUSH_ACK) and reads no other message until the update is done: a PULL sent right behind a
+ * PUSH, without waiting for its ACK, is answered with the codes of the weights the push made.
+ * A kbit run, where the node also yields after the ACK. */
+Test(node, a_pull_sent_right_behind_an_async_push_gets_the_pushed_version) {
+    model_t *md;
+    kbit_run(&md);
+    start_node(WIRE_CONS_ASYNC, 0, 1, 1000, 60000);
+    const size_t len = my()->length, off = my()->offset;
+    const int k = fx.cfg.model.wbits;
+    enum { STEPS = 5 };
+    float *w = malloc(len * sizeof(float)), *g = malloc(len * sizeof(float)), *dw = malloc(len * sizeof(float)),
+          *mom = calloc(len, sizeof(float)), *vals = malloc(len * sizeof(float)), *wq = malloc(len * sizeof(float));
+    uint8_t *codes = malloc(len), *want = malloc(len);
+    memcpy(w, fx.init + off, len * sizeof(float));
+    for (int step = 0; step < STEPS; step++) {
+        gradient(g, len, 0.01f * (float)(step + 1), step);
+        memcpy(dw, g, len * sizeof(float));
+        for (int i = 0; i < model_num_tensors(md); i++) {
+            const model_tensor_t *t = model_tensor(md, i);
+            if (t->offset < off || !t->quantized) continue;
+            const size_t o = t->offset - off;
+            memset(dw + o, 0, t->size * sizeof(float));
+            quant_weight_backward(dw + o, g + o, w + o, t->size, k);
+        }
+        optim_sgd(&fx.optim, optim_lr(&fx.optim, step), w, dw, mom, len);
+        wire_msg_t m = push_msg(0, (uint64_t)step, (uint64_t)step, BATCH, g);
+        send_to(fx.w[0], NULL, 0, &m);
+        memset(&m, 0, sizeof m);
+        m.type = WIRE_PULL;
+        m.rid = ++fx.rid;
+        m.pull = (wire_pull_t){0, fx.id, WIRE_VEC_PARAMS, off, len, (uint64_t)step + 1, WIRE_ENC_KBIT};
+        send_to(fx.w[0], NULL, 0, &m);
+        wire_in_t in = {0};
+        expect(fx.w[0], 0, WIRE_PUSH_ACK, &in, &m);
+        cr_assert_eq(m.push_ack.version, (uint64_t)step + 1);
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+        expect(fx.w[0], 0, WIRE_PULL_REP, &in, &m);
+        cr_assert_eq(m.pull_rep.version, (uint64_t)step + 1, "step %d: the PULL behind the PUSH", step);
+        auxps_error_t e = {0};
+        cr_assert_eq(wire_payload_codes(&m, vals, codes, &e), 0, "%s", e.msg);
+        for (int i = 0; i < model_num_tensors(md); i++) {
+            const model_tensor_t *t = model_tensor(md, i);
+            if (t->offset < off) continue;
+            const size_t o = t->offset - off;
+            if (t->quantized) {
+                quant_weight_forward(wq, want + o, w + o, t->size, k);
+                cr_assert(memcmp(codes + o, want + o, t->size) == 0, "step %d: codes of %s", step, t->name);
+            } else {
+                cr_assert(memcmp(vals + o, w + o, t->size * sizeof(float)) == 0, "step %d: %s", step, t->name);
+            }
+        }
+        wire_msg_clear(&m);
+        wire_in_close(&in);
+    }
+    finish();
+    cr_assert_str_eq(fx.out, "node 1: applied 5 pushes, 0 stats pushes, version 5, max staleness 0\n");
+    model_destroy(&md);
+    free(w), free(g), free(dw), free(mom), free(vals), free(wq), free(codes), free(want);
+}
+
 Test(node, async_measures_staleness_per_push) {
     start_node(WIRE_CONS_ASYNC, 0, 2, 1000, 60000);
     const size_t len = my()->length;
