@@ -453,6 +453,46 @@ static void kbit_run(model_t **m) {
         if (model_tensor(*m, i)->offset >= fx.nparams / 2) fx.split = model_tensor(*m, i)->offset;
 }
 
+/* A kbit PULL_REP m of the shard [off, off + len) of md: every quantized tensor in the codes
+ * quant_weight_forward makes of the latent weights w, every other one in w's own floats.
+ * *qn and *fpn receive the number of values of each kind. */
+static void check_kbit_reply(const model_t *md, const wire_msg_t *m, size_t off, size_t len, int k, const float *w,
+                             int step, size_t *qn, size_t *fpn) {
+    float *vals = malloc(len * sizeof(float)), *wq = malloc(len * sizeof(float));
+    uint8_t *codes = malloc(len), *want = malloc(len);
+    cr_assert(vals && wq && codes && want);
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_payload_codes(m, vals, codes, &e), 0, "%s", e.msg);
+    *qn = *fpn = 0;
+    for (int i = 0; i < model_num_tensors(md); i++) {
+        const model_tensor_t *t = model_tensor(md, i);
+        if (t->offset < off) continue;
+        const size_t o = t->offset - off;
+        if (t->quantized) {
+            quant_weight_forward(wq, want + o, w + o, t->size, k);
+            cr_assert(memcmp(codes + o, want + o, t->size) == 0, "step %d: codes of %s", step, t->name);
+            *qn += t->size;
+        } else {
+            cr_assert(memcmp(vals + o, w + o, t->size * sizeof(float)) == 0, "step %d: %s", step, t->name);
+            *fpn += t->size;
+        }
+    }
+    free(vals), free(wq), free(codes), free(want);
+}
+
+/* dw: the gradient a node applies for the pushed dL/dwq g of the shard at off (len values) with
+ * latent weights w: the quantizer's backward for the quantized tensors, g itself elsewhere. */
+static void kbit_grad(const model_t *md, size_t off, size_t len, int k, const float *w, const float *g, float *dw) {
+    memcpy(dw, g, len * sizeof(float));
+    for (int i = 0; i < model_num_tensors(md); i++) {
+        const model_tensor_t *t = model_tensor(md, i);
+        if (t->offset < off || !t->quantized) continue;
+        const size_t o = t->offset - off;
+        memset(dw + o, 0, t->size * sizeof(float));
+        quant_weight_backward(dw + o, g + o, w + o, t->size, k);
+    }
+}
+
 /* A kbit run's node sends each quantized tensor of its shard as the DoReFa codes of its latent
  * weights (the quantizer's own, bit for bit) and the rest as float32, in a quarter of the bytes
  * or less for the codes; it applies a push as dL/dwq through the quantizer's backward with its
@@ -464,8 +504,8 @@ Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
     const size_t len = my()->length, off = my()->offset;
     const int k = fx.cfg.model.wbits;
     float *w = malloc(len * sizeof(float)), *g = malloc(len * sizeof(float)), *dw = malloc(len * sizeof(float)),
-          *mom = calloc(len, sizeof(float)), *vals = malloc(len * sizeof(float)), *wq = malloc(len * sizeof(float));
-    uint8_t *codes = malloc(len), *want = malloc(len);
+          *mom = calloc(len, sizeof(float));
+    uint8_t *codes = malloc(len);
     memcpy(w, fx.init + off, len * sizeof(float));
     for (int step = 0; step < 3; step++) {
         /* the pull: codes of every quantized tensor, float32 for the rest */
@@ -479,22 +519,8 @@ Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
         expect(fx.w[0], 0, WIRE_PULL_REP, &in, &m);
         cr_assert_eq(m.pull_rep.encoding, WIRE_ENC_KBIT);
         cr_assert_eq(m.pull_rep.version, (uint64_t)step);
-        auxps_error_t e = {0};
-        cr_assert_eq(wire_payload_codes(&m, vals, codes, &e), 0, "%s", e.msg);
-        size_t qn = 0, fpn = 0;
-        for (int i = 0; i < model_num_tensors(md); i++) {
-            const model_tensor_t *t = model_tensor(md, i);
-            if (t->offset < off) continue;
-            const size_t o = t->offset - off;
-            if (t->quantized) {
-                quant_weight_forward(wq, want + o, w + o, t->size, k);
-                cr_assert(memcmp(codes + o, want + o, t->size) == 0, "step %d: codes of %s", step, t->name);
-                qn += t->size;
-            } else {
-                cr_assert(memcmp(vals + o, w + o, t->size * sizeof(float)) == 0, "step %d: %s", step, t->name);
-                fpn += t->size;
-            }
-        }
+        size_t qn, fpn;
+        check_kbit_reply(md, &m, off, len, k, w, step, &qn, &fpn);
         cr_assert_eq(qn + fpn, len);
         cr_assert_gt(qn, 0);
         cr_assert_leq(m.payload_size, 4 * fpn + (qn * (size_t)k + 7) / 8 + m.pull_rep.nsegs,
@@ -504,18 +530,12 @@ Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
         /* the push: dL/dwq, taken through the quantizer's backward by the node; q8 at step 2 */
         gradient(g, len, 0.01f * (float)(step + 1), step);
         wire_seg_t segs[1];
+        auxps_error_t e = {0};
         if (step == 2) {
             cr_assert_eq(wire_q8_encode(g, NULL, (uint32_t)len, &segs[0], codes, &e), 0, "%s", e.msg);
             for (size_t i = 0; i < len; i++) g[i] = wire_dequant(segs[0].lo, segs[0].step, codes[i]);
         }
-        memcpy(dw, g, len * sizeof(float));
-        for (int i = 0; i < model_num_tensors(md); i++) {
-            const model_tensor_t *t = model_tensor(md, i);
-            if (t->offset < off || !t->quantized) continue;
-            const size_t o = t->offset - off;
-            memset(dw + o, 0, t->size * sizeof(float));
-            quant_weight_backward(dw + o, g + o, w + o, t->size, k);
-        }
+        kbit_grad(md, off, len, k, w, g, dw);
         m = push_msg(0, (uint64_t)step, (uint64_t)step, BATCH, g);
         if (step == 2) {
             m.push.encoding = WIRE_ENC_Q8;
@@ -538,7 +558,7 @@ Test(node, a_kbit_run_serves_k_bit_codes_and_applies_the_quantizers_backward) {
     finish();
     cr_assert_str_eq(fx.out, "node 1: applied 3 pushes, 0 stats pushes, version 3, max staleness 0\n");
     model_destroy(&md);
-    free(w), free(g), free(dw), free(mom), free(vals), free(wq), free(codes), free(want), free(got);
+    free(w), free(g), free(dw), free(mom), free(codes), free(got);
 }
 
 /* In an async run a node acknowledges a push before it computes the update (PROTOCOL.md,
@@ -553,19 +573,11 @@ Test(node, a_pull_sent_right_behind_an_async_push_gets_the_pushed_version) {
     const int k = fx.cfg.model.wbits;
     enum { STEPS = 5 };
     float *w = malloc(len * sizeof(float)), *g = malloc(len * sizeof(float)), *dw = malloc(len * sizeof(float)),
-          *mom = calloc(len, sizeof(float)), *vals = malloc(len * sizeof(float)), *wq = malloc(len * sizeof(float));
-    uint8_t *codes = malloc(len), *want = malloc(len);
+          *mom = calloc(len, sizeof(float));
     memcpy(w, fx.init + off, len * sizeof(float));
     for (int step = 0; step < STEPS; step++) {
         gradient(g, len, 0.01f * (float)(step + 1), step);
-        memcpy(dw, g, len * sizeof(float));
-        for (int i = 0; i < model_num_tensors(md); i++) {
-            const model_tensor_t *t = model_tensor(md, i);
-            if (t->offset < off || !t->quantized) continue;
-            const size_t o = t->offset - off;
-            memset(dw + o, 0, t->size * sizeof(float));
-            quant_weight_backward(dw + o, g + o, w + o, t->size, k);
-        }
+        kbit_grad(md, off, len, k, w, g, dw);
         optim_sgd(&fx.optim, optim_lr(&fx.optim, step), w, dw, mom, len);
         wire_msg_t m = push_msg(0, (uint64_t)step, (uint64_t)step, BATCH, g);
         send_to(fx.w[0], NULL, 0, &m);
@@ -581,26 +593,15 @@ Test(node, a_pull_sent_right_behind_an_async_push_gets_the_pushed_version) {
         wire_in_close(&in);
         expect(fx.w[0], 0, WIRE_PULL_REP, &in, &m);
         cr_assert_eq(m.pull_rep.version, (uint64_t)step + 1, "step %d: the PULL behind the PUSH", step);
-        auxps_error_t e = {0};
-        cr_assert_eq(wire_payload_codes(&m, vals, codes, &e), 0, "%s", e.msg);
-        for (int i = 0; i < model_num_tensors(md); i++) {
-            const model_tensor_t *t = model_tensor(md, i);
-            if (t->offset < off) continue;
-            const size_t o = t->offset - off;
-            if (t->quantized) {
-                quant_weight_forward(wq, want + o, w + o, t->size, k);
-                cr_assert(memcmp(codes + o, want + o, t->size) == 0, "step %d: codes of %s", step, t->name);
-            } else {
-                cr_assert(memcmp(vals + o, w + o, t->size * sizeof(float)) == 0, "step %d: %s", step, t->name);
-            }
-        }
+        size_t qn, fpn;
+        check_kbit_reply(md, &m, off, len, k, w, step, &qn, &fpn);
         wire_msg_clear(&m);
         wire_in_close(&in);
     }
     finish();
     cr_assert_str_eq(fx.out, "node 1: applied 5 pushes, 0 stats pushes, version 5, max staleness 0\n");
     model_destroy(&md);
-    free(w), free(g), free(dw), free(mom), free(vals), free(wq), free(codes), free(want);
+    free(w), free(g), free(dw), free(mom);
 }
 
 Test(node, async_measures_staleness_per_push) {
