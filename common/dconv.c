@@ -1,6 +1,7 @@
-/* dconv.c - direct convolution kernels (see dconv.h): AVX-512 where the CPU has it, plain C
- * elsewhere (dconv_enabled is 0 there, and layers.c keeps its sgemms). */
+/* dconv.c - direct convolution kernels (see dconv.h): AVX-512 and AVX2 versions, chosen at run
+ * time, and the plain C references they are held to. */
 #include "dconv.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,18 +12,31 @@
  * that four multiply-adds use into each of them as a memory operand, four loads instead of
  * one, and the weight gradient then ran at half the speed. */
 #define AVX512 __attribute__((target("avx512f,tune=generic")))
+#define AVX2 __attribute__((target("avx2,fma,tune=generic")))
 #endif
 
-int dconv_enabled(void) {
+static const char *const level_names[] = {"off", "c", "avx2", "avx512"};
+
+int dconv_level(int *forced) {
     const char *e = getenv("AUXPS_DCONV");
-    if (e != NULL && strcmp(e, "0") == 0) return 0;
+    int best = DCONV_OFF;
 #ifdef DCONV_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-#else
-    return 0;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = DCONV_AVX2;
+    if (__builtin_cpu_supports("avx512f")) best = DCONV_AVX512;
 #endif
+    int level = best, named = 0;
+    if (e != NULL && strcmp(e, "0") == 0) level = DCONV_OFF;
+    else if (e != NULL) /* kernels this CPU does not run, or another value: the widest it runs */
+        for (int l = DCONV_C; l <= DCONV_AVX512; l++)
+            if (strcmp(e, level_names[l]) == 0 && (l == DCONV_C || l <= best)) level = l, named = 1;
+    if (forced != NULL) *forced = named;
+    return level;
 }
+
+int dconv_enabled(void) { return dconv_level(NULL) != DCONV_OFF; }
+
+const char *dconv_kernels(void) { return level_names[dconv_level(NULL)]; }
 
 void dconv_geom_same(dconv_geom_t *g, int k, int wp, int rows, size_t plane) {
     g->taps = k * k;
@@ -51,7 +65,49 @@ void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int trans
                 }
 }
 
+/* ---- the plain C references ------------------------------------------------------------ */
+
+/* Each sum is a chain of fused multiply-adds (fmaf) from zero, as in the vector kernels: the
+ * forward and transposed weight-gradient sums take the kernels' order too, and so their bits. */
+static void forward_c(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
+    for (int oc = 0; oc < m; oc++) {
+        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * g->taps + oc % DCONV_BLOCK;
+        for (int q = 0; q < g->rows; q++) {
+            float s = 0.0f;
+            for (int c = 0; c < kc; c++)
+                for (int t = 0; t < g->taps; t++)
+                    s = fmaf(wb[((size_t)c * g->taps + t) * DCONV_BLOCK], p[(size_t)c * g->stride + q + g->off[t]], s);
+            o[(size_t)oc * g->rows + q] = acc ? o[(size_t)oc * g->rows + q] + s : s;
+        }
+    }
+}
+
+static void weight_grad_c(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                          const dconv_geom_t *g) {
+    for (int t = 0; t < g->taps; t++)
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) {
+                float s = 0.0f;
+                for (int q = 0; q < g->rows; q++)
+                    s = fmaf(dy[co * dy_stride + q], x[ci * g->stride + q + g->off[t]], s);
+                dw[((size_t)t * cout + co) * cin + ci] += s;
+            }
+}
+
+static void weight_grad_t_c(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+                            const dconv_geom_t *g) {
+    for (int t = 0; t < g->taps; t++)
+        for (int co = 0; co < cout; co++)
+            for (int ci = 0; ci < cin; ci++) {
+                float s = 0.0f;
+                for (int q = 0; q < g->rows; q++) s = fmaf(dy[co * dy_stride + q], xt[(q + g->off[t]) * cin + ci], s);
+                dw[((size_t)t * cout + co) * cin + ci] += s;
+            }
+}
+
 #ifdef DCONV_X86
+
+/* ---- AVX-512 ----------------------------------------------------------------------------- */
 
 _Static_assert(DCONV_BLOCK == 8 && DCONV_TILE == 32 && DCONV_WIDE == 16,
                "the kernels' tiles: 8 outputs by 2 vectors of 16; inputs by vectors of 16");
@@ -97,7 +153,7 @@ AVX512 static void forward_block(float *o, const float *wb, const float *p, int 
     }
 }
 
-AVX512 void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
+AVX512 static void forward512(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
     const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
     for (int b = 0; b * DCONV_BLOCK < m; b++) {
         const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
@@ -124,8 +180,8 @@ AVX512 static inline __m512 reduce16(const __m512 *x) {
 /* Tiles of 4 output by 4 input channels, one tap at a time: 16 accumulators sum over the
  * positions 16 lanes at a time, and each lane sum is reduced at the end. Rows past a tile's
  * edge read the edge's row again and are not stored. */
-AVX512 void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
-                              const dconv_geom_t *g) {
+AVX512 static void weight_grad512(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                                  const dconv_geom_t *g) {
     const int rows = g->rows, full = rows / 16;
     const __mmask16 tail = first_lanes(rows % 16);
     for (int cb = 0; cb < cout; cb += 4)
@@ -206,8 +262,8 @@ WEIGHT_GRAD_T(weight_grad_t2, 12, 2)
 WEIGHT_GRAD_T(weight_grad_t1, 12, 1)
 
 /* Input channels in groups of 64, then 32, then 16. */
-AVX512 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
-                                const dconv_geom_t *g) {
+AVX512 static void weight_grad_t512(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+                                    const dconv_geom_t *g) {
     int ib = 0;
     for (; ib + 64 <= cin; ib += 64) weight_grad_t4(dw, dy, dy_stride, xt, cout, cin, ib, g);
     if (ib + 32 <= cin) {
@@ -217,41 +273,188 @@ AVX512 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, co
     if (ib < cin) weight_grad_t1(dw, dy, dy_stride, xt, cout, cin, ib, g);
 }
 
-#else /* plain C, for CPUs without the kernels (dconv_enabled is 0 there) */
+
+/* ---- AVX2 -------------------------------------------------------------------------------- */
+
+/* Lanes [0, n) of an 8-lane mask (n may be out of [0, 8]). */
+AVX2 static inline __m256i first8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* One tile of 4 outputs by 24 positions from p0: 12 accumulators of 8 lanes over every input
+ * channel and tap; each step loads three vectors of the plane and broadcasts 4 weights (wq:
+ * the half block's first weight, DCONV_BLOCK floats per channel and tap). masked: the tile
+ * crosses rows, and its loads and stores stop there. Sums in the order of forward_block's. */
+AVX2 static inline __attribute__((always_inline)) void forward_tile4(float *o, const float *wq, const float *p,
+                                                                     int nout, int kc, const dconv_geom_t *g,
+                                                                     int acc, int p0, int masked) {
+    const int rows = g->rows;
+    __m256i m[3];
+    for (int v = 0; v < 3; v++) m[v] = first8(rows - p0 - 8 * v);
+    __m256 a[4][3];
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < 3; v++) a[i][v] = _mm256_setzero_ps();
+    for (int c = 0; c < kc; c++) {
+        const float *x = p + (size_t)c * g->stride + p0;
+        for (int t = 0; t < g->taps; t++, wq += DCONV_BLOCK) {
+            const float *xt = x + g->off[t];
+            __m256 xv[3];
+            for (int v = 0; v < 3; v++) xv[v] = masked ? _mm256_maskload_ps(xt + 8 * v, m[v]) : _mm256_loadu_ps(xt + 8 * v);
+            for (int i = 0; i < 4; i++) {
+                const __m256 wv = _mm256_broadcast_ss(wq + i);
+                for (int v = 0; v < 3; v++) a[i][v] = _mm256_fmadd_ps(wv, xv[v], a[i][v]);
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        if (i >= nout) break;
+        float *d = o + (size_t)i * rows + p0;
+        for (int v = 0; v < 3; v++) {
+            if (masked) {
+                if (acc) a[i][v] = _mm256_add_ps(_mm256_maskload_ps(d + 8 * v, m[v]), a[i][v]);
+                _mm256_maskstore_ps(d + 8 * v, m[v], a[i][v]);
+            } else {
+                if (acc) a[i][v] = _mm256_add_ps(_mm256_loadu_ps(d + 8 * v), a[i][v]);
+                _mm256_storeu_ps(d + 8 * v, a[i][v]);
+            }
+        }
+    }
+}
+
+#define TILE4 24 /* positions of an AVX2 tile */
+
+/* A block of up to 8 outputs as two halves of 4 (16 registers hold 12 accumulators). */
+AVX2 static void forward_block256(float *o, const float *wb, const float *p, int nout, int kc,
+                                  const dconv_geom_t *g, int acc) {
+    const int rows = g->rows, full = rows / TILE4 * TILE4;
+    for (int h = 0; h < 2 && 4 * h < nout; h++) {
+        float *oh = o + (size_t)4 * h * rows;
+        const int nh = nout - 4 * h;
+        for (int p0 = 0; p0 < full; p0 += TILE4) forward_tile4(oh, wb + 4 * h, p, nh, kc, g, acc, p0, 0);
+        if (full < rows) forward_tile4(oh, wb + 4 * h, p, nh, kc, g, acc, full, 1);
+    }
+}
+
+AVX2 static void forward256(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g,
+                            int acc) {
+    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
+    for (int b = 0; b * DCONV_BLOCK < m; b++) {
+        const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
+        forward_block256(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g, acc);
+    }
+}
+
+/* The sums of the lanes of 8 vectors: lane j of the result is x[j]'s. */
+AVX2 static inline __m256 reduce8(const __m256 *x) {
+    const __m256 t0 = _mm256_hadd_ps(x[0], x[1]), t1 = _mm256_hadd_ps(x[2], x[3]);
+    const __m256 t2 = _mm256_hadd_ps(x[4], x[5]), t3 = _mm256_hadd_ps(x[6], x[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3); /* 128-bit halves: x[0..3], x[4..7] */
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* Tiles of 4 output by 3 input channels, one tap at a time, as weight_grad512 with 8 lanes. */
+AVX2 static void weight_grad256(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                                const dconv_geom_t *g) {
+    const int rows = g->rows, full = rows / 8;
+    const __m256i tail = first8(rows % 8);
+    for (int cb = 0; cb < cout; cb += 4)
+        for (int ib = 0; ib < cin; ib += 3)
+            for (int t = 0; t < g->taps; t++) {
+                const int nc = cout - cb < 4 ? cout - cb : 4, ni = cin - ib < 3 ? cin - ib : 3;
+                const float *d[4], *xr[3];
+                for (int i = 0; i < 4; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;
+                for (int v = 0; v < 3; v++) xr[v] = x + (size_t)(ib + (v < ni ? v : ni - 1)) * g->stride + g->off[t];
+                __m256 a[16];
+                for (int i = 0; i < 16; i++) a[i] = _mm256_setzero_ps();
+                int q = 0;
+                for (int r = 0; r < full; r++, q += 8) {
+                    __m256 xv[3];
+                    for (int v = 0; v < 3; v++) xv[v] = _mm256_loadu_ps(xr[v] + q);
+                    for (int i = 0; i < 4; i++) {
+                        const __m256 dv = _mm256_loadu_ps(d[i] + q);
+                        for (int v = 0; v < 3; v++) a[3 * i + v] = _mm256_fmadd_ps(dv, xv[v], a[3 * i + v]);
+                    }
+                }
+                if (rows % 8) {
+                    __m256 xv[3];
+                    for (int v = 0; v < 3; v++) xv[v] = _mm256_maskload_ps(xr[v] + q, tail);
+                    for (int i = 0; i < 4; i++) {
+                        const __m256 dv = _mm256_maskload_ps(d[i] + q, tail);
+                        for (int v = 0; v < 3; v++) a[3 * i + v] = _mm256_fmadd_ps(dv, xv[v], a[3 * i + v]);
+                    }
+                }
+                float sum[16]; /* sum[3 i + v]: output cb + i, input ib + v */
+                _mm256_storeu_ps(sum, reduce8(a));
+                _mm256_storeu_ps(sum + 8, reduce8(a + 8));
+                for (int i = 0; i < nc; i++) {
+                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;
+                    for (int v = 0; v < ni; v++) row[v] += sum[3 * i + v];
+                }
+            }
+}
+
+/* With x transposed: 6 output channels by 16 input channels (12 accumulators) per step, a
+ * broadcast of dy by a row of xt, in the order of weight_grad_t512's sums. */
+AVX2 static void weight_grad_t256(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+                                  const dconv_geom_t *g) {
+    for (int ib = 0; ib < cin; ib += 16)
+        for (int cb = 0; cb < cout; cb += 6) {
+            const int nc = cout - cb < 6 ? cout - cb : 6;
+            const float *d[6];
+            for (int i = 0; i < 6; i++) d[i] = dy + (size_t)(cb + (i < nc ? i : nc - 1)) * dy_stride;
+            for (int t = 0; t < g->taps; t++) {
+                const float *x = xt + g->off[t] * cin + ib;
+                __m256 a[6][2];
+                for (int i = 0; i < 6; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
+                for (int q = 0; q < g->rows; q++, x += cin) {
+                    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+                    for (int i = 0; i < 6; i++) {
+                        const __m256 dv = _mm256_broadcast_ss(d[i] + q);
+                        a[i][0] = _mm256_fmadd_ps(dv, x0, a[i][0]);
+                        a[i][1] = _mm256_fmadd_ps(dv, x1, a[i][1]);
+                    }
+                }
+                for (int i = 0; i < nc; i++) {
+                    float *row = dw + ((size_t)t * cout + cb + i) * cin + ib;
+                    _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), a[i][0]));
+                    _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), a[i][1]));
+                }
+            }
+        }
+}
+
+#endif
+
+/* ---- the entry points -------------------------------------------------------------------- */
 
 void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
-    for (int oc = 0; oc < m; oc++) {
-        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * g->taps + oc % DCONV_BLOCK;
-        for (int q = 0; q < g->rows; q++) {
-            float s = 0.0f;
-            for (int c = 0; c < kc; c++)
-                for (int t = 0; t < g->taps; t++)
-                    s += wb[((size_t)c * g->taps + t) * DCONV_BLOCK] * p[(size_t)c * g->stride + q + g->off[t]];
-            o[(size_t)oc * g->rows + q] = acc ? o[(size_t)oc * g->rows + q] + s : s;
-        }
+    switch (dconv_level(NULL)) {
+#ifdef DCONV_X86
+    case DCONV_AVX512: forward512(o, wpk, p, m, kc, g, acc); return;
+    case DCONV_AVX2: forward256(o, wpk, p, m, kc, g, acc); return;
+#endif
+    default: forward_c(o, wpk, p, m, kc, g, acc);
     }
 }
 
 void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
                        const dconv_geom_t *g) {
-    for (int t = 0; t < g->taps; t++)
-        for (int co = 0; co < cout; co++)
-            for (int ci = 0; ci < cin; ci++) {
-                float s = 0.0f;
-                for (int q = 0; q < g->rows; q++) s += dy[co * dy_stride + q] * x[ci * g->stride + q + g->off[t]];
-                dw[((size_t)t * cout + co) * cin + ci] += s;
-            }
+    switch (dconv_level(NULL)) {
+#ifdef DCONV_X86
+    case DCONV_AVX512: weight_grad512(dw, dy, dy_stride, x, cout, cin, g); return;
+    case DCONV_AVX2: weight_grad256(dw, dy, dy_stride, x, cout, cin, g); return;
+#endif
+    default: weight_grad_c(dw, dy, dy_stride, x, cout, cin, g);
+    }
 }
 
 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                          const dconv_geom_t *g) {
-    for (int t = 0; t < g->taps; t++)
-        for (int co = 0; co < cout; co++)
-            for (int ci = 0; ci < cin; ci++) {
-                float s = 0.0f;
-                for (int q = 0; q < g->rows; q++) s += dy[co * dy_stride + q] * xt[(q + g->off[t]) * cin + ci];
-                dw[((size_t)t * cout + co) * cin + ci] += s;
-            }
-}
-
+    switch (dconv_level(NULL)) {
+#ifdef DCONV_X86
+    case DCONV_AVX512: weight_grad_t512(dw, dy, dy_stride, xt, cout, cin, g); return;
+    case DCONV_AVX2: weight_grad_t256(dw, dy, dy_stride, xt, cout, cin, g); return;
 #endif
+    default: weight_grad_t_c(dw, dy, dy_stride, xt, cout, cin, g);
+    }
+}

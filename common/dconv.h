@@ -1,4 +1,4 @@
-/* dconv.h - direct convolution kernels, for CPUs with AVX-512.
+/* dconv.h - direct convolution kernels, for CPUs with AVX-512 or AVX2.
  *
  * The stride-1 "same" convolutions of layers.c (conv_is_shifted) read each image from a padded
  * plane of (h + 2 pad) rows of wp = w + 2 pad columns per channel, and compute the output at
@@ -9,10 +9,13 @@
  * per tap and nothing is packed. A 1x1 convolution is the case of one tap over the image
  * itself, and a stride-2 one that of taps spread over four phase planes (layers.c). OpenBLAS
  * may be held to narrower kernels than the CPU runs (OPENBLAS_CORETYPE); these use AVX-512
- * whenever the CPU has it.
+ * whenever the CPU has it, else AVX2 with FMA; plain C references (slow, for tests) stand
+ * beside them.
  *
  * The sums run in a fixed order that does not depend on the thread or the part, but differs
- * from the sgemms', so results differ from the sgemm path in the last bits. */
+ * from the sgemms', so results differ from the sgemm path in the last bits. dconv_forward and
+ * dconv_weight_grad_t sum every output in the same order on every kernel set, so AVX-512 and
+ * AVX2 give the same bits; dconv_weight_grad sums lanes, 16 or 8, and differs between them. */
 #ifndef AUXPS_DCONV_H
 #define AUXPS_DCONV_H
 
@@ -41,9 +44,22 @@ typedef struct {
  * computed at rows positions. */
 void dconv_geom_same(dconv_geom_t *g, int k, int wp, int rows, size_t plane);
 
-/* 1 when the CPU runs AVX-512 (F) and the environment does not turn the kernels off
- * (AUXPS_DCONV=0, for tests and benchmarks of the sgemm path); else 0. */
+/* The kernel sets, narrowest first. */
+enum { DCONV_OFF, DCONV_C, DCONV_AVX2, DCONV_AVX512 };
+
+/* The kernels that run: the widest this CPU has (AVX-512 F, or AVX2 with FMA; DCONV_OFF
+ * without either), unless AUXPS_DCONV names others, for tests and benchmarks: "0" none (the
+ * sgemm paths), "c" the plain C references, "avx2" or "avx512" (if the CPU runs it); another
+ * value counts as unset. *forced (may be NULL) is 1 when the variable named the kernels: then
+ * layers.c runs them on every convolution they can run, not only where they pay. Read at every
+ * call. */
+int dconv_level(int *forced);
+
+/* dconv_level(NULL) != DCONV_OFF. */
 int dconv_enabled(void);
+
+/* The name of dconv_level(NULL): "off", "c", "avx2" or "avx512" (a static string). */
+const char *dconv_kernels(void);
 
 /* Floats of a packed kernel with m outputs, kc inputs per output and the given taps. */
 size_t dconv_packed_size(int m, int kc, int taps);

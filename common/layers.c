@@ -82,9 +82,20 @@ static int dw_transposed(const conv_shape_t *s, int rows) {
     return rows < 128 && s->cin % DCONV_WIDE == 0;
 }
 
-/* Whether the direct kernels (dconv.h) run this convolution's sums. */
+/* Whether the direct kernels (dconv.h) run this convolution's sums. The AVX-512 ones beat
+ * OpenBLAS on every convolution; the AVX2 ones, no wider than OpenBLAS's, only on output planes
+ * of at least DIRECT_AVX2_OUT positions (README "Performance"), where the positions that a
+ * plane's padding columns and its last tile waste are few. */
+#define DIRECT_AVX2_OUT 144
 static int direct_ok(const conv_shape_t *s) {
-    return s->k * s->k <= DCONV_MAX_TAPS && dconv_enabled();
+    int forced;
+    const int level = dconv_level(&forced);
+    if (s->k * s->k > DCONV_MAX_TAPS || level == DCONV_OFF) return 0;
+    return level != DCONV_AVX2 || forced || s->ho * s->wo >= DIRECT_AVX2_OUT;
+}
+
+int conv_uses_direct(const conv_shape_t *s) {
+    return direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
 }
 
 /* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
@@ -692,7 +703,7 @@ static void conv_forward_part(void *arg, int part) {
 
 static void conv_forward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
-    j->direct = direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
+    j->direct = conv_uses_direct(s);
     if (j->direct) pack_taps(j->scratch, j->w, s, 0);
     else if (conv_is_shifted(s)) shift_kernel(j->scratch, j->w, s, 0);
     if (j->direct || conv_is_shifted(s)) j->wt = j->scratch;
@@ -784,7 +795,7 @@ static void conv_backward_part(void *arg, int part) {
 static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
     const int k2 = s->k * s->k;
-    j->direct = direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
+    j->direct = conv_uses_direct(s);
     const int phased = j->direct && conv_is_phased(s);
     if (j->dx != NULL) {
         /* the input gradient's kernel: the direct kernels' transposed, phase by phase at stride 2;

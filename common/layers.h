@@ -44,6 +44,10 @@ size_t conv_scratch_size(const conv_shape_t *s);
  * shifted ones over the padded image for the stride-1 convolutions above, otherwise im2col and
  * one. */
 void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, const conv_shape_t *s, float *col);
+
+/* 1 when conv2d_forward and conv2d_backward run shape s on the direct kernels (dconv.h) rather
+ * than on sgemms, as the environment (AUXPS_DCONV) stands now. */
+int conv_uses_direct(const conv_shape_t *s);
 /* dx (n, cin, h, w) (+)= ..., dw (cout, cin, k, k) += ... from dout (n, cout, ho, wo). With acc = 0,
  * dx may be x itself: each image of x is read before that image's gradient is written; and for
  * a pointwise convolution (1x1, stride 1, no padding) with cin == cout, dx may be dout itself:

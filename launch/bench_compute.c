@@ -277,14 +277,16 @@ static double time_conv(const conv_shape_t *s, int back, float *x, float *w, flo
     return best;
 }
 
-/* Every ResNet-8 convolution at batch 128 on one thread, forward and backward, with the direct
- * kernels (dconv.h) and with OpenBLAS's sgemms (AUXPS_DCONV=0), one after the other. */
+/* Every ResNet-8 convolution at batch 128 on one thread, forward and backward, with the widest
+ * direct kernels the CPU runs (dconv.h; forced, also where training would not use them) and
+ * with OpenBLAS's sgemms (AUXPS_DCONV=0), one after the other; and the path training takes. */
 static int run_conv(double seconds) {
     const int n = 128;
     int rc = 1;
     const char *before = getenv("AUXPS_DCONV");
     char *saved = before != NULL ? strdup(before) : NULL;
-    setenv("AUXPS_DCONV", "1", 1);
+    unsetenv("AUXPS_DCONV");
+    const char *kernels = dconv_kernels();
     const int direct = dconv_enabled();
     openblas_set_num_threads(1);
     for (size_t i = 0; i < sizeof conv_layers / sizeof conv_layers[0]; i++) {
@@ -305,23 +307,26 @@ static int run_conv(double seconds) {
         for (size_t k = 0; k < nx; k++) x[k] = rng_normal(&r);
         for (size_t k = 0; k < nw; k++) w[k] = rng_normal(&r), dw[k] = 0.0f;
         const double flop = 2.0 * s.ho * s.wo * s.cout * s.cin * s.k * s.k * n;
+        unsetenv("AUXPS_DCONV");
+        const int used = conv_uses_direct(&s);
         double sec[2][2]; /* [direct][back] */
         for (int d = direct; d >= 0; d--) {
-            setenv("AUXPS_DCONV", d ? "1" : "0", 1);
+            setenv("AUXPS_DCONV", d ? kernels : "0", 1);
             for (int back = 0; back <= 1; back++) sec[d][back] = time_conv(&s, back, x, w, y, dx, dw, col, seconds);
         }
         for (int back = 0; back <= 1; back++)
             printf("{\"bench\":\"conv\",\"pass\":\"%s\",\"cin\":%d,\"h\":%d,\"cout\":%d,\"k\":%d,\"stride\":%d,"
                    "\"batch\":%d,\"threads\":1,\"sgemm_ms\":%.3f,\"direct_ms\":%.3f,\"sgemm_gflops\":%.1f,"
-                   "\"direct_gflops\":%.1f,\"speedup\":%.2f}\n",
+                   "\"direct_gflops\":%.1f,\"speedup\":%.2f,\"kernels\":\"%s\",\"training\":\"%s\"}\n",
                    back ? "backward" : "forward", s.cin, s.h, s.cout, s.k, s.stride, n, sec[0][back] * 1e3,
                    direct ? sec[1][back] * 1e3 : 0.0, flop * (back ? 2 : 1) / sec[0][back] / 1e9,
                    direct ? flop * (back ? 2 : 1) / sec[1][back] / 1e9 : 0.0,
-                   direct ? sec[0][back] / sec[1][back] : 0.0);
+                   direct ? sec[0][back] / sec[1][back] : 0.0, kernels, used ? "direct" : "sgemm");
         fflush(stdout);
         free(buf);
     }
-    if (!direct) fprintf(stderr, "auxps bench: this CPU has no AVX-512; only the sgemm path was measured\n");
+    if (!direct) fprintf(stderr, "auxps bench: this CPU has neither AVX-512 nor AVX2; only the sgemm path was "
+                                 "measured\n");
     rc = 0;
 done:
     if (saved != NULL) setenv("AUXPS_DCONV", saved, 1);
@@ -448,14 +453,19 @@ static void print_others(const table_t *t) {
     int head = 0;
     json_array_foreach(t->others, i, o) {
         if (strcmp(jstr(o, "bench"), "conv") != 0) continue;
+        const char *kern = json_object_get(o, "kernels") ? jstr(o, "kernels") : "";
+        const char *used = json_object_get(o, "training") ? jstr(o, "training") : "";
         if (!head++)
-            printf("\nconv: ResNet-8's convolutions, batch %d, 1 thread, ms per call (GFLOP/s)\n"
-                   "%-8s %4s %3s %4s %2s %6s %17s %17s %7s\n",
-                   jint(o, "batch"), "pass", "cin", "h", "cout", "k", "stride", "sgemm", "direct", "speedup");
+            printf("\nconv: ResNet-8's convolutions, batch %d, 1 thread, ms per call (GFLOP/s); direct: the %s "
+                   "kernels; *: the path training takes\n%-8s %4s %3s %4s %2s %6s %17s %17s %7s\n",
+                   jint(o, "batch"), kern[0] ? kern : "direct", "pass", "cin", "h", "cout", "k", "stride", "sgemm",
+                   "direct", "speedup");
         char a[48], b[48] = "-", c[32];
-        snprintf(a, sizeof a, "%.3f (%.1f)", jnum(o, "sgemm_ms"), jnum(o, "sgemm_gflops"));
+        snprintf(a, sizeof a, "%s%.3f (%.1f)", strcmp(used, "sgemm") ? "" : "*", jnum(o, "sgemm_ms"),
+                 jnum(o, "sgemm_gflops"));
         if (jnum(o, "direct_ms") > 0)
-            snprintf(b, sizeof b, "%.3f (%.1f)", jnum(o, "direct_ms"), jnum(o, "direct_gflops"));
+            snprintf(b, sizeof b, "%s%.3f (%.1f)", strcmp(used, "direct") ? "" : "*", jnum(o, "direct_ms"),
+                     jnum(o, "direct_gflops"));
         printf("%-8s %4d %3d %4d %2d %6d %17s %17s %7s\n", jstr(o, "pass"), jint(o, "cin"), jint(o, "h"),
                jint(o, "cout"), jint(o, "k"), jint(o, "stride"), a, b, fmt(c, sizeof c, "%.2f", jnum(o, "speedup")));
     }

@@ -23,6 +23,7 @@
 
 #include "bench_compute.h"
 #include "dconv.h"
+#include "layers.h"
 #include "model.h"
 #include "util.h"
 
@@ -304,17 +305,26 @@ Test(bench, sgemm_reports_the_fastest_call_per_thread_count) {
 }
 
 /* --conv: every ResNet-8 convolution, forward and backward, both ways where the CPU has the
- * direct kernels, with rates that agree with the times. */
+ * direct kernels, with rates that agree with the times, the kernels named, and the path
+ * training takes as layers.c chooses it. */
 Test(bench, conv_times_every_resnet8_convolution_both_ways) {
+    cr_assert_eq(unsetenv("AUXPS_DCONV"), 0);
     proc_t p;
     RUN(&p, "bench", "--conv", "--seconds", "0.01");
     util_expect_exit(&p, 0);
     json_t *lines = json_lines(p.out.buf);
     cr_assert_eq(json_array_size(lines), 20, "10 layers, forward and backward: %s", p.out.buf);
     const int direct = dconv_enabled();
+    int on_direct = 0;
     for (size_t i = 0; i < 20; i++) {
         const json_t *o = json_array_get(lines, i);
         cr_assert_str_eq(jstr(o, "bench"), "conv");
+        cr_assert_str_eq(jstr(o, "kernels"), dconv_kernels());
+        conv_shape_t s;
+        conv_shape_init(&s, 128, (int)jnum(o, "cin"), (int)jnum(o, "h"), (int)jnum(o, "h"), (int)jnum(o, "cout"),
+                        (int)jnum(o, "k"), (int)jnum(o, "stride"), ((int)jnum(o, "k") - 1) / 2);
+        cr_assert_str_eq(jstr(o, "training"), conv_uses_direct(&s) ? "direct" : "sgemm", "line %zu", i);
+        on_direct += conv_uses_direct(&s);
         cr_assert_str_eq(jstr(o, "pass"), i % 2 ? "backward" : "forward");
         cr_assert_eq(jnum(o, "batch"), 128);
         const double ms = jnum(o, "sgemm_ms"), dms = jnum(o, "direct_ms");
@@ -329,6 +339,7 @@ Test(bench, conv_times_every_resnet8_convolution_both_ways) {
         else
             cr_assert_eq(dms, 0.0, "no direct kernels on this CPU, yet a time");
     }
+    cr_assert(direct ? on_direct > 0 : on_direct == 0, "%d passes on the direct kernels", on_direct);
     json_decref(lines);
     util_proc_free(&p);
 }

@@ -120,10 +120,12 @@ static const int conv_cases[][8] = {
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
-/* AUXPS_DCONV for each pass over the cases: the direct kernels (where the CPU has them), then
- * the sgemms. Criterion runs every test in a process of its own. */
-static const char *const conv_paths[] = {"1", "0"};
-#define N_CONV_PATHS 2
+/* AUXPS_DCONV for each pass over the cases (dconv.h): the paths training takes on this CPU,
+ * the AVX2 kernels on every convolution (the widest the CPU runs, if it has no AVX2), the plain
+ * C references on every convolution, then the sgemms. Criterion runs every test in a process
+ * of its own. */
+static const char *const conv_paths[] = {"1", "avx2", "c", "0"};
+#define N_CONV_PATHS 4
 
 static void conv_path(int p) {
     cr_assert_eq(setenv("AUXPS_DCONV", conv_paths[p], 1), 0);
