@@ -175,7 +175,9 @@ typedef struct {
     void *ctx, *socks[BT_MAX_NODES];
     wire_in_t in;
     atomic_int inflight;                   /* zero-copy pushes ZeroMQ has not released */
-    uint32_t next_rid, rid[BT_MAX_NODES];  /* the outstanding request of each shard */
+    uint32_t next_rid;
+    uint32_t push_rid[BT_MAX_NODES];       /* the outstanding PUSH of each shard ... */
+    uint32_t pull_rid[BT_MAX_NODES];       /* ... and PULL */
     uint64_t clock, version[BT_MAX_NODES];
     /* results, read once the thread is joined */
     uint64_t rounds;                       /* counted: started after the warm-up */
@@ -227,7 +229,7 @@ static int worker_connect(bworker_t *w) {
 static int send_pull(bworker_t *w, int s) {
     const plan_t *p = w->plan;
     const wire_shard_t *sh = &p->shards[s];
-    w->rid[s] = w->next_rid++;
+    w->pull_rid[s] = w->next_rid++;
     if (p->path == PATH_BARE) {
         if (zmq_send(w->socks[s], zeros, p->pull_hdr[s], 0) < 0) return peer_zfail("worker: bare request", &w->err);
         return 0;
@@ -235,7 +237,7 @@ static int send_pull(bworker_t *w, int s) {
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = WIRE_PULL;
-    m.rid = w->rid[s];
+    m.rid = w->pull_rid[s];
     m.pull = (wire_pull_t){w->id, sh->id, WIRE_VEC_PARAMS, sh->offset, sh->length, w->clock,
                            p->coded ? WIRE_ENC_KBIT : WIRE_ENC_F32};
     return wire_send(w->socks[s], NULL, 0, &m, NULL, NULL, 0, &w->err);
@@ -246,7 +248,7 @@ static int send_push(bworker_t *w, int s) {
     const wire_shard_t *sh = &p->shards[s];
     void *slice = (void *)(w->grad + sh->offset);
     const size_t size = p->push_bytes[s];
-    w->rid[s] = w->next_rid++;
+    w->push_rid[s] = w->next_rid++;
     atomic_fetch_add(&w->inflight, 1);
     if (p->path == PATH_BARE) {
         zmq_msg_t pm;
@@ -264,7 +266,7 @@ static int send_push(bworker_t *w, int s) {
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = WIRE_PUSH;
-    m.rid = w->rid[s];
+    m.rid = w->push_rid[s];
     m.push = (wire_push_t){w->id, sh->id, sh->offset, sh->length, w->clock, w->version[s], p->samples,
                            WIRE_ENC_F32, NULL, 0};
     m.payload = slice;
@@ -291,9 +293,9 @@ static int take_codes(bworker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     return coded_take_kbit(w->plan->model, m, model_spec(w->plan->model)->wbits, w->params, w->wq, w->codes, err);
 }
 
-/* Reads one message from shard s of the real path; *done = 1 if it answers the outstanding
- * request (op: WIRE_PULL or WIRE_PUSH). Returns 0 or a negative error. */
-static int recv_auxps(bworker_t *w, int s, uint32_t op, int *done) {
+/* Reads one message from shard s of the real path; *done = 1 if it answers an outstanding
+ * request: the PULL, or with push the PUSH sent before it. Returns 0 or a negative error. */
+static int recv_auxps(bworker_t *w, int s, int push, int *done) {
     const wire_shard_t *sh = &w->plan->shards[s];
     auxps_error_t e = {0};
     int rc = wire_recv(w->socks[s], 0, &w->in, ZMQ_DONTWAIT, &e);
@@ -303,13 +305,13 @@ static int recv_auxps(bworker_t *w, int s, uint32_t op, int *done) {
     if ((rc = wire_decode_in(&w->in, &m, &e)) != 0)
         return auxps_error_set(&w->err, rc, "worker %" PRIu32 ": shard %d sent a malformed message: %s",
                                w->id, s, e.msg);
-    const int match = m.rid == w->rid[s];
     if (m.type == WIRE_HEARTBEAT) {
         rc = 0;
     } else if (m.type == WIRE_ERROR) {
         rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": shard %d refused %s: ERROR %s: %s", w->id, s,
-                             wire_type_name(op), wire_err_name(m.error.code), m.error.text);
-    } else if (op == WIRE_PULL && m.type == WIRE_PULL_REP && match) {
+                             wire_type_name(push && m.rid == w->push_rid[s] ? WIRE_PUSH : WIRE_PULL),
+                             wire_err_name(m.error.code), m.error.text);
+    } else if (m.type == WIRE_PULL_REP && m.rid == w->pull_rid[s]) {
         const wire_pull_rep_t *r = &m.pull_rep;
         if (r->shard != sh->id || r->vec != WIRE_VEC_PARAMS || r->offset != sh->offset || r->length != sh->length)
             rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": shard %d answered PULL with another "
@@ -320,20 +322,21 @@ static int recv_auxps(bworker_t *w, int s, uint32_t op, int *done) {
             w->version[s] = r->version;
             *done = 1;
         }
-    } else if (op == WIRE_PUSH && m.type == WIRE_PUSH_ACK && match && m.push_ack.vec == WIRE_VEC_PARAMS) {
+    } else if (push && m.type == WIRE_PUSH_ACK && m.rid == w->push_rid[s] && m.push_ack.vec == WIRE_VEC_PARAMS) {
         w->acks[s]++;
         *done = 1;
     } else {
         rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": shard %d sent %s (rid %" PRIu32 ") while "
-                             "%s %" PRIu32 " was outstanding", w->id, s, wire_type_name(m.type), m.rid,
-                             wire_type_name(op), w->rid[s]);
+                             "PULL %" PRIu32 " was outstanding", w->id, s, wire_type_name(m.type), m.rid,
+                             w->pull_rid[s]);
     }
     wire_msg_clear(&m);
     return rc;
 }
 
-/* Reads one message from bare server s: [header, slice] answers a pull, [header] a push. */
-static int recv_bare(bworker_t *w, int s, uint32_t op, int *done) {
+/* Reads one message from bare server s: [header, slice] answers a pull, [header] a push (with
+ * push: the first answer). */
+static int recv_bare(bworker_t *w, int s, int push, int *done) {
     size_t sizes[2] = {0, 0};
     int frames = 0, more = 1, rc = 0;
     while (more) {
@@ -351,23 +354,25 @@ static int recv_bare(bworker_t *w, int s, uint32_t op, int *done) {
         frames++;
         zmq_msg_close(&part);
     }
-    const int want = op == WIRE_PULL ? 2 : 1;
-    if (frames != want || (op == WIRE_PULL && sizes[1] != w->plan->rep_bytes[s]))
+    if ((frames != 1 || !push) && (frames != 2 || sizes[1] != w->plan->rep_bytes[s]))
         rc = auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": bare server %d sent %d frames (%zu "
-                             "bytes last) for a %s", w->id, s, frames, sizes[frames > 1], op == WIRE_PULL ? "pull" : "push");
-    else if (op == WIRE_PUSH)
+                             "bytes last)", w->id, s, frames, sizes[frames > 1]);
+    else if (frames == 1)
         w->acks[s]++;
     *done = rc == 0;
     return rc;
 }
 
-/* Sends op to every shard, then waits for every answer, handling them as they come. */
-static int exchange(bworker_t *w, uint32_t op) {
+/* Sends a PULL to every shard, with push a PUSH right before it on each link (worker.c
+ * push_all with the next batch's pull), then waits for every answer, handling them as they
+ * come. */
+static int exchange(bworker_t *w, int push) {
     const plan_t *p = w->plan;
-    int pending[BT_MAX_NODES], left = p->nshards, rc;
+    int pending[BT_MAX_NODES], left = 0, rc;
     for (int s = 0; s < p->nshards; s++) {
-        if ((rc = op == WIRE_PULL ? send_pull(w, s) : send_push(w, s)) != 0) return rc;
-        pending[s] = 1;
+        if ((push && (rc = send_push(w, s)) != 0) || (rc = send_pull(w, s)) != 0) return rc;
+        pending[s] = 1 + push;
+        left += pending[s];
     }
     const double deadline = clock_now_s() + p->timeout_ms / 1000.0;
     while (left > 0) {
@@ -378,7 +383,7 @@ static int exchange(bworker_t *w, uint32_t op) {
         double wait = deadline - clock_now_s();
         if (wait <= 0)
             return auxps_error_set(&w->err, AUXPS_EIO, "worker %" PRIu32 ": no answer to %s within %" PRIu32
-                                   " ms", w->id, wire_type_name(op), p->timeout_ms);
+                                   " ms", w->id, push ? "PUSH and PULL" : "PULL", p->timeout_ms);
         if (zmq_poll(items, n, (long)(wait * 1000) + 1) < 0) {
             if (zmq_errno() == EINTR) continue;
             return peer_zfail("worker: zmq_poll", &w->err);
@@ -386,9 +391,9 @@ static int exchange(bworker_t *w, uint32_t op) {
         for (int i = 0; i < n; i++) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
             int s = which[i], done = 0;
-            rc = p->path == PATH_BARE ? recv_bare(w, s, op, &done) : recv_auxps(w, s, op, &done);
+            rc = p->path == PATH_BARE ? recv_bare(w, s, push, &done) : recv_auxps(w, s, push, &done);
             if (rc != 0) return rc;
-            if (done) pending[s] = 0, left--;
+            if (done) pending[s]--, left--;
         }
     }
     return 0;
@@ -397,14 +402,14 @@ static int exchange(bworker_t *w, uint32_t op) {
 static void *worker_thread(void *arg) {
     bworker_t *w = arg;
     plan_t *p = w->plan;
-    if ((w->rc = worker_connect(w)) != 0) goto done;
+    if ((w->rc = worker_connect(w)) != 0 || (w->rc = exchange(w, 0)) != 0) goto done; /* the first batch's pull */
     for (;;) {
         const double t0 = clock_now_s();
         if ((t0 >= p->t_end && w->rounds > 0) || atomic_load(&p->abort)) break;
-        /* The worker's batch minus the compute: worker.c pull_all, then push_all. */
-        if ((w->rc = wait_released(w)) != 0 || (w->rc = exchange(w, WIRE_PULL)) != 0 ||
-            (w->rc = exchange(w, WIRE_PUSH)) != 0)
-            break;
+        /* The worker's batch minus the compute: worker.c push_all with the next batch's PULL
+         * behind each PUSH, after ZeroMQ has released the last pushes (worker.c waits so before
+         * the backward pass rewrites what they sent). */
+        if ((w->rc = wait_released(w)) != 0 || (w->rc = exchange(w, 1)) != 0) break;
         const double t1 = clock_now_s();
         w->clock++;
         w->total_rounds++;

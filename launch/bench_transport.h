@@ -9,10 +9,11 @@
  * the bare exchange moves frames of the coded sizes.
  *
  * A round is what a worker does per batch minus the compute (and minus its PROGRESS to the
- * coordinator): PULL the whole parameter vector from every shard with all requests in flight at
- * once, copy each reply into its parameter buffer (wire_payload_f32), PUSH a whole gradient to
- * every shard without a copy, wait for every PUSH_ACK, and before the next PULL wait until
- * ZeroMQ has released the pushed buffers. The vector is the default model's (ResNet-8 W2A2 +
+ * coordinator): wait until ZeroMQ has released the last round's pushed buffers, PUSH a whole
+ * gradient to every shard without a copy with the next batch's PULL of the whole parameter
+ * vector right behind it on the same link (worker.c push_all), all requests in flight at once,
+ * then take every PUSH_ACK and copy each PULL_REP into its parameter buffer
+ * (wire_payload_f32). Each worker's first PULL goes alone, before the warm-up ends. The vector is the default model's (ResNet-8 W2A2 +
  * aux: model_num_params floats, 87,044 = 348,176 bytes), cut into shards at tensor boundaries
  * as the coordinator cuts it (CLUSTER.md "Shard map").
  *
@@ -21,7 +22,8 @@
  *          of the size of the PULL header is answered by a frame of the size of the PULL_REP
  *          header and the slice, sent without a copy from a fixed buffer; a PUSH-header-sized
  *          frame and the gradient slice (sent without a copy) are answered by a frame of the
- *          size of the PUSH_ACK header. The workers neither encode, decode nor copy.
+ *          size of the PUSH_ACK header, in the order they came. The workers send the same
+ *          frames in the same order as the auxps path's, and neither encode, decode nor copy.
  *   auxps  the real node code (node_new + node_run, each node in a thread of this process with
  *          its own ZeroMQ context, as its own process would have), registered by a minimal
  *          coordinator that this function plays over the real protocol (HELLO, WELCOME with the

@@ -493,6 +493,124 @@ Test(worker, a_node_that_does_not_answer_gets_the_request_again_until_done) {
     end_nodes();
 }
 
+/* The fake node 1's next message from the worker. Meanwhile the test, as the coordinator,
+ * sends the worker HEARTBEAT every 50 ms (its timeout is short here) and reads what it says. */
+static void fake_next(wire_in_t *fin, wire_msg_t *m, int ms) {
+    wire_in_t in = {0};
+    wire_msg_t c;
+    for (int waited = 0; waited < ms; waited += 50) {
+        wire_msg_t hb;
+        memset(&hb, 0, sizeof hb);
+        hb.type = WIRE_HEARTBEAT;
+        hb.heartbeat = (wire_heartbeat_t){WIRE_ROLE_COORD, WIRE_ID_COORD};
+        send_peer(&fx.wpeer, &hb);
+        while (util_recv_within(fx.coord, 1, &in, &c, 0) == 0) wire_msg_clear(&c);
+        if (util_recv_within(fx.fake, 1, fin, m, 50) == 0) {
+            wire_in_close(&in);
+            return;
+        }
+    }
+    wire_in_close(&in);
+    cr_assert_fail("node 1 heard nothing from the worker in %d ms", ms);
+}
+
+/* The fake node 1 answers request q (a PULL from params or stats, or a push) at version. */
+static void fake_answer(const wire_in_t *fin, const wire_msg_t *q, uint64_t version, const float *params,
+                        const float *stats) {
+    wire_msg_t r;
+    memset(&r, 0, sizeof r);
+    r.rid = q->rid;
+    if (q->type == WIRE_PULL) {
+        r.type = WIRE_PULL_REP;
+        r.pull_rep = (wire_pull_rep_t){1, q->pull.vec, q->pull.offset, q->pull.length, version, 0, WIRE_ENC_F32,
+                                       NULL, 0};
+        r.payload = (void *)((q->pull.vec == WIRE_VEC_PARAMS ? params : stats) + q->pull.offset);
+        r.payload_size = q->pull.length * sizeof(float);
+    } else {
+        r.type = WIRE_PUSH_ACK;
+        r.push_ack = (wire_push_ack_t){1, q->type == WIRE_PUSH ? WIRE_VEC_PARAMS : WIRE_VEC_STATS, version, 0};
+    }
+    auxps_error_t e = {0};
+    cr_assert_eq(wire_send(fx.fake, fin->route, fin->route_size, &r, NULL, NULL, 0, &e), 0, "%s", e.msg);
+}
+
+/* Within a chunk the next batch's PULL goes right behind the batch's PUSH, before the ACK; a
+ * node silent for the timeout gets both again, in their order, with new rids; the batch
+ * trains from the version that PULL brought; the chunk's last PUSH has no PULL behind it. */
+Test(worker, the_next_batchs_pull_goes_behind_the_push_and_both_go_again_in_order) {
+    start_cluster(1, 50, 600);
+    model_t *md = model_new(&fx.cfg.model, 1);
+    model_init(md, fx.cfg.train.seed);
+    const float *params = model_params(md), *stats = model_stats(md);
+    wire_in_t in = {0}, fin = {0};
+    wire_msg_t m, q;
+    lease_first_chunk(&in, 128); /* two batches of 64 */
+    fake_next(&fin, &m, 5000);
+    cr_assert(m.type == WIRE_PULL && m.pull.vec == WIRE_VEC_STATS, "%s first", wire_type_name(m.type));
+    fake_answer(&fin, &m, 0, params, stats);
+    wire_msg_clear(&m);
+    fake_next(&fin, &m, 5000);
+    cr_assert(m.type == WIRE_PULL && m.pull.vec == WIRE_VEC_PARAMS && m.pull.clock == 0);
+    fake_answer(&fin, &m, 0, params, stats);
+    wire_msg_clear(&m);
+    uint32_t rids[4];
+    memset(&q, 0, sizeof q); /* the second PUSH's type and rid, answered after the PULL behind it came */
+    for (int k = 0; k < 4; k++) { /* PUSH, PULL; after 600 ms of silence, PUSH, PULL again */
+        fake_next(&fin, &m, 5000);
+        if (k % 2 == 0) {
+            cr_assert_eq(m.type, WIRE_PUSH, "message %d: %s", k, wire_type_name(m.type));
+            cr_assert(m.push.clock == 0 && m.push.version == 0);
+        } else {
+            cr_assert_eq(m.type, WIRE_PULL, "message %d: %s, not the next batch's PULL", k, wire_type_name(m.type));
+            cr_assert(m.pull.vec == WIRE_VEC_PARAMS && m.pull.clock == 1, "the next batch's pull, clock 1");
+        }
+        rids[k] = m.rid;
+        if (k >= 2) { /* the second copies are answered: the ACK first, as a node does */
+            cr_assert_neq(rids[k], rids[k - 2], "sent again with a new rid");
+            if (k == 2) q.type = m.type, q.rid = m.rid;
+            else fake_answer(&fin, &q, 1, params, stats), fake_answer(&fin, &m, 1, params, stats);
+        }
+        wire_msg_clear(&m);
+    }
+    fake_next(&fin, &m, 5000);
+    cr_assert_eq(m.type, WIRE_PUSH, "%s", wire_type_name(m.type));
+    cr_assert(m.push.clock == 1 && m.push.version == 1, "trained from version %llu, the pipelined pull's",
+              (unsigned long long)m.push.version);
+    cr_assert_neq(util_recv_within(fx.fake, 1, &fin, &q, 300), 0, "%s behind the chunk's last push",
+                  wire_type_name(q.type));
+    fake_answer(&fin, &m, 2, params, stats);
+    wire_msg_clear(&m);
+    fake_next(&fin, &m, 5000);
+    cr_assert_eq(m.type, WIRE_STATS_PUSH, "%s", wire_type_name(m.type));
+    fake_answer(&fin, &m, 2, params, stats);
+    wire_msg_clear(&m);
+    wire_msg_t done;
+    memset(&done, 0, sizeof done);
+    done.type = WIRE_DONE;
+    done.done = (wire_done_t){WIRE_DONE_FINISHED, 1, 0};
+    int bye = 0, chunk_done = 0;
+    for (int i = 0; i < 100 && !bye; i++) {
+        send_peer(&fx.wpeer, &done);
+        if (util_recv_within(fx.coord, 1, &in, &m, 50) != 0) continue;
+        bye = m.type == WIRE_BYE;
+        chunk_done += m.type == WIRE_CHUNK_DONE;
+        wire_msg_clear(&m);
+    }
+    cr_assert(bye, "the worker said BYE after DONE");
+    pthread_join(fx.wk.thread, NULL);
+    fx.wk.running = 0;
+    cr_assert_eq(fx.wk.rc, 0, "%s", fx.wk.err.msg);
+    worker_counters_t c;
+    worker_get_counters(fx.wk.worker, &c);
+    cr_assert_eq(c.clock, 2);
+    cr_assert_eq(c.pushes, 4, "2 batches to 2 shards, each acknowledged once: %llu", (unsigned long long)c.pushes);
+    cr_assert_eq(c.resends, 2, "the PUSH and the PULL behind it, once each: %llu", (unsigned long long)c.resends);
+    wire_in_close(&in);
+    wire_in_close(&fin);
+    model_destroy(&md);
+    end_nodes();
+}
+
 Test(worker, a_stop_request_ends_the_worker_after_the_current_batch_with_bye) {
     start_cluster(0, 200, 20000);
     wire_in_t in = {0};

@@ -25,21 +25,29 @@
 #define WAIT_FLOOR_MS 10         /* a LEASE wait with ttl 0 still pauses this long */
 #define RETRY_MS 200             /* pause before asking again for a lease that was refused */
 
-/* The link to one node and its one outstanding request. */
+#define LINK_REQS 2              /* requests in flight on a link: a PUSH and the next batch's PULL */
+
+/* A request awaiting its answer. */
 typedef struct {
-    void *sock;
-    int pending;                 /* a reply is awaited */
-    uint32_t rid, type, vec;     /* of the request */
+    uint32_t rid, type, vec;
     uint64_t offset, length;
     float *dst;                  /* PULL: where the values go */
+    wire_msg_t msg;              /* the request, kept to be sent again after a timeout */
+    wire_free_fn *free_fn;       /* its payload's release (zero-copy pushes), or NULL */
+} req_t;
+
+/* The link to one node and its outstanding requests, answered in the order sent (PROTOCOL.md
+ * "Consistency": a node processes one worker's messages in order). */
+typedef struct {
+    void *sock;
+    req_t reqs[LINK_REQS];       /* oldest first */
+    int nreqs;
     uint32_t nsegs;              /* q8 PUSH: segments (one per tensor of the shard) */
     wire_seg_t *segs;            /* (shard's tensors) their table */
     uint64_t version;            /* params version of the last PULL_REP */
     uint64_t base;               /* params version the batch being trained was computed from */
-    int64_t heard;               /* ms: the request's send or the node's last message */
-    wire_msg_t req;              /* the request, kept to be sent again after a timeout */
-    wire_free_fn *req_free;      /* its payload's release (zero-copy pushes), or NULL */
-    int attempts;                /* sends of the request so far */
+    int64_t heard;               /* ms: the last send of the requests or the node's last message */
+    int attempts;                /* sends of the outstanding requests so far */
     int refused;                 /* the node answered NOT_REGISTERED */
     char route[WIRE_MAX_ROUTE];  /* this worker's routing id on the link */
 } link_t;
@@ -329,6 +337,20 @@ static int take_weights(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
     return 0;
 }
 
+/* The outstanding request of link l with this rid, or NULL. */
+static req_t *find_req(link_t *l, uint32_t rid) {
+    for (int i = 0; i < l->nreqs; i++)
+        if (l->reqs[i].rid == rid) return &l->reqs[i];
+    return NULL;
+}
+
+/* The request answered (or given up): the others keep their order. */
+static void drop_req(link_t *l, req_t *q) {
+    const int i = (int)(q - l->reqs);
+    memmove(q, q + 1, sizeof *q * (size_t)(l->nreqs - i - 1));
+    l->nreqs--;
+}
+
 /* One message from node s. Returns 0 or a negative error. */
 static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
     link_t *l = &w->links[s];
@@ -336,65 +358,65 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
     wire_msg_t m;
     int rc = wire_decode_in(in, &m, &e);
     if (rc < 0) {
-        if (l->pending && m.rid == l->rid)
+        if (find_req(l, m.rid) != NULL)
             return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " answered "
                                    "with a malformed message: %s", w->cnt.id, s, e.msg);
         say(w, "ignored a malformed message from node %" PRIu32 ": %s", s, e.msg);
         return 0;
     }
-    int match = l->pending && m.rid == l->rid;
+    req_t *q = find_req(l, m.rid);
     switch (m.type) {
     case WIRE_HEARTBEAT: break;
     case WIRE_PULL_REP: {
-        if (!match || l->type != WIRE_PULL) break; /* a late answer to a request given up */
+        if (q == NULL || q->type != WIRE_PULL) break; /* a late answer to a request given up */
         const wire_pull_rep_t *r = &m.pull_rep;
-        if (r->shard != s || r->vec != l->vec || r->offset != l->offset || r->length != l->length) {
+        if (r->shard != s || r->vec != q->vec || r->offset != q->offset || r->length != q->length) {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " answered "
                                  "PULL with another range", w->cnt.id, s);
             break;
         }
         if ((rc = r->vec == WIRE_VEC_PARAMS && w->kbit ? take_weights(w, &m, &e)
-                                                       : wire_payload_f32(&m, l->dst, &e)) != 0) {
+                                                       : wire_payload_f32(&m, q->dst, &e)) != 0) {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 ": %s",
                                  w->cnt.id, s, e.msg);
             break;
         }
         if (r->vec == WIRE_VEC_PARAMS) l->version = r->version;
-        l->pending = 0;
+        drop_req(l, q);
         break;
     }
     case WIRE_PUSH_ACK:
-        if (!match || (l->type != WIRE_PUSH && l->type != WIRE_STATS_PUSH)) break;
-        l->pending = 0;
-        if (l->type == WIRE_PUSH) {
+        if (q == NULL || (q->type != WIRE_PUSH && q->type != WIRE_STATS_PUSH)) break;
+        if (q->type == WIRE_PUSH) {
             w->cnt.pushes++;
             w->cnt.shard_pushes[s]++;
             /* staleness: the updates others applied between our pull and our push */
-            uint64_t pv = l->req.push.version, av = m.push_ack.version;
+            uint64_t pv = q->msg.push.version, av = m.push_ack.version;
             uint64_t st = av > pv + 1 ? av - pv - 1 : 0;
             if (st > w->staleness) w->staleness = st;
         }
+        drop_req(l, q);
         break;
     case WIRE_ERROR:
-        if (!match) {
+        if (q == NULL) {
             say(w, "node %" PRIu32 " sent ERROR %s: %s", s, wire_err_name(m.error.code), m.error.text);
         } else if (m.error.code == WIRE_ERR_SHUTTING_DOWN) {
-            l->pending = 0;
+            drop_req(l, q);
             w->done = 1;
         } else if (m.error.code == WIRE_ERR_NOT_REGISTERED && w->consistency == WIRE_CONS_ASYNC) {
             /* The node has not had our MEMBERSHIP yet (it was restarting, or the coordinator's
-             * message is still on its way): the request goes again after H. */
+             * message is still on its way): the requests go again after H. */
             l->refused = 1;
             if (w->coord_lost) { /* it forgot this worker's id: the request is dropped, not applied */
-                l->pending = 0;
+                drop_req(l, q);
                 break;
             }
             say(w, "node %" PRIu32 " does not know this worker yet: %s again in %" PRIu32 " ms", s,
-                wire_type_name(l->type), w->heartbeat_ms);
+                wire_type_name(q->type), w->heartbeat_ms);
             l->heard = clock_now_ms() - retry_wait_ms(w, l) + w->heartbeat_ms;
         } else {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " refused %s: "
-                                 "ERROR %s: %s", w->cnt.id, s, wire_type_name(l->type),
+                                 "ERROR %s: %s", w->cnt.id, s, wire_type_name(q->type),
                                  wire_err_name(m.error.code), m.error.text);
         }
         break;
@@ -457,25 +479,29 @@ static void *node_socket(worker_t *w, uint32_t s, auxps_error_t *err) {
 }
 
 /* Node s did not answer in time: it may have died and be restarting from its checkpoint.
- * The request goes again with a new rid on the same socket, which ZeroMQ reconnects by itself
- * and which delivers it once the node listens again. The first copy may arrive too (it was
- * still queued): a node ACKs an async PUSH of a batch it applied already without applying it
- * again (its clock tells), and a PULL answered twice costs a reply the worker ignores. The
- * worker never gives up on its own: the coordinator decides when a run ends (DONE). A push
- * counts only when acknowledged. */
+ * The outstanding requests go again, in their order, with new rids on the same socket, which
+ * ZeroMQ reconnects by itself and which delivers them once the node listens again. The first
+ * copies may arrive too (they were still queued): a node ACKs an async PUSH of a batch it
+ * applied already without applying it again (its clock tells), and a PULL answered twice costs
+ * a reply the worker ignores. The worker never gives up on its own: the coordinator decides
+ * when a run ends (DONE). A push counts only when acknowledged. */
 static void resend(worker_t *w, uint32_t s) {
     link_t *l = &w->links[s];
-    say(w, "node %" PRIu32 " at %s did not answer %s within %" PRId64 " ms: sending it again (attempt %d)", s,
-        w->shards[s].endpoint, wire_type_name(l->type), retry_wait_ms(w, l), l->attempts + 1);
-    wire_msg_t m = l->req;
-    m.rid = l->rid = w->node_rid++;
+    say(w, "node %" PRIu32 " at %s did not answer %s%s within %" PRId64 " ms: sending %s again (attempt %d)", s,
+        w->shards[s].endpoint, wire_type_name(l->reqs[0].type), l->nreqs > 1 ? " and the PULL behind it" : "",
+        retry_wait_ms(w, l), l->nreqs > 1 ? "them" : "it", l->attempts + 1);
     l->heard = clock_now_ms();
     l->attempts++;
-    w->cnt.resends++;
-    if (l->req_free != NULL) atomic_fetch_add(&w->inflight, 1);
-    auxps_error_t e = {0};
-    if (wire_send(l->sock, NULL, 0, &m, l->req_free, &w->inflight, 0, &e) != 0) /* tried again after the next wait */
-        say(w, "sending %s to node %" PRIu32 " again failed: %s", wire_type_name(l->type), s, e.msg);
+    for (int i = 0; i < l->nreqs; i++) {
+        req_t *q = &l->reqs[i];
+        wire_msg_t m = q->msg;
+        m.rid = q->rid = w->node_rid++;
+        w->cnt.resends++;
+        if (q->free_fn != NULL) atomic_fetch_add(&w->inflight, 1);
+        auxps_error_t e = {0};
+        if (wire_send(l->sock, NULL, 0, &m, q->free_fn, &w->inflight, 0, &e) != 0) /* again after the next wait */
+            say(w, "sending %s to node %" PRIu32 " again failed: %s", wire_type_name(q->type), s, e.msg);
+    }
 }
 
 /* The periodic jobs and one poll of every socket, for at most timeout_ms: (1) HEARTBEAT to the
@@ -501,22 +527,22 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
     uint32_t ns = w->welcomed ? w->cnt.nshards : 0;
     for (uint32_t s = 0; s < ns; s++) {
         link_t *l = &w->links[s];
-        if (!l->pending) continue;
+        if (l->nreqs == 0) continue;
         if (w->coord_lost && l->refused) { /* the node forgot this worker's id: dropped */
-            l->pending = 0;
+            l->nreqs = 0;
             continue;
         }
         const int64_t wait_ms = retry_wait_ms(w, l);
         if (now - l->heard >= wait_ms && w->coord_lost) { /* registering again comes first */
             say(w, "node %" PRIu32 " did not answer %s while the coordinator is lost: dropped", s,
-                wire_type_name(l->type));
-            l->pending = 0;
+                wire_type_name(l->reqs[0].type));
+            l->nreqs = 0;
             continue;
         }
         if (now - l->heard >= wait_ms) {
             if (w->done) { /* the run is over: no reply is worth waiting for any more */
-                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->type));
-                l->pending = 0;
+                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->reqs[0].type));
+                l->nreqs = 0;
                 return STOPPED;
             }
             resend(w, s);
@@ -545,7 +571,7 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
 static int wait_links(worker_t *w, auxps_error_t *err) {
     for (;;) {
         int pending = 0;
-        for (uint32_t s = 0; s < w->cnt.nshards; s++) pending |= w->links[s].pending;
+        for (uint32_t s = 0; s < w->cnt.nshards; s++) pending |= w->links[s].nreqs > 0;
         if (!pending) return 0;
         int rc = pump(w, -1, err);
         if (rc != 0) return rc;
@@ -554,49 +580,60 @@ static int wait_links(worker_t *w, auxps_error_t *err) {
 
 /* ---- requests to the nodes ------------------------------------------------------------- */
 
-static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, auxps_error_t *err) {
+/* Sends request m to node s and queues it behind the link's outstanding one, if any (at most
+ * LINK_REQS); q (may be NULL) receives the queued request, for the caller's PULL fields. */
+static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, req_t **q, auxps_error_t *err) {
     link_t *l = &w->links[s];
-    m->rid = l->rid = w->node_rid++;
-    l->type = m->type;
-    l->pending = 1;
-    l->heard = clock_now_ms();
-    l->req = *m;
-    l->req_free = ffn;
-    l->attempts = 1;
-    l->refused = 0;
+    if (l->nreqs == LINK_REQS)
+        return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": %d requests to node %" PRIu32 " outstanding "
+                               "already", w->cnt.id, LINK_REQS, s);
+    if (l->nreqs == 0) { /* the link's timer, retries and refusal start with its first request */
+        l->heard = clock_now_ms();
+        l->attempts = 1;
+        l->refused = 0;
+    }
+    req_t *r = &l->reqs[l->nreqs++];
+    memset(r, 0, sizeof *r);
+    m->rid = r->rid = w->node_rid++;
+    r->type = m->type;
+    r->msg = *m;
+    r->free_fn = ffn;
     if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
     int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
     if (rc != 0) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);
-        l->pending = 0;
+        l->nreqs--;
         return auxps_error_set(err, rc, "worker %" PRIu32 ": sending %s to node %" PRIu32 ": %s",
                                w->cnt.id, wire_type_name(m->type), s, why);
     }
+    if (q != NULL) *q = r;
     return 0;
 }
 
 /* Asks every shard for vec, all requests in flight at once; the answers go into the model when
- * they are taken (pump, wait_links). */
+ * they are taken (pump, wait_links). The statistics a STATS_PUSH sends without a copy are the
+ * buffer a stats PULL fills: that pull waits until ZeroMQ has released them. A params PULL
+ * fills no pushed buffer and may follow a PUSH at once. */
 static int send_pulls(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *err) {
-    int rc = wait_released(w, err);
+    int rc = vec == WIRE_VEC_STATS ? wait_released(w, err) : 0;
     if (rc != 0) return rc;
     for (uint32_t s = 0; s < w->cnt.nshards; s++) {
         const wire_shard_t *sh = &w->shards[s];
         uint64_t off = vec == WIRE_VEC_PARAMS ? sh->offset : sh->stats_offset;
         uint64_t len = vec == WIRE_VEC_PARAMS ? sh->length : sh->stats_length;
         if (len == 0) continue;
-        link_t *l = &w->links[s];
-        l->vec = vec;
-        l->offset = off;
-        l->length = len;
-        l->dst = (vec == WIRE_VEC_PARAMS ? model_params(w->model) : model_stats(w->model)) + off;
         wire_msg_t m;
         memset(&m, 0, sizeof m);
         m.type = WIRE_PULL;
         m.pull = (wire_pull_t){w->cnt.id, s, vec, off, len, clock,
                                vec == WIRE_VEC_PARAMS && w->kbit ? WIRE_ENC_KBIT : WIRE_ENC_F32};
-        if ((rc = send_node(w, s, &m, NULL, err)) != 0) return rc;
+        req_t *q;
+        if ((rc = send_node(w, s, &m, NULL, &q, err)) != 0) return rc;
+        q->vec = vec;
+        q->offset = off;
+        q->length = len;
+        q->dst = (vec == WIRE_VEC_PARAMS ? model_params(w->model) : model_stats(w->model)) + off;
     }
     return 0;
 }
@@ -620,8 +657,11 @@ static int encode_q8(worker_t *w, uint32_t s, auxps_error_t *err) {
 }
 
 /* Pushes every shard's slice of the gradient (vec params) or of the statistics (vec stats)
- * without a copy, and waits for the acknowledgements. */
-static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *err) {
+ * without a copy; with pull_next (vec params) the PULL of the next batch (clock + 1) goes right
+ * behind each PUSH on the same link. Then waits for every answer: the node applies the push
+ * before it reads the pull (PROTOCOL.md "Consistency"), so the pulled weights are those a pull
+ * sent after the acknowledgement would get, one round trip sooner. */
+static int push_all(worker_t *w, uint32_t vec, uint32_t samples, int pull_next, auxps_error_t *err) {
     if (vec == WIRE_VEC_PARAMS) w->staleness = 0;
     for (uint32_t s = 0; s < w->cnt.nshards; s++) {
         const wire_shard_t *sh = &w->shards[s];
@@ -650,7 +690,11 @@ static int push_all(worker_t *w, uint32_t vec, uint32_t samples, auxps_error_t *
             m.payload = model_stats(w->model) + sh->stats_offset;
             m.payload_size = sh->stats_length * sizeof(float);
         }
-        int rc = send_node(w, s, &m, push_released, err);
+        int rc = send_node(w, s, &m, push_released, NULL, err);
+        if (rc != 0) return rc;
+    }
+    if (pull_next) {
+        int rc = send_pulls(w, WIRE_VEC_PARAMS, w->cnt.clock + 1, err);
         if (rc != 0) return rc;
     }
     return wait_links(w, err);
@@ -760,7 +804,10 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
     const uint32_t b = (uint32_t)w->cfg.train.batch_size;
     /* cluster.prefetch: the next batch's pull goes out before this batch's forward pass and is
      * taken after its backward pass, so the model holds the next weights when the loop comes
-     * round again (fetched = 1). Nothing reads a node's answer during the computation. */
+     * round again (fetched = 1). Nothing reads a node's answer during the computation. Without
+     * it, the next batch's pull goes right behind this batch's pushes (push_all), unless the
+     * chunk ends or the run stops; an evaluation in between pulls other weights (at clock 0,
+     * past the ssp/bsp gate), and then the batch pulls its own again. */
     const int prefetch = w->cfg.cluster.prefetch && w->consistency == WIRE_CONS_ASYNC;
     int fetched = 0;
     uint32_t trained = 0;
@@ -777,8 +824,9 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
         model_forward(w->model, w->x, w->y, n, 1, &r);
         model_backward(w->model);
         if ((rc = prefetch ? wait_links(w, err) : pump(w, 0, err)) != 0) return rc;
-        fetched = prefetch;
-        if ((rc = push_all(w, WIRE_VEC_PARAMS, (uint32_t)n, err)) != 0) return rc;
+        const int ahead = !prefetch && trained + (uint32_t)n < l->count && !stopping(w);
+        if ((rc = push_all(w, WIRE_VEC_PARAMS, (uint32_t)n, ahead, err)) != 0) return rc;
+        fetched = prefetch || ahead;
         w->cnt.clock++;
         w->cnt.samples += (uint64_t)n;
         trained += (uint32_t)n;
@@ -788,7 +836,9 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
         w->prog_low += (uint32_t)r.correct_low;
         w->prog_aux += (uint32_t)r.correct_aux;
         if ((rc = send_progress(w, err)) != 0) return rc;
+        const uint64_t evals = w->cnt.evals;
         if ((rc = run_pending(w, err)) != 0) return rc;
+        if (w->cnt.evals != evals) fetched = prefetch;
     }
     /* Told DONE: the chunk is dropped. Asked to stop (a leave): the trained part is returned
      * as done and the coordinator leases the rest to another worker (async). The coordinator
@@ -796,7 +846,7 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
      * far the chunk got once this worker has registered again. */
     if (w->coord_lost && !w->done) {
         if (trained > 0 && (rc = push_all(w, WIRE_VEC_STATS, trained < WIRE_MAX_BATCH ? trained : WIRE_MAX_BATCH,
-                                          err)) != 0)
+                                          0, err)) != 0)
             return rc;
         w->orphan.active = 1;
         w->orphan.chunk = l->chunk;
@@ -806,7 +856,7 @@ static int run_chunk(worker_t *w, auxps_error_t *err) {
     }
     if (trained < l->count && (w->done || trained == 0)) return 0;
     uint32_t weight = trained < WIRE_MAX_BATCH ? trained : WIRE_MAX_BATCH;
-    if ((rc = push_all(w, WIRE_VEC_STATS, weight, err)) != 0) return rc;
+    if ((rc = push_all(w, WIRE_VEC_STATS, weight, 0, err)) != 0) return rc;
     wire_msg_t m;
     memset(&m, 0, sizeof m);
     m.type = WIRE_CHUNK_DONE;

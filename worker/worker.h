@@ -9,7 +9,9 @@
  *     parameters of every shard at the worker's clock, run model_forward + model_backward in
  *     training mode exactly as trainer_step does but without its optimizer step (the nodes
  *     apply it), push each shard's slice of the gradient without a copy, wait for every
- *     PUSH_ACK, advance the clock and send PROGRESS;
+ *     PUSH_ACK, advance the clock and send PROGRESS. Within a chunk the next batch's pull
+ *     goes right behind each push on the same link, and is answered after the push is
+ *     applied (PROTOCOL.md "Consistency"): the same weights, one round trip sooner;
  *   - at the end push the local statistics (mode average, weight = the chunk's samples, at
  *     most WIRE_MAX_BATCH) and send CHUNK_DONE.
  * EVAL_REQ is served between batches and while idle: pull parameters and statistics (clock 0:
