@@ -427,34 +427,33 @@ AVX2 static void weight_grad_t256(float *dw, const float *dy, size_t dy_stride, 
 
 /* ---- the entry points -------------------------------------------------------------------- */
 
-void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
-    switch (dconv_level(NULL)) {
+typedef void forward_fn(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc);
+typedef void weight_grad_fn(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+                            const dconv_geom_t *g);
+
+/* Each kernel set, by level; without any (DCONV_OFF) a caller still gets the references. */
+static const struct {
+    forward_fn *forward;
+    weight_grad_fn *weight_grad, *weight_grad_t;
+} kernel_sets[] = {
+    [DCONV_OFF] = {forward_c, weight_grad_c, weight_grad_t_c},
+    [DCONV_C] = {forward_c, weight_grad_c, weight_grad_t_c},
 #ifdef DCONV_X86
-    case DCONV_AVX512: forward512(o, wpk, p, m, kc, g, acc); return;
-    case DCONV_AVX2: forward256(o, wpk, p, m, kc, g, acc); return;
+    [DCONV_AVX2] = {forward256, weight_grad256, weight_grad_t256},
+    [DCONV_AVX512] = {forward512, weight_grad512, weight_grad_t512},
 #endif
-    default: forward_c(o, wpk, p, m, kc, g, acc);
-    }
+};
+
+void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
+    kernel_sets[dconv_level(NULL)].forward(o, wpk, p, m, kc, g, acc);
 }
 
 void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
                        const dconv_geom_t *g) {
-    switch (dconv_level(NULL)) {
-#ifdef DCONV_X86
-    case DCONV_AVX512: weight_grad512(dw, dy, dy_stride, x, cout, cin, g); return;
-    case DCONV_AVX2: weight_grad256(dw, dy, dy_stride, x, cout, cin, g); return;
-#endif
-    default: weight_grad_c(dw, dy, dy_stride, x, cout, cin, g);
-    }
+    kernel_sets[dconv_level(NULL)].weight_grad(dw, dy, dy_stride, x, cout, cin, g);
 }
 
 void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                          const dconv_geom_t *g) {
-    switch (dconv_level(NULL)) {
-#ifdef DCONV_X86
-    case DCONV_AVX512: weight_grad_t512(dw, dy, dy_stride, xt, cout, cin, g); return;
-    case DCONV_AVX2: weight_grad_t256(dw, dy, dy_stride, xt, cout, cin, g); return;
-#endif
-    default: weight_grad_t_c(dw, dy, dy_stride, xt, cout, cin, g);
-    }
+    kernel_sets[dconv_level(NULL)].weight_grad_t(dw, dy, dy_stride, xt, cout, cin, g);
 }
