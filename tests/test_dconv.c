@@ -9,12 +9,6 @@
 #include "dconv.h"
 #include "util.h"
 
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    cr_assert_not_null(p);
-    return p;
-}
-
 /* The kernel sets, chosen through AUXPS_DCONV (dconv.h). */
 static const char *const sets[] = {"c", "avx2", "avx512"};
 static const int set_levels[] = {DCONV_C, DCONV_AVX2, DCONV_AVX512};
@@ -61,7 +55,7 @@ static void taps(int *t, int k2, int reversed) {
  * holds), followed by the k floats the kernels may read. */
 static float *planes(int c, size_t plane, int k, util_rng_t *r) {
     const size_t n = (size_t)c * plane + k;
-    float *p = falloc(n);
+    float *p = util_falloc(n);
     util_fill_unif(p, n, r, -1, 1);
     return p;
 }
@@ -74,10 +68,10 @@ static void check_forward(const char *set) {
         const dconv_geom_t g = geom_of(sh, &plane);
         int tap[DCONV_MAX_TAPS];
         taps(tap, k2, 0);
-        float *p = planes(kc, plane, k, &r), *w = falloc((size_t)m * kc * k2);
-        float *wpk = falloc(dconv_packed_size(m, kc, k2));
+        float *p = planes(kc, plane, k, &r), *w = util_falloc((size_t)m * kc * k2);
+        float *wpk = util_falloc(dconv_packed_size(m, kc, k2));
         const size_t no = (size_t)m * g.rows;
-        float *o = falloc(no + 64);
+        float *o = util_falloc(no + 64);
         util_fill_unif(w, (size_t)m * kc * k2, &r, -1, 1);
         for (size_t j = 0; j < no + 64; j++) o[j] = 1e30f;
         dconv_pack(wpk, w, m, kc, k2, 0, tap, k2);
@@ -94,7 +88,7 @@ static void check_forward(const char *set) {
                           set, i, oc, q, v, s);
             }
         for (size_t j = no; j < no + 64; j++) cr_assert_eq(o[j], 1e30f, "%s shape %zu: wrote past m rows", set, i);
-        float *o2 = falloc(no);
+        float *o2 = util_falloc(no);
         for (size_t j = 0; j < no; j++) o2[j] = o[j];
         dconv_forward(o2, wpk, p, m, kc, &g, 1); /* acc = 1 adds the same sums again */
         for (size_t j = 0; j < no; j++) cr_assert_eq(o2[j], o[j] + o[j], "%s shape %zu: acc = 1 at %zu", set, i, j);
@@ -117,8 +111,9 @@ static void check_flipped(const char *set) {
     const dconv_geom_t g = geom_of(shape, &plane);
     int tap[DCONV_MAX_TAPS];
     taps(tap, k2, 1);
-    float *p = planes(cout, plane, k, &r), *w = falloc((size_t)cout * cin * k2), *o = falloc((size_t)cin * g.rows);
-    float *wpk = falloc(dconv_packed_size(cin, cout, k2));
+    float *p = planes(cout, plane, k, &r), *w = util_falloc((size_t)cout * cin * k2),
+          *o = util_falloc((size_t)cin * g.rows);
+    float *wpk = util_falloc(dconv_packed_size(cin, cout, k2));
     util_fill_unif(w, (size_t)cout * cin * k2, &r, -1, 1);
     dconv_pack(wpk, w, cout, cin, k2, 1, tap, k2);
     dconv_forward(o, wpk, p, cin, cout, &g, 0);
@@ -146,10 +141,10 @@ static void check_weight_grad(const int *sh, int transposed, util_rng_t *r, size
     size_t plane;
     const dconv_geom_t g = geom_of(sh, &plane);
     const size_t nx = (size_t)cin * (plane + k);
-    float *dy = planes(cout, plane, k, r), *x = falloc(nx);
+    float *dy = planes(cout, plane, k, r), *x = util_falloc(nx);
     util_fill_unif(x, nx, r, -1, 1);
     const size_t nw = (size_t)k2 * cout * cin;
-    float *dw = falloc(nw), *dw0 = falloc(nw);
+    float *dw = util_falloc(nw), *dw0 = util_falloc(nw);
     util_prefill(dw0, nw);
     for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
     if (transposed) dconv_weight_grad_t(dw, dy, plane, x, cout, cin, &g);
@@ -200,17 +195,18 @@ Test(dconv, every_kernel_set_gives_the_forward_and_transposed_weight_grad_bits_o
     const dconv_geom_t g = geom_of(sh, &plane);
     int tap[DCONV_MAX_TAPS];
     taps(tap, k2, 0);
-    float *p = planes(kc, plane, k, &r), *w = falloc((size_t)m * kc * k2), *wpk = falloc(dconv_packed_size(m, kc, k2));
+    float *p = planes(kc, plane, k, &r), *w = util_falloc((size_t)m * kc * k2),
+          *wpk = util_falloc(dconv_packed_size(m, kc, k2));
     util_fill_unif(w, (size_t)m * kc * k2, &r, -1, 1);
     dconv_pack(wpk, w, m, kc, k2, 0, tap, k2);
     const size_t no = (size_t)m * g.rows, nw = (size_t)k2 * m * kc;
-    float *dy = planes(m, plane, k, &r), *xt = falloc((size_t)kc * (plane + k));
+    float *dy = planes(m, plane, k, &r), *xt = util_falloc((size_t)kc * (plane + k));
     util_fill_unif(xt, (size_t)kc * (plane + k), &r, -1, 1);
     float *o[N_SETS], *dw[N_SETS];
     int ran = 0;
     for (int i = 0; i < N_SETS; i++) {
-        o[i] = falloc(no);
-        dw[i] = falloc(nw);
+        o[i] = util_falloc(no);
+        dw[i] = util_falloc(nw);
         if (!use_set(i)) continue;
         dconv_forward(o[i], wpk, p, m, kc, &g, 0);
         dconv_weight_grad_t(dw[i], dy, plane, xt, m, kc, &g);

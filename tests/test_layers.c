@@ -13,12 +13,6 @@
 
 /* ---- helpers ---- */
 
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    cr_assert_not_null(p);
-    return p;
-}
-
 static double *dalloc(size_t n) {
     double *p = calloc(n ? n : 1, sizeof(double));
     cr_assert_not_null(p);
@@ -183,7 +177,7 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
 Test(layers, conv2d_forward_matches_hand_computed_window_sums) {
     conv_shape_t s;
     conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 2, 1);
-    float x[16], w[9], out[4], ref[4], *col = falloc(conv_scratch_size(&s));
+    float x[16], w[9], out[4], ref[4], *col = util_falloc(conv_scratch_size(&s));
     for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
     for (int i = 0; i < 9; i++) w[i] = 1.0f;
     conv2d_forward(NULL, out, x, w, &s, col);
@@ -229,8 +223,8 @@ Test(layers, conv2d_forward_matches_ref_for_all_shapes) {
             conv_case(&s, t);
             const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
             const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-            float *x = falloc(nx), *w = falloc(nw), *out = falloc(no), *ref = falloc(no);
-            float *col = ncol ? falloc(ncol) : NULL;
+            float *x = util_falloc(nx), *w = util_falloc(nw), *out = util_falloc(no), *ref = util_falloc(no);
+            float *col = ncol ? util_falloc(ncol) : NULL;
             util_fill_unif(x, nx, &r, -1, 1);
             util_fill_unif(w, nw, &r, -1, 1);
             for (size_t i = 0; i < no; i++) out[i] = 1e30f;
@@ -266,9 +260,10 @@ Test(layers, conv2d_backward_matches_finite_differences_and_accumulates_or_overw
             conv_case(&s, t);
             const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
             const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-            float *x = falloc(nx), *w = falloc(nw), *c = falloc(no);
-            float *dx = falloc(nx), *dw = falloc(nw), *dx0 = falloc(nx), *dw0 = falloc(nw), *dw2 = falloc(nw);
-            float *col = ncol ? falloc(ncol) : NULL, *dxo = falloc(nx), *dw3 = falloc(nw);
+            float *x = util_falloc(nx), *w = util_falloc(nw), *c = util_falloc(no);
+            float *dx = util_falloc(nx), *dw = util_falloc(nw), *dx0 = util_falloc(nx), *dw0 = util_falloc(nw),
+                  *dw2 = util_falloc(nw);
+            float *col = ncol ? util_falloc(ncol) : NULL, *dxo = util_falloc(nx), *dw3 = util_falloc(nw);
             util_fill_unif(x, nx, &r, -1, 1);
             util_fill_unif(w, nw, &r, -1, 1);
             util_fill_unif(c, no, &r, -1, 1);
@@ -454,8 +449,9 @@ Test(layers, batchnorm_act_fused_matches_batchnorm_then_quantizer) {
     enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
     const int ks[] = {1, 2, 4, 32};
     util_rng_t r = {11};
-    float *x = falloc(NX), *y = falloc(NX), *yr = falloc(NX), *t = falloc(NX), *dy = falloc(NX);
-    float *dt = falloc(NX), *dx = falloc(NX), *dxr = falloc(NX);
+    float *x = util_falloc(NX), *y = util_falloc(NX), *yr = util_falloc(NX), *t = util_falloc(NX),
+          *dy = util_falloc(NX);
+    float *dt = util_falloc(NX), *dx = util_falloc(NX), *dxr = util_falloc(NX);
     float gamma[C], beta[C], mean[C], rstd[C], meanr[C], rstdr[C];
     float rm[C] = {0}, rv[C] = {1, 1, 1, 1}, rmr[C] = {0}, rvr[C] = {1, 1, 1, 1};
     bn_fill_input(x, N, C, HW, &r);
@@ -767,9 +763,9 @@ Test(layers, conv2d_on_codes_equals_conv2d_on_decoded_floats_bit_exactly) {
             const int shifted = s.stride == 1 && s.k > 1 && 2 * s.pad == s.k - 1 && s.cin >= 4 && s.cout >= 4;
             cr_assert_geq(ncol, conv_scratch_size(&s) + (shifted ? 0 : (size_t)s.cin * s.h * s.w));
             uint8_t *q = malloc(nx);
-            float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = falloc(ncol);
-            float *o1 = falloc(no), *o2 = falloc(no), *dx1 = falloc(nx), *dx2 = falloc(nx), *dw1 = falloc(nw),
-                  *dw2 = falloc(nw);
+            float *x = util_falloc(nx), *w = util_falloc(nw), *dout = util_falloc(no), *col = util_falloc(ncol);
+            float *o1 = util_falloc(no), *o2 = util_falloc(no), *dx1 = util_falloc(nx), *dx2 = util_falloc(nx),
+                  *dw1 = util_falloc(nw), *dw2 = util_falloc(nw);
             cr_assert_not_null(q);
             fill_codes(q, nx, k, &r);
             quant_act_decode(x, q, nx, k);
@@ -807,8 +803,9 @@ Test(layers, conv2d_backward_in_place_over_its_input_equals_separate_buffers) {
             conv_case(&s, t);
             const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin * s.k * s.k;
             const size_t no = (size_t)s.n * s.cout * s.ho * s.wo, ncol = conv_scratch_size(&s);
-            float *x = falloc(nx), *w = falloc(nw), *dout = falloc(no), *col = ncol ? falloc(ncol) : NULL;
-            float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
+            float *x = util_falloc(nx), *w = util_falloc(nw), *dout = util_falloc(no),
+                  *col = ncol ? util_falloc(ncol) : NULL;
+            float *dx = util_falloc(nx), *dw1 = util_falloc(nw), *dw2 = util_falloc(nw);
             util_fill_unif(x, nx, &r, -1, 1);
             util_fill_unif(w, nw, &r, -1, 1);
             util_fill_unif(dout, no, &r, -1, 1);
@@ -836,8 +833,9 @@ Test(layers, pointwise_conv_backward_over_its_output_gradient_equals_separate_bu
         conv_shape_t s;
         conv_shape_init(&s, shapes[t][0], shapes[t][1], shapes[t][2], shapes[t][3], shapes[t][1], 1, 1, 0);
         const size_t nx = (size_t)s.n * s.cin * s.h * s.w, nw = (size_t)s.cout * s.cin;
-        float *x = falloc(nx), *w = falloc(nw), *dout = falloc(nx), *col = falloc(conv_scratch_size(&s));
-        float *dx = falloc(nx), *dw1 = falloc(nw), *dw2 = falloc(nw);
+        float *x = util_falloc(nx), *w = util_falloc(nw), *dout = util_falloc(nx),
+              *col = util_falloc(conv_scratch_size(&s));
+        float *dx = util_falloc(nx), *dw1 = util_falloc(nw), *dw2 = util_falloc(nw);
         util_fill_unif(x, nx, &r, -1, 1);
         util_fill_unif(w, nw, &r, -1, 1);
         util_fill_unif(dout, nx, &r, -1, 1);
@@ -857,7 +855,8 @@ Test(layers, pointwise_conv_backward_over_its_output_gradient_equals_separate_bu
 Test(layers, batchnorm_codes_and_recompute_equal_the_forward_pass_bit_exactly) {
     enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
     util_rng_t r = {23};
-    float *x = falloc(NX), *y = falloc(NX), *yr = falloc(NX), *res = falloc(NX), *t = falloc(NX);
+    float *x = util_falloc(NX), *y = util_falloc(NX), *yr = util_falloc(NX), *res = util_falloc(NX),
+          *t = util_falloc(NX);
     uint8_t *q = malloc(NX), *rq = malloc(NX);
     float gamma[C], beta[C], mean[C], rstd[C], meanr[C], rstdr[C];
     cr_assert(q != NULL && rq != NULL);
@@ -897,7 +896,7 @@ Test(layers, batchnorm_codes_and_recompute_equal_the_forward_pass_bit_exactly) {
 Test(layers, batchnorm_backward_in_place_over_its_input_equals_separate_buffers) {
     enum { N = 3, C = 4, HW = 300, NX = N * C * HW };
     util_rng_t r = {24};
-    float *x = falloc(NX), *x2 = falloc(NX), *dy = falloc(NX), *dx = falloc(NX);
+    float *x = util_falloc(NX), *x2 = util_falloc(NX), *dy = util_falloc(NX), *dx = util_falloc(NX);
     float gamma[C], beta[C], mean[C], rstd[C], rm[C] = {0}, rv[C] = {1, 1, 1, 1};
     bn_fill_input(x, N, C, HW, &r);
     util_fill_unif(gamma, C, &r, 0.2, 0.8);

@@ -67,6 +67,12 @@ void util_fill_unif(float *p, size_t n, util_rng_t *r, double lo, double hi) {
     for (size_t i = 0; i < n; i++) p[i] = (float)util_rng_unif(r, lo, hi);
 }
 
+float *util_falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    cr_assert_not_null(p);
+    return p;
+}
+
 float util_prefill_value(size_t i) { return 0.25f * (float)(i % 7) - 0.5f; }
 
 void util_prefill(float *p, size_t n) {

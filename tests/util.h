@@ -42,6 +42,8 @@ uint64_t util_rng_next(util_rng_t *r);
 double util_rng_unif(util_rng_t *r, double lo, double hi);
 /* p[0..n) uniform in [lo, hi). */
 void util_fill_unif(float *p, size_t n, util_rng_t *r, double lo, double hi);
+/* n zeroed floats (at least one), or the test fails; free() them. */
+float *util_falloc(size_t n);
 /* Known, distinct, exactly representable values to pre-fill gradient buffers with. */
 float util_prefill_value(size_t i);
 void util_prefill(float *p, size_t n);
