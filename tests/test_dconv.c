@@ -28,8 +28,9 @@ static int use_set(int i) {
 }
 
 /* k, h, w (the plane has h + k - 1 rows of w + k - 1 columns), m outputs, kc inputs: outputs
- * that fill no block, one block, several and a part of one; positions that end a tile exactly,
- * inside its first or its second vector; 1x1 kernels, whose plane is the image itself. */
+ * that fill no block, one block, several and a part of one; positions that end a tile exactly
+ * or inside any of its vectors (AVX-512: 2 of 16, AVX2: 3 of 8); 1x1 kernels, whose plane is
+ * the image itself. */
 static const int shapes[][5] = {
     {3, 28, 28, 16, 16}, {3, 14, 14, 32, 32}, {3, 7, 7, 64, 64}, {3, 5, 6, 3, 5},
     {5, 6, 7, 9, 4},     {3, 4, 6, 17, 11},   {3, 2, 6, 8, 1},   {3, 9, 5, 20, 7},
