@@ -168,13 +168,14 @@ Test(hostile, every_hostile_kind_is_refused_counted_by_kind_and_shown_while_a_wo
     snprintf(port_set, sizeof port_set, "status.port=%d", sport);
     snprintf(out_set, sizeof out_set, "train.output=%s/m.bin", tmp_dir);
     snprintf(dump, sizeof dump, "%s/params.f32", tmp_dir);
-    /* Long enough (about 10 s on the 29 November machine, more under sanitizers) for the
-     * hostile traffic and the status checks to happen while the worker trains. With 6 epochs
-     * the run once ended in 2.4 s, before the status showed the counts. */
+    /* A run far longer than the checks on any machine (a fixed length was once too short, 2.4 s
+     * for 6 epochs, and once too long under sanitizers, 24 epochs past the deadline): the
+     * hostile traffic and the status checks happen while the worker trains, then SIGINT ends
+     * the run, which still exports and counts. */
     util_proc_t coord, node, worker;
     util_proc_start(&coord, (const char *const[]){"coord", CONFIG, "--nodes", "1", "--bind", ep, "--dump-params", dump,
                                                    "--set", "model.widths=4,8,8", "--set", "data.train_limit=3200",
-                                                   "--set", "data.test_limit=256", "--set", "train.epochs=24", "--set",
+                                                   "--set", "data.test_limit=256", "--set", "train.epochs=1000", "--set",
                                                    "train.batch_size=32", "--set", "cluster.chunk_batches=4", "--set",
                                                    "train.threads=1", "--set", "train.log_interval=50", "--set",
                                                    "cluster.heartbeat_ms=200", "--set", "cluster.timeout_ms=5000",
@@ -339,9 +340,11 @@ Test(hostile, every_hostile_kind_is_refused_counted_by_kind_and_shown_while_a_wo
     }
     free(metrics);
 
-    /* The run completes; the node applied exactly what the worker had acknowledged. */
+    /* Interrupted, the run ends with the export; the node applied exactly what the worker had
+     * acknowledged. */
+    cr_assert_eq(kill(coord.pid, SIGINT), 0);
     util_proc_finish(all, 3, deadline);
-    util_expect_exit(&coord, 0);
+    util_expect_exit(&coord, 130);
     util_expect_exit(&node, 0);
     util_expect_exit(&worker, 0);
     want_node[WIRE_REJECT_UNREGISTERED] += (uint64_t)occurrences(worker.err.buf, "does not know this worker yet");
@@ -352,7 +355,7 @@ Test(hostile, every_hostile_kind_is_refused_counted_by_kind_and_shown_while_a_wo
     cr_assert(wl != NULL && sscanf(wl, "worker 0: pushed %" SCNu64, &pushed) == 1, "%s", worker.out.buf);
     cr_assert_eq(applied, pushed, "the node applied %" PRIu64 " pushes, the worker had %" PRIu64 " acknowledged",
                  applied, pushed);
-    cr_assert_eq(applied, 24 * 100, "24 epochs of 100 batches");
+    cr_assert_gt(applied, 0, "the worker trained while the hostile peers sent");
     uint64_t kinds[WIRE_REJECT_COUNT];
     parse_kinds(node.err.buf, "messages (", kinds);
     expect_kinds("the node (exit line)", kinds, want_node);
