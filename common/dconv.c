@@ -69,17 +69,18 @@ void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int trans
 
 /* Each sum is a chain of fused multiply-adds (fmaf) from zero, as in the vector kernels: the
  * forward and transposed weight-gradient sums take the kernels' order too, and so their bits. */
-static void forward_c(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
-    for (int oc = 0; oc < m; oc++) {
-        const float *wb = wpk + (size_t)(oc / DCONV_BLOCK) * DCONV_BLOCK * kc * g->taps + oc % DCONV_BLOCK;
+/* One block of nout outputs (dconv_forward walks the blocks). */
+static void forward_block_c(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g,
+                            int acc) {
+    for (int i = 0; i < nout; i++)
         for (int q = 0; q < g->rows; q++) {
             float s = 0.0f;
             for (int c = 0; c < kc; c++)
                 for (int t = 0; t < g->taps; t++)
-                    s = fmaf(wb[((size_t)c * g->taps + t) * DCONV_BLOCK], p[(size_t)c * g->stride + q + g->off[t]], s);
-            o[(size_t)oc * g->rows + q] = acc ? o[(size_t)oc * g->rows + q] + s : s;
+                    s = fmaf(wb[((size_t)c * g->taps + t) * DCONV_BLOCK + i], p[(size_t)c * g->stride + q + g->off[t]],
+                             s);
+            o[(size_t)i * g->rows + q] = acc ? o[(size_t)i * g->rows + q] + s : s;
         }
-    }
 }
 
 static void weight_grad_c(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
@@ -120,8 +121,8 @@ static inline __mmask16 first_lanes(int n) {
 /* One block of up to 8 outputs: 16 accumulators of 16 lanes hold 8 outputs by 32 positions
  * over every input channel and tap; each step loads two vectors of the plane and broadcasts
  * 8 weights for 16 multiply-adds. The last tile's loads and stores stop at rows. */
-AVX512 static void forward_block(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g,
-                                 int acc) {
+AVX512 static void forward_block512(float *o, const float *wb, const float *p, int nout, int kc,
+                                    const dconv_geom_t *g, int acc) {
     const int rows = g->rows;
     for (int p0 = 0; p0 < rows; p0 += DCONV_TILE) {
         const __mmask16 m0 = first_lanes(rows - p0), m1 = first_lanes(rows - p0 - 16);
@@ -150,14 +151,6 @@ AVX512 static void forward_block(float *o, const float *wb, const float *p, int 
             _mm512_mask_storeu_ps(d, m0, a0[i]);
             _mm512_mask_storeu_ps(d + 16, m1, a1[i]);
         }
-    }
-}
-
-AVX512 static void forward512(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
-    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
-    for (int b = 0; b * DCONV_BLOCK < m; b++) {
-        const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
-        forward_block(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g, acc);
     }
 }
 
@@ -284,7 +277,7 @@ AVX2 static inline __m256i first8(int n) {
 /* One tile of 4 outputs by 24 positions from p0: 12 accumulators of 8 lanes over every input
  * channel and tap; each step loads three vectors of the plane and broadcasts 4 weights (wq:
  * the half block's first weight, DCONV_BLOCK floats per channel and tap). masked: the tile
- * crosses rows, and its loads and stores stop there. Sums in the order of forward_block's. */
+ * crosses rows, and its loads and stores stop there. Sums in the order of forward_block512's. */
 AVX2 static inline __attribute__((always_inline)) void forward_tile4(float *o, const float *wq, const float *p,
                                                                      int nout, int kc, const dconv_geom_t *g,
                                                                      int acc, int p0, int masked) {
@@ -299,7 +292,8 @@ AVX2 static inline __attribute__((always_inline)) void forward_tile4(float *o, c
         for (int t = 0; t < g->taps; t++, wq += DCONV_BLOCK) {
             const float *xt = x + g->off[t];
             __m256 xv[3];
-            for (int v = 0; v < 3; v++) xv[v] = masked ? _mm256_maskload_ps(xt + 8 * v, m[v]) : _mm256_loadu_ps(xt + 8 * v);
+            for (int v = 0; v < 3; v++)
+                xv[v] = masked ? _mm256_maskload_ps(xt + 8 * v, m[v]) : _mm256_loadu_ps(xt + 8 * v);
             for (int i = 0; i < 4; i++) {
                 const __m256 wv = _mm256_broadcast_ss(wq + i);
                 for (int v = 0; v < 3; v++) a[i][v] = _mm256_fmadd_ps(wv, xv[v], a[i][v]);
@@ -332,15 +326,6 @@ AVX2 static void forward_block256(float *o, const float *wb, const float *p, int
         const int nh = nout - 4 * h;
         for (int p0 = 0; p0 < full; p0 += TILE4) forward_tile4(oh, wb + 4 * h, p, nh, kc, g, acc, p0, 0);
         if (full < rows) forward_tile4(oh, wb + 4 * h, p, nh, kc, g, acc, full, 1);
-    }
-}
-
-AVX2 static void forward256(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g,
-                            int acc) {
-    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
-    for (int b = 0; b * DCONV_BLOCK < m; b++) {
-        const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
-        forward_block256(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g, acc);
     }
 }
 
@@ -427,33 +412,39 @@ AVX2 static void weight_grad_t256(float *dw, const float *dy, size_t dy_stride, 
 
 /* ---- the entry points -------------------------------------------------------------------- */
 
-typedef void forward_fn(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc);
+typedef void forward_block_fn(float *o, const float *wb, const float *p, int nout, int kc, const dconv_geom_t *g,
+                              int acc);
 typedef void weight_grad_fn(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
                             const dconv_geom_t *g);
 
-/* Each kernel set, by level; without any (DCONV_OFF) a caller still gets the references. */
+/* Each kernel set, by level. */
 static const struct {
-    forward_fn *forward;
+    forward_block_fn *forward_block;
     weight_grad_fn *weight_grad, *weight_grad_t;
 } kernel_sets[] = {
-    [DCONV_OFF] = {forward_c, weight_grad_c, weight_grad_t_c},
-    [DCONV_C] = {forward_c, weight_grad_c, weight_grad_t_c},
+    [DCONV_C] = {forward_block_c, weight_grad_c, weight_grad_t_c},
 #ifdef DCONV_X86
-    [DCONV_AVX2] = {forward256, weight_grad256, weight_grad_t256},
-    [DCONV_AVX512] = {forward512, weight_grad512, weight_grad_t512},
+    [DCONV_AVX2] = {forward_block256, weight_grad256, weight_grad_t256},
+    [DCONV_AVX512] = {forward_block512, weight_grad512, weight_grad_t512},
 #endif
 };
 
-void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc) {
-    kernel_sets[dconv_level(NULL)].forward(o, wpk, p, m, kc, g, acc);
+/* The blocks of DCONV_BLOCK outputs, each on its packed weights. */
+void dconv_forward(int level, float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g,
+                   int acc) {
+    const size_t bsz = (size_t)DCONV_BLOCK * kc * g->taps;
+    for (int b = 0; b * DCONV_BLOCK < m; b++) {
+        const int nout = m - b * DCONV_BLOCK < DCONV_BLOCK ? m - b * DCONV_BLOCK : DCONV_BLOCK;
+        kernel_sets[level].forward_block(o + (size_t)b * DCONV_BLOCK * g->rows, wpk + b * bsz, p, nout, kc, g, acc);
+    }
 }
 
-void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+void dconv_weight_grad(int level, float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
                        const dconv_geom_t *g) {
-    kernel_sets[dconv_level(NULL)].weight_grad(dw, dy, dy_stride, x, cout, cin, g);
+    kernel_sets[level].weight_grad(dw, dy, dy_stride, x, cout, cin, g);
 }
 
-void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+void dconv_weight_grad_t(int level, float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                          const dconv_geom_t *g) {
-    kernel_sets[dconv_level(NULL)].weight_grad_t(dw, dy, dy_stride, xt, cout, cin, g);
+    kernel_sets[level].weight_grad_t(dw, dy, dy_stride, xt, cout, cin, g);
 }

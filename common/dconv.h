@@ -51,8 +51,9 @@ enum { DCONV_OFF, DCONV_C, DCONV_AVX2, DCONV_AVX512 };
  * without either), unless AUXPS_DCONV names others, for tests and benchmarks: "0" none (the
  * sgemm paths), "c" the plain C references, "avx2" or "avx512" (if the CPU runs it); another
  * value counts as unset. *forced (may be NULL) is 1 when the variable named the kernels: then
- * layers.c runs them on every convolution they can run, not only where they pay. Read at every
- * call. */
+ * layers.c runs them on every convolution they can run, not only where they pay. Reads the
+ * environment and the CPU at every call: a caller asks once per convolution and hands the
+ * level to the kernels below. */
 int dconv_level(int *forced);
 
 /* dconv_level(NULL) != DCONV_OFF. */
@@ -70,21 +71,24 @@ size_t dconv_packed_size(int m, int kc, int taps);
  * channels past m are zero. */
 void dconv_pack(float *dst, const float *w, int cout, int cin, int k2, int transposed, const int *tap, int ntaps);
 
+/* The kernels below run the set `level` names: a dconv_level() other than DCONV_OFF. */
+
 /* o (m, rows) = (acc = 0) or += (acc = 1) the convolution of the input p (kc channels) with the
  * packed kernel wpk, taps as in g. */
-void dconv_forward(float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g, int acc);
+void dconv_forward(int level, float *o, const float *wpk, const float *p, int m, int kc, const dconv_geom_t *g,
+                   int acc);
 
 /* dw (taps, cout, cin) += for every tap t, the sum over the positions q < rows of dy(co, q)
  * x(ci, q + off[t]). dy's channels are dy_stride floats apart; where an output is not kept
  * (a plane's extra columns), dy must be zero. */
-void dconv_weight_grad(float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
+void dconv_weight_grad(int level, float *dw, const float *dy, size_t dy_stride, const float *x, int cout, int cin,
                        const dconv_geom_t *g);
 
 /* The same, with the input transposed: xt (positions, cin), cin a multiple of DCONV_WIDE; g's
  * stride is not used. For small planes, where dconv_weight_grad's reduction of each weight's
  * lanes costs as much as its multiply-adds. */
 #define DCONV_WIDE 16
-void dconv_weight_grad_t(float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
+void dconv_weight_grad_t(int level, float *dw, const float *dy, size_t dy_stride, const float *xt, int cout, int cin,
                          const dconv_geom_t *g);
 
 #endif

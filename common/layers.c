@@ -82,21 +82,21 @@ static int dw_transposed(const conv_shape_t *s, int rows) {
     return rows < 128 && s->cin % DCONV_WIDE == 0;
 }
 
-/* Whether the direct kernels (dconv.h) run this convolution's sums. The AVX-512 ones beat
- * OpenBLAS on every convolution; the AVX2 ones, no wider than OpenBLAS's, only on output planes
- * of at least DIRECT_AVX2_OUT positions (README "Performance"), where the positions that a
- * plane's padding columns and its last tile waste are few. */
+/* The level of the direct kernels (dconv_level) that run convolution s's sums, or DCONV_OFF
+ * (sgemms). The AVX-512 ones beat OpenBLAS on every convolution; the AVX2 ones, no wider than
+ * OpenBLAS's, only on output planes of at least DIRECT_AVX2_OUT positions (README
+ * "Performance"), where the positions that a plane's padding columns and its last tile waste
+ * are few. Asked once per convolution: dconv_level reads the environment. */
 #define DIRECT_AVX2_OUT 144
-static int direct_ok(const conv_shape_t *s) {
+static int direct_level(const conv_shape_t *s) {
     int forced;
     const int level = dconv_level(&forced);
-    if (s->k * s->k > DCONV_MAX_TAPS || level == DCONV_OFF) return 0;
-    return level != DCONV_AVX2 || forced || s->ho * s->wo >= DIRECT_AVX2_OUT;
+    if (level == DCONV_OFF || s->k * s->k > DCONV_MAX_TAPS || !(s->k == 1 || conv_is_phased(s) || conv_is_shifted(s)))
+        return DCONV_OFF;
+    return level != DCONV_AVX2 || forced || s->ho * s->wo >= DIRECT_AVX2_OUT ? level : DCONV_OFF;
 }
 
-int conv_uses_direct(const conv_shape_t *s) {
-    return direct_ok(s) && (s->k == 1 || conv_is_phased(s) || conv_is_shifted(s));
-}
+int conv_uses_direct(const conv_shape_t *s) { return direct_level(s) != DCONV_OFF; }
 
 /* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
  * output is computed at rows = h * wp positions, of which each row's first w are kept. */
@@ -330,7 +330,8 @@ typedef struct {
     float *dx, *dw;      /* backward: (n, cin, h, w) or NULL; (cout, cin, k, k) */
     const float *wt;     /* backward with dx_conv: (cin, cout, k, k); shifted: by tap, or packed */
     int acc;
-    int direct;          /* the direct kernels (dconv.h) instead of sgemms: wt is packed for them */
+    int direct;          /* the direct kernels' level (dconv.h) instead of sgemms (DCONV_OFF, 0): wt is
+                          * packed for them */
 } conv_job_t;
 
 /* Image n of the input as floats: x's own, or its k-bit codes decoded into buf. */
@@ -447,7 +448,7 @@ static void conv_forward_shifted(void *arg, int part) {
     memset(xp, 0, sizeof(float) * shift_area(s->cin, &g));
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g, 0);
-        if (j->direct) dconv_forward(o, j->wt, xp, s->cout, s->cin, &dg, 0);
+        if (j->direct) dconv_forward(j->direct, o, j->wt, xp, s->cout, s->cin, &dg, 0);
         else shifted_sgemms(o, j->wt, xp, s->cout, s->cin, s, &g);
         crop_rows(j->out + (size_t)n * s->cout * s->h * s->w, o, s->cout, s, &g, 0);
     }
@@ -474,15 +475,15 @@ static void conv_backward_shifted(void *arg, int part) {
     for (int n = lo; n < hi; n++) {
         pad_input(j, n, xp, &g, wide); /* before dx is written: dx may be x */
         pad_planes(dp, j->dout + n * osz, s->cout, s, &g);
-        if (wide) dconv_weight_grad_t(dw, dy, g.plane, xp, s->cout, s->cin, &dg);
-        else if (j->direct) dconv_weight_grad(dw, dy, g.plane, xp, s->cout, s->cin, &dg);
+        if (wide) dconv_weight_grad_t(j->direct, dw, dy, g.plane, xp, s->cout, s->cin, &dg);
+        else if (j->direct) dconv_weight_grad(j->direct, dw, dy, g.plane, xp, s->cout, s->cin, &dg);
         else
             for (int t = 0; t < k2; t++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, s->cin, g.rows, 1.0f, dy, (int)g.plane,
                             xp + (size_t)(t / s->k) * g.wp + t % s->k, (int)g.plane, 1.0f,
                             dw + (size_t)t * s->cout * s->cin, s->cin);
         if (j->dx == NULL) continue;
-        if (j->direct) dconv_forward(o, j->wt, dp, s->cin, s->cout, &dg, 0);
+        if (j->direct) dconv_forward(j->direct, o, j->wt, dp, s->cin, s->cout, &dg, 0);
         else shifted_sgemms(o, j->wt, dp, s->cin, s->cout, s, &g);
         crop_rows(j->dx + n * xsz, o, s->cin, s, &g, j->acc);
     }
@@ -609,7 +610,7 @@ static void conv_forward_phased(void *arg, int part) {
     memset(slack, 0, sizeof(float) * (size_t)(dp - slack));
     for (int n = lo; n < hi; n++) {
         pad_phases(j, n, xq, &pg, 0);
-        dconv_forward(o, j->wt, xq, s->cout, s->cin, &dg, 0);
+        dconv_forward(j->direct, o, j->wt, xq, s->cout, s->cin, &dg, 0);
         copy_pitched(j->out + (size_t)n * s->cout * s->ho * s->wo, s->wo, (size_t)s->ho * s->wo, o, pg.wd,
                      (size_t)pg.rows, s->cout, s->ho, s->wo, 0);
     }
@@ -643,13 +644,13 @@ static void conv_backward_phased(void *arg, int part) {
         pad_phases(j, n, xq, &pg, wide); /* before dx is written: dx may be x */
         copy_pitched(dp + (size_t)pg.e * pg.wd + pg.e, pg.wd, pg.dplane, j->dout + n * osz, s->wo,
                      (size_t)s->ho * s->wo, s->cout, s->ho, s->wo, 0);
-        if (wide) dconv_weight_grad_t(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
-        else dconv_weight_grad(dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
+        if (wide) dconv_weight_grad_t(j->direct, dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
+        else dconv_weight_grad(j->direct, dw, dy, pg.dplane, xq, s->cout, s->cin, &dg);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
         if (!j->acc) memset(dx, 0, sizeof(float) * xsz);
         for (int ph = 0; ph < 4; ph++) {
-            dconv_forward(o, wph[ph], dp, s->cin, s->cout, &dxg[ph], 0);
+            dconv_forward(j->direct, o, wph[ph], dp, s->cin, s->cout, &dxg[ph], 0);
             scatter_phase(dx, o, ph, s, &pg);
         }
     }
@@ -693,7 +694,7 @@ static void conv_forward_part(void *arg, int part) {
         if (j->direct) {
             dconv_geom_t g;
             dconv_geom_same(&g, 1, howo, howo, (size_t)howo);
-            dconv_forward(j->out + n * osz, j->wt, b, s->cout, s->cin, &g, 0);
+            dconv_forward(j->direct, j->out + n * osz, j->wt, b, s->cout, s->cin, &g, 0);
             continue;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, howo, kk, 1.0f, j->w, kk, b, howo,
@@ -703,7 +704,7 @@ static void conv_forward_part(void *arg, int part) {
 
 static void conv_forward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
-    j->direct = conv_uses_direct(s);
+    j->direct = direct_level(s);
     if (j->direct) pack_taps(j->scratch, j->w, s, 0);
     else if (conv_is_shifted(s)) shift_kernel(j->scratch, j->w, s, 0);
     if (j->direct || conv_is_shifted(s)) j->wt = j->scratch;
@@ -754,19 +755,19 @@ static void conv_backward_part(void *arg, int part) {
             im2col(col, b, s, n == lo || j->dx != NULL);
             b = col;
         }
-        if (j->direct) dconv_weight_grad(dw, dy, (size_t)howo, b, s->cout, s->cin, &g);
+        if (j->direct) dconv_weight_grad(j->direct, dw, dy, (size_t)howo, b, s->cout, s->cin, &g);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
                         1.0f, dw, kk);
         if (j->dx == NULL) continue;
         float *dx = j->dx + n * xsz;
         if (j->direct && pointwise && dx == dy) {
-            dconv_forward(col, j->wt, dy, s->cin, s->cout, &g, 0);
+            dconv_forward(j->direct, col, j->wt, dy, s->cin, s->cout, &g, 0);
             memcpy(dx, col, sizeof(float) * xsz);
         } else if (j->direct && pointwise) {
-            dconv_forward(dx, j->wt, dy, s->cin, s->cout, &g, j->acc);
+            dconv_forward(j->direct, dx, j->wt, dy, s->cin, s->cout, &g, j->acc);
         } else if (j->direct) {
-            dconv_forward(col, j->wt, dy, s->cin, s->cout, &g, 0);
+            dconv_forward(j->direct, col, j->wt, dy, s->cin, s->cout, &g, 0);
             if (!j->acc) memset(dx, 0, sizeof(float) * xsz);
             col2im_add(dx, col, s);
         } else if (pointwise && dx == dy) {
@@ -795,7 +796,7 @@ static void conv_backward_part(void *arg, int part) {
 static void conv_backward_run(pool_t *pool, conv_job_t *j) {
     const conv_shape_t *s = j->s;
     const int k2 = s->k * s->k;
-    j->direct = conv_uses_direct(s);
+    j->direct = direct_level(s);
     const int phased = j->direct && conv_is_phased(s);
     if (j->dx != NULL) {
         /* the input gradient's kernel: the direct kernels' transposed, phase by phase at stride 2;

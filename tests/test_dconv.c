@@ -61,7 +61,7 @@ static float *planes(int c, size_t plane, int k, util_rng_t *r) {
     return p;
 }
 
-static void check_forward(const char *set) {
+static void check_forward(int level, const char *set) {
     util_rng_t r = {31};
     for (size_t i = 0; i < N_SHAPES; i++) {
         const int *sh = shapes[i], k = sh[0], m = sh[3], kc = sh[4], k2 = k * k;
@@ -76,7 +76,7 @@ static void check_forward(const char *set) {
         util_fill_unif(w, (size_t)m * kc * k2, &r, -1, 1);
         for (size_t j = 0; j < no + 64; j++) o[j] = 1e30f;
         dconv_pack(wpk, w, m, kc, k2, 0, tap, k2);
-        dconv_forward(o, wpk, p, m, kc, &g, 0);
+        dconv_forward(level, o, wpk, p, m, kc, &g, 0);
         for (int oc = 0; oc < m; oc++)
             for (int q = 0; q < g.rows; q++) {
                 double s = 0.0;
@@ -91,7 +91,7 @@ static void check_forward(const char *set) {
         for (size_t j = no; j < no + 64; j++) cr_assert_eq(o[j], 1e30f, "%s shape %zu: wrote past m rows", set, i);
         float *o2 = util_falloc(no);
         for (size_t j = 0; j < no; j++) o2[j] = o[j];
-        dconv_forward(o2, wpk, p, m, kc, &g, 1); /* acc = 1 adds the same sums again */
+        dconv_forward(level, o2, wpk, p, m, kc, &g, 1); /* acc = 1 adds the same sums again */
         for (size_t j = 0; j < no; j++) cr_assert_eq(o2[j], o[j] + o[j], "%s shape %zu: acc = 1 at %zu", set, i, j);
         free(o2);
         free(p); free(w); free(wpk); free(o);
@@ -100,11 +100,11 @@ static void check_forward(const char *set) {
 
 Test(dconv, forward_equals_double_loops_and_writes_only_m_rows) {
     for (int i = 0; i < N_SETS; i++)
-        if (use_set(i)) check_forward(sets[i]);
+        if (use_set(i)) check_forward(set_levels[i], sets[i]);
 }
 
 /* The flipped packing is the input gradient's kernel: output ci over input co, taps reversed. */
-static void check_flipped(const char *set) {
+static void check_flipped(int level, const char *set) {
     util_rng_t r = {32};
     const int shape[5] = {3, 6, 5, 5, 11}; /* cout 5, cin 11: dx has 11 outputs over 5 */
     const int k = 3, cout = 5, cin = 11, k2 = 9;
@@ -117,7 +117,7 @@ static void check_flipped(const char *set) {
     float *wpk = util_falloc(dconv_packed_size(cin, cout, k2));
     util_fill_unif(w, (size_t)cout * cin * k2, &r, -1, 1);
     dconv_pack(wpk, w, cout, cin, k2, 1, tap, k2);
-    dconv_forward(o, wpk, p, cin, cout, &g, 0);
+    dconv_forward(level, o, wpk, p, cin, cout, &g, 0);
     for (int ci = 0; ci < cin; ci++)
         for (int q = 0; q < g.rows; q++) {
             double s = 0.0;
@@ -132,12 +132,12 @@ static void check_flipped(const char *set) {
 
 Test(dconv, flipped_kernel_swaps_channel_axes_and_reverses_taps) {
     for (int i = 0; i < N_SETS; i++)
-        if (use_set(i)) check_flipped(sets[i]);
+        if (use_set(i)) check_flipped(set_levels[i], sets[i]);
 }
 
 /* dw (k*k, cout, cin) gains the sums over the rows positions of shape sh, and keeps what it
  * held; with transposed, the input is read as (positions, cin) (dconv_weight_grad_t). */
-static void check_weight_grad(const int *sh, int transposed, util_rng_t *r, size_t i, const char *set) {
+static void check_weight_grad(const int *sh, int transposed, util_rng_t *r, size_t i, int level, const char *set) {
     const int k = sh[0], cout = sh[3], cin = sh[4], k2 = k * k;
     size_t plane;
     const dconv_geom_t g = geom_of(sh, &plane);
@@ -148,8 +148,8 @@ static void check_weight_grad(const int *sh, int transposed, util_rng_t *r, size
     float *dw = util_falloc(nw), *dw0 = util_falloc(nw);
     util_prefill(dw0, nw);
     for (size_t j = 0; j < nw; j++) dw[j] = dw0[j];
-    if (transposed) dconv_weight_grad_t(dw, dy, plane, x, cout, cin, &g);
-    else dconv_weight_grad(dw, dy, plane, x, cout, cin, &g);
+    if (transposed) dconv_weight_grad_t(level, dw, dy, plane, x, cout, cin, &g);
+    else dconv_weight_grad(level, dw, dy, plane, x, cout, cin, &g);
     for (int t = 0; t < k2; t++)
         for (int co = 0; co < cout; co++)
             for (int ci = 0; ci < cin; ci++) {
@@ -170,7 +170,7 @@ Test(dconv, weight_grad_adds_double_loop_sums) {
     for (int k = 0; k < N_SETS; k++) {
         if (!use_set(k)) continue;
         util_rng_t r = {33};
-        for (size_t i = 0; i < N_SHAPES; i++) check_weight_grad(shapes[i], 0, &r, i, sets[k]);
+        for (size_t i = 0; i < N_SHAPES; i++) check_weight_grad(shapes[i], 0, &r, i, set_levels[k], sets[k]);
     }
 }
 
@@ -182,7 +182,8 @@ Test(dconv, transposed_weight_grad_adds_double_loop_sums) {
     for (int k = 0; k < N_SETS; k++) {
         if (!use_set(k)) continue;
         util_rng_t r = {34};
-        for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_weight_grad(wide[i], 1, &r, i, sets[k]);
+        for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+            check_weight_grad(wide[i], 1, &r, i, set_levels[k], sets[k]);
     }
 }
 
@@ -209,8 +210,8 @@ Test(dconv, every_kernel_set_gives_the_forward_and_transposed_weight_grad_bits_o
         o[i] = util_falloc(no);
         dw[i] = util_falloc(nw);
         if (!use_set(i)) continue;
-        dconv_forward(o[i], wpk, p, m, kc, &g, 0);
-        dconv_weight_grad_t(dw[i], dy, plane, xt, m, kc, &g);
+        dconv_forward(set_levels[i], o[i], wpk, p, m, kc, &g, 0);
+        dconv_weight_grad_t(set_levels[i], dw[i], dy, plane, xt, m, kc, &g);
         cr_assert(memcmp(o[i], o[0], no * sizeof(float)) == 0, "%s forward differs from the references", sets[i]);
         cr_assert(memcmp(dw[i], dw[0], nw * sizeof(float)) == 0, "%s transposed weight gradient differs", sets[i]);
         ran++;
