@@ -29,10 +29,9 @@
 
 /* A request awaiting its answer. */
 typedef struct {
-    uint32_t rid, type, vec;
-    uint64_t offset, length;
+    wire_msg_t msg;              /* the request as last sent (its rid, type, range), to match the answer and
+                                  * to be sent again after a timeout */
     float *dst;                  /* PULL: where the values go */
-    wire_msg_t msg;              /* the request, kept to be sent again after a timeout */
     wire_free_fn *free_fn;       /* its payload's release (zero-copy pushes), or NULL */
 } req_t;
 
@@ -340,7 +339,7 @@ static int take_weights(worker_t *w, const wire_msg_t *m, auxps_error_t *err) {
 /* The outstanding request of link l with this rid, or NULL. */
 static req_t *find_req(link_t *l, uint32_t rid) {
     for (int i = 0; i < l->nreqs; i++)
-        if (l->reqs[i].rid == rid) return &l->reqs[i];
+        if (l->reqs[i].msg.rid == rid) return &l->reqs[i];
     return NULL;
 }
 
@@ -368,9 +367,10 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
     switch (m.type) {
     case WIRE_HEARTBEAT: break;
     case WIRE_PULL_REP: {
-        if (q == NULL || q->type != WIRE_PULL) break; /* a late answer to a request given up */
+        if (q == NULL || q->msg.type != WIRE_PULL) break; /* a late answer to a request given up */
         const wire_pull_rep_t *r = &m.pull_rep;
-        if (r->shard != s || r->vec != q->vec || r->offset != q->offset || r->length != q->length) {
+        const wire_pull_t *asked = &q->msg.pull;
+        if (r->shard != s || r->vec != asked->vec || r->offset != asked->offset || r->length != asked->length) {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " answered "
                                  "PULL with another range", w->cnt.id, s);
             break;
@@ -386,8 +386,8 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
         break;
     }
     case WIRE_PUSH_ACK:
-        if (q == NULL || (q->type != WIRE_PUSH && q->type != WIRE_STATS_PUSH)) break;
-        if (q->type == WIRE_PUSH) {
+        if (q == NULL || (q->msg.type != WIRE_PUSH && q->msg.type != WIRE_STATS_PUSH)) break;
+        if (q->msg.type == WIRE_PUSH) {
             w->cnt.pushes++;
             w->cnt.shard_pushes[s]++;
             /* staleness: the updates others applied between our pull and our push */
@@ -412,11 +412,11 @@ static int on_node(worker_t *w, uint32_t s, wire_in_t *in, auxps_error_t *err) {
                 break;
             }
             say(w, "node %" PRIu32 " does not know this worker yet: %s again in %" PRIu32 " ms", s,
-                wire_type_name(q->type), w->heartbeat_ms);
+                wire_type_name(q->msg.type), w->heartbeat_ms);
             l->heard = clock_now_ms() - retry_wait_ms(w, l) + w->heartbeat_ms;
         } else {
             rc = auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": node %" PRIu32 " refused %s: "
-                                 "ERROR %s: %s", w->cnt.id, s, wire_type_name(q->type),
+                                 "ERROR %s: %s", w->cnt.id, s, wire_type_name(q->msg.type),
                                  wire_err_name(m.error.code), m.error.text);
         }
         break;
@@ -488,19 +488,18 @@ static void *node_socket(worker_t *w, uint32_t s, auxps_error_t *err) {
 static void resend(worker_t *w, uint32_t s) {
     link_t *l = &w->links[s];
     say(w, "node %" PRIu32 " at %s did not answer %s%s within %" PRId64 " ms: sending %s again (attempt %d)", s,
-        w->shards[s].endpoint, wire_type_name(l->reqs[0].type), l->nreqs > 1 ? " and the PULL behind it" : "",
+        w->shards[s].endpoint, wire_type_name(l->reqs[0].msg.type), l->nreqs > 1 ? " and the PULL behind it" : "",
         retry_wait_ms(w, l), l->nreqs > 1 ? "them" : "it", l->attempts + 1);
     l->heard = clock_now_ms();
     l->attempts++;
     for (int i = 0; i < l->nreqs; i++) {
         req_t *q = &l->reqs[i];
-        wire_msg_t m = q->msg;
-        m.rid = q->rid = w->node_rid++;
+        q->msg.rid = w->node_rid++;
         w->cnt.resends++;
         if (q->free_fn != NULL) atomic_fetch_add(&w->inflight, 1);
         auxps_error_t e = {0};
-        if (wire_send(l->sock, NULL, 0, &m, q->free_fn, &w->inflight, 0, &e) != 0) /* again after the next wait */
-            say(w, "sending %s to node %" PRIu32 " again failed: %s", wire_type_name(q->type), s, e.msg);
+        if (wire_send(l->sock, NULL, 0, &q->msg, q->free_fn, &w->inflight, 0, &e) != 0) /* again after the next wait */
+            say(w, "sending %s to node %" PRIu32 " again failed: %s", wire_type_name(q->msg.type), s, e.msg);
     }
 }
 
@@ -535,13 +534,13 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
         const int64_t wait_ms = retry_wait_ms(w, l);
         if (now - l->heard >= wait_ms && w->coord_lost) { /* registering again comes first */
             say(w, "node %" PRIu32 " did not answer %s while the coordinator is lost: dropped", s,
-                wire_type_name(l->reqs[0].type));
+                wire_type_name(l->reqs[0].msg.type));
             l->nreqs = 0;
             continue;
         }
         if (now - l->heard >= wait_ms) {
             if (w->done) { /* the run is over: no reply is worth waiting for any more */
-                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->reqs[0].type));
+                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->reqs[0].msg.type));
                 l->nreqs = 0;
                 return STOPPED;
             }
@@ -581,8 +580,8 @@ static int wait_links(worker_t *w, auxps_error_t *err) {
 /* ---- requests to the nodes ------------------------------------------------------------- */
 
 /* Sends request m to node s and queues it behind the link's outstanding one, if any (at most
- * LINK_REQS); q (may be NULL) receives the queued request, for the caller's PULL fields. */
-static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, req_t **q, auxps_error_t *err) {
+ * LINK_REQS); dst: where a PULL's values go (NULL for a push). */
+static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, float *dst, auxps_error_t *err) {
     link_t *l = &w->links[s];
     if (l->nreqs == LINK_REQS)
         return auxps_error_set(err, AUXPS_EIO, "worker %" PRIu32 ": %d requests to node %" PRIu32 " outstanding "
@@ -592,12 +591,8 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
         l->attempts = 1;
         l->refused = 0;
     }
-    req_t *r = &l->reqs[l->nreqs++];
-    memset(r, 0, sizeof *r);
-    m->rid = r->rid = w->node_rid++;
-    r->type = m->type;
-    r->msg = *m;
-    r->free_fn = ffn;
+    m->rid = w->node_rid++;
+    l->reqs[l->nreqs++] = (req_t){*m, dst, ffn};
     if (ffn != NULL) atomic_fetch_add(&w->inflight, 1);
     int rc = wire_send(l->sock, NULL, 0, m, ffn, &w->inflight, 0, err);
     if (rc != 0) {
@@ -607,7 +602,6 @@ static int send_node(worker_t *w, uint32_t s, wire_msg_t *m, wire_free_fn *ffn, 
         return auxps_error_set(err, rc, "worker %" PRIu32 ": sending %s to node %" PRIu32 ": %s",
                                w->cnt.id, wire_type_name(m->type), s, why);
     }
-    if (q != NULL) *q = r;
     return 0;
 }
 
@@ -628,12 +622,8 @@ static int send_pulls(worker_t *w, uint32_t vec, uint64_t clock, auxps_error_t *
         m.type = WIRE_PULL;
         m.pull = (wire_pull_t){w->cnt.id, s, vec, off, len, clock,
                                vec == WIRE_VEC_PARAMS && w->kbit ? WIRE_ENC_KBIT : WIRE_ENC_F32};
-        req_t *q;
-        if ((rc = send_node(w, s, &m, NULL, &q, err)) != 0) return rc;
-        q->vec = vec;
-        q->offset = off;
-        q->length = len;
-        q->dst = (vec == WIRE_VEC_PARAMS ? model_params(w->model) : model_stats(w->model)) + off;
+        float *dst = (vec == WIRE_VEC_PARAMS ? model_params(w->model) : model_stats(w->model)) + off;
+        if ((rc = send_node(w, s, &m, NULL, dst, err)) != 0) return rc;
     }
     return 0;
 }
