@@ -540,7 +540,8 @@ static int pump(worker_t *w, int64_t timeout_ms, auxps_error_t *err) {
         }
         if (now - l->heard >= wait_ms) {
             if (w->done) { /* the run is over: no reply is worth waiting for any more */
-                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s, wire_type_name(l->reqs[0].msg.type));
+                say(w, "node %" PRIu32 " did not answer %s after DONE: giving up", s,
+                    wire_type_name(l->reqs[0].msg.type));
                 l->nreqs = 0;
                 return STOPPED;
             }
