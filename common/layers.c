@@ -410,19 +410,21 @@ static void shift_areas(const conv_job_t *j, int part, const shift_geom_t *g, fl
 HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geom_t *g, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
-    const float levels = (float)((1u << j->bits) - 1);
-    if (transposed) {
-        for (int ch = 0; ch < s->cin; ch++)
-            for (int y = 0; y < s->h; y++) {
+    if (transposed) { /* row by row, so that a row's stores over every channel stay in L1 */
+        float lut[256];
+        if (j->xq != NULL) quant_act_table(lut, j->bits);
+        for (int y = 0; y < s->h; y++)
+            for (int ch = 0; ch < s->cin; ch++) {
                 float *restrict d = xp + ((size_t)(y + s->pad) * g->wp + s->pad) * s->cin + ch;
                 const size_t i = n * xsz + ((size_t)ch * s->h + y) * s->w;
                 if (j->xq == NULL)
                     for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = j->x[i + e];
                 else
-                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = quant_act_value(j->xq[i + e], levels);
+                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = lut[j->xq[i + e]];
             }
         return;
     }
+    const float levels = (float)((1u << j->bits) - 1);
     if (j->xq == NULL) {
         pad_planes(xp, j->x + n * xsz, s->cin, s, g);
         return;
@@ -540,17 +542,18 @@ static void phase_areas(const conv_job_t *j, int part, const phase_geom_t *pg, f
 HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_geom_t *pg, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
-    const float levels = (float)((1u << j->bits) - 1);
-    if (transposed) {
-        for (int ch = 0; ch < s->cin; ch++)
-            for (int y = 0; y < s->h; y++) {
+    float lut[256]; /* the reads are strided: a division per code would cost more */
+    if (j->xq != NULL) quant_act_table(lut, j->bits);
+    if (transposed) { /* row by row, as pad_input */
+        for (int y = 0; y < s->h; y++)
+            for (int ch = 0; ch < s->cin; ch++) {
                 const int i = (y + s->pad) / 2, ry = (y + s->pad) % 2;
                 const size_t r = n * xsz + ((size_t)ch * s->h + y) * s->w;
                 for (int c = 0; c < s->w; c++) {
                     const int jj = (c + s->pad) / 2, ph = 2 * ry + (c + s->pad) % 2;
                     if (i >= pg->hq || jj >= pg->wd) continue; /* a pixel no output reads */
                     xq[((ph * pg->pplane) + (size_t)i * pg->wd + jj) * s->cin + ch] =
-                        j->xq != NULL ? quant_act_value(j->xq[r + c], levels) : j->x[r + c];
+                        j->xq != NULL ? lut[j->xq[r + c]] : j->x[r + c];
                 }
             }
         return;
@@ -571,7 +574,7 @@ HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_ge
                 for (int jj = 0; jj < a; jj++) d[jj] = 0.0f;
                 if (j->xq != NULL) {
                     const uint8_t *restrict q = j->xq + r;
-                    for (int jj = a; jj < b; jj++) d[jj] = quant_act_value(q[c0 + 2 * jj], levels);
+                    for (int jj = a; jj < b; jj++) d[jj] = lut[q[c0 + 2 * jj]];
                 } else {
                     const float *restrict x = j->x + r;
                     for (int jj = a; jj < b; jj++) d[jj] = x[c0 + 2 * jj];
@@ -882,6 +885,40 @@ static float lanes_total(const float *r) {
     return s;
 }
 
+/* The lanes as one vector (GCC's vector extension): the same lane-by-lane arithmetic, which GCC
+ * compiles to plain vector adds, where the arrays' loops became permutes and spills. */
+typedef float lanes_t __attribute__((vector_size(ROW_LANES * sizeof(float))));
+
+/* The ROW_LANES floats at p, unaligned, as lanes_t (a macro: a function returning a 32-byte
+ * vector would be another ABI in the baseline build). */
+typedef float lanes_u_t __attribute__((vector_size(ROW_LANES * sizeof(float)), aligned(4), may_alias));
+#define LANES_AT(p) (*(const lanes_u_t *)(const void *)(p))
+
+/* The sum of row p (len floats), lane by lane, then lanes_total; the last len mod ROW_LANES
+ * floats go to lane 0. row_sq_dev sums the squares of p - mu in the same order. */
+static inline float row_sum(const float *p, int len) {
+    lanes_t r = {0};
+    int e = 0;
+    for (; e + ROW_LANES <= len; e += ROW_LANES) r += LANES_AT(p + e);
+    float t[ROW_LANES];
+    memcpy(t, &r, sizeof t);
+    for (; e < len; e++) t[0] += p[e];
+    return lanes_total(t);
+}
+
+static inline float row_sq_dev(const float *p, int len, float mu) {
+    lanes_t r = {0};
+    int e = 0;
+    for (; e + ROW_LANES <= len; e += ROW_LANES) {
+        const lanes_t d = LANES_AT(p + e) - mu;
+        r += d * d;
+    }
+    float t[ROW_LANES];
+    memcpy(t, &r, sizeof t);
+    for (; e < len; e++) t[0] += (p[e] - mu) * (p[e] - mu);
+    return lanes_total(t);
+}
+
 /* One batch norm kernel's operands; the parts split the channels, each channel's work (and its
  * statistics) stays in one part. */
 typedef struct bn_job bn_job_t;
@@ -919,26 +956,10 @@ HOT static void bn_coefs(const bn_job_t *j, int ch, float *a, float *b) {
     if (j->training) {
         /* Float sums over one row in ROW_LANES accumulators (vectorised), double across rows. */
         double sum = 0.0, sq = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *p = j->x + ((size_t)i * c + ch) * hw;
-            float r[ROW_LANES] = {0};
-            int e = 0;
-            for (; e + ROW_LANES <= hw; e += ROW_LANES)
-                for (int l = 0; l < ROW_LANES; l++) r[l] += p[e + l];
-            for (; e < hw; e++) r[0] += p[e];
-            sum += lanes_total(r);
-        }
+        for (int i = 0; i < n; i++) sum += row_sum(j->x + ((size_t)i * c + ch) * hw, hw);
         double dmu = sum / m;
         const float fmu = (float)dmu;
-        for (int i = 0; i < n; i++) {
-            const float *p = j->x + ((size_t)i * c + ch) * hw;
-            float r[ROW_LANES] = {0};
-            int e = 0;
-            for (; e + ROW_LANES <= hw; e += ROW_LANES)
-                for (int l = 0; l < ROW_LANES; l++) r[l] += (p[e + l] - fmu) * (p[e + l] - fmu);
-            for (; e < hw; e++) r[0] += (p[e] - fmu) * (p[e] - fmu);
-            sq += lanes_total(r);
-        }
+        for (int i = 0; i < n; i++) sq += row_sq_dev(j->x + ((size_t)i * c + ch) * hw, hw, fmu);
         double var = sq / m;
         mu = (float)dmu;
         rs = (float)(1.0 / sqrt(var + 1e-5));
@@ -1052,12 +1073,15 @@ void batchnorm_recompute(pool_t *pool, float *y, const float *x, const float *r,
 /* The batch norm backward's two sums over one row: sdy[l] += g, sdyx[l] += g (p - mu) rs, in
  * ROW_LANES lanes. */
 static inline void grad_sums(float *sdy, float *sdyx, const float *g, const float *p, int len, float mu, float rs) {
+    lanes_t a = LANES_AT(sdy), b = LANES_AT(sdyx);
     int e = 0;
-    for (; e + ROW_LANES <= len; e += ROW_LANES)
-        for (int l = 0; l < ROW_LANES; l++) {
-            sdy[l] += g[e + l];
-            sdyx[l] += g[e + l] * ((p[e + l] - mu) * rs);
-        }
+    for (; e + ROW_LANES <= len; e += ROW_LANES) {
+        const lanes_t gv = LANES_AT(g + e);
+        a += gv;
+        b += gv * ((LANES_AT(p + e) - mu) * rs);
+    }
+    memcpy(sdy, &a, sizeof a);
+    memcpy(sdyx, &b, sizeof b);
     for (; e < len; e++) {
         sdy[0] += g[e];
         sdyx[0] += g[e] * ((p[e] - mu) * rs);
