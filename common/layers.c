@@ -36,15 +36,21 @@ static void conv_dx_shape(conv_shape_t *t, const conv_shape_t *s) {
     conv_shape_init(t, 1, s->cout, s->ho, s->wo, s->cin, s->k, 1, s->k - 1 - s->pad);
 }
 
-/* Convolutions with fewer channels than this on either side keep im2col: with K = cin (or cout)
- * that small, the shifted sgemms below are slower than one sgemm of K = cin*k*k. */
+/* A stride-1 convolution whose output is as large as its input (2 pad = k - 1), k > 1: the
+ * direct kernels compute it over a padded plane, without im2col (conv_forward_shifted). */
+static int conv_is_same(const conv_shape_t *s) {
+    return s->stride == 1 && s->k > 1 && 2 * s->pad == s->k - 1;
+}
+
+/* Convolutions with fewer channels than this on either side keep im2col on the sgemm path: with
+ * K = cin (or cout) that small, the shifted sgemms below are slower than one sgemm of
+ * K = cin*k*k. */
 #define SHIFT_MIN_CHANNELS 4
 
-/* A stride-1 convolution whose output is as large as its input (2 pad = k - 1), k > 1: computed
- * by shifted sgemms over a padded plane, without im2col (conv_forward_shifted). */
+/* A 'same' convolution that the sgemm path too computes over the padded plane, as shifted
+ * sgemms. */
 static int conv_is_shifted(const conv_shape_t *s) {
-    return s->stride == 1 && s->k > 1 && 2 * s->pad == s->k - 1 && s->cin >= SHIFT_MIN_CHANNELS &&
-           s->cout >= SHIFT_MIN_CHANNELS;
+    return conv_is_same(s) && s->cin >= SHIFT_MIN_CHANNELS && s->cout >= SHIFT_MIN_CHANNELS;
 }
 
 /* A stride-2 convolution larger than 1x1, when the direct kernels run it: each image is laid out
@@ -91,12 +97,18 @@ static int dw_transposed(const conv_shape_t *s, int rows) {
 static int direct_level(const conv_shape_t *s) {
     int forced;
     const int level = dconv_level(&forced);
-    if (level == DCONV_OFF || s->k * s->k > DCONV_MAX_TAPS || !(s->k == 1 || conv_is_phased(s) || conv_is_shifted(s)))
+    if (level == DCONV_OFF || s->k * s->k > DCONV_MAX_TAPS || !(s->k == 1 || conv_is_phased(s) || conv_is_same(s)))
         return DCONV_OFF;
     return level != DCONV_AVX2 || forced || s->ho * s->wo >= DIRECT_AVX2_OUT ? level : DCONV_OFF;
 }
 
 int conv_uses_direct(const conv_shape_t *s) { return direct_level(s) != DCONV_OFF; }
+
+/* Whether the convolution runs over the padded plane (conv_forward_shifted): always when it is
+ * shifted, and with the direct kernels whenever it is 'same', down to one channel (the stem). */
+static int on_planes(const conv_shape_t *s, int direct) {
+    return conv_is_shifted(s) || (direct && conv_is_same(s));
+}
 
 /* The padded plane of a shifted convolution: (h + 2 pad) rows of wp = w + 2 pad columns. The
  * output is computed at rows = h * wp positions, of which each row's first w are kept. */
@@ -249,18 +261,24 @@ typedef struct {
     size_t wt, col, img, dw;
 } conv_scratch_t;
 
+/* The room of a convolution over the padded plane: the kernel relaid out by tap, or packed for
+ * the direct kernels (either way, forward or flipped); per part the padded input and dout
+ * planes, each followed by its slack, and the output before cropping. */
+static void plane_scratch(conv_scratch_t *sc, const conv_shape_t *s) {
+    const shift_geom_t g = shift_geom(s);
+    const int cmax = s->cin > s->cout ? s->cin : s->cout;
+    const int k2 = s->k * s->k;
+    const size_t pf = dconv_packed_size(s->cout, s->cin, k2), pb = dconv_packed_size(s->cin, s->cout, k2);
+    const size_t col = shift_area(s->cin, &g) + shift_area(s->cout, &g) + (size_t)cmax * g.rows;
+    if (pf > sc->wt) sc->wt = pf;
+    if (pb > sc->wt) sc->wt = pb;
+    if (col > sc->col) sc->col = col;
+}
+
 static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
     conv_scratch_t sc = {0, 0, 0, (size_t)s->cout * s->cin * s->k * s->k};
     if (conv_is_shifted(s)) {
-        /* the kernel relaid out by tap, or packed for the direct kernels (either way, forward
-         * or flipped); per part the padded input and dout planes, each followed by its slack,
-         * and the output before cropping */
-        const shift_geom_t g = shift_geom(s);
-        const int cmax = s->cin > s->cout ? s->cin : s->cout;
-        const int k2 = s->k * s->k;
-        const size_t pf = dconv_packed_size(s->cout, s->cin, k2), pb = dconv_packed_size(s->cin, s->cout, k2);
-        sc.wt = pf > pb ? pf : pb;
-        sc.col = shift_area(s->cin, &g) + shift_area(s->cout, &g) + (size_t)cmax * g.rows;
+        plane_scratch(&sc, s);
         return sc;
     }
     if (s->k == 1) { /* for the direct kernels, packed forward or flipped */
@@ -293,6 +311,7 @@ static conv_scratch_t scratch_of(const conv_shape_t *s, int codes) {
         if (pb > sc.wt) sc.wt = pb;
         if (col > sc.col) sc.col = col;
     }
+    if (conv_is_same(s) && s->k * s->k <= DCONV_MAX_TAPS) plane_scratch(&sc, s); /* the direct kernels' too */
     return sc;
 }
 
@@ -680,20 +699,53 @@ static void pack_phases(float *dst, const float *w, const conv_shape_t *s) {
     }
 }
 
+/* A 1x1 convolution with stride > 1 and no padding: its im2col only picks pixels. */
+static int conv_is_subsample(const conv_shape_t *s) {
+    return s->k == 1 && s->stride > 1 && s->pad == 0;
+}
+
+/* The im2col of such a convolution, col (cin, ho * wo), straight from image n of the input:
+ * codes are decoded through lut (quant_act_table) where they are picked, so that the pixels no
+ * output reads are neither decoded nor read as floats. */
+static void subsample(float *col, const conv_job_t *j, int n, const float *lut) {
+    const conv_shape_t *s = j->s;
+    const size_t xsz = (size_t)s->cin * s->h * s->w;
+    for (int c = 0; c < s->cin; c++)
+        for (int oy = 0; oy < s->ho; oy++) {
+            float *restrict r = col + ((size_t)c * s->ho + oy) * s->wo;
+            const size_t i = n * xsz + ((size_t)c * s->h + (size_t)oy * s->stride) * s->w;
+            if (j->xq != NULL)
+                for (int ox = 0; ox < s->wo; ox++) r[ox] = lut[j->xq[i + (size_t)ox * s->stride]];
+            else
+                for (int ox = 0; ox < s->wo; ox++) r[ox] = j->x[i + (size_t)ox * s->stride];
+        }
+}
+
+/* Image n's im2col in col (cin*k*k, ho*wo); for a pointwise convolution, the image itself
+ * (decoded into buf if it is codes). */
+static const float *image_cols(const conv_job_t *j, int n, float *col, float *buf, const float *lut, int zeros) {
+    if (conv_is_subsample(j->s)) {
+        subsample(col, j, n, lut);
+        return col;
+    }
+    const float *b = image_at(j, n, buf);
+    if (conv_is_pointwise(j->s)) return b;
+    im2col(col, b, j->s, zeros);
+    return col;
+}
+
 static void conv_forward_part(void *arg, int part) {
     const conv_job_t *j = arg;
     const conv_shape_t *s = j->s;
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t osz = (size_t)s->cout * howo;
     float *col = part_area(j, part), *buf = col + j->sc.col;
+    float lut[256];
+    if (j->xq != NULL && conv_is_subsample(s)) quant_act_table(lut, j->bits);
     int lo, hi;
     layer_part_range(s->n, part, &lo, &hi);
     for (int n = lo; n < hi; n++) {
-        const float *b = image_at(j, n, buf);
-        if (!conv_is_pointwise(s)) {
-            im2col(col, b, s, n == lo);
-            b = col;
-        }
+        const float *b = image_cols(j, n, col, buf, lut, n == lo);
         if (j->direct) {
             dconv_geom_t g;
             dconv_geom_same(&g, 1, howo, howo, (size_t)howo);
@@ -714,7 +766,7 @@ static void conv_forward_run(pool_t *pool, conv_job_t *j) {
     /* a direct 1x1 convolution reads the image (stride 1) or its im2col (stride 2) */
     pool_run(pool, LAYER_PARTS,
              j->direct && conv_is_phased(s) ? conv_forward_phased
-             : conv_is_shifted(s)           ? conv_forward_shifted
+             : on_planes(s, j->direct)      ? conv_forward_shifted
                                             : conv_forward_part,
              j);
 }
@@ -750,14 +802,12 @@ static void conv_backward_part(void *arg, int part) {
     }
     conv_shape_t t;
     if (dx_conv) conv_dx_shape(&t, s);
+    float lut[256];
+    if (j->xq != NULL && conv_is_subsample(s)) quant_act_table(lut, j->bits);
     for (int n = lo; n < hi; n++) {
         const float *dy = j->dout + n * osz;
-        const float *b = image_at(j, n, buf);
-        if (!pointwise) {
-            /* with dx, col holds other values between images */
-            im2col(col, b, s, n == lo || j->dx != NULL);
-            b = col;
-        }
+        /* with dx, col holds other values between images */
+        const float *b = image_cols(j, n, col, buf, lut, n == lo || j->dx != NULL);
         if (j->direct) dconv_weight_grad(j->direct, dw, dy, (size_t)howo, b, s->cout, s->cin, &g);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
@@ -809,7 +859,7 @@ static void conv_backward_run(pool_t *pool, conv_job_t *j) {
         else if (conv_is_shifted(s)) shift_kernel(j->scratch, j->w, s, 1);
         if (j->direct || conv_is_shifted(s)) j->wt = j->scratch;
     }
-    if (phased || conv_is_shifted(s)) {
+    if (phased || on_planes(s, j->direct)) {
         pool_run(pool, LAYER_PARTS, phased ? conv_backward_phased : conv_backward_shifted, j);
         /* every part's (k*k, cout, cin) sums, added in part order */
         for (int part = 0; part < LAYER_PARTS; part++) {

@@ -99,9 +99,11 @@ static double conv_loss(const void *p) {
  * so that im2col reuses the padding's zeros of a part's first image; and stride-1 convolutions
  * as large as their input with at least 4 channels in and out, which run as shifted sgemms over
  * a padded plane (k = 3 and 5, non-square, batch 9), beside one with 3 channels out, which
- * does not; and small planes with 16 or 64 channels in, stride 1 and 2, whose direct weight
- * gradient reads the input transposed (dconv.h). The convolutions run both ways: with the
- * direct kernels where the CPU has them, and with the sgemms (conv_paths). */
+ * does not on the sgemm path; small planes with 16 or 64 channels in, stride 1 and 2, whose
+ * direct weight gradient reads the input transposed (dconv.h); one input channel, as the stem,
+ * which the direct kernels too run over the padded plane; and a 1x1 convolution of stride 3,
+ * whose im2col only picks pixels. The convolutions run both ways: with the direct kernels where
+ * the CPU has them, and with the sgemms (conv_paths). */
 static const int conv_cases[][8] = {
     {2, 3, 7, 5, 5, 3, 1, 1},  {3, 5, 9, 6, 7, 3, 2, 1}, {2, 3, 8, 11, 6, 5, 1, 2},
     {1, 6, 10, 7, 3, 5, 2, 2}, {2, 7, 6, 9, 5, 1, 1, 0}, {2, 5, 7, 8, 3, 1, 2, 0},
@@ -111,6 +113,7 @@ static const int conv_cases[][8] = {
     {9, 2, 6, 5, 2, 5, 1, 2},  {9, 5, 6, 7, 4, 3, 1, 1},   {3, 4, 5, 6, 6, 5, 1, 2},
     {2, 8, 7, 7, 4, 3, 1, 1},  {2, 4, 5, 5, 3, 3, 1, 1},  {2, 5, 11, 11, 9, 3, 1, 1},
     {1, 64, 3, 3, 4, 3, 1, 1},  {1, 16, 6, 6, 4, 3, 2, 1}, {2, 16, 4, 4, 5, 3, 1, 1},
+    {3, 1, 7, 6, 5, 3, 1, 1},   {2, 4, 7, 7, 3, 1, 3, 0},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -157,10 +160,14 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     conv_shape_init(&s, 1, 2, 6, 6, 4, 1, 2, 0);
     cr_assert_eq(s.ho, 3);
     cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 + LAYER_PARTS * (2 * 3 * 3 + 4 * 2));
-    /* stride 1: the backward pass's im2col of dout (cout*k*k, h*w) per part, and one flipped kernel */
+    /* stride 1, as large as its input, 3 channels in: the sgemms' backward im2col of dout
+     * (cout*k*k, h*w) per part, larger than the direct kernels' planes (3 + 4 channels of 9 x 7,
+     * each followed by k floats, and 4 x 7 rows of 7), and the kernel packed for the direct
+     * kernels' input gradient (8 outputs by 4 inputs, times 3 x 3), larger than one flipped
+     * kernel */
     conv_shape_init(&s, 2, 3, 7, 5, 4, 3, 1, 1);
     cr_assert_eq(conv_scratch_size(&s),
-                 (size_t)3 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
+                 (size_t)8 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
     /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap or packed
      * for the direct kernels (the larger of 8 outputs by 6 inputs or 8 by 4, times 3 x 3), and
      * per part the padded input and dout planes (9 x 7, each followed by k floats), the uncropped
@@ -195,7 +202,7 @@ Test(layers, conv2d_forward_matches_hand_computed_window_sums) {
 Test(layers, conv2d_forward_is_cross_correlation_not_flipped) {
     conv_shape_t s;
     conv_shape_init(&s, 1, 1, 4, 4, 1, 3, 1, 1);
-    float x[16], w[9] = {0}, out[16], ref[16], col[9 + LAYER_PARTS * (9 * 16 + 9)];
+    float x[16], w[9] = {0}, out[16], ref[16], col[8 * 9 + LAYER_PARTS * (9 * 16 + 9)];
     cr_assert_eq(conv_scratch_size(&s), sizeof col / sizeof col[0]);
     for (int i = 0; i < 16; i++) x[i] = (float)(i + 1);
     w[2] = 1.0f;
