@@ -141,10 +141,10 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
     /* stride 2, 3x3: room for im2col (cin*k*k, ho*wo) and for the direct kernels' phase planes,
      * the larger: the packed kernel (8 outputs by 4 inputs, 9 taps), and per part the phase
      * planes (3 channels of 4 planes of 5 x 5, each channel followed by k floats, so that they
-     * can be laid out transposed), dout's plane (4 channels of 6 x 5) followed by k floats, the
-     * output or a phase of dx (the larger of 4 x 20 and 3 x 25), and the partial dw
-     * (cout, cin, k, k) */
-    const size_t phases = (size_t)3 * (4 * 25 + 3) + 4 * 30 + 3 + 80;
+     * can be laid out transposed), room to align dout's plane (16 floats), dout's plane (4
+     * channels of 6 x 5, 32 floats apart) followed by k floats, the output or a phase of dx (the
+     * larger of 4 x 20 and 3 x 25), and the partial dw (cout, cin, k, k) */
+    const size_t phases = (size_t)3 * (4 * 25 + 3) + 16 + 4 * 32 + 3 + 80;
     cr_assert_eq(conv_scratch_size(&s), (size_t)8 * 4 * 9 + LAYER_PARTS * (phases + 4 * 3 * 3 * 3));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s) + (size_t)LAYER_PARTS * 3 * 7 * 5);
     conv_shape_init(&s, 2, 3, 7, 5, 4, 1, 1, 0);
@@ -170,11 +170,12 @@ Test(layers, conv_shape_init_computes_output_size_and_scratch) {
                  (size_t)8 * 4 * 3 * 3 + LAYER_PARTS * ((size_t)4 * 3 * 3 * 7 * 5 + 4 * 3 * 3 * 3));
     /* stride 1, as large as its input, 4 channels or more each side: the kernel by tap or packed
      * for the direct kernels (the larger of 8 outputs by 6 inputs or 8 by 4, times 3 x 3), and
-     * per part the padded input and dout planes (9 x 7, each followed by k floats), the uncropped
-     * output (the larger channel count times 7 rows of 7), and the partial dw (6 x 4 x 3 x 3);
-     * codes are decoded straight into the input plane */
+     * per part the padded input and dout planes (9 x 7 in 64 floats, each followed by k floats)
+     * with room to align dout's (16 floats), the uncropped output (the larger channel count
+     * times 7 rows of 7), and the partial dw (6 x 4 x 3 x 3); codes are decoded straight into
+     * the input plane */
     conv_shape_init(&s, 2, 4, 7, 5, 6, 3, 1, 1);
-    const size_t planes = (size_t)(4 + 6) * (9 * 7 + 3), out = (size_t)6 * 7 * 7;
+    const size_t planes = (size_t)(4 + 6) * (64 + 3) + 16, out = (size_t)6 * 7 * 7;
     const size_t packed = (size_t)8 * 6 * 3 * 3, dw = (size_t)6 * 4 * 3 * 3;
     cr_assert_eq(conv_scratch_size(&s), packed + LAYER_PARTS * (planes + out + dw));
     cr_assert_eq(conv_scratch_size_codes(&s), conv_scratch_size(&s));
