@@ -6,12 +6,16 @@
 #include "config.h"
 #include "wire.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -129,4 +133,47 @@ int peer_run_beating(void *coord, uint32_t role, uint32_t id, uint32_t *rid, uin
     }
     pthread_join(t, NULL);
     return j.rc;
+}
+
+/* Binds a TCP socket to 127.0.0.1:port (0: the kernel's choice) and returns the port bound, or
+ * -1 with errno set. */
+static int bind_port(int port) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    socklen_t len = sizeof a;
+    int got = -1;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    const int e = errno;
+    close(s);
+    errno = e;
+    return got;
+}
+
+#define PEER_PORT_LOW 10000 /* the draws: [PEER_PORT_LOW, the ephemeral range's start) */
+#define PEER_PORT_DRAWS 64
+
+int peer_free_port(void) {
+    int lo = 32768; /* Linux's default start of the ephemeral range */
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        int a, b;
+        if (fscanf(f, "%d %d", &a, &b) == 2 && a > PEER_PORT_LOW && a <= 65535) lo = a;
+        fclose(f);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec * 1000003u);
+    x |= 1; /* xorshift never leaves 0 */
+    for (int i = 0; i < PEER_PORT_DRAWS && lo > PEER_PORT_LOW; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+        const int port = PEER_PORT_LOW + (int)(x % (uint64_t)(lo - PEER_PORT_LOW));
+        if (bind_port(port) == port) return port;
+    }
+    return bind_port(0);
 }

@@ -28,6 +28,14 @@ int peer_sockopt(void *sock, int opt, int value);
 void *peer_coord_socket(void *ctx, const char *coordinator, const curve_t *cv, const char *who,
                         auxps_error_t *err);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago, for a process started next to bind.
+ * Another process can still take it before then; to make that unlikely the port is drawn at
+ * random below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where the source
+ * ports of outgoing connections never come from, and tested by binding it. Falls back to a
+ * port the kernel picks (bind to port 0) when none of the draws is free. Returns -1 with errno
+ * set when no socket can be bound at all. */
+int peer_free_port(void);
+
 #define PEER_MAX_SETS 64 /* --set options of auxps ps and auxps worker */
 
 /* The CURVE keys of a node or a worker, whose run settings come from the coordinator but whose

@@ -3,11 +3,10 @@
 #include "cluster.h"
 
 #include "config.h"
+#include "peer.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +14,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,23 +162,6 @@ static int reap(launcher_t *l) {
 static void signal_others(launcher_t *l, int sig) {
     for (int i = 1; i < l->nkids; i++)
         if (l->kids[i].pid > 0) kill(l->kids[i].pid, sig);
-}
-
-/* A free loopback port: bind port 0, read it back, close. (Another process could take it before
- * the coordinator binds; the coordinator then fails with a clear message.) */
-static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(s, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(s);
-    return port;
 }
 
 static int parse_count(const char *opt, const char *s, long lo, long hi, int *out) {
@@ -344,7 +325,7 @@ int cluster_main(int argc, char **argv) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cfg.train.threads > 0 ? cfg.train.threads : cores > workers ? (int)(cores / workers) : 1;
     }
-    int port = free_port();
+    int port = peer_free_port(); /* the coordinator fails with a clear message if it is taken */
     if (port < 0) {
         fprintf(stderr, "auxps cluster: no free loopback port: %s\n", strerror(errno));
         return 1;

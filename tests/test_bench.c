@@ -205,12 +205,6 @@ static json_t *json_lines(const char *text) {
     return arr;
 }
 
-static double jnum(const json_t *o, const char *k) {
-    json_t *v = json_object_get(o, k);
-    cr_assert(json_is_number(v), "no number %s in %s", k, json_dumps(o, JSON_COMPACT));
-    return json_number_value(v);
-}
-
 static const char *jstr(const json_t *o, const char *k) {
     json_t *v = json_object_get(o, k);
     cr_assert(json_is_string(v), "no string %s in %s", k, json_dumps(o, JSON_COMPACT));
@@ -223,15 +217,15 @@ static int check_compute(const json_t *o, int batch, int threads) {
     const char *model = jstr(o, "model");
     const int r20 = strcmp(model, "resnet20") == 0;
     cr_assert(r20 || strcmp(model, "resnet8") == 0, "model %s", model);
-    cr_assert_eq(jnum(o, "blocks"), r20 ? 3 : 1);
-    cr_assert_eq(jnum(o, "wbits"), jnum(o, "abits"));
-    cr_assert_eq(jnum(o, "batch"), batch);
-    cr_assert_eq(jnum(o, "threads"), threads);
+    cr_assert_eq(util_jnum(o, "blocks"), r20 ? 3 : 1);
+    cr_assert_eq(util_jnum(o, "wbits"), util_jnum(o, "abits"));
+    cr_assert_eq(util_jnum(o, "batch"), batch);
+    cr_assert_eq(util_jnum(o, "threads"), threads);
     const int aux = json_is_true(json_object_get(o, "aux"));
     cr_assert(aux || json_is_false(json_object_get(o, "aux")));
-    cr_assert_eq(jnum(o, "fwd_macs_per_image"), method_macs[r20][aux], "%s aux %d: %.0f MACs", model, aux,
-                 jnum(o, "fwd_macs_per_image"));
-    const double steps = jnum(o, "steps"), secs = jnum(o, "seconds"), ips = jnum(o, "images_per_s");
+    cr_assert_eq(util_jnum(o, "fwd_macs_per_image"), method_macs[r20][aux], "%s aux %d: %.0f MACs", model, aux,
+                 util_jnum(o, "fwd_macs_per_image"));
+    const double steps = util_jnum(o, "steps"), secs = util_jnum(o, "seconds"), ips = util_jnum(o, "images_per_s");
     cr_assert(steps >= 1 && secs > 0 && isfinite(ips) && ips > 0, "%s", json_dumps(o, JSON_COMPACT));
     /* images/s = steps * batch / seconds, to the rounding of the printed seconds (1 ms) */
     cr_assert(fabs(ips * secs - steps * batch) <= ips * 0.0006 + 0.01 * steps * batch, "%s",
@@ -253,15 +247,15 @@ Test(bench, compute_measures_every_configuration_and_counts_the_flops_of_the_net
         cr_assert_str_eq(jstr(o, "bench"), "compute");
         cr_assert_str_eq(jstr(o, "impl"), "auxps");
         const int r20 = check_compute(o, 4, 1), aux = json_is_true(json_object_get(o, "aux"));
-        const int bits = (int)jnum(o, "wbits");
+        const int bits = (int)util_jnum(o, "wbits");
         cr_assert(bits == 32 || bits == 2, "bits %d", bits);
-        cr_assert_eq(jnum(o, "steps"), 1);
-        const double macs = method_macs[r20][aux], flops = jnum(o, "flops_per_image");
+        cr_assert_eq(util_jnum(o, "steps"), 1);
+        const double macs = method_macs[r20][aux], flops = util_jnum(o, "flops_per_image");
         cr_assert_eq(flops, 6 * macs - 2 * stem_macs);
-        const double g = jnum(o, "gflops"), want = flops * jnum(o, "images_per_s") / 1e9;
+        const double g = util_jnum(o, "gflops"), want = flops * util_jnum(o, "images_per_s") / 1e9;
         cr_assert(fabs(g - want) <= 0.001 * want + 0.001, "gflops %g, flops * images/s %g", g, want);
         /* memory: the model's activation arena, and the process's peak resident set holds it */
-        const double arena = jnum(o, "arena_bytes"), rss_kb = jnum(o, "peak_rss_kb");
+        const double arena = util_jnum(o, "arena_bytes"), rss_kb = util_jnum(o, "peak_rss_kb");
         cr_assert(arena > 0 && rss_kb * 1024 > arena, "arena %.0f bytes, peak RSS %.0f kB", arena, rss_kb);
         seen[r20][aux][bits]++;
     }
@@ -293,10 +287,10 @@ Test(bench, sgemm_reports_the_fastest_call_per_thread_count) {
     for (int t = 1; t <= 2; t++) {
         const json_t *o = json_array_get(lines, (size_t)t - 1);
         cr_assert_str_eq(jstr(o, "bench"), "sgemm");
-        cr_assert_eq(jnum(o, "threads"), t);
-        cr_assert_eq(jnum(o, "n"), BENCH_SGEMM_N);
-        cr_assert_geq(jnum(o, "calls"), 3);
-        const double peak = jnum(o, "gflops"), mean = jnum(o, "gflops_mean");
+        cr_assert_eq(util_jnum(o, "threads"), t);
+        cr_assert_eq(util_jnum(o, "n"), BENCH_SGEMM_N);
+        cr_assert_geq(util_jnum(o, "calls"), 3);
+        const double peak = util_jnum(o, "gflops"), mean = util_jnum(o, "gflops_mean");
         cr_assert(mean > 0 && isfinite(peak) && peak >= mean * 0.999, "peak %g, mean %g", peak, mean);
         cr_assert(strlen(jstr(o, "kernels")) > 0, "no OpenBLAS kernels named: %s", p.out.buf);
     }
@@ -321,21 +315,22 @@ Test(bench, conv_times_every_resnet8_convolution_both_ways) {
         cr_assert_str_eq(jstr(o, "bench"), "conv");
         cr_assert_str_eq(jstr(o, "kernels"), dconv_kernels());
         conv_shape_t s;
-        conv_shape_init(&s, 128, (int)jnum(o, "cin"), (int)jnum(o, "h"), (int)jnum(o, "h"), (int)jnum(o, "cout"),
-                        (int)jnum(o, "k"), (int)jnum(o, "stride"), ((int)jnum(o, "k") - 1) / 2);
+        const int h = (int)util_jnum(o, "h"), k = (int)util_jnum(o, "k");
+        conv_shape_init(&s, 128, (int)util_jnum(o, "cin"), h, h, (int)util_jnum(o, "cout"), k,
+                        (int)util_jnum(o, "stride"), (k - 1) / 2);
         cr_assert_str_eq(jstr(o, "training"), conv_uses_direct(&s) ? "direct" : "sgemm", "line %zu", i);
         on_direct += conv_uses_direct(&s);
         cr_assert_str_eq(jstr(o, "pass"), i % 2 ? "backward" : "forward");
-        cr_assert_eq(jnum(o, "batch"), 128);
-        const double ms = jnum(o, "sgemm_ms"), dms = jnum(o, "direct_ms");
-        const double flop = 2.0 * 128 * jnum(o, "cout") * jnum(o, "cin") * jnum(o, "k") * jnum(o, "k") *
-                            pow(jnum(o, "h") / jnum(o, "stride"), 2) * (i % 2 ? 2 : 1);
-        const double g = jnum(o, "sgemm_gflops");
+        cr_assert_eq(util_jnum(o, "batch"), 128);
+        const double ms = util_jnum(o, "sgemm_ms"), dms = util_jnum(o, "direct_ms");
+        const double flop = 2.0 * 128 * util_jnum(o, "cout") * util_jnum(o, "cin") * k * k *
+                            pow(h / util_jnum(o, "stride"), 2) * (i % 2 ? 2 : 1);
+        const double g = util_jnum(o, "sgemm_gflops");
         cr_assert(ms > 0 && fabs(flop / (ms * 1e-3) / 1e9 - g) < 0.1 + 0.01 * g, "line %zu: %g ms, %g GFLOP/s", i, ms,
                   g);
         if (direct)
-            cr_assert(dms > 0 && fabs(ms / dms - jnum(o, "speedup")) < 0.01 + 0.01 * jnum(o, "speedup"),
-                      "line %zu: %g against %g ms, speedup %g", i, ms, dms, jnum(o, "speedup"));
+            cr_assert(dms > 0 && fabs(ms / dms - util_jnum(o, "speedup")) < 0.01 + 0.01 * util_jnum(o, "speedup"),
+                      "line %zu: %g against %g ms, speedup %g", i, ms, dms, util_jnum(o, "speedup"));
         else
             cr_assert_eq(dms, 0.0, "no direct kernels on this CPU, yet a time");
     }
@@ -462,29 +457,29 @@ static void count_suite(const json_t *lines, int count[6], double macs[3]) {
         const char *b = jstr(o, "bench");
         if (strcmp(b, "load") == 0) {
             count[0]++;
-            cr_assert_gt(jnum(o, "cpus"), 0);
-            cr_assert_geq(jnum(o, "loadavg_1min"), 0);
+            cr_assert_gt(util_jnum(o, "cpus"), 0);
+            cr_assert_geq(util_jnum(o, "loadavg_1min"), 0);
         } else if (strcmp(b, "sgemm") == 0) {
             count[1]++;
-            cr_assert_eq(jnum(o, "threads"), 1);
-            cr_assert_gt(jnum(o, "gflops"), 0);
+            cr_assert_eq(util_jnum(o, "threads"), 1);
+            cr_assert_gt(util_jnum(o, "gflops"), 0);
         } else if (strcmp(b, "conv") == 0) {
             count[5]++;
-            cr_assert_gt(jnum(o, "sgemm_ms"), 0);
+            cr_assert_gt(util_jnum(o, "sgemm_ms"), 0);
         } else {
             cr_assert_str_eq(b, "compute", "unexpected line %s", json_dumps(o, JSON_COMPACT));
             check_compute(o, 8, 1);
             const char *impl = jstr(o, "impl");
             if (strcmp(impl, "auxps") == 0) {
                 count[2]++;
-                macs[0] = jnum(o, "fwd_macs_per_image");
-                cr_assert_gt(jnum(o, "gflops"), 0);
+                macs[0] = util_jnum(o, "fwd_macs_per_image");
+                cr_assert_gt(util_jnum(o, "gflops"), 0);
             } else {
                 cr_assert_str_eq(impl, "pytorch");
                 const int t = strcmp(jstr(o, "malloc"), "tuned") == 0;
                 cr_assert(t || strcmp(jstr(o, "malloc"), "untuned") == 0);
                 count[t ? 3 : 4]++;
-                macs[t ? 1 : 2] = jnum(o, "fwd_macs_per_image");
+                macs[t ? 1 : 2] = util_jnum(o, "fwd_macs_per_image");
             }
         }
     }

@@ -23,12 +23,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "peer.h"
 #include "util.h"
 #include "wire.h"
 
@@ -226,6 +229,38 @@ static void run_cluster_2x3_coded(const char *consistency, const char *pull, con
 
 static void run_cluster_2x3(const char *consistency, counters_t *cnt) {
     run_cluster_2x3_coded(consistency, "f32", "f32", cnt, NULL);
+}
+
+/* The launcher's coordinator port (peer_free_port) comes from below the ephemeral range, where
+ * no outgoing connection's source port can take it before the coordinator binds, and is free:
+ * each of 20 draws binds, and a port held by a listener is never drawn while it is held. */
+Test(cluster, free_ports_are_drawn_below_the_ephemeral_range_and_bind) {
+    int lo = 32768, hi;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        cr_assert_eq(fscanf(f, "%d %d", &lo, &hi), 2);
+        fclose(f);
+    }
+    if (lo <= 10000) cr_skip_test("the ephemeral range starts at %d: no room below it", lo);
+    int held[20];
+    for (int i = 0; i < 20; i++) {
+        const int port = peer_free_port();
+        cr_assert(port >= 10000 && port < lo, "draw %d: port %d, not in [10000, %d)", i, port, lo);
+        held[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(held[i], 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons((uint16_t)port)};
+        cr_assert_eq(bind(held[i], (struct sockaddr *)&a, sizeof a), 0, "draw %d: port %d: %s", i, port,
+                     strerror(errno));
+        cr_assert_eq(listen(held[i], 1), 0);
+        for (int j = 0; j < i; j++) {
+            struct sockaddr_in b;
+            socklen_t len = sizeof b;
+            cr_assert_eq(getsockname(held[j], (struct sockaddr *)&b, &len), 0);
+            cr_assert_neq(ntohs(b.sin_port), port, "draw %d: port %d is held by draw %d", i, port, j);
+        }
+    }
+    for (int i = 0; i < 20; i++) close(held[i]);
 }
 
 Test(cluster, async_2_nodes_3_workers_applies_every_push_once) {

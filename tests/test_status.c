@@ -263,12 +263,6 @@ static json_t *get_json(const char *path) {
     return j;
 }
 
-static double jnum(const json_t *o, const char *key) {
-    const json_t *v = json_object_get(o, key);
-    cr_assert(json_is_number(v), "field %s is not a number", key);
-    return json_number_value(v);
-}
-
 /* ---- a plain socket client ---- */
 
 static int tcp_connect(void) {
@@ -410,8 +404,8 @@ Test(status, json_of_a_run_not_started_has_nulls_for_unknown_values) {
         cr_assert(json_is_null(json_object_get(j, nulls[i])), "%s should be null", nulls[i]);
     cr_assert_eq(json_array_size(json_object_get(j, "workers")), 0);
     cr_assert_eq(json_array_size(json_object_get(j, "shards")), 0);
-    cr_assert_float_eq(jnum(j, "snapshot_age_s"), 0.5, 1e-9);
-    cr_assert_float_eq(jnum(j, "uptime_s"), 0.5, 1e-9);
+    cr_assert_float_eq(util_jnum(j, "snapshot_age_s"), 0.5, 1e-9);
+    cr_assert_float_eq(util_jnum(j, "uptime_s"), 0.5, 1e-9);
     json_decref(j);
     free(text);
 }
@@ -427,53 +421,53 @@ Test(status, json_carries_every_field_of_the_schema) {
     cr_assert_not_null(j, "%s", text);
     json_t *m = json_object_get(j, "model");
     cr_assert_str_eq(json_string_value(json_object_get(m, "arch")), "resnet8");
-    cr_assert_eq(jnum(m, "weight_bits"), 2);
-    cr_assert_eq(jnum(m, "act_bits"), 2);
+    cr_assert_eq(util_jnum(m, "weight_bits"), 2);
+    cr_assert_eq(util_jnum(m, "act_bits"), 2);
     cr_assert(json_is_true(json_object_get(m, "aux")));
-    cr_assert_eq(jnum(m, "params"), 87044);
+    cr_assert_eq(util_jnum(m, "params"), 87044);
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "training");
     cr_assert_str_eq(json_string_value(json_object_get(j, "consistency")), "ssp");
     cr_assert_str_eq(json_string_value(json_object_get(j, "pull")), "kbit");
     cr_assert_str_eq(json_string_value(json_object_get(j, "push")), "q8");
     cr_assert(json_is_true(json_object_get(j, "prefetch")));
-    cr_assert_eq(jnum(j, "staleness_bound"), 2);
-    cr_assert_eq(jnum(j, "epoch"), 2);
-    cr_assert_eq(jnum(j, "epochs"), 10);
-    cr_assert_eq(jnum(j, "step"), 600);
-    cr_assert_eq(jnum(j, "total_steps"), 4690);
-    cr_assert_float_eq(jnum(j, "samples_per_s"), 400.0 + 600 % 7, 1e-9);
-    cr_assert_float_eq(jnum(j, "loss_low"), 2.0 / 7.0, 1e-6);
-    cr_assert_float_eq(jnum(j, "loss_aux"), 1.8 / 7.0, 1e-6);
-    cr_assert_float_eq(jnum(j, "test_accuracy"), 0.75, 1e-9);
-    cr_assert_eq(jnum(j, "chunks_total"), 47);
-    cr_assert_eq(jnum(j, "chunks_done"), (600 % 469) / 10);
-    cr_assert_eq(jnum(j, "chunks_leased"), 2);
-    cr_assert_eq(jnum(j, "chunks_released"), 1);
-    cr_assert_float_eq(jnum(j, "uptime_s"), 200.0 + 2.0, 1e-3);
-    cr_assert_float_eq(jnum(j, "started"), 1700000000.0, 1e-3);
-    cr_assert_float_eq(jnum(j, "time"), 1700000200.0, 1e-3);
+    cr_assert_eq(util_jnum(j, "staleness_bound"), 2);
+    cr_assert_eq(util_jnum(j, "epoch"), 2);
+    cr_assert_eq(util_jnum(j, "epochs"), 10);
+    cr_assert_eq(util_jnum(j, "step"), 600);
+    cr_assert_eq(util_jnum(j, "total_steps"), 4690);
+    cr_assert_float_eq(util_jnum(j, "samples_per_s"), 400.0 + 600 % 7, 1e-9);
+    cr_assert_float_eq(util_jnum(j, "loss_low"), 2.0 / 7.0, 1e-6);
+    cr_assert_float_eq(util_jnum(j, "loss_aux"), 1.8 / 7.0, 1e-6);
+    cr_assert_float_eq(util_jnum(j, "test_accuracy"), 0.75, 1e-9);
+    cr_assert_eq(util_jnum(j, "chunks_total"), 47);
+    cr_assert_eq(util_jnum(j, "chunks_done"), (600 % 469) / 10);
+    cr_assert_eq(util_jnum(j, "chunks_leased"), 2);
+    cr_assert_eq(util_jnum(j, "chunks_released"), 1);
+    cr_assert_float_eq(util_jnum(j, "uptime_s"), 200.0 + 2.0, 1e-3);
+    cr_assert_float_eq(util_jnum(j, "started"), 1700000000.0, 1e-3);
+    cr_assert_float_eq(util_jnum(j, "time"), 1700000200.0, 1e-3);
     json_t *ck = json_object_get(j, "checkpoint");
-    cr_assert_eq(jnum(ck, "step"), 500);
-    cr_assert_float_eq(jnum(ck, "time"), 1700000123.456, 1e-3);
+    cr_assert_eq(util_jnum(ck, "step"), 500);
+    cr_assert_float_eq(util_jnum(ck, "time"), 1700000123.456, 1e-3);
     json_t *ws = json_object_get(j, "workers"), *ss = json_object_get(j, "shards");
     cr_assert_eq(json_array_size(ws), 2);
     cr_assert_eq(json_array_size(ss), 2);
     json_t *w1 = json_array_get(ws, 1), *s1 = json_array_get(ss, 1);
-    cr_assert_eq(jnum(w1, "id"), 1);
+    cr_assert_eq(util_jnum(w1, "id"), 1);
     cr_assert_str_eq(json_string_value(json_object_get(w1, "host")), "node1:1001");
     cr_assert_str_eq(json_string_value(json_object_get(w1, "state")), "alive");
-    cr_assert_eq(jnum(w1, "samples"), 600 * 64);
-    cr_assert_float_eq(jnum(w1, "samples_per_s"), 201.0, 1e-9);
-    cr_assert_float_eq(jnum(w1, "heartbeat_age_s"), 2.25, 1e-3); /* aged by the snapshot's age */
-    cr_assert_eq(jnum(w1, "staleness"), 1);
-    cr_assert_eq(jnum(s1, "id"), 1);
+    cr_assert_eq(util_jnum(w1, "samples"), 600 * 64);
+    cr_assert_float_eq(util_jnum(w1, "samples_per_s"), 201.0, 1e-9);
+    cr_assert_float_eq(util_jnum(w1, "heartbeat_age_s"), 2.25, 1e-3); /* aged by the snapshot's age */
+    cr_assert_eq(util_jnum(w1, "staleness"), 1);
+    cr_assert_eq(util_jnum(s1, "id"), 1);
     cr_assert_str_eq(json_string_value(json_object_get(s1, "host")), "ps1:2001");
-    cr_assert_eq(jnum(s1, "offset"), 43522);
-    cr_assert_eq(jnum(s1, "length"), 43522);
-    cr_assert_eq(jnum(s1, "updates"), 600);
-    cr_assert_eq(jnum(s1, "version"), 600);
-    cr_assert_eq(jnum(s1, "bytes_in"), 600.0 * 174088);
-    cr_assert_eq(jnum(s1, "bytes_out"), 600.0 * 174088);
+    cr_assert_eq(util_jnum(s1, "offset"), 43522);
+    cr_assert_eq(util_jnum(s1, "length"), 43522);
+    cr_assert_eq(util_jnum(s1, "updates"), 600);
+    cr_assert_eq(util_jnum(s1, "version"), 600);
+    cr_assert_eq(util_jnum(s1, "bytes_in"), 600.0 * 174088);
+    cr_assert_eq(util_jnum(s1, "bytes_out"), 600.0 * 174088);
     json_decref(j);
     free(text);
 }
@@ -558,9 +552,9 @@ Test(status, history_json_rows_follow_the_fields) {
     cr_assert_float_eq(json_number_value(json_array_get(r4, 3)), 0.4, 1e-6);
     cr_assert(json_is_null(json_array_get(r4, 6)), "no evaluation before step 469");
     cr_assert_float_eq(json_number_value(json_array_get(r0, 3)), 2.0, 1e-9);
-    cr_assert_eq(jnum(j, "capacity"), STATUS_HISTORY_CAP);
-    cr_assert_eq(jnum(j, "added"), 5);
-    cr_assert_eq(jnum(j, "stride"), 1);
+    cr_assert_eq(util_jnum(j, "capacity"), STATUS_HISTORY_CAP);
+    cr_assert_eq(util_jnum(j, "added"), 5);
+    cr_assert_eq(util_jnum(j, "stride"), 1);
     json_decref(j);
     free(text);
     status_history_destroy(&h);
@@ -603,9 +597,9 @@ Test(status, every_endpoint_answers_curl_and_numbers_move_after_a_publish) {
     }
     j = get_json("/status");
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "training");
-    cr_assert_eq(jnum(j, "step"), 100);
+    cr_assert_eq(util_jnum(j, "step"), 100);
     cr_assert_eq(json_array_size(json_object_get(j, "workers")), 2);
-    const double uptime1 = jnum(j, "uptime_s");
+    const double uptime1 = util_jnum(j, "uptime_s");
     json_decref(j);
     j = get_json("/history");
     cr_assert_eq(json_array_size(json_object_get(j, "points")), 11);
@@ -615,11 +609,11 @@ Test(status, every_endpoint_answers_curl_and_numbers_move_after_a_publish) {
     status_point_t p = point_at(900);
     httpd_history_add(srv, &p);
     j = get_json("/status");
-    cr_assert_eq(jnum(j, "step"), 900);
-    cr_assert_eq(jnum(j, "epoch"), 2);
-    cr_assert_float_eq(jnum(j, "test_accuracy"), 0.75, 1e-9);
-    cr_assert_gt(jnum(j, "uptime_s"), uptime1);
-    cr_assert_eq(jnum(json_array_get(json_object_get(j, "shards"), 0), "updates"), 900);
+    cr_assert_eq(util_jnum(j, "step"), 900);
+    cr_assert_eq(util_jnum(j, "epoch"), 2);
+    cr_assert_float_eq(util_jnum(j, "test_accuracy"), 0.75, 1e-9);
+    cr_assert_gt(util_jnum(j, "uptime_s"), uptime1);
+    cr_assert_eq(util_jnum(json_array_get(json_object_get(j, "shards"), 0), "updates"), 900);
     json_decref(j);
     j = get_json("/history");
     json_t *ps = json_object_get(j, "points");
@@ -630,8 +624,8 @@ Test(status, every_endpoint_answers_curl_and_numbers_move_after_a_publish) {
     /* A publisher that stops: the server still answers, and the ages grow. */
     usleep(1100 * 1000);
     j = get_json("/status");
-    cr_assert_geq(jnum(j, "snapshot_age_s"), 1.0);
-    cr_assert_geq(jnum(json_array_get(json_object_get(j, "workers"), 0), "heartbeat_age_s"), 1.25);
+    cr_assert_geq(util_jnum(j, "snapshot_age_s"), 1.0);
+    cr_assert_geq(util_jnum(json_array_get(json_object_get(j, "workers"), 0), "heartbeat_age_s"), 1.25);
     json_decref(j);
 
     char u[128], *body;
@@ -678,7 +672,7 @@ Test(status, publish_refuses_a_bad_snapshot_and_keeps_the_previous_one) {
     cr_assert_eq(httpd_publish(srv, NULL), AUXPS_EINVAL);
     cr_assert_eq(httpd_history_add(srv, NULL), AUXPS_EINVAL);
     json_t *j = get_json("/status");
-    cr_assert_eq(jnum(j, "step"), 42);
+    cr_assert_eq(util_jnum(j, "step"), 42);
     cr_assert_eq(json_array_size(json_object_get(j, "workers")), 2);
     json_decref(j);
 }
@@ -699,7 +693,7 @@ Test(status, a_full_snapshot_of_1024_workers_and_64_shards_is_served) {
     cr_assert_eq(httpd_publish(srv, &snap), 0);
     json_t *j = get_json("/status");
     cr_assert_eq(json_array_size(json_object_get(j, "workers")), STATUS_MAX_WORKERS);
-    cr_assert_eq(jnum(json_array_get(json_object_get(j, "workers"), 1023), "id"), 1023);
+    cr_assert_eq(util_jnum(json_array_get(json_object_get(j, "workers"), 1023), "id"), 1023);
     cr_assert_eq(json_array_size(json_object_get(j, "shards")), STATUS_MAX_SHARDS);
     json_decref(j);
 }
@@ -1219,7 +1213,7 @@ Test(status, auxps_status_json_prints_the_status_document) {
     json_error_t je;
     json_t *j = json_loads(p.out.buf, 0, &je);
     cr_assert_not_null(j, "not JSON: %s\n%s", je.text, p.out.buf);
-    cr_assert_eq(jnum(j, "step"), 300);
+    cr_assert_eq(util_jnum(j, "step"), 300);
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "training");
     cr_assert(json_is_null(json_object_get(j, "test_accuracy")));
     json_decref(j);
@@ -1285,7 +1279,7 @@ static int workers_in(const json_t *st) { return (int)json_array_size(json_objec
 static uint64_t shard_updates(const json_t *st, int shard) {
     const json_t *sh = json_array_get(json_object_get(st, "shards"), (size_t)shard);
     cr_assert_not_null(sh);
-    return (uint64_t)jnum(sh, "updates");
+    return (uint64_t)util_jnum(sh, "updates");
 }
 
 Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counters, .timeout = 400) {
@@ -1322,7 +1316,7 @@ Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counte
         json_t *j = c.status == 0 ? json_loads(c.out, 0, NULL) : NULL;
         cmd_free(&c);
         if (j != NULL && strcmp(json_string_value(json_object_get(j, "state")), "training") == 0 &&
-            jnum(j, "step") > 20 && workers_in(j) == 2) {
+            util_jnum(j, "step") > 20 && workers_in(j) == 2) {
             a = j;
             break;
         }
@@ -1332,14 +1326,14 @@ Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counte
                        coord.err.buf);
     pump_for(all, nall, 1.2);
     json_t *b = get_json_at(port, "/status");
-    cr_assert_gt(jnum(b, "step"), jnum(a, "step"), "step moves");
+    cr_assert_gt(util_jnum(b, "step"), util_jnum(a, "step"), "step moves");
     cr_assert_gt(shard_updates(b, 0), shard_updates(a, 0), "shard 0's updates move");
-    cr_assert_gt(jnum(b, "samples_per_s"), 0);
+    cr_assert_gt(util_jnum(b, "samples_per_s"), 0);
     cr_assert(json_is_true(json_object_get(b, "prefetch")), "the run's cluster.prefetch");
     cr_assert_eq(json_array_size(json_object_get(b, "shards")), 2);
     const json_t *wk = json_array_get(json_object_get(b, "workers"), 0);
-    cr_assert_lt(jnum(wk, "heartbeat_age_s"), 2.0);
-    cr_assert_gt(jnum(wk, "samples"), 0);
+    cr_assert_lt(util_jnum(wk, "heartbeat_age_s"), 2.0);
+    cr_assert_gt(util_jnum(wk, "samples"), 0);
     json_decref(a);
     json_decref(b);
 
@@ -1392,20 +1386,20 @@ Test(status, a_training_run_serves_live_numbers_that_agree_with_the_nodes_counte
     double t2 = util_now_s();
     /* The snapshot is published every 0.5 s: a burst answered sooner may show no new step yet.
      * The run must go on; it is given 30 s to show it. */
-    while (jnum(s2, "step") <= jnum(s1, "step") && util_now_s() - t2 < 30.0) {
+    while (util_jnum(s2, "step") <= util_jnum(s1, "step") && util_now_s() - t2 < 30.0) {
         pump_for(all, nall, 0.2);
         json_decref(s2);
         s2 = get_json_at(port, "/status");
     }
     t2 = util_now_s();
     for (int i = 0; i < 2; i++) close(slow[i]);
-    const double before = (jnum(s1, "step") - jnum(s0, "step")) / (t1 - t0);
-    const double during = (jnum(s2, "step") - jnum(s1, "step")) / (t2 - t1);
+    const double before = (util_jnum(s1, "step") - util_jnum(s0, "step")) / (t1 - t0);
+    const double during = (util_jnum(s2, "step") - util_jnum(s1, "step")) / (t2 - t1);
     cr_log_info("steps/s before the load %.1f, during %.1f (ratio %.2f); %d requests in %.2f s", before, during,
                 before > 0 ? during / before : 0.0, ok + failed, t2 - t1);
     cr_assert_eq(failed, 0, "%d of %d requests failed during training, e.g. %s", failed, CLIENTS * PER_CLIENT, why);
     cr_assert_eq(ok, CLIENTS * PER_CLIENT);
-    cr_assert_gt(jnum(s2, "step"), jnum(s1, "step"), "training went on under the load");
+    cr_assert_gt(util_jnum(s2, "step"), util_jnum(s1, "step"), "training went on under the load");
     json_decref(s0);
     json_decref(s1);
     json_decref(s2);

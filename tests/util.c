@@ -1,10 +1,13 @@
 /* util.c - the helpers the test binaries share (util.h). */
 #include "util.h"
 
+#include "peer.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <math.h>
 #include <msgpack.h>
 #include <arpa/inet.h>
@@ -464,14 +467,9 @@ void util_proc_kill_all(void) {
 }
 
 int util_free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(s, 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
-    socklen_t len = sizeof a;
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
-    return ntohs(a.sin_port);
+    const int port = peer_free_port();
+    cr_assert_geq(port, 0, "no free loopback port: %s", strerror(errno));
+    return port;
 }
 
 void util_asan_no_quarantine(void) {
@@ -481,4 +479,12 @@ void util_asan_no_quarantine(void) {
     snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", old ? old : "", old && *old ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
 #endif
+}
+
+double util_jnum(const json_t *o, const char *key) {
+    const json_t *v = json_object_get(o, key);
+    char *text = json_dumps(o, JSON_COMPACT);
+    cr_assert(json_is_number(v), "no number %s in %s", key, text ? text : "(the object)");
+    free(text);
+    return json_number_value(v);
 }

@@ -48,7 +48,8 @@ float *util_falloc(size_t n);
 float util_prefill_value(size_t i);
 void util_prefill(float *p, size_t n);
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, closed). */
+/* A TCP port on 127.0.0.1 that was free a moment ago (peer_free_port: drawn below the
+ * ephemeral range and bound once). */
 int util_free_port(void);
 
 /* ---- messages ---- */
@@ -141,5 +142,9 @@ void util_proc_free(util_proc_t *p);
 /* Kills (SIGKILL) and reaps every started process not yet finished: for a suite's .fini, after
  * a failed assertion left them running. */
 void util_proc_kill_all(void);
+
+/* The number under key in the JSON object o; fails the test if there is none. */
+struct json_t;
+double util_jnum(const struct json_t *o, const char *key);
 
 #endif
