@@ -360,6 +360,8 @@ typedef struct {
     const float *x;      /* (n, cin, h, w), or NULL with xq */
     const uint8_t *xq;   /* (n, cin, h, w) k-bit codes */
     int bits;
+    float lut[256];      /* codes: each code's value (quant_act_table), for the loops whose reads are
+                          * strided and do not vectorise, where a load costs less than a division */
     const float *w;      /* (cout, cin, k, k) */
     float *out;          /* forward: (n, cout, ho, wo) */
     const float *dout;   /* backward: (n, cout, ho, wo) */
@@ -448,8 +450,6 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geo
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     if (transposed) { /* row by row, so that a row's stores over every channel stay in L1 */
-        float lut[256];
-        if (j->xq != NULL) quant_act_table(lut, j->bits);
         for (int y = 0; y < s->h; y++)
             for (int ch = 0; ch < s->cin; ch++) {
                 float *restrict d = xp + ((size_t)(y + s->pad) * g->wp + s->pad) * s->cin + ch;
@@ -457,7 +457,7 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geo
                 if (j->xq == NULL)
                     for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = j->x[i + e];
                 else
-                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = lut[j->xq[i + e]];
+                    for (int e = 0; e < s->w; e++) d[(size_t)e * s->cin] = j->lut[j->xq[i + e]];
             }
         return;
     }
@@ -580,8 +580,6 @@ static void phase_areas(const conv_job_t *j, int part, const phase_geom_t *pg, f
 HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_geom_t *pg, int transposed) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
-    float lut[256]; /* the reads are strided: a division per code would cost more */
-    if (j->xq != NULL) quant_act_table(lut, j->bits);
     if (transposed) { /* row by row, as pad_input */
         for (int y = 0; y < s->h; y++)
             for (int ch = 0; ch < s->cin; ch++) {
@@ -591,7 +589,7 @@ HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_ge
                     const int jj = (c + s->pad) / 2, ph = 2 * ry + (c + s->pad) % 2;
                     if (i >= pg->hq || jj >= pg->wd) continue; /* a pixel no output reads */
                     xq[((ph * pg->pplane) + (size_t)i * pg->wd + jj) * s->cin + ch] =
-                        j->xq != NULL ? lut[j->xq[r + c]] : j->x[r + c];
+                        j->xq != NULL ? j->lut[j->xq[r + c]] : j->x[r + c];
                 }
             }
         return;
@@ -612,7 +610,7 @@ HOT static void pad_phases(const conv_job_t *j, int n, float *xq, const phase_ge
                 for (int jj = 0; jj < a; jj++) d[jj] = 0.0f;
                 if (j->xq != NULL) {
                     const uint8_t *restrict q = j->xq + r;
-                    for (int jj = a; jj < b; jj++) d[jj] = lut[q[c0 + 2 * jj]];
+                    for (int jj = a; jj < b; jj++) d[jj] = j->lut[q[c0 + 2 * jj]];
                 } else {
                     const float *restrict x = j->x + r;
                     for (int jj = a; jj < b; jj++) d[jj] = x[c0 + 2 * jj];
@@ -724,9 +722,9 @@ static int conv_is_subsample(const conv_shape_t *s) {
 }
 
 /* The im2col of such a convolution, col (cin, ho * wo), straight from image n of the input:
- * codes are decoded through lut (quant_act_table) where they are picked, so that the pixels no
- * output reads are neither decoded nor read as floats. */
-static void subsample(float *col, const conv_job_t *j, int n, const float *lut) {
+ * codes are decoded through j->lut where they are picked, so that the pixels no output reads are
+ * neither decoded nor read as floats. */
+static void subsample(float *col, const conv_job_t *j, int n) {
     const conv_shape_t *s = j->s;
     const size_t xsz = (size_t)s->cin * s->h * s->w;
     for (int c = 0; c < s->cin; c++)
@@ -734,7 +732,7 @@ static void subsample(float *col, const conv_job_t *j, int n, const float *lut) 
             float *restrict r = col + ((size_t)c * s->ho + oy) * s->wo;
             const size_t i = n * xsz + ((size_t)c * s->h + (size_t)oy * s->stride) * s->w;
             if (j->xq != NULL)
-                for (int ox = 0; ox < s->wo; ox++) r[ox] = lut[j->xq[i + (size_t)ox * s->stride]];
+                for (int ox = 0; ox < s->wo; ox++) r[ox] = j->lut[j->xq[i + (size_t)ox * s->stride]];
             else
                 for (int ox = 0; ox < s->wo; ox++) r[ox] = j->x[i + (size_t)ox * s->stride];
         }
@@ -742,9 +740,9 @@ static void subsample(float *col, const conv_job_t *j, int n, const float *lut) 
 
 /* Image n's im2col in col (cin*k*k, ho*wo); for a pointwise convolution, the image itself
  * (decoded into buf if it is codes). */
-static const float *image_cols(const conv_job_t *j, int n, float *col, float *buf, const float *lut, int zeros) {
+static const float *image_cols(const conv_job_t *j, int n, float *col, float *buf, int zeros) {
     if (conv_is_subsample(j->s)) {
-        subsample(col, j, n, lut);
+        subsample(col, j, n);
         return col;
     }
     const float *b = image_at(j, n, buf);
@@ -759,12 +757,10 @@ static void conv_forward_part(void *arg, int part) {
     const int kk = s->cin * s->k * s->k, howo = s->ho * s->wo;
     const size_t osz = (size_t)s->cout * howo;
     float *col = part_area(j, part), *buf = col + j->sc.col;
-    float lut[256];
-    if (j->xq != NULL && conv_is_subsample(s)) quant_act_table(lut, j->bits);
     int lo, hi;
     layer_part_range(s->n, part, &lo, &hi);
     for (int n = lo; n < hi; n++) {
-        const float *b = image_cols(j, n, col, buf, lut, n == lo);
+        const float *b = image_cols(j, n, col, buf, n == lo);
         if (j->direct) {
             dconv_geom_t g;
             dconv_geom_same(&g, 1, howo, howo, (size_t)howo);
@@ -798,6 +794,7 @@ void conv2d_forward(pool_t *pool, float *out, const float *x, const float *w, co
 void conv2d_forward_codes(pool_t *pool, float *out, const uint8_t *x, int k, const float *w, const conv_shape_t *s,
                           float *col) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .out = out};
+    quant_act_table(j.lut, k);
     conv_forward_run(pool, &j);
 }
 
@@ -821,12 +818,10 @@ static void conv_backward_part(void *arg, int part) {
     }
     conv_shape_t t;
     if (dx_conv) conv_dx_shape(&t, s);
-    float lut[256];
-    if (j->xq != NULL && conv_is_subsample(s)) quant_act_table(lut, j->bits);
     for (int n = lo; n < hi; n++) {
         const float *dy = j->dout + n * osz;
         /* with dx, col holds other values between images */
-        const float *b = image_cols(j, n, col, buf, lut, n == lo || j->dx != NULL);
+        const float *b = image_cols(j, n, col, buf, n == lo || j->dx != NULL);
         if (j->direct) dconv_weight_grad(j->direct, dw, dy, (size_t)howo, b, s->cout, s->cin, &g);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kk, howo, 1.0f, dy, howo, b, howo,
@@ -923,6 +918,7 @@ void conv2d_backward_codes(pool_t *pool, float *dx, float *dw, const float *dout
                            const float *w, const conv_shape_t *s, float *col, int acc) {
     conv_job_t j = {.s = s, .sc = scratch_of(s, 1), .scratch = col, .xq = x, .bits = k, .w = w, .dout = dout,
                     .dx = dx, .dw = dw, .acc = acc};
+    quant_act_table(j.lut, k);
     conv_backward_run(pool, &j);
 }
 
