@@ -170,7 +170,7 @@ int peer_free_port(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec * 1000003u);
     x |= 1; /* xorshift never leaves 0 */
-    for (int i = 0; i < PEER_PORT_DRAWS && lo > PEER_PORT_LOW; i++) {
+    for (int i = 0; i < PEER_PORT_DRAWS; i++) { /* lo > PEER_PORT_LOW: the default, or checked above */
         x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
         const int port = PEER_PORT_LOW + (int)(x % (uint64_t)(lo - PEER_PORT_LOW));
         if (bind_port(port) == port) return port;
