@@ -346,6 +346,23 @@ static void *msg_alloc(wire_msg_t *m, size_t size) {
 
 /* ---- per-field checks, shared by decode and encode ---------------------------------- */
 
+/* The error rc of entry i of table `name`, whose record was checked under the message's own
+ * `where` (every check's sentence starts with it): the sentence is made to name the entry,
+ * "where.name[i]...". A table of 50 segments then costs no formatting unless it fails. */
+static int at_entry(int rc, const char *where, const char *name, uint32_t i, auxps_error_t *err) {
+    const size_t w = strlen(where);
+    const char *rest = strncmp(err->msg, where, w) == 0 ? err->msg + w : NULL;
+    const char *tail = rest != NULL ? rest : err->msg;
+    char msg[sizeof err->msg];
+    const int h = snprintf(msg, sizeof msg, "%s.%s[%" PRIu32 "]%s", where, name, i, rest != NULL ? "" : ": ");
+    if (h < 0) return rc;
+    const size_t at = (size_t)h < sizeof msg ? (size_t)h : sizeof msg - 1, tl = strnlen(tail, sizeof msg - 1 - at);
+    memcpy(msg + at, tail, tl);
+    msg[at + tl] = '\0';
+    memcpy(err->msg, msg, sizeof msg);
+    return rc;
+}
+
 static int check_uint(const char *where, const field_t *f, uint64_t v, auxps_error_t *err) {
     if (v < f->min || v > f->max)
         return auxps_error_set(err, AUXPS_ERANGE, "%s.%s = %" PRIu64 ": expected %" PRIu64
@@ -569,13 +586,11 @@ static int decode_table(const msgpack_object *o, const field_t *f, const char *w
         return auxps_error_set(err, AUXPS_ENOMEM, "%s.%s: out of memory", where, f->name);
     for (uint32_t i = 0; i < count; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
-        char sub_where[96];
-        snprintf(sub_where, sizeof sub_where, "%s.%s[%" PRIu32 "]", where, f->name, i);
         if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != (uint32_t)nsub)
-            return auxps_error_set(err, AUXPS_EFORMAT, "%s: expected an array of %d fields",
-                                   sub_where, nsub);
-        int rc = decode_record(e->via.array.ptr, sub, nsub, sub_where, arr + i * esize, m, err);
-        if (rc < 0) return rc;
+            return auxps_error_set(err, AUXPS_EFORMAT, "%s.%s[%" PRIu32 "]: expected an array of %d fields",
+                                   where, f->name, i, nsub);
+        int rc = decode_record(e->via.array.ptr, sub, nsub, where, arr + i * esize, m, err);
+        if (rc < 0) return at_entry(rc, where, f->name, i, err);
     }
     *(const void **)((char *)base + f->off) = arr;
     *(uint32_t *)((char *)base + f->off2) = count;
@@ -912,11 +927,9 @@ static int encode_record(msgpack_packer *pk, const field_t *f, int n, const char
             size_t esize = shards ? sizeof(wire_shard_t) : sizeof(wire_seg_t);
             if (msgpack_pack_array(pk, count)) bad = 1;
             for (uint32_t j = 0; j < count && !bad; j++) {
-                char sub_where[96];
-                snprintf(sub_where, sizeof sub_where, "%s.%s[%" PRIu32 "]", where, f[i].name, j);
                 if (msgpack_pack_array(pk, (size_t)nsub)) bad = 1;
-                else if ((rc = encode_record(pk, sub, nsub, sub_where, arr + j * esize, err)) < 0)
-                    return rc;
+                else if ((rc = encode_record(pk, sub, nsub, where, arr + j * esize, err)) < 0)
+                    return at_entry(rc, where, f[i].name, j, err);
             }
             break;
         }

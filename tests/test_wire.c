@@ -802,6 +802,30 @@ Test(wire, the_encoder_refuses_what_the_decoder_would_refuse) {
     cr_assert_eq(wire_encode(NULL, &hdr, &size, &e), AUXPS_EINVAL);
 }
 
+/* A refused entry of a segment or shard table is named with its index, decoding and encoding
+ * (wire.c at_entry formats the name only when a check fails). */
+Test(wire, a_refused_table_entry_is_named_with_its_index) {
+    sample_t s;
+    sample(WIRE_PULL_REP, &s);
+    wire_msg_t d;
+    auxps_error_t e = {0};
+    edit_t ed = {PATH(11, 2, 1), U(33)};
+    cr_assert_eq(decode_edited(&s, EDIT_SET, &ed, 1, &d, &e), AUXPS_ERANGE);
+    cr_assert_str_eq(e.msg, "PULL_REP.segs[2].bits = 33: expected 1..32");
+    wire_msg_clear(&d);
+    sample(WIRE_PULL_REP, &s);
+    ed = (edit_t){PATH(11, 1), U(5)};
+    cr_assert_eq(decode_edited(&s, EDIT_SET, &ed, 1, &d, &e), AUXPS_EFORMAT);
+    cr_assert_str_eq(e.msg, "PULL_REP.segs[1]: expected an array of 4 fields");
+    wire_msg_clear(&d);
+    void *hdr;
+    size_t size;
+    sample(WIRE_PULL_REP, &s);
+    s.segs[1].lo = NAN;
+    cr_assert_eq(wire_encode(&s.m, &hdr, &size, &e), AUXPS_ERANGE);
+    cr_assert_str_eq(e.msg, "PULL_REP.segs[1].lo = nan: expected a finite float32");
+}
+
 Test(wire, a_refused_message_is_still_named_for_the_error_reply) {
     sample_t s;
     sample(WIRE_PULL, &s);
