@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -928,16 +927,14 @@ static void on_push(node_t *n, const wire_in_t *in, const wire_msg_t *m) {
     } else {
         /* Nothing can fail from here on, so the ACK (with the version this push makes) goes
          * first and the update is computed while it travels: a PULL that follows it is read
-         * after the update, by this same thread (PROTOCOL.md, PUSH_ACK). In a kbit run the
-         * update is long (the quantizer's backward, then the next codes in serve_data), and a
-         * yield lets ZeroMQ's I/O thread, which the send woke and the scheduler may have
-         * queued on this core, send the ACK first; an f32 update takes a few microseconds. */
+         * after the update, by this same thread (PROTOCOL.md, PUSH_ACK). No yield here for
+         * ZeroMQ's I/O thread to send the ACK first: every other worker waits for this
+         * update, and with 4 workers and 2 nodes on 2 cores a yield cost a third of the
+         * coded rounds (bench --transport --coded), while a cluster's images/s did not
+         * change with or without it, prefetching or not. */
         if (p->clock + 1 > w->clock) w->clock = p->clock + 1;
         ack_at(n, in, m->rid, WIRE_VEC_PARAMS, n->version + 1);
-        if (n->kbit) {
-            sched_yield();
-            quant_backward(n);
-        }
+        if (n->kbit) quant_backward(n);
         apply_update(n, g, stale, 1);
     }
     release_waiting(n);
