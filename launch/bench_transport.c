@@ -75,7 +75,7 @@ typedef struct {
     model_t *model;                        /* the tensor layout */
     size_t nparams, nstats;
     wire_shard_t map[BT_MAX_NODES + 1][BT_MAX_NODES]; /* map[S]: S shards, no endpoints yet */
-    float *grad;                           /* (nparams) the gradient every worker pushes */
+    float *grad;                           /* (2 nparams) the gradients every worker pushes in turn */
     curve_t *curve;                        /* --curve: keys made for this run only; NULL = plain */
     int coded;                             /* --coded: cluster.pull = kbit, cluster.push = q8 */
 } bench_t;
@@ -167,7 +167,7 @@ static const unsigned char zeros[BT_MAX_HDR]; /* the bytes of the bare exchange'
 typedef struct {
     plan_t *plan;
     uint32_t id;
-    const float *grad;                     /* (nparams) pushed without a copy, never changed */
+    const float *grad[2];                  /* (nparams) pushed without a copy, never changed: [clock % 2] */
     float *params;                         /* (nparams) where pulled values go */
     float *wq, *resid;                     /* coded: (nparams) decoded k-bit weights; q8 error feedback */
     uint8_t *codes, *qcodes;               /* coded: (nparams) codes pulled; codes pushed */
@@ -246,7 +246,8 @@ static int send_pull(bworker_t *w, int s) {
 static int send_push(bworker_t *w, int s) {
     const plan_t *p = w->plan;
     const wire_shard_t *sh = &p->shards[s];
-    void *slice = (void *)(w->grad + sh->offset);
+    const float *grad = w->grad[w->clock % 2];
+    void *slice = (void *)(grad + sh->offset);
     const size_t size = p->push_bytes[s];
     w->push_rid[s] = w->next_rid++;
     atomic_fetch_add(&w->inflight, 1);
@@ -273,7 +274,7 @@ static int send_push(bworker_t *w, int s) {
     m.payload_size = size;
     if (p->coded) { /* as worker.c encode_q8 */
         uint32_t nq = 0;
-        int rc = coded_q8_encode(p->model, sh->offset, sh->length, w->grad, w->resid, w->qcodes, w->qsegs[s],
+        int rc = coded_q8_encode(p->model, sh->offset, sh->length, grad, w->resid, w->qcodes, w->qsegs[s],
                                  (uint32_t)model_num_tensors(p->model), &nq, &w->err);
         if (rc != 0) {
             atomic_fetch_sub(&w->inflight, 1);
@@ -739,7 +740,7 @@ static int run_workers(const bench_t *b, plan_t *p, bworker_t *ws, bcoord_t *c, 
         bworker_t *w = &ws[i];
         w->plan = p;
         w->id = (uint32_t)i;
-        w->grad = b->grad;
+        w->grad[0] = b->grad, w->grad[1] = b->grad + b->nparams;
         atomic_init(&w->inflight, 0);
         int ok = (w->params = malloc(b->nparams * sizeof(float))) != NULL;
         if (ok && p->coded) {
@@ -1009,10 +1010,16 @@ static int bench_init(bench_t *b, auxps_error_t *err) {
     for (int s = 1; s <= BT_MAX_NODES; s++)
         /* the coordinator's shard map, so that the nodes serve the slices of a real run */
         if ((rc = coord_shard_map(b->model, s, b->map[s], err)) != 0) return rc;
-    if ((b->grad = malloc(b->nparams * sizeof(float))) == NULL)
+    if ((b->grad = malloc(2 * b->nparams * sizeof(float))) == NULL)
         return auxps_error_set(err, AUXPS_ENOMEM, "out of memory");
-    /* A small gradient, so that the nodes' SGD steps keep the parameters finite. */
-    for (size_t i = 0; i < b->nparams; i++) b->grad[i] = 1e-4f * (float)((int)(i % 17) - 8);
+    /* A small gradient and its negation, pushed in turn: the parameters stay near the model's
+     * initial values, as in training. One gradient pushed every round would drive each
+     * weight to -g / weight_decay, up to 1.6, where no trained weight goes and the node's tanh
+     * takes its exp branch (quant.c) for every block, at 3 times the cost. */
+    for (size_t i = 0; i < b->nparams; i++) {
+        b->grad[i] = 1e-4f * (float)((int)(i % 17) - 8);
+        b->grad[b->nparams + i] = -b->grad[i];
+    }
     return 0;
 }
 

@@ -10,7 +10,8 @@
  *
  * A round is what a worker does per batch minus the compute (and minus its PROGRESS to the
  * coordinator): wait until ZeroMQ has released the last round's pushed buffers, PUSH a whole
- * gradient to every shard without a copy with the next batch's PULL of the whole parameter
+ * gradient (a fixed small one and its negation in turn, so that the parameters stay near their
+ * initial values as in training) to every shard without a copy with the next batch's PULL of the whole parameter
  * vector right behind it on the same link (worker.c push_all), all requests in flight at once,
  * then take every PUSH_ACK and copy each PULL_REP into its parameter buffer
  * (wire_payload_f32). Each worker's first PULL goes alone, before the warm-up ends. The vector is the default model's (ResNet-8 W2A2 +
