@@ -22,16 +22,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#define MAX_LIST 16         /* values per list option */
 #define MAX_ROWS 1024       /* compute configurations in one table */
 #define MAX_LINE 65536      /* bytes of one JSON line the table reads */
 
 /* ---- arguments ------------------------------------------------------------------------- */
-
-typedef struct {
-    int v[MAX_LIST];
-    int n;
-} list_t;
 
 static int usage_error(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, "auxps bench: ");
@@ -41,7 +35,7 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
                     "       auxps bench --sgemm [--threads T,..] [--seconds S]\n"
                     "       auxps bench --conv [--seconds S]\n"
                     "       auxps bench --table FILE\n"
-                    "       auxps bench --transport [--seconds S] [--curve] [--coded]\n");
+                    "       auxps bench --transport [--seconds S] [--curve] [--coded] [--workers W,..] [--nodes S,..]\n");
     return 2;
 }
 
@@ -59,16 +53,14 @@ static int parse_item(const char *s, long lo, long hi, const char *const *names,
     return config_parse_int(s, lo, hi, out);
 }
 
-/* Parses a comma-separated list of items into l; returns 0 or -1 (empty item, bad value, more
- * than MAX_LIST). */
-static int parse_list(const char *s, long lo, long hi, const char *const *names, list_t *l) {
+int bench_parse_list(const char *s, long lo, long hi, const char *const *names, bench_list_t *l) {
     char buf[256];
     if (strlen(s) >= sizeof buf) return -1;
     snprintf(buf, sizeof buf, "%s", s);
     l->n = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        if (l->n == MAX_LIST || parse_item(tok, lo, hi, names, &l->v[l->n]) != 0) return -1;
+        if (l->n == BENCH_MAX_LIST || parse_item(tok, lo, hi, names, &l->v[l->n]) != 0) return -1;
         l->n++;
     }
     /* strtok_r skips empty items, so "2,,4" or ",2" must be caught by counting commas. */
@@ -177,8 +169,8 @@ done:
     return ips;
 }
 
-static int run_compute(const list_t *models, const list_t *bits, const list_t *auxs, const list_t *batches,
-                       const list_t *threads, const timing_t *tm) {
+static int run_compute(const bench_list_t *models, const bench_list_t *bits, const bench_list_t *auxs,
+                       const bench_list_t *batches, const bench_list_t *threads, const timing_t *tm) {
     for (int a = 0; a < models->n; a++)
         for (int b = 0; b < bits->n; b++)
             for (int c = 0; c < auxs->n; c++)
@@ -215,7 +207,7 @@ static int run_compute(const list_t *models, const list_t *bits, const list_t *a
 
 /* ---- sgemm peak ------------------------------------------------------------------------- */
 
-static int run_sgemm(const list_t *threads, double seconds) {
+static int run_sgemm(const bench_list_t *threads, double seconds) {
     const int n = BENCH_SGEMM_N;
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     int rc = 1;
@@ -544,7 +536,7 @@ done:
 /* ---- the command ------------------------------------------------------------------------ */
 
 int bench_compute(int argc, char **argv) {
-    list_t models = {{0}, 1}, bits = {{2}, 1}, auxs = {{1}, 1}, batches = {{128}, 1}, threads = {{1, 2}, 2};
+    bench_list_t models = {{0}, 1}, bits = {{2}, 1}, auxs = {{1}, 1}, batches = {{128}, 1}, threads = {{1, 2}, 2};
     timing_t tm = {2, -1, 0.0, 0.0};
     int sgemm = 0, conv = 0, seconds_given = 0;
     const char *table = NULL;
@@ -561,17 +553,17 @@ int bench_compute(int argc, char **argv) {
         if (v == NULL) return usage_error("'%s' needs a value%s", a, "");
         i++;
         if (strcmp(a, "--model") == 0) {
-            if (parse_list(v, 0, 0, model_names, &models) != 0) return usage_error("--model '%s': expected %s", v, "resnet8 or resnet20, comma-separated");
+            if (bench_parse_list(v, 0, 0, model_names, &models) != 0) return usage_error("--model '%s': expected %s", v, "resnet8 or resnet20, comma-separated");
         } else if (strcmp(a, "--bits") == 0) {
-            if (parse_list(v, 1, 32, NULL, &bits) != 0) return usage_error("--bits '%s': expected %s", v, "1..8 or 32, comma-separated");
+            if (bench_parse_list(v, 1, 32, NULL, &bits) != 0) return usage_error("--bits '%s': expected %s", v, "1..8 or 32, comma-separated");
             for (int k = 0; k < bits.n; k++)
                 if (bits.v[k] > 8 && bits.v[k] != 32) return usage_error("--bits '%s': expected %s", v, "1..8 or 32, comma-separated");
         } else if (strcmp(a, "--aux") == 0) {
-            if (parse_list(v, 0, 0, aux_names, &auxs) != 0) return usage_error("--aux '%s': expected %s", v, "on or off, comma-separated");
+            if (bench_parse_list(v, 0, 0, aux_names, &auxs) != 0) return usage_error("--aux '%s': expected %s", v, "on or off, comma-separated");
         } else if (strcmp(a, "--batch") == 0) {
-            if (parse_list(v, 1, 4096, NULL, &batches) != 0) return usage_error("--batch '%s': expected %s", v, "integers in 1..4096, comma-separated");
+            if (bench_parse_list(v, 1, 4096, NULL, &batches) != 0) return usage_error("--batch '%s': expected %s", v, "integers in 1..4096, comma-separated");
         } else if (strcmp(a, "--threads") == 0) {
-            if (parse_list(v, 1, 256, NULL, &threads) != 0) return usage_error("--threads '%s': expected %s", v, "integers in 1..256, comma-separated");
+            if (bench_parse_list(v, 1, 256, NULL, &threads) != 0) return usage_error("--threads '%s': expected %s", v, "integers in 1..256, comma-separated");
         } else if (strcmp(a, "--steps") == 0) {
             if (config_parse_int(v, 1, 1000000, &tm.min_steps) != 0) return usage_error("--steps '%s': expected %s", v, "an integer in 1..1000000");
         } else if (strcmp(a, "--warmup") == 0) {

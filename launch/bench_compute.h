@@ -62,6 +62,18 @@
 #define BENCH_SGEMM_N 1024
 #define BENCH_MAX_SECONDS 3600.0
 
+/* The values of a comma-separated option (--threads 1,2; bench_transport's --workers too). */
+#define BENCH_MAX_LIST 16
+typedef struct {
+    int v[BENCH_MAX_LIST];
+    int n;
+} bench_list_t;
+
+/* Parses s, a comma-separated list of integers in [lo, hi] or, when names is non-NULL, of those
+ * names (each value is the name's index), into l. Returns 0, or -1 for an empty item, a bad
+ * value or more than BENCH_MAX_LIST items. */
+int bench_parse_list(const char *s, long lo, long hi, const char *const *names, bench_list_t *l);
+
 /* Multiply-adds of one image's forward pass in a training step of spec (a ResNet): the whole
  * in *fwd_macs, the stem convolution's alone in *stem_macs. Returns the FLOPs of one image's
  * training step as the header defines them, or 0 for a spec that is not a ResNet. */

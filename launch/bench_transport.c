@@ -5,6 +5,7 @@
  * nodes. */
 #include "bench_transport.h"
 
+#include "bench_compute.h"
 #include "clock.h"
 #include "coded.h"
 #include "config.h"
@@ -1030,10 +1031,19 @@ static void bench_free(bench_t *b) {
     curve_destroy(&b->curve);
 }
 
+/* 1 if no count is in l twice. */
+static int distinct(const bench_list_t *l) {
+    for (int i = 0; i < l->n; i++)
+        for (int j = 0; j < i; j++)
+            if (l->v[i] == l->v[j]) return 0;
+    return 1;
+}
+
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "auxps bench: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S] [--curve] [--coded]\n");
+    fprintf(stderr, "\nusage: auxps bench --transport [--seconds S] [--curve] [--coded] [--workers W,..] "
+                    "[--nodes S,..]\n");
     return 2;
 }
 
@@ -1042,6 +1052,7 @@ int bench_transport(int argc, char **argv) {
     memset(&b, 0, sizeof b);
     b.seconds = BENCH_TRANSPORT_SECONDS;
     int curve = 0;
+    bench_list_t nodes = {{1, 2}, 2}, workers = {{1, BT_MAX_WORKERS}, 2};
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--transport") == 0) continue;
         if (strcmp(argv[i], "--curve") == 0) {
@@ -1052,7 +1063,10 @@ int bench_transport(int argc, char **argv) {
             b.coded = 1;
             continue;
         }
-        if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+        const int valued = strcmp(argv[i], "--seconds") == 0 || strcmp(argv[i], "--workers") == 0 ||
+                           strcmp(argv[i], "--nodes") == 0;
+        if (valued && i + 1 == argc) return usage_error("'%s' needs a value", argv[i]);
+        if (strcmp(argv[i], "--seconds") == 0) {
             char *end;
             errno = 0;
             double v = strtod(argv[++i], &end);
@@ -1061,22 +1075,29 @@ int bench_transport(int argc, char **argv) {
             b.seconds = v;
             continue;
         }
+        if (valued) { /* --workers or --nodes */
+            const int w = strcmp(argv[i], "--workers") == 0;
+            bench_list_t *l = w ? &workers : &nodes;
+            if (bench_parse_list(argv[++i], 1, w ? BT_MAX_WORKERS : BT_MAX_NODES, NULL, l) != 0 || !distinct(l))
+                return usage_error(w ? "--workers '%s': expected distinct counts in 1..4, comma-separated"
+                                     : "--nodes '%s': expected distinct counts in 1..2, comma-separated", argv[i]);
+            continue;
+        }
         return usage_error("unknown argument '%s' for --transport", argv[i]);
     }
     auxps_error_t err = {0};
-    static const int node_counts[] = {1, 2}, worker_counts[] = {1, BT_MAX_WORKERS};
     /* Each configuration runs bare, auxps, auxps, bare, each run half the time: a load that
      * changes steadily over the four weighs on both paths alike. */
     static const int order[] = {PATH_BARE, PATH_AUXPS, PATH_AUXPS, PATH_BARE};
     const int runs = (int)(sizeof order / sizeof *order);
     b.run_seconds = b.seconds * 2 / runs;
-    result_t res[4][2];
+    result_t res[BT_MAX_NODES * BT_MAX_WORKERS][2];
     memset(res, 0, sizeof res);
     int n = 0, rc = bench_init(&b, &err);
     if (rc == 0 && curve) rc = curve_ephemeral(&b.curve, &err);
-    for (int i = 0; i < 2 && rc == 0; i++)
-        for (int j = 0; j < 2 && rc == 0; j++, n++) {
-            const int S = node_counts[i], W = worker_counts[j];
+    for (int i = 0; i < nodes.n && rc == 0; i++)
+        for (int j = 0; j < workers.n && rc == 0; j++, n++) {
+            const int S = nodes.v[i], W = workers.v[j];
             for (int k = 0; k < runs && rc == 0; k++) {
                 result_t part;
                 rc = order[k] == PATH_BARE ? run_bare(&b, W, S, &part, &err) : run_auxps(&b, W, S, &part, &err);

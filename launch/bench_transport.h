@@ -1,6 +1,6 @@
-/* bench_transport.h - `auxps bench --transport [--seconds S] [--curve] [--coded]`: how many
- * training rounds per second the parameter-server transport sustains, beside a bare ZeroMQ
- * exchange of the same bytes measured in the same run. With --curve every socket of both paths
+/* bench_transport.h - `auxps bench --transport [--seconds S] [--curve] [--coded] [--workers W,..]
+ * [--nodes S,..]`: how many training rounds per second the parameter-server transport sustains,
+ * beside a bare ZeroMQ exchange of the same bytes measured in the same run. With --curve every socket of both paths
  * is a ZeroMQ CURVE socket (keys made for the run, curve_ephemeral; a ZAP handler in every
  * server's context), to measure what encryption costs. With --coded the run is a kbit + q8 run
  * (CLUSTER.md "Bytes per step"): the workers ask for k-bit pulls and decode them as worker.c
@@ -18,7 +18,8 @@
  * aux: model_num_params floats, 87,044 = 348,176 bytes), cut into shards at tensor boundaries
  * as the coordinator cuts it (CLUSTER.md "Shard map").
  *
- * Configurations: 1 and 4 workers against 1 and 2 nodes, each measured both ways:
+ * Configurations: 1 and 4 workers against 1 and 2 nodes (--workers and --nodes choose others,
+ * 1..4 and 1..2), each measured both ways:
  *   bare   one ROUTER thread per node that moves the same frames with no processing: a request
  *          of the size of the PULL header is answered by a frame of the size of the PULL_REP
  *          header and the slice, sent without a copy from a fixed buffer; a PUSH-header-sized
@@ -65,10 +66,12 @@
 #define BENCH_TRANSPORT_MAX_SECONDS 3600.0
 #define BENCH_TRANSPORT_SETUP_MS 60000
 
-/* `auxps bench --transport [--seconds S]`: argv holds the arguments after "bench"; the
+/* `auxps bench --transport [--seconds S] ...`: argv holds the arguments after "bench"; the
  * "--transport" among them is accepted and skipped. S is a decimal number of seconds in
- * (0, BENCH_TRANSPORT_MAX_SECONDS]. Returns the exit status: 0 when every configuration was
- * measured, 1 on a failure (a sentence on stderr), 2 on a usage error. */
+ * (0, BENCH_TRANSPORT_MAX_SECONDS]; --workers and --nodes list distinct counts in 1..4 and 1..2
+ * (default 1,4 and 1,2), and every pair of them is measured, nodes outermost. Returns the exit
+ * status: 0 when every configuration was measured, 1 on a failure (a sentence on stderr), 2 on a
+ * usage error. */
 int bench_transport(int argc, char **argv);
 
 #endif

@@ -50,7 +50,7 @@ static void usage(FILE *f) {
             "  bench --sgemm [--threads T,..]               OpenBLAS sgemm's peak GFLOP/s\n"
             "  bench --conv [--seconds S]                   each ResNet-8 convolution: direct kernels vs sgemm\n"
             "  bench --table FILE                           the table of a suite's JSON lines (bench/run)\n"
-            "  bench --transport [--seconds S] [--curve] [--coded]\n"
+            "  bench --transport [--seconds S] [--curve] [--coded] [--workers W,..] [--nodes S,..]\n"
             "                                               pull+push rounds/s through the nodes vs bare ZeroMQ,\n"
             "                                               1 and 4 workers, 1 and 2 nodes (JSON lines); --coded:\n"
             "                                               k-bit pulls and q8 pushes\n"

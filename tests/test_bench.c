@@ -166,17 +166,50 @@ Test(bench, transport_coded_moves_at_most_a_quarter_of_the_f32_bytes) {
     util_proc_free(&p);
 }
 
+/* --workers and --nodes choose the configurations: here 2 workers against 2 nodes alone, a pair
+ * the default matrix does not run; and 1 worker against 1 and 2 nodes, nodes outermost. */
+Test(bench, transport_measures_the_configurations_chosen) {
+    const char *const args[][4] = {{"--workers", "2", "--nodes", "2"}, {"--workers", "1", "--nodes", "2,1"}};
+    const int want[][2][2] = {{{2, 2}, {0, 0}}, {{1, 2}, {1, 1}}}, lines_want[] = {2, 4};
+    for (int a = 0; a < 2; a++) {
+        proc_t p;
+        RUN(&p, "bench", "--transport", "--seconds", "0.2", args[a][0], args[a][1], args[a][2], args[a][3]);
+        util_expect_exit(&p, 0);
+        int lines = 0;
+        for (const char *l = p.out.buf; *l; lines++) {
+            const char *eol = strchr(l, '\n');
+            cr_assert_not_null(eol);
+            cr_assert(lines < lines_want[a], "too many lines:\n%s", p.out.buf);
+            const int *c = want[a][lines / 2];
+            cr_assert(num(l, eol, "workers") == c[0] && num(l, eol, "nodes") == c[1], "line %d: %.*s", lines,
+                      (int)(eol - l), l);
+            cr_assert(has(l, eol, lines % 2 ? "\"path\":\"auxps\"" : "\"path\":\"bare\""), "%.*s", (int)(eol - l), l);
+            cr_assert_gt(num(l, eol, "rounds_per_s"), 0);
+            l = eol + 1;
+        }
+        cr_assert_eq(lines, lines_want[a], "%s", p.out.buf);
+        util_proc_free(&p);
+    }
+}
+
 Test(bench, transport_usage_errors_exit_2_naming_the_argument) {
-    const char *bad[][2] = {{"--seconds", "0"}, {"--seconds", "abc"}, {"--seconds", "1e9"}, {"--steps", "5"}};
+    const char *bad[][2] = {{"--seconds", "0"}, {"--seconds", "abc"}, {"--seconds", "1e9"}, {"--steps", "5"},
+                            {"--workers", "5"}, {"--workers", "1,1"}, {"--workers", "2,"}, {"--nodes", "0"},
+                            {"--nodes", "3"}, {"--nodes", "x"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         proc_t p;
         RUN(&p, "bench", "--transport", bad[i][0], bad[i][1]);
         util_expect_exit(&p, 2);
         cr_assert_eq(p.out.len, 0, "stdout: %s", p.out.buf);
-        const char *named = strcmp(bad[i][0], "--seconds") == 0 ? bad[i][1] : bad[i][0];
+        const char *named = strcmp(bad[i][0], "--steps") != 0 ? bad[i][1] : bad[i][0];
         cr_assert_not_null(strstr(p.err.buf, named), "stderr does not name '%s':\n%s", named, p.err.buf);
         util_proc_free(&p);
     }
+    proc_t p;
+    RUN(&p, "bench", "--transport", "--nodes");
+    util_expect_exit(&p, 2);
+    cr_assert_not_null(strstr(p.err.buf, "'--nodes' needs a value"), "%s", p.err.buf);
+    util_proc_free(&p);
 }
 
 /* ---- compute, sgemm, table, the suite ---- */
