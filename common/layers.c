@@ -361,7 +361,9 @@ typedef struct {
     const uint8_t *xq;   /* (n, cin, h, w) k-bit codes */
     int bits;
     float lut[256];      /* codes: each code's value (quant_act_table), for the loops whose reads are
-                          * strided and do not vectorise, where a load costs less than a division */
+                          * strided or whose rows are short (7 to 28 values: a vectorised division
+                          * would run mostly in its scalar tail), where a load costs less than a
+                          * division */
     const float *w;      /* (cout, cin, k, k) */
     float *out;          /* forward: (n, cout, ho, wo) */
     const float *dout;   /* backward: (n, cout, ho, wo) */
@@ -461,7 +463,6 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geo
             }
         return;
     }
-    const float levels = (float)((1u << j->bits) - 1);
     if (j->xq == NULL) {
         pad_planes(xp, j->x + n * xsz, s->cin, s, g);
         return;
@@ -470,7 +471,7 @@ HOT static void pad_input(const conv_job_t *j, int n, float *xp, const shift_geo
         for (int y = 0; y < s->h; y++) {
             float *restrict d = xp + ch * g->plane + (size_t)(y + s->pad) * g->wp + s->pad;
             const uint8_t *restrict q = j->xq + n * xsz + ((size_t)ch * s->h + y) * s->w;
-            for (int e = 0; e < s->w; e++) d[e] = quant_act_value(q[e], levels);
+            for (int e = 0; e < s->w; e++) d[e] = j->lut[q[e]];
         }
 }
 

@@ -49,8 +49,9 @@ void quant_act_decode(float *y, const uint8_t *codes, size_t n, int k);
 static inline float quant_act_value(uint8_t code, float levels) {
     return code == QUANT_CODE_NAN ? NAN : (float)code / levels;
 }
-/* t[c] = quant_act_value(c, 2^k - 1) for every byte c: for loops whose reads are strided and
- * do not vectorise, where a load from the table costs less than a division. */
+/* t[c] = quant_act_value(c, 2^k - 1) for every byte c: for loops whose reads are strided, or
+ * whose rows are too short to vectorise, where a load from the table costs less than a
+ * division. */
 static inline void quant_act_table(float t[256], int k) {
     const float levels = (float)((1u << k) - 1);
     for (int c = 0; c < 256; c++) t[c] = quant_act_value((uint8_t)c, levels);
