@@ -350,6 +350,7 @@ static void *msg_alloc(wire_msg_t *m, size_t size) {
  * `where` (every check's sentence starts with it): the sentence is made to name the entry,
  * "where.name[i]...". A table of 50 segments then costs no formatting unless it fails. */
 static int at_entry(int rc, const char *where, const char *name, uint32_t i, auxps_error_t *err) {
+    if (err == NULL) return rc; /* auxps_error_set wrote nothing */
     const size_t w = strlen(where);
     const char *rest = strncmp(err->msg, where, w) == 0 ? err->msg + w : NULL;
     const char *tail = rest != NULL ? rest : err->msg;

@@ -803,7 +803,7 @@ Test(wire, the_encoder_refuses_what_the_decoder_would_refuse) {
 }
 
 /* A refused entry of a segment or shard table is named with its index, decoding and encoding
- * (wire.c at_entry formats the name only when a check fails). */
+ * (wire.c at_entry formats the name only when a check fails), and a caller may pass no error. */
 Test(wire, a_refused_table_entry_is_named_with_its_index) {
     sample_t s;
     sample(WIRE_PULL_REP, &s);
@@ -824,6 +824,7 @@ Test(wire, a_refused_table_entry_is_named_with_its_index) {
     s.segs[1].lo = NAN;
     cr_assert_eq(wire_encode(&s.m, &hdr, &size, &e), AUXPS_ERANGE);
     cr_assert_str_eq(e.msg, "PULL_REP.segs[1].lo = nan: expected a finite float32");
+    cr_assert_eq(wire_encode(&s.m, &hdr, &size, NULL), AUXPS_ERANGE, "a NULL error is allowed, and stays untouched");
 }
 
 Test(wire, a_refused_message_is_still_named_for_the_error_reply) {
