@@ -166,6 +166,18 @@ fail:
     return rc;
 }
 
+/* Opens an image file and its label file (idx_open) and checks that they hold as many samples.
+ * On failure either may still be open; the caller closes them. */
+static int idx_open_pair(idx_file_t *im, idx_file_t *lb, const char *images_path, const char *labels_path,
+                         auxps_error_t *err) {
+    int rc = idx_open(im, images_path, 0, err);
+    if (rc == 0) rc = idx_open(lb, labels_path, 1, err);
+    if (rc == 0 && im->n != lb->n)
+        rc = auxps_error_set(err, AUXPS_EFORMAT, "%s holds %d images but %s holds %d labels", images_path, im->n,
+                             labels_path, lb->n);
+    return rc;
+}
+
 int dataset_load_idx(dataset_t *ds, const char *images_path, const char *labels_path,
                      auxps_error_t *err) {
     if (ds == NULL || images_path == NULL || labels_path == NULL)
@@ -175,13 +187,7 @@ int dataset_load_idx(dataset_t *ds, const char *images_path, const char *labels_
     uint8_t *images = NULL, *labels = NULL;
     int rc;
     /* Both headers come first so that a count mismatch is caught before any body is read. */
-    if ((rc = idx_open(&im, images_path, 0, err)) != 0) goto fail;
-    if ((rc = idx_open(&lb, labels_path, 1, err)) != 0) goto fail;
-    if (im.n != lb.n) {
-        rc = auxps_error_set(err, AUXPS_EFORMAT, "%s holds %d images but %s holds %d labels",
-                             images_path, im.n, labels_path, lb.n);
-        goto fail;
-    }
+    if ((rc = idx_open_pair(&im, &lb, images_path, labels_path, err)) != 0) goto fail;
     if ((rc = idx_read_body(&im, "images", &images, err)) != 0) goto fail;
     if ((rc = idx_read_body(&lb, "labels", &labels, err)) != 0) goto fail;
     gzclose(im.f);
@@ -211,18 +217,24 @@ static int split_path(char *out, size_t cap, const char *dir, const char *name,
     return 0;
 }
 
+/* The image and label files of a split of dir (train: train-*, else t10k-*), PATH_MAX each. */
+static int split_paths(const char *dir, int train, char *images_path, char *labels_path, auxps_error_t *err) {
+    const char *split = train ? "train" : "t10k";
+    char name[32];
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
+    int rc = split_path(images_path, PATH_MAX, dir, name, err);
+    if (rc != 0) return rc;
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
+    return split_path(labels_path, PATH_MAX, dir, name, err);
+}
+
 int dataset_load(dataset_t *ds, const char *dir, int train, int limit, auxps_error_t *err) {
     if (ds == NULL || dir == NULL)
         return auxps_error_set(err, AUXPS_EINVAL, "dataset_load: NULL argument");
     memset(ds, 0, sizeof *ds);
-    const char *split = train ? "train" : "t10k";
-    char name[32], images_path[PATH_MAX], labels_path[PATH_MAX];
-    int rc;
-    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
-    if ((rc = split_path(images_path, sizeof images_path, dir, name, err)) != 0) return rc;
-    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
-    if ((rc = split_path(labels_path, sizeof labels_path, dir, name, err)) != 0) return rc;
-    if ((rc = dataset_load_idx(ds, images_path, labels_path, err)) != 0) return rc;
+    char images_path[PATH_MAX], labels_path[PATH_MAX];
+    int rc = split_paths(dir, train, images_path, labels_path, err);
+    if (rc != 0 || (rc = dataset_load_idx(ds, images_path, labels_path, err)) != 0) return rc;
 
     if (limit > 0 && limit < ds->n) {
         ds->n = limit;
@@ -234,6 +246,19 @@ int dataset_load(dataset_t *ds, const char *dir, int train, int limit, auxps_err
         if (p != NULL) ds->labels = p;
     }
     return 0;
+}
+
+int dataset_count(const char *dir, int train, int limit, int *n, auxps_error_t *err) {
+    if (dir == NULL || n == NULL) return auxps_error_set(err, AUXPS_EINVAL, "dataset_count: NULL argument");
+    char images_path[PATH_MAX], labels_path[PATH_MAX];
+    idx_file_t im = {0}, lb = {0};
+    int rc = split_paths(dir, train, images_path, labels_path, err);
+    if (rc != 0) return rc;
+    rc = idx_open_pair(&im, &lb, images_path, labels_path, err);
+    if (im.f != NULL) gzclose(im.f);
+    if (lb.f != NULL) gzclose(lb.f);
+    if (rc == 0) *n = limit > 0 && limit < im.n ? limit : im.n;
+    return rc;
 }
 
 /* ---- the image cache of an opened dataset ---- */
@@ -396,23 +421,13 @@ int dataset_open(dataset_t *ds, const char *dir, int train, int limit, const cha
     if (ds == NULL || dir == NULL)
         return auxps_error_set(err, AUXPS_EINVAL, "dataset_open: NULL argument");
     memset(ds, 0, sizeof *ds);
-    const char *split = train ? "train" : "t10k";
-    char name[32], images_path[PATH_MAX], labels_path[PATH_MAX], real[PATH_MAX];
+    char images_path[PATH_MAX], labels_path[PATH_MAX], real[PATH_MAX];
     idx_file_t im = {0}, lb = {0};
     uint8_t *labels = NULL;
     dataset_file_t *f = NULL;
-    int rc;
-    snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
-    if ((rc = split_path(images_path, sizeof images_path, dir, name, err)) != 0) return rc;
-    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
-    if ((rc = split_path(labels_path, sizeof labels_path, dir, name, err)) != 0) return rc;
-    if ((rc = idx_open(&im, images_path, 0, err)) != 0) goto fail;
-    if ((rc = idx_open(&lb, labels_path, 1, err)) != 0) goto fail;
-    if (im.n != lb.n) {
-        rc = auxps_error_set(err, AUXPS_EFORMAT, "%s holds %d images but %s holds %d labels", images_path, im.n,
-                             labels_path, lb.n);
-        goto fail;
-    }
+    int rc = split_paths(dir, train, images_path, labels_path, err);
+    if (rc != 0) return rc;
+    if ((rc = idx_open_pair(&im, &lb, images_path, labels_path, err)) != 0) goto fail;
     if ((rc = idx_read_body(&lb, "labels", &labels, err)) != 0) goto fail;
 
     struct stat st;
@@ -437,8 +452,8 @@ int dataset_open(dataset_t *ds, const char *dir, int train, int limit, const cha
     }
     f->fd = -1;
     f->sample = (size_t)im.c * im.h * im.w;
-    if (snprintf(f->path, sizeof f->path, "%s/auxps-%s-images-idx3-ubyte-%016llx.cache", cache_dir, split,
-                 (unsigned long long)hash) >= (int)sizeof f->path) {
+    if (snprintf(f->path, sizeof f->path, "%s/auxps-%s-images-idx3-ubyte-%016llx.cache", cache_dir,
+                 train ? "train" : "t10k", (unsigned long long)hash) >= (int)sizeof f->path) {
         rc = auxps_error_set(err, AUXPS_EINVAL, "%s: cache path too long", cache_dir);
         goto fail;
     }

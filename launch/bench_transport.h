@@ -56,7 +56,7 @@
  * The auxps run also counts what happened: when the nodes have said BYE, each node must have
  * applied exactly the pushes that the workers saw acknowledged by its shard, or the bench
  * fails. Every wait is bounded (the configuration's cluster.timeout_ms for a reply,
- * BENCH_TRANSPORT_SETUP_MS for the nodes to register and load the training labels their
+ * BENCH_TRANSPORT_SETUP_MS for the nodes to register and count the training samples their
  * schedule needs, so the default configuration's data.dir must hold Fashion-MNIST). */
 #ifndef AUXPS_BENCH_TRANSPORT_H
 #define AUXPS_BENCH_TRANSPORT_H

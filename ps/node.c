@@ -991,14 +991,15 @@ static int send_hello(node_t *n, auxps_error_t *err) {
 
 typedef struct {
     node_t *n;
-    dataset_t *ds;
+    int *count;
     auxps_error_t *err;
 } count_job_t;
 
-/* peer_run_beating's job: the training set, to count it. */
+/* peer_run_beating's job: the training set's size, from its files' headers (the coordinator reads
+ * the whole set; a node needs only the count, not 47 MB decompressed in its memory). */
 static int count_data(void *arg) {
     count_job_t *j = arg;
-    return dataset_load(j->ds, j->n->cfg.data.dir, 1, j->n->cfg.data.train_limit, j->err);
+    return dataset_count(j->n->cfg.data.dir, 1, j->n->cfg.data.train_limit, j->count, j->err);
 }
 
 /* kbit runs: the shard's tensors and the k-bit pull buffers. The coordinator's shard map never
@@ -1050,8 +1051,7 @@ static int send_ready(node_t *n, auxps_error_t *err) {
 static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     const wire_welcome_t *w = &m->welcome;
     model_t *model = NULL;
-    dataset_t ds = {0};
-    int rc;
+    int rc, nsamples = 0;
     if (w->role != WIRE_ROLE_NODE) {
         rc = auxps_error_set(err, AUXPS_ECONFIG, "WELCOME for role %" PRIu32 ", not a node", w->role);
         goto refused;
@@ -1068,7 +1068,7 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
         goto refused;
     }
     /* The schedule needs the number of training samples (CLUSTER.md "Steps"). */
-    count_job_t job = {n, &ds, err};
+    count_job_t job = {n, &nsamples, err};
     if ((rc = peer_run_beating(n->coord, WIRE_ROLE_NODE, w->id, &n->coord_rid, w->heartbeat_ms, count_data,
                                &job)) != 0) {
         rc = AUXPS_ECONFIG;
@@ -1100,7 +1100,7 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
     model_init(model, w->seed);
     memcpy(n->pcur->data, model_params(model) + n->off, n->len * sizeof(float));
     memcpy(n->stats, model_stats(model) + n->soff, n->slen * sizeof(float));
-    const long b = n->cfg.train.batch_size, spe = (ds.n + b - 1) / b;
+    const long b = n->cfg.train.batch_size, spe = (nsamples + b - 1) / b;
     long total = spe * n->cfg.train.epochs;
     if (n->cfg.train.max_steps > 0 && n->cfg.train.max_steps < total) total = n->cfg.train.max_steps;
     const auxps_config_t *c = &n->cfg;
@@ -1119,13 +1119,11 @@ static int welcome(node_t *n, const wire_msg_t *m, auxps_error_t *err) {
         "serving at %s", n->off, n->off + n->len, w->num_params, n->soff, n->soff + n->slen,
         w->num_stats,
         w->consistency == WIRE_CONS_ASYNC ? "async" : w->consistency == WIRE_CONS_SSP ? "ssp" : "bsp",
-        n->staleness, n->num_workers, ds.n, total, n->endpoint);
+        n->staleness, n->num_workers, nsamples, total, n->endpoint);
     model_destroy(&model);
-    dataset_free(&ds);
     return send_ready(n, err);
 refused:
     model_destroy(&model);
-    dataset_free(&ds);
     auxps_error_t e = {0};
     uint32_t code = rc == AUXPS_ENOMEM ? WIRE_ERR_INTERNAL : WIRE_ERR_CONFIG;
     if (wire_send_error(n->coord, NULL, 0, m->rid, code, err->msg, &e) == 0) n->coord_sent = clock_now_ms();

@@ -240,6 +240,46 @@ Test(data, load_dir_limit_keeps_first_samples_and_all_classes) {
     dataset_free(&ds);
 }
 
+/* dataset_count: the n that dataset_load gives, limits included, from the headers alone: a body
+ * cut short still counts (dataset_load refuses it), a header that dataset_load refuses is refused
+ * with the same error. */
+Test(data, count_gives_load_n_from_the_headers_alone) {
+    char im[256], lb[256];
+    write_fixture(tpath(im, "train-images-idx3-ubyte.gz"), tpath(lb, "train-labels-idx1-ubyte.gz"), 1);
+    auxps_error_t err = {0};
+    int n = -1;
+    cr_assert_eq(dataset_count(tmp_dir, 1, 0, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, FIX_N);
+    cr_assert_eq(dataset_count(tmp_dir, 1, 2, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(dataset_count(tmp_dir, 1, FIX_N + 5, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, FIX_N);
+
+    unlink(im); /* the plain twins are read from here on, the images cut short */
+    write_fixture(tpath(im, "train-images-idx3-ubyte"), tpath(lb, "train-labels-idx1-ubyte"), 0);
+    cr_assert_eq(truncate(im, (off_t)file_size(im) - 1), 0);
+    dataset_t ds;
+    cr_assert_eq(dataset_load(&ds, tmp_dir, 1, 0, &err), AUXPS_EFORMAT, "the body is cut short");
+    n = -1;
+    cr_assert_eq(dataset_count(tmp_dir, 1, 0, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, FIX_N);
+
+    write_idx(tpath(lb, "train-labels-idx1-ubyte.gz"), 1, 0x801, 1, (uint32_t[]){2}, fix_labels, 2);
+    n = -1;
+    cr_assert_eq(dataset_count(tmp_dir, 1, 0, &n, &err), AUXPS_EFORMAT);
+    cr_assert_not_null(strstr(err.msg, "3 images"), "%s", err.msg);
+    cr_assert_not_null(strstr(err.msg, "2 labels"), "%s", err.msg);
+    cr_assert_eq(n, -1, "no count on failure");
+    write_idx(tpath(lb, "train-labels-idx1-ubyte.gz"), 1, 0x803, 1, (uint32_t[]){3}, fix_labels, 3);
+    cr_assert_eq(dataset_count(tmp_dir, 1, 0, &n, &err), AUXPS_EFORMAT);
+    cr_assert_not_null(strstr(err.msg, "bad magic 0x00000803"), "%s", err.msg);
+    cr_assert_eq(dataset_count(tmp_dir, 0, 0, &n, &err), AUXPS_EIO, "no t10k files here");
+    cr_assert_not_null(strstr(err.msg, "t10k-images-idx3-ubyte"), "%s", err.msg);
+    cr_assert_eq(dataset_count(NULL, 1, 0, &n, &err), AUXPS_EINVAL);
+    cr_assert_eq(dataset_count(tmp_dir, 1, 0, NULL, &err), AUXPS_EINVAL);
+    assert_no_leaks();
+}
+
 Test(data, free_is_safe_on_zeroed_and_freed_datasets) {
     dataset_t ds = {0};
     dataset_free(&ds);
@@ -614,6 +654,12 @@ static void check_real_split(int train, int n, int first_label, int first_image_
 
 Test(data, real_fashion_mnist_train_is_60000_balanced_28x28, .timeout = 60) {
     check_real_split(1, 60000, 9, 76247);
+    int n = 0;
+    auxps_error_t err = {0};
+    cr_assert_eq(dataset_count(DATA_DEFAULT_DIR, 1, 0, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 60000);
+    cr_assert_eq(dataset_count(DATA_DEFAULT_DIR, 0, 1000, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1000);
 }
 
 Test(data, real_fashion_mnist_test_is_10000_balanced_28x28, .timeout = 60) {
