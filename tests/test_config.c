@@ -390,6 +390,10 @@ Test(config, structural_errors_point_at_their_line) {
     memset(text + strlen(text), 'x', 250);
     strcat(text, "\n");
     expect_error(text, 3, "line longer than 199 characters", NULL);
+    /* The limit holds for a blank line too (the fuzz corpus's regress-blank-line-too-long). */
+    memset(text, ' ', 250);
+    strcpy(text + 250, "\n[train]\nepochs = 3\n");
+    expect_error(text, 1, "line longer than 199 characters", NULL);
     static const char nul[] = "[data]\ndir = a\0b\n";
     expect_error_len(nul, sizeof nul - 1, 2, "NUL byte", NULL);
     expect_error("[data]\ndir = a;b\n", 2, "data.dir = 'a;b'", "without ';'", NULL);
@@ -411,6 +415,10 @@ Test(config, comments_crlf_and_long_lines_up_to_the_limit_load) {
     strcpy(text + 199, "\n[train]\nepochs = 5\n");
     cr_assert_eq(load_text(text, &c, &e, path), 0, "%s", e.msg);
     cr_assert_eq(c.train.epochs, 5);
+    memset(text, ' ', 199); /* and a blank line of 199 characters */
+    strcpy(text + 199, "\n[train]\nepochs = 6\n");
+    cr_assert_eq(load_text(text, &c, &e, path), 0, "%s", e.msg);
+    cr_assert_eq(c.train.epochs, 6);
     /* The longest path fits on a line. */
     strcpy(text, "[data]\ndir = /");
     memset(text + strlen(text), 'd', CONFIG_MAX_STRING - 1);
