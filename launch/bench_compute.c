@@ -35,7 +35,8 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
                     "       auxps bench --sgemm [--threads T,..] [--seconds S]\n"
                     "       auxps bench --conv [--seconds S]\n"
                     "       auxps bench --table FILE\n"
-                    "       auxps bench --transport [--seconds S] [--curve] [--coded] [--workers W,..] [--nodes S,..]\n");
+                    "       auxps bench --transport [--seconds S] [--curve] [--coded] [--workers W,..]\n"
+                    "                               [--nodes S,..]\n");
     return 2;
 }
 
